@@ -1,0 +1,35 @@
+# rayline: `make run` runs the main example, `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: run test test-all chaos bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) examples/hello.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not chaos and not soak"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+chaos: $(STAMP)
+	$(PY) -m pytest -q -m chaos
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py $(if $(PEERS),--peers,)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check runtime actors tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) .rayline .pytest_cache

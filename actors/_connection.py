@@ -1,0 +1,52 @@
+"""How a client reaches rayline on a Ray cluster: ``connect`` starts or joins Ray, then
+gets (or creates) the namespace's registry, which resumes unfinished runs on a fresh
+cluster."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from rayline.errors import InvalidInputError
+
+from ._directory import ActorDirectory
+from ._names import REGISTRY, detached
+from .registry import RegistryActor
+
+
+class RayConnection(ActorDirectory):
+    """The client's view of one rayline namespace on a Ray cluster."""
+
+    def __init__(self, storage_url: str, namespace: str) -> None:
+        super().__init__(namespace)
+        self.storage_url = storage_url
+
+    async def open(self) -> dict[str, Any]:
+        registry = RegistryActor.options(**detached(self.namespace, REGISTRY)).remote(
+            self.storage_url, self.namespace)
+        self._handles[REGISTRY] = registry
+        info: dict[str, Any] = await registry.ready.remote()
+        if info["storage"] != self.storage_url:
+            raise InvalidInputError(
+                f"namespace {self.namespace!r} on this cluster uses storage {info['storage']}, "
+                f"not {self.storage_url}: use that storage or another namespace")
+        return info
+
+
+def ensure_ray(address: str | None) -> None:
+    """Joins the Ray cluster at ``address`` or starts a local one (once per process)."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is None:
+        ray.init(include_dashboard=False, logging_level="WARNING")
+    else:
+        ray.init(address=address, logging_level="WARNING")
+
+
+def connect(address: str | None, storage_url: str, namespace: str) -> RayConnection:
+    """A connection object; ``await connection.open()`` before use."""
+    ensure_ray(address)
+    return RayConnection(storage_url, namespace)

@@ -1,0 +1,52 @@
+"""Ray names and creation options shared by the registry, the hosts and the client."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import ray
+from ray.exceptions import RayTaskError
+
+from rayline.errors import RaylineError
+
+REGISTRY = "registry"
+HOST_CONCURRENCY = 100_000
+
+
+def ray_namespace(namespace: str) -> str:
+    return f"rayline-{namespace}"
+
+
+def pool_host(task_queue: str, index: int) -> str:
+    return f"host-{task_queue}-{index}"
+
+
+def dedicated_host(workflow_id: str) -> str:
+    return f"host-dedicated-{workflow_id}"
+
+
+def pick(hosts: list[str], workflow_id: str) -> str:
+    """Placement of a new workflow in a pool: stable across processes."""
+    return hosts[zlib.crc32(workflow_id.encode()) % len(hosts)]
+
+
+def detached(namespace: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": ray_namespace(namespace), "lifetime": "detached",
+            "get_if_exists": True, "max_restarts": -1, "max_task_retries": 0,
+            "max_concurrency": HOST_CONCURRENCY, "num_cpus": 0, **extra}
+
+
+async def call(handle: Any, method: str, *args: Any) -> Any:
+    """Awaits an actor call, re-raising rayline errors as themselves (not RayTaskError)."""
+    try:
+        return await getattr(handle, method).remote(*args)
+    except RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, (RaylineError, BaseException)) and not isinstance(cause, RayTaskError):
+            raise cause from None
+        raise
+
+
+def get_actor(namespace: str, name: str) -> Any:
+    return ray.get_actor(name, namespace=ray_namespace(namespace))

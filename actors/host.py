@@ -1,0 +1,77 @@
+"""The detached host actor: a thin Ray shell around ``rayline._host.Host``.
+
+Named ``host-<task_queue>-<n>`` (a pool) or ``host-dedicated-<workflow_id>``, in the Ray
+namespace ``rayline-<namespace>``; ``max_restarts=-1``, so Ray restarts it after a crash
+with the same constructor arguments, and it resumes its runs from storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+
+from rayline import _serde
+from rayline._host import Host
+from rayline.storage import RunStore, open_store
+from rayline.timeline import Event
+
+from .backend import RayBackend
+
+log = logging.getLogger("rayline.actors")
+
+
+@ray.remote
+class HostActor:
+    """One host process: many workflow actors, one event loop."""
+
+    async def __init__(self, name: str, storage_url: str, namespace: str,
+                       workflows: dict[str, dict[str, Any]]) -> None:
+        runs = RunStore(open_store(storage_url), namespace)
+        definitions = [_load(ref) for ref in workflows.values()]
+        self.host = Host(name, runs, RayBackend(namespace), definitions)
+        self._recovery = asyncio.get_running_loop().create_task(self.host.recover())
+
+    async def ready(self) -> int:
+        return await self._recovery
+
+    async def register(self, workflows: dict[str, dict[str, Any]]) -> list[str]:
+        return self.host.register([_load(ref) for ref in workflows.values()])
+
+    async def start(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self.host.start(request)
+
+    async def result(self, workflow_id: str, run_id: str | None = None,
+                     follow: bool = True) -> dict[str, Any]:
+        return await self.host.result(workflow_id, run_id, follow)
+
+    async def signal(self, workflow_id: str, signal_id: str, data: dict[str, Any],
+                     expire: float | None = None, request_id: str | None = None,
+                     buffer_if_missing: bool = False) -> None:
+        await self.host.signal(workflow_id, signal_id, data, expire, request_id, buffer_if_missing)
+
+    async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
+        await self.host.cancel(workflow_id, reason)
+
+    async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
+        await self.host.terminate(workflow_id, reason)
+
+    async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
+        return await self.host.query(workflow_id, name, args)
+
+    async def describe(self, workflow_id: str) -> dict[str, Any]:
+        return await self.host.describe(workflow_id)
+
+    async def deliver(self, workflow_id: str, event: Event) -> None:
+        await self.host.deliver(workflow_id, event)
+
+    async def stats(self) -> dict[str, Any]:
+        return self.host.stats()
+
+
+def _load(ref: dict[str, Any]) -> Any:
+    if ref.get("code_pickle"):
+        return _serde.unpickle_b64(ref["code_pickle"])
+    return _serde.resolve_path(ref["code"])

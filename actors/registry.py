@@ -1,0 +1,184 @@
+"""The named registry actor: where each workflow lives, the hosts of each task queue,
+and the visibility index behind ``client.workflow.list``.
+
+It is off the hot path: clients ask it for a queue's host names once and then call hosts
+directly; hosts tell it about starts and closes in batches, without waiting. Everything
+it knows can be rebuilt from storage, which it does when it starts (and then resumes every
+unfinished run by making sure its host exists: hosts resume their own runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+
+from rayline._actor import outcome_of
+from rayline.errors import InvalidInputError, WorkflowNotFoundError
+from rayline.storage import RunStore, open_store, validate_id
+
+from ._names import dedicated_host, detached, pool_host
+from .host import HostActor
+
+log = logging.getLogger("rayline.actors")
+
+
+@ray.remote
+class RegistryActor:
+    """One per rayline namespace, named ``registry`` in Ray namespace ``rayline-<ns>``."""
+
+    async def __init__(self, storage_url: str, namespace: str) -> None:
+        self.storage_url = storage_url
+        self.namespace = namespace
+        self.runs = RunStore(open_store(storage_url), namespace)
+        self.directory: dict[str, dict[str, Any]] = {}
+        self.hosts: dict[str, Any] = {}
+        self._indexed = False
+        self._lock = asyncio.Lock()
+        self._resumed = asyncio.get_running_loop().create_task(self.resume_all())
+
+    def _io(self, fn: Any, *args: Any) -> Any:
+        return asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def ready(self) -> dict[str, Any]:
+        resumed = await self._resumed
+        return {"storage": self.storage_url, "namespace": self.namespace, "resumed": resumed}
+
+    # --------------------------------------------------------------- hosts
+
+    async def ensure_host(self, name: str) -> None:
+        """Creates host ``name`` if it is not running (from its stored config)."""
+        async with self._lock:
+            if name in self.hosts:
+                return
+            config = await self._io(self.runs.get_config, f"host:{name}")
+            if config is None:
+                raise InvalidInputError(f"unknown host {name!r}")
+            await self._create_host(name, config["task_queue"])
+
+    async def _create_host(self, name: str, task_queue: str) -> None:
+        queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
+        await self._io(self.runs.put_config, f"host:{name}", {"task_queue": task_queue})
+        handle = HostActor.options(**detached(self.namespace, name)).remote(
+            name, self.storage_url, self.namespace, queue.get("workflows", {}))
+        await handle.ready.remote()
+        self.hosts[name] = handle
+
+    async def hosts_for(self, task_queue: str) -> list[str]:
+        """The pool of hosts for a task queue, created on first use (1 host by default)."""
+        validate_id(task_queue, what="task queue")
+        config = await self._io(self.runs.get_config, f"queue:{task_queue}")
+        if config is None:
+            return await self.configure(task_queue, 1, {})
+        names = [pool_host(task_queue, i) for i in range(config["hosts"])]
+        for name in names:
+            if name not in self.hosts:
+                await self.ensure_host(name)
+        return names
+
+    async def configure(self, task_queue: str, hosts: int,
+                        workflows: dict[str, dict[str, Any]]) -> list[str]:
+        """``Worker.create``: sets the pool size and registered workflows of a queue."""
+        validate_id(task_queue, what="task queue")
+        if not isinstance(hosts, int) or hosts < 1:
+            raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
+        async with self._lock:
+            config = await self._io(self.runs.get_config, f"queue:{task_queue}") or {
+                "hosts": 0, "workflows": {}}
+            config["hosts"] = max(config["hosts"], hosts)
+            config["workflows"].update(workflows)
+            await self._io(self.runs.put_config, f"queue:{task_queue}", config)
+            names = [pool_host(task_queue, i) for i in range(config["hosts"])]
+            for name in names:
+                if name in self.hosts:
+                    await self.hosts[name].register.remote(workflows)
+                else:
+                    await self._create_host(name, task_queue)
+        return names
+
+    async def dedicated_host(self, workflow_id: str, task_queue: str = "default") -> str:
+        name = dedicated_host(validate_id(workflow_id))
+        async with self._lock:
+            if name not in self.hosts:
+                await self._create_host(name, task_queue)
+        return name
+
+    # ----------------------------------------------------------- directory
+
+    async def locate(self, workflow_id: str) -> str:
+        record = self.directory.get(workflow_id)
+        if record is not None:
+            return record["host"]  # type: ignore[no-any-return]
+        started = await self._io(self.runs.read_run, validate_id(workflow_id))
+        return started.host  # type: ignore[no-any-return]
+
+    def report(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.directory[record["workflow_id"]] = record
+
+    async def list(self, status: str | None = None, workflow_name: str | None = None,
+                   search: dict[str, Any] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Workflows in the index, newest first, filtered by state, name and search fields."""
+        if not self._indexed:
+            await self._io(self._index_from_storage)
+            self._indexed = True
+        out = []
+        for record in self.directory.values():
+            if status is not None and record["state"] != status:
+                continue
+            if workflow_name is not None and record["workflow_name"] != workflow_name:
+                continue
+            if search and any(record["search"].get(k) != v for k, v in search.items()):
+                continue
+            out.append(record)
+        out.sort(key=lambda r: r["started_at"], reverse=True)
+        return out[:limit]
+
+    def _index_from_storage(self) -> None:
+        for key in self.runs.all_workflow_keys():
+            try:
+                started = self.runs.read_latest(key)
+                if started is None or started.workflow_id in self.directory:
+                    continue
+                batches = self.runs.read_batches(started.workflow_id, started.epoch,
+                                                 started.run_id)
+            except Exception:
+                log.exception("registry: cannot index %s", key)
+                continue
+            outcome = outcome_of(batches[-1]) if batches else None
+            search = dict(started.search)
+            for batch in batches:
+                for command in batch.commands:
+                    if command.type == "upsert_fields" and command.indexed:
+                        search.update(command.fields)
+            self.directory[started.workflow_id] = {
+                "workflow_id": started.workflow_id, "run_id": started.run_id,
+                "workflow_name": started.workflow_name, "host": started.host,
+                "task_queue": started.task_queue, "started_at": started.time,
+                "state": outcome["status"] if outcome else "running",
+                "status": outcome["code"] if outcome else 1, "search": search,
+            }
+
+    # -------------------------------------------------------------- resume
+
+    async def resume_all(self) -> int:
+        """Makes sure every host with unfinished runs is up (each resumes its own runs).
+
+        Idempotent: hosts are named actors created with ``get_if_exists``, and a host
+        that is already running has already resumed.
+        """
+        names = await self._io(self.runs.open_hosts)
+        for name in names:
+            try:
+                await self.ensure_host(name)
+            except Exception:
+                log.exception("registry: cannot resume host %s", name)
+        return len(names)
+
+    async def locate_or_none(self, workflow_id: str) -> str | None:
+        try:
+            return await self.locate(workflow_id)
+        except WorkflowNotFoundError:
+            return None

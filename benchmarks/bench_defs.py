@@ -1,0 +1,43 @@
+"""The activity and workflows that ``rayline_bench.py`` measures.
+
+They live in an importable module (not ``__main__``) so that rayline records them by
+import path and its Ray workers import them by name; the runner puts ``benchmarks/`` on
+``PYTHONPATH``. Each is the same logic as in every peer's script.
+"""
+import rayline
+from rayline import workflow
+
+
+@rayline.activity
+def add1(x: int) -> int:
+    """The one activity of every workload."""
+    return x + 1
+
+
+@rayline.workflow
+async def one(x: int) -> int:
+    """W1/W2: one activity."""
+    acts = workflow.proxy_activities(add1)
+    return await acts.add1(x)
+
+
+@rayline.workflow
+async def steps(n: int) -> int:
+    """W3: ``n`` sequential activities."""
+    acts = workflow.proxy_activities(add1)
+    x = 0
+    for _ in range(n):
+        x = await acts.add1(x)
+    return x
+
+
+@rayline.workflow
+async def wait_signal() -> int:
+    """W4: blocks until the ``go`` signal, returns its payload."""
+    return await workflow.condition("go")
+
+
+@rayline.workflow
+async def parked() -> float:
+    """W5: sleeps for ten minutes, long enough to stay parked for the measurement."""
+    return await workflow.sleep("10m")

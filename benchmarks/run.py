@@ -1,0 +1,260 @@
+"""Run the benchmark suite and write ``benchmarks/results/latest.{json,md,png}``.
+
+    python benchmarks/run.py [--peers] [--quick]
+
+Each engine runs in a subprocess of its own (Ray is one per process): the raw Ray
+baselines and rayline with this interpreter (the project's venv), and with ``--peers``
+Temporal, DBOS and Ray Workflows with their own venvs under ``benchmarks/.venvs/``,
+created on first use. Every script prints one JSON object on its last stdout line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+PEERS_DIR = BENCH_DIR / "peers"
+
+from peers._common import log  # noqa: E402  (benchmarks/ is this script's directory)
+from peers.setup_venvs import REQUIREMENTS, ensure_venv  # noqa: E402
+
+# Seconds each script may take before it is stopped (full sizes; --quick is far below).
+LOCAL_TIMEOUT_S = {"raw_ray.py": 240, "rayline_bench.py": 300}
+PEER_TIMEOUT_S = 900
+PEER_SCRIPTS = {peer: f"{peer}_bench.py" for peer in REQUIREMENTS}
+
+COLUMNS = [("rayline", "rayline"), ("ray_tasks", "raw Ray tasks"),
+           ("ray_floor", "raw async-actor floor"), ("temporal", "Temporal"),
+           ("dbos", "DBOS"), ("rayworkflows", "Ray Workflows")]
+PEER_COLUMNS = [(key, label) for key, label in COLUMNS if key in PEER_SCRIPTS]
+
+# (row label, workload, field); "lower" says whether a lower figure is better.
+ROWS = [("W1 p50 ms", "W1", "p50_ms"), ("W1 p99 ms", "W1", "p99_ms"),
+        ("W2 workflows/s", "W2", "wf_per_s"), ("W3 ms/step", "W3", "ms_per_step"),
+        ("W3 ms/step, local activities", "W3_local", "ms_per_step"),
+        ("W4 p50 ms", "W4", "p50_ms"), ("W4 p50 ms, 10 ms poll", "W4_10ms_poll", "p50_ms"),
+        ("W5 starts/s", "W5", "starts_per_s"), ("W5 bytes/workflow", "W5", "bytes_per_wf")]
+RATIO_ROWS = [row for row in ROWS if row[1] in ("W1", "W2", "W3", "W4")]
+PLOTTED = [("W1 p50 (ms, lower is better)", "W1", "p50_ms"),
+           ("W2 (workflows/s, higher is better)", "W2", "wf_per_s"),
+           ("W3 (ms per step, lower is better)", "W3", "ms_per_step")]
+
+
+def child_env(with_project_path: bool) -> dict[str, str]:
+    """The environment of a benchmark subprocess."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    if with_project_path:
+        paths = [str(REPO_ROOT), str(BENCH_DIR), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
+
+
+def run_script(python: Path | str, script: Path, quick: bool, timeout: float,
+               env: dict[str, str]) -> dict:
+    """Run one benchmark script; return its JSON result, or ``{"errors": [...]}``.
+
+    The script runs in a session of its own, so that on a timeout exactly its process
+    group (it and whatever servers it started) is stopped.
+    """
+    command = [str(python), str(script), *(["--quick"] if quick else [])]
+    log(f"== {' '.join(command)}")
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        return {"errors": [f"{script.name} timed out after {timeout} s"]}
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"errors": [f"{script.name} exited {proc.returncode} without a JSON line"]}
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Terminate the process group led by ``proc`` (which we started), then kill it."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_local(quick: bool) -> dict[str, dict]:
+    """raw Ray (two columns) and rayline, with this interpreter."""
+    env = child_env(with_project_path=True)
+    raw = run_script(sys.executable, BENCH_DIR / "raw_ray.py", quick,
+                     LOCAL_TIMEOUT_S["raw_ray.py"], env)
+    engines = raw if "ray_tasks" in raw else {"ray_tasks": raw, "ray_floor": raw}
+    engines["rayline"] = run_script(sys.executable, BENCH_DIR / "rayline_bench.py", quick,
+                                    LOCAL_TIMEOUT_S["rayline_bench.py"], env)
+    return engines
+
+
+def run_peers(quick: bool) -> dict[str, dict]:
+    """Every peer, each with its own venv (set up first if needed)."""
+    engines = {}
+    for peer, script in PEER_SCRIPTS.items():
+        try:
+            python = ensure_venv(peer)
+        except subprocess.CalledProcessError as exc:
+            engines[peer] = {"errors": [f"venv setup failed: {exc}"]}
+            continue
+        engines[peer] = run_script(python, PEERS_DIR / script, quick, PEER_TIMEOUT_S,
+                                   child_env(with_project_path=False))
+    return engines
+
+
+def machine_facts(engines: dict[str, dict], quick: bool) -> dict:
+    """Where and when the figures were measured."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cores": os.cpu_count(), "memory_gib": round(memory / 2**30, 1),
+            "cpu": cpu_model(), "platform": platform.platform(),
+            "python": platform.python_version(),
+            "ray": engines.get("ray_tasks", {}).get("version"),
+            "versions": {key: engines[key].get("version") for key, _ in COLUMNS
+                         if key in engines},
+            "quick": quick}
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name, from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def figure(engine: dict | None, workload: str, field: str) -> float | None:
+    """One number of one engine, or None if it was not measured."""
+    return ((engine or {}).get(workload) or {}).get(field)
+
+
+def fmt(value: float | None) -> str:
+    """A figure for the table: three significant digits or so; a dash if missing."""
+    if value is None:
+        return "–"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    """``a / b`` as ``"1.23x"``; a dash if either is missing or b is zero."""
+    if numerator is None or not denominator:
+        return "–"
+    return f"{numerator / denominator:.2f}x"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def render_markdown(results: dict) -> str:
+    """The figures table, the ratios table, notes and errors."""
+    engines, machine = results["engines"], results["machine"]
+    present = [(key, label) for key, label in COLUMNS if key in engines]
+    rows = [[name, *(fmt(figure(engines[key], w, f)) for key, _ in present)]
+            for name, w, f in ROWS
+            if any(figure(engines[key], w, f) is not None for key, _ in present)]
+    ratio_header = ["metric", "rayline / raw Ray", "rayline / floor",
+                    *(f"{label} / rayline" for key, label in PEER_COLUMNS if key in engines)]
+    ratio_rows = []
+    for name, w, f in RATIO_ROWS:
+        ours = figure(engines.get("rayline"), w, f)
+        ratio_rows.append([name, ratio(ours, figure(engines.get("ray_tasks"), w, f)),
+                           ratio(ours, figure(engines.get("ray_floor"), w, f)),
+                           *(ratio(figure(engines[key], w, f), ours)
+                             for key, _ in PEER_COLUMNS if key in engines)])
+    lines = [f"# Benchmarks, {machine['date']}", "",
+             f"{machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
+             f"Python {machine['python']}, Ray {machine['ray']}"
+             f"{', quick sizes' if machine['quick'] else ''}.", "",
+             *table(["metric", *(label for _, label in present)], rows), "",
+             "Ratios, each a figure divided by another from this same run "
+             "(W2 is a rate: there, above 1x means the numerator is faster; "
+             "elsewhere above 1x means it is slower).", "",
+             *table(ratio_header, ratio_rows), "",
+             "Notes: every activity is `add1(x) = x + 1`. For raw Ray tasks, W4 is the "
+             "round trip of an actor method call from the driver (what delivering a "
+             "signal costs at least). The floor is a hand-written async actor that "
+             "writes one fsync'd record per start, step and signal.", "",
+             "Versions: " + "; ".join(f"{key}: {version}" for key, version
+                                      in machine["versions"].items()), ""]
+    errors = [f"- {key}: {error}" for key, _ in present
+              for error in engines[key].get("errors", [])]
+    if errors:
+        lines += ["Errors:", "", *errors, ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Bar charts of W1 p50, W2 and W3 per engine; skipped without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: skipping the plot")
+        return
+    engines = results["engines"]
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(5 * len(PLOTTED), 4.5))
+    for ax, (title, w, f) in zip(axes, PLOTTED):
+        bars = [(label, figure(engines.get(key), w, f)) for key, label in COLUMNS]
+        bars = [(label, value) for label, value in bars if value is not None]
+        ax.bar([label for label, _ in bars], [value for _, value in bars], color="C0")
+        for i, (_, value) in enumerate(bars):
+            ax.annotate(fmt(value), (i, value), ha="center", va="bottom", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=35, labelsize=8)
+    fig.suptitle(f"rayline benchmarks, {results['machine']['date']}, "
+                 f"{results['machine']['cores']} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_results(results: dict) -> None:
+    """latest.json, latest.md and latest.png under benchmarks/results/."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS_DIR / "latest.md").write_text(render_markdown(results))
+    plot(results, RESULTS_DIR / "latest.png")
+    log(f"wrote {RESULTS_DIR}/latest.{{json,md,png}}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peers", action="store_true",
+                        help="also run Temporal, DBOS and Ray Workflows (own venvs)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    args = parser.parse_args()
+    engines = run_local(args.quick)
+    if args.peers:
+        engines.update(run_peers(args.quick))
+    results = {"machine": machine_facts(engines, args.quick), "engines": engines}
+    write_results(results)
+    print((RESULTS_DIR / "latest.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""rayline: durable workflows on Ray.
+
+A workflow is an ``async def`` that calls activities (Ray tasks), sleeps, waits for
+signals and starts children; every step is checkpointed to a timeline in storage, so
+it survives the loss of any process, node or cluster and resumes where it was.
+
+    import rayline
+    from rayline import workflow
+
+    @rayline.activity
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @rayline.workflow
+    async def total(n: int) -> int:
+        acts = workflow.proxy_activities(add)
+        return await acts.add(n, 1)
+
+    client = rayline.Client()
+    print(client.workflow.execute(total, args=[41]))
+"""
+
+from . import errors, workflow
+from ._activity import ActivityDefinition, ActivityInfo, activity
+from ._activity import info as activity_info
+from ._definition import WorkflowDefinition
+from ._options import ActivityOptions, RetryPolicy
+from .client import (
+    AsyncClient,
+    AsyncWorkflowClient,
+    AsyncWorkflowHandle,
+    Client,
+    WorkflowClient,
+    WorkflowHandle,
+)
+from .errors import (
+    ActivityError,
+    CancelledFailure,
+    ConflictError,
+    CorruptTimelineError,
+    DuplicateWorkflowError,
+    FatalError,
+    InvalidInputError,
+    MaxedError,
+    NonDeterminismError,
+    QueryError,
+    RaylineError,
+    SerializationError,
+    StorageError,
+    TimeoutFailure,
+    WorkflowClosedError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
+    WorkflowTerminatedError,
+    is_cancellation,
+)
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityDefinition",
+    "ActivityError",
+    "ActivityInfo",
+    "ActivityOptions",
+    "AsyncClient",
+    "AsyncWorkflowClient",
+    "AsyncWorkflowHandle",
+    "CancelledFailure",
+    "Client",
+    "ConflictError",
+    "CorruptTimelineError",
+    "DuplicateWorkflowError",
+    "FatalError",
+    "InvalidInputError",
+    "MaxedError",
+    "NonDeterminismError",
+    "QueryError",
+    "RaylineError",
+    "RetryPolicy",
+    "SerializationError",
+    "StorageError",
+    "TimeoutFailure",
+    "Worker",
+    "WorkflowClient",
+    "WorkflowClosedError",
+    "WorkflowDefinition",
+    "WorkflowFailedError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "WorkflowTerminatedError",
+    "activity",
+    "activity_info",
+    "errors",
+    "is_cancellation",
+    "workflow",
+]

@@ -1,0 +1,119 @@
+"""Running one activity call: a single attempt, and the retry loop around attempts.
+
+A single attempt (:func:`invoke`) runs wherever the activity runs (a Ray task, a
+runner actor, or inline in the host) and never raises: it returns ``("ok", value)``
+or ``("err", failure_fields)``, so that Ray never wraps, logs or re-pickles the user's
+exception. The retry loop (:func:`run_with_retries`) runs in the host; how an attempt
+is carried out is the caller's ``attempt`` function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import traceback
+from typing import Any, Awaitable, Callable
+
+from . import _serde
+from ._activity import ActivityInfo, _current
+from ._options import ActivityOptions
+from .errors import FatalError
+from .timeline import ActivityCompleted, ActivityFailed, Event, Failure
+
+Outcome = tuple[str, Any]
+
+
+def _failure_fields(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "stack": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "fatal": isinstance(exc, FatalError),
+    }
+
+
+def invoke(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo) -> Outcome:
+    """Runs a sync activity function once, in this thread."""
+    token = _current.set(info)
+    try:
+        return ("ok", fn(*args))
+    except Exception as exc:
+        return ("err", _failure_fields(exc))
+    finally:
+        _current.reset(token)
+
+
+async def invoke_async(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo) -> Outcome:
+    """Runs an activity function once: awaited if async, called inline if sync."""
+    if not inspect.iscoroutinefunction(fn):
+        return invoke(fn, args, info)
+    token = _current.set(info)
+    try:
+        return ("ok", await fn(*args))
+    except Exception as exc:
+        return ("err", _failure_fields(exc))
+    finally:
+        _current.reset(token)
+
+
+def run_sync_or_async(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo) -> Outcome:
+    """For a worker process: runs an async activity on a fresh event loop, a sync one inline."""
+    if inspect.iscoroutinefunction(fn):
+        return asyncio.run(invoke_async(fn, args, info))
+    return invoke(fn, args, info)
+
+
+Attempt = Callable[[int], Awaitable[Outcome]]
+
+
+async def run_with_retries(
+    seq: int, name: str, options: ActivityOptions, attempt: Attempt,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Event:
+    """Runs attempts until one succeeds or the policy says stop; returns the event to record.
+
+    ``attempt(n)`` runs attempt ``n`` and returns its outcome; it may raise
+    ``asyncio.TimeoutError`` when ``start_to_close`` passes.
+    """
+    policy = options.retry_policy
+    deadline = (time.monotonic() + options.schedule_to_close
+                if options.schedule_to_close is not None else None)
+    number = 0
+    while True:
+        number += 1
+        try:
+            if options.start_to_close is not None:
+                kind, value = await asyncio.wait_for(attempt(number), options.start_to_close)
+            else:
+                kind, value = await attempt(number)
+        except asyncio.TimeoutError:
+            kind, value = "err", {"type": "rayline.errors.TimeoutFailure", "fatal": False,
+                                  "message": f"attempt exceeded start_to_close "
+                                             f"({options.start_to_close}s)", "stack": "",
+                                  "timeout": True}
+        if kind == "ok":
+            try:
+                result = _serde.encode(value, what=f"result of activity {name!r}")
+            except Exception as exc:
+                return ActivityFailed(seq=seq, failure=Failure(
+                    type=type(exc).__name__, message=str(exc), kind="fatal", code=598,
+                    activity=name, attempt=number))
+            return ActivityCompleted(seq=seq, result=result, attempt=number)
+        failure = value
+        out_of_time = deadline is not None and time.monotonic() + policy.delay(number) > deadline
+        if failure["fatal"] or not policy.retryable(failure["type"]):
+            return _failed(seq, name, failure, number, "fatal", 598)
+        if not policy.allows_another(number):
+            kind_ = "timeout" if failure.get("timeout") else "maxed"
+            return _failed(seq, name, failure, number, kind_, 596 if kind_ == "timeout" else 597)
+        if out_of_time:
+            return _failed(seq, name, failure, number, "timeout", 596)
+        await sleep(policy.delay(number))
+
+
+def _failed(seq: int, name: str, failure: dict[str, Any], attempt: int, kind: str,
+            code: int) -> ActivityFailed:
+    return ActivityFailed(seq=seq, failure=Failure(
+        type=failure["type"], message=failure["message"], stack=failure["stack"],
+        kind=kind, code=code, activity=name, attempt=attempt))  # type: ignore[arg-type]

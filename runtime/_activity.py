@@ -1,0 +1,99 @@
+"""Activities: the steps a workflow runs outside itself, as Ray tasks.
+
+``@rayline.activity`` marks a function (sync or async) as an activity and stores its
+default options; ``workflow.proxy_activities`` and ``workflow.execute_activity`` call it
+durably. Inside a running activity, :func:`info` tells which workflow and attempt it
+belongs to; ``info().idempotency_key`` is stable across retries and recoveries.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, ParamSpec, TypeVar
+
+from ._options import ActivityOptions
+from ._serde import import_path
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ActivityInfo:
+    """Where a running activity comes from."""
+
+    workflow_id: str
+    run_id: str
+    activity: str
+    seq: int
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same for every attempt of this call: workflow id + marker."""
+        return f"{self.workflow_id}:-proxy-{self.seq}-"
+
+
+_current: contextvars.ContextVar[ActivityInfo | None] = contextvars.ContextVar(
+    "rayline_activity", default=None
+)
+
+
+def info() -> ActivityInfo:
+    """The running activity's info; raises ``LookupError`` outside an activity."""
+    current = _current.get()
+    if current is None:
+        raise LookupError("rayline.activity_info() called outside an activity")
+    return current
+
+
+class ActivityDefinition(Generic[P, R]):
+    """A function marked with ``@rayline.activity``; calling it runs the function directly."""
+
+    def __init__(self, fn: Callable[P, R], name: str, options: ActivityOptions) -> None:
+        self.fn = fn
+        self.name = name
+        self.defaults = options
+        self.code = import_path(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def options(self, **options: Any) -> ActivityDefinition[P, R]:
+        """A copy with these options layered over the defaults (as Ray's ``.options``)."""
+        merged = self.defaults.merged(ActivityOptions.build(**options))
+        return ActivityDefinition(self.fn, self.name, merged)
+
+    def __repr__(self) -> str:
+        return f"<activity {self.name}>"
+
+
+def activity(
+    fn: Callable[P, R] | None = None, *, name: str | None = None, **options: Any
+) -> Any:
+    """Marks a function as an activity.
+
+    Use bare (``@rayline.activity``) or with options (``@rayline.activity(num_gpus=1,
+    retry=RetryPolicy(maximum_attempts=5), start_to_close="10m", local=True)``). Any Ray
+    task resource option is accepted.
+    """
+    built = ActivityOptions.build(**options)
+
+    def wrap(target: Callable[P, R]) -> ActivityDefinition[P, R]:
+        if isinstance(target, ActivityDefinition):
+            target = target.fn
+        return ActivityDefinition(target, name or target.__name__, built)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def as_activity(fn: Any) -> ActivityDefinition[Any, Any]:
+    """The definition for ``fn``; a plain function becomes an activity with defaults."""
+    if isinstance(fn, ActivityDefinition):
+        return fn
+    if callable(fn):
+        return ActivityDefinition(fn, fn.__name__, ActivityOptions())
+    raise TypeError(f"not an activity: {fn!r}")

@@ -1,0 +1,339 @@
+"""The workflow actor: one asyncio actor per workflow execution, living in a host.
+
+Invariants (storage write order and crash recovery):
+- Events reach the actor through its mailbox. One activation takes everything in the
+  mailbox, runs the core, and writes the events and the resulting commands as one batch
+  (group commit). Only after the batch is durable are the commands carried out and the
+  senders of the events (signals, cancels) answered: everything the workflow has seen is
+  in storage before anything it asked for happens.
+- A write that fails is retried with backoff, holding the activation; a write refused
+  because the batch key exists (``ConflictError``) means another owner has the run: this
+  actor is fenced and stops without acting.
+- A recovered actor replays its timeline through the core and carries out the commands
+  that were issued and not answered (activities at least once, results recorded once).
+- ``lock`` is an ``aiorwlock.RWLock``: activations and termination write, queries read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Protocol
+
+import aiorwlock
+
+from ._activity import ActivityDefinition
+from ._definition import WorkflowDefinition
+from ._options import ActivityOptions
+from .core.instance import WorkflowInstance, failure_from, replay_timeline
+from .errors import ConflictError, StorageError, WorkflowClosedError
+from .storage.runs import RunStore
+from .timeline import (
+    CLOSING_COMMANDS,
+    Batch,
+    CancelActivity,
+    CancelChild,
+    CancelExternal,
+    CancelTimer,
+    Command,
+    CompleteWorkflow,
+    ContinueAsNewWorkflow,
+    Event,
+    ExternalResolved,
+    FailWorkflow,
+    ScheduleActivity,
+    SignalExternal,
+    StartChild,
+    StartTimer,
+    Terminated,
+    TimerFired,
+    UpsertFields,
+    WorkflowStarted,
+)
+
+log = logging.getLogger("rayline.actor")
+
+STATUS_COMPLETED = 0
+STATUS_FAILED = -1
+STATUS_CANCELLED = -2
+STATUS_TERMINATED = -3
+
+
+class Environment(Protocol):
+    """What a workflow actor needs from the host it lives in."""
+
+    runs: RunStore
+    host_name: str
+
+    def now(self) -> float: ...
+    def io(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
+    def run_activity(self, actor: WorkflowActor, seq: int, definition: ActivityDefinition[Any, Any],
+                     args: tuple[Any, ...], options: ActivityOptions) -> Awaitable[Event]: ...
+    def start_child(self, actor: WorkflowActor, command: StartChild) -> Awaitable[Event]: ...
+    def signal_external(self, actor: WorkflowActor, command: SignalExternal) -> Awaitable[Event]: ...
+    def cancel_external(self, actor: WorkflowActor, workflow_id: str) -> Awaitable[Event]: ...
+    def on_fields(self, actor: WorkflowActor) -> None: ...
+    def on_closed(self, actor: WorkflowActor) -> None: ...
+
+
+def outcome_of(batch: Batch) -> dict[str, Any] | None:
+    """The run's outcome if ``batch`` closed it, else ``None``."""
+    if batch.terminated is not None:
+        return {"status": "terminated", "code": STATUS_TERMINATED,
+                "reason": batch.terminated.reason, "time": batch.time}
+    for command in batch.commands:
+        if isinstance(command, CompleteWorkflow):
+            return {"status": "completed", "code": STATUS_COMPLETED, "result": command.result,
+                    "time": batch.time}
+        if isinstance(command, FailWorkflow):
+            cancelled = command.failure.kind == "cancelled"
+            return {"status": "cancelled" if cancelled else "failed",
+                    "code": STATUS_CANCELLED if cancelled else STATUS_FAILED,
+                    "failure": command.failure.model_dump(), "time": batch.time}
+        if isinstance(command, ContinueAsNewWorkflow):
+            return {"status": "continued", "code": STATUS_COMPLETED, "time": batch.time,
+                    "args": command.args}
+    return None
+
+
+class WorkflowActor:
+    """One workflow execution (see the module docstring)."""
+
+    def __init__(self, env: Environment, definition: WorkflowDefinition[Any, Any],
+                 started: WorkflowStarted) -> None:
+        self.env = env
+        self.definition = definition
+        self.started = started
+        self.workflow_id = started.workflow_id
+        self.run_id = started.run_id
+        self.lock = aiorwlock.RWLock()
+        self.instance: WorkflowInstance | None = None
+        self.outcome: dict[str, Any] | None = None
+        self.closed = asyncio.Event()
+        self.fenced = False
+        self.updated_at = started.time
+        self.batches_written = 0
+        self._next_batch = 1
+        self._mailbox: list[tuple[Event, asyncio.Future[None] | None]] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: dict[int, asyncio.Task[Any]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -------------------------------------------------------------- lifecycle
+
+    def begin(self, batches: list[Batch] | None = None) -> None:
+        """Starts a new run (no batches) or resumes one from its timeline."""
+        if batches:
+            self.instance, unfinished = replay_timeline(self.definition, self.started, batches)
+            self._next_batch = len(batches) + 1
+            self.batches_written = len(batches)
+            self.updated_at = batches[-1].time
+            outcome = outcome_of(batches[-1])
+            if outcome is not None:
+                self._finish(outcome, notify=False)
+                return
+            self._execute(unfinished)
+        else:
+            self.instance = WorkflowInstance(self.definition, self.started)
+            self._wakeup.set()
+        self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
+
+    def deliver(self, event: Event, ack: asyncio.Future[None] | None = None) -> None:
+        """Puts an event in the mailbox; ``ack`` resolves once it is durable."""
+        if self.outcome is not None:
+            if ack is not None and not ack.done():
+                ack.set_exception(WorkflowClosedError(self.workflow_id, "deliver"))
+            return
+        self._mailbox.append((event, ack))
+        self._wakeup.set()
+
+    async def deliver_durably(self, event: Event) -> None:
+        """Delivers ``event`` and returns once it is in the timeline."""
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.deliver(event, ack)
+        await ack
+
+    async def _loop(self) -> None:
+        assert self.instance is not None
+        first = True
+        while self.outcome is None:
+            if not self._mailbox and not first:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            async with self.lock.writer:
+                if self.outcome is not None:
+                    break
+                items, self._mailbox = self._mailbox, []
+                events = [event for event, _ in items]
+                now = self.env.now()
+                try:
+                    commands = self.instance.activate(events, now)
+                except Exception as exc:  # a bug or a broken workflow: fail, never hang
+                    log.exception("workflow %s: activation failed", self.workflow_id)
+                    commands = [FailWorkflow(failure=failure_from(exc))]
+                if events or commands or first:
+                    batch = Batch(seq=self._next_batch, run_id=self.run_id, time=now,
+                                  events=events, commands=commands, owner=self.env.host_name)
+                    if not await self._persist(batch, items):
+                        return
+                first = False
+            for _, ack in items:
+                if ack is not None and not ack.done():
+                    ack.set_result(None)
+            self._execute(commands)
+
+    async def _persist(self, batch: Batch,
+                       items: list[tuple[Event, asyncio.Future[None] | None]] = ()) -> bool:  # type: ignore[assignment]
+        """Writes ``batch``, retrying failures with backoff; False when fenced."""
+        delay = 0.05
+        while True:
+            try:
+                await self.env.io(self.env.runs.append, self.workflow_id, self.started.epoch, batch)
+                break
+            except ConflictError:
+                log.warning("workflow %s: batch %d exists: another owner has the run; stopping",
+                            self.workflow_id, batch.seq)
+                self._fence(items)
+                return False
+            except StorageError as exc:
+                log.warning("workflow %s: write failed (%s); retrying in %.2fs",
+                            self.workflow_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._next_batch += 1
+        self.batches_written += 1
+        self.updated_at = batch.time
+        return True
+
+    def _fence(self, items: Any) -> None:
+        self.fenced = True
+        for _, ack in items:
+            if ack is not None and not ack.done():
+                ack.set_exception(ConflictError(f"workflow {self.workflow_id} moved to another owner"))
+        self._stop_work()
+        self.closed.set()
+
+    # --------------------------------------------------------------- commands
+
+    def _execute(self, commands: list[Command]) -> None:
+        assert self.instance is not None
+        for command in commands:
+            if isinstance(command, ScheduleActivity):
+                definition, args, options = self.instance.activity_call(command.seq)
+                self._spawn(command.seq, self.env.run_activity(self, command.seq, definition,
+                                                               args, options))
+            elif isinstance(command, StartTimer):
+                self._arm(command)
+            elif isinstance(command, CancelTimer):
+                handle = self._timers.pop(command.seq, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(command, CancelActivity):
+                task = self._tasks.pop(command.seq, None)
+                if task is not None:
+                    task.cancel()
+            elif isinstance(command, StartChild):
+                self._spawn(command.seq, self.env.start_child(self, command), keep=True)
+            elif isinstance(command, SignalExternal):
+                self._spawn(command.seq, self.env.signal_external(self, command))
+            elif isinstance(command, (CancelExternal, CancelChild)):
+                self._spawn(-command.seq, self._cancel_other(command))
+            elif isinstance(command, UpsertFields):
+                self.env.on_fields(self)
+            elif isinstance(command, CLOSING_COMMANDS):
+                outcome = outcome_of(Batch(seq=0, run_id=self.run_id, time=self.updated_at,
+                                           commands=[command]))
+                assert outcome is not None
+                self._finish(outcome)
+
+    async def _cancel_other(self, command: CancelExternal | CancelChild) -> Event | None:
+        event = await self.env.cancel_external(self, command.workflow_id)
+        return event if isinstance(command, CancelExternal) else None
+
+    def _spawn(self, seq: int, work: Awaitable[Event | None], keep: bool = False) -> None:
+        async def run() -> None:
+            try:
+                event = await work
+            except asyncio.CancelledError:
+                return
+            except Exception as exc:  # the host could not carry out the command
+                log.exception("workflow %s: command %d failed", self.workflow_id, seq)
+                event = ExternalResolved(seq=abs(seq), failure=failure_from(exc))
+            if not keep:
+                self._tasks.pop(seq, None)
+            if event is not None:
+                self.deliver(event)
+
+        self._tasks[seq] = asyncio.create_task(run())
+
+    def _arm(self, command: StartTimer) -> None:
+        delay = max(0.0, command.fire_at - self.env.now())
+        loop = asyncio.get_running_loop()
+        self._timers[command.seq] = loop.call_later(delay, self._fire, command.seq)
+
+    def _fire(self, seq: int) -> None:
+        self._timers.pop(seq, None)
+        self.deliver(TimerFired(seq=seq))
+
+    # ------------------------------------------------------------------ close
+
+    def _stop_work(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+
+    def _finish(self, outcome: dict[str, Any], notify: bool = True) -> None:
+        self.outcome = outcome
+        self._stop_work()
+        for _, ack in self._mailbox:
+            if ack is not None and not ack.done():
+                ack.set_exception(WorkflowClosedError(self.workflow_id, "signal"))
+        self._mailbox.clear()
+        self.closed.set()
+        self._wakeup.set()
+        if notify:
+            self.env.on_closed(self)
+
+    async def terminate(self, reason: str | None) -> None:
+        """Stops the run now: records it, cancels its work; no workflow code runs after."""
+        if self.outcome is not None:
+            raise WorkflowClosedError(self.workflow_id, "terminate")
+        async with self.lock.writer:
+            if self.outcome is not None:
+                raise WorkflowClosedError(self.workflow_id, "terminate")
+            now = self.env.now()
+            batch = Batch(seq=self._next_batch, run_id=self.run_id, time=now,
+                          terminated=Terminated(reason=reason), owner=self.env.host_name)
+            if not await self._persist(batch):
+                return
+            outcome = outcome_of(batch)
+            assert outcome is not None
+            self._finish(outcome)
+
+    # ------------------------------------------------------------------ state
+
+    async def query(self, name: str, args: tuple[Any, ...]) -> Any:
+        async with self.lock.reader:
+            assert self.instance is not None
+            return self.instance.query(name, args)
+
+    def status(self) -> int:
+        if self.outcome is not None:
+            return int(self.outcome["code"])
+        assert self.instance is not None
+        return max(1, self.instance.open_obligations())
+
+    def fields(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self.instance is None:
+            return dict(self.started.search), {}
+        return dict(self.instance.search_fields), dict(self.instance.enrich_fields)
+
+    def pending(self) -> list[dict[str, Any]]:
+        if self.instance is None or self.outcome is not None:
+            return []
+        return self.instance.pending_summary()

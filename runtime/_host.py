@@ -1,0 +1,508 @@
+"""The host: many workflow actors in one process, and the rules for starting them.
+
+A host is what a detached Ray host actor runs (``rayline.actors.host``); it holds no
+Ray code itself. Ray-specific work (running an activity attempt, calling another host,
+placing a new workflow, telling the registry) goes through the small ``Backend``
+protocol, so the whole host runs in unit tests with an in-process backend.
+
+Invariants:
+- Starting a run writes its run record with an exclusive create (the id-reuse arbiter),
+  then the host's open marker, and only then runs workflow code.
+- On start, a host resumes every run whose open marker names it (``recover``); requests
+  wait until that is done, so nothing observes a half-recovered host.
+- A closed run's open marker is removed after its closing batch is durable; its parent
+  (if any) and the registry are told after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Protocol
+
+from . import _serde
+from ._activities import Outcome, run_with_retries
+from ._activity import ActivityDefinition, ActivityInfo
+from ._actor import WorkflowActor, outcome_of
+from ._definition import WorkflowDefinition, as_workflow
+from ._durations import optional_duration
+from ._options import ActivityOptions
+from .core.instance import failure_from
+from .errors import (
+    ConflictError,
+    DuplicateWorkflowError,
+    InvalidInputError,
+    RaylineError,
+    WorkflowClosedError,
+    WorkflowNotFoundError,
+)
+from .storage.runs import RunStore, validate_id
+from .timeline import (
+    CancelRequested,
+    ChildCompleted,
+    ChildFailed,
+    ChildStarted,
+    Event,
+    ExternalResolved,
+    Failure,
+    ParentRef,
+    SignalExternal,
+    SignalReceived,
+    StartChild,
+    WorkflowStarted,
+)
+
+log = logging.getLogger("rayline.host")
+
+ID_REUSE_POLICIES = ("allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate",
+                     "terminate_if_running")
+KEEP_FINISHED = 10_000
+
+
+class NotHereError(RaylineError):
+    """The workflow is running, but not on this host: ask the registry again."""
+
+
+class Backend(Protocol):
+    """What a host needs from the cluster it runs on."""
+
+    def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
+                    options: ActivityOptions, info: ActivityInfo) -> Any: ...
+    async def call_host(self, host: str, method: str, *args: Any) -> Any: ...
+    async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str: ...
+    async def locate(self, workflow_id: str) -> str: ...
+    def report(self, record: dict[str, Any]) -> None: ...
+
+
+class Host:
+    """Runs workflow actors (see the module docstring)."""
+
+    def __init__(self, name: str, runs: RunStore, backend: Backend,
+                 workflows: list[WorkflowDefinition[Any, Any]] | None = None) -> None:
+        self.host_name = name
+        self.runs = runs
+        self.backend = backend
+        self.actors: dict[str, WorkflowActor] = {}
+        self.names: dict[str, WorkflowDefinition[Any, Any]] = {}
+        self._finished: collections.OrderedDict[str, WorkflowActor] = collections.OrderedDict()
+        self._continuing: dict[str, asyncio.Task[WorkflowActor | None]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rayline-io")
+        self._ready = asyncio.Event()
+        self._rng = random.Random()
+        self.register(workflows or [])
+
+    # ------------------------------------------------------------ environment
+
+    def now(self) -> float:
+        return time.time()
+
+    def io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def register(self, workflows: list[WorkflowDefinition[Any, Any]]) -> list[str]:
+        for definition in workflows:
+            self.names[definition.name] = as_workflow(definition)
+        return sorted(self.names)
+
+    async def recover(self) -> int:
+        """Resumes every unfinished run this host owns; returns how many."""
+        resumed = 0
+        try:
+            for workflow_id in await self.io(self.runs.open_workflows, self.host_name):
+                if workflow_id in self.actors:
+                    continue
+                try:
+                    await self._resume(workflow_id)
+                    resumed += 1
+                except Exception:
+                    log.exception("host %s: cannot resume %s", self.host_name, workflow_id)
+        finally:
+            self._ready.set()
+        return resumed
+
+    async def _resume(self, workflow_id: str) -> WorkflowActor:
+        started = await self.io(self.runs.read_run, workflow_id)
+        batches = await self.io(self.runs.read_batches, workflow_id, started.epoch, started.run_id)
+        actor = WorkflowActor(self, self._definition_of(started), started)
+        self.actors[workflow_id] = actor
+        actor.begin(batches)
+        if actor.outcome is not None:
+            self.on_closed(actor)
+        return actor
+
+    def _definition_of(self, started: WorkflowStarted) -> WorkflowDefinition[Any, Any]:
+        return self._resolve(started.workflow_name, started.code, started.code_pickle,
+                             started.task_queue)
+
+    def _resolve(self, name: str | None, code: str | None, code_pickle: str | None,
+                 task_queue: str) -> WorkflowDefinition[Any, Any]:
+        if code_pickle:
+            return as_workflow(_serde.unpickle_b64(code_pickle))
+        if code:
+            try:
+                return as_workflow(_serde.resolve_path(code))
+            except (ImportError, AttributeError) as exc:
+                raise InvalidInputError(f"cannot import workflow code {code!r}: {exc}") from exc
+        if name and name in self.names:
+            return self.names[name]
+        known = ", ".join(sorted(self.names)) or "none"
+        raise InvalidInputError(
+            f"unknown workflow_name {name!r} on task queue {task_queue!r} (registered: {known})")
+
+    # -------------------------------------------------------------------- start
+
+    async def start(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Starts a run. ``request`` is what ``client.workflow.start`` sends."""
+        await self._ready.wait()
+        workflow_id = validate_id(request["workflow_id"])
+        policy = request.get("id_reuse_policy") or "allow_duplicate"
+        if policy not in ID_REUSE_POLICIES:
+            raise InvalidInputError(f"id_reuse_policy must be one of {ID_REUSE_POLICIES}")
+        definition = self._resolve(request.get("workflow_name"), request.get("code"),
+                                   request.get("code_pickle"), request["task_queue"])
+        parent = request.get("parent")
+        epoch = await self._check_reuse(workflow_id, policy, parent)
+        if isinstance(epoch, dict):
+            return epoch  # a parent re-issuing a start: attach to its child
+        started = WorkflowStarted(
+            workflow_id=workflow_id, run_id=self.runs.new_run_id(), epoch=epoch,
+            workflow_name=definition.name,
+            code=request.get("code") or (None if request.get("code_pickle") else definition.code),
+            code_pickle=request.get("code_pickle"), args=request.get("args", []),
+            task_queue=request["task_queue"], host=self.host_name, time=self.now(),
+            seed=self._rng.getrandbits(63), attempt=request.get("attempt", 1),
+            parent=ParentRef(**parent) if parent else None,
+            continued_from=request.get("continued_from"), search=request.get("search") or {},
+            memo=request.get("memo") or {}, options=request.get("options") or {},
+        )
+        await self.io(self._create, started)
+        actor = WorkflowActor(self, definition, started)
+        self.actors[workflow_id] = actor
+        self._finished.pop(workflow_id, None)
+        for data in request.get("signals", []):
+            actor.deliver(SignalReceived(signal_id=data["signal_id"], data=data["data"]))
+        for key, early in await self.io(lambda: list(self.runs.take_early_signals(workflow_id))):
+            actor.deliver(early)
+            await self.io(self.runs.delete, key)
+        actor.begin()
+        self._report(actor)
+        return {"workflow_id": workflow_id, "run_id": started.run_id, "host": self.host_name}
+
+    def _create(self, started: WorkflowStarted) -> None:
+        self.runs.create_run(started)
+        self.runs.mark_open(self.host_name, started.workflow_id)
+
+    async def _check_reuse(self, workflow_id: str, policy: str,
+                           parent: dict[str, Any] | None) -> int | dict[str, Any]:
+        latest = await self.io(self.runs.latest_epoch, workflow_id)
+        if latest is None:
+            return 1
+        started, outcome = await self._latest_outcome(workflow_id)
+        if parent is not None and started.parent is not None and \
+                started.parent.model_dump() == parent:
+            return {"workflow_id": workflow_id, "run_id": started.run_id,
+                    "host": started.host, "outcome": outcome}
+        running = outcome is None
+        if policy == "reject_duplicate":
+            raise DuplicateWorkflowError(workflow_id, "id_reuse_policy=reject_duplicate")
+        if running and policy == "terminate_if_running":
+            await self.backend.call_host(started.host, "terminate", workflow_id,
+                                         "terminated by a new start (terminate_if_running)")
+        elif running:
+            raise DuplicateWorkflowError(workflow_id, "a run is still open")
+        elif policy == "allow_duplicate_failed_only" and outcome["status"] == "completed":
+            raise DuplicateWorkflowError(workflow_id, "last run completed "
+                                         "(id_reuse_policy=allow_duplicate_failed_only)")
+        return started.epoch + 1
+
+    async def _latest_outcome(self, workflow_id: str) -> tuple[WorkflowStarted,
+                                                               dict[str, Any] | None]:
+        actor = self.actors.get(workflow_id) or self._finished.get(workflow_id)
+        if actor is not None and not actor.fenced:
+            return actor.started, actor.outcome
+        started = await self.io(self.runs.read_run, workflow_id)
+        batches = await self.io(self.runs.read_batches, workflow_id, started.epoch,
+                                started.run_id)
+        return started, (outcome_of(batches[-1]) if batches else None)
+
+    # ------------------------------------------------------------ requests
+
+    def _actor(self, workflow_id: str) -> WorkflowActor | None:
+        return self.actors.get(workflow_id) or self._finished.get(workflow_id)
+
+    async def result(self, workflow_id: str, run_id: str | None = None,
+                     follow: bool = True) -> dict[str, Any]:
+        """Waits for the run to close and returns its outcome (following continue-as-new)."""
+        await self._ready.wait()
+        while True:
+            actor = self._actor(workflow_id)
+            if actor is None or (run_id is not None and actor.run_id != run_id):
+                return await self._stored_outcome(workflow_id, run_id)
+            await actor.closed.wait()
+            if actor.fenced:
+                raise NotHereError(f"workflow {workflow_id} moved to another host")
+            assert actor.outcome is not None
+            outcome = {**actor.outcome, "run_id": actor.run_id}
+            if outcome["status"] != "continued" or not follow:
+                return outcome
+            successor = await self._continuing[workflow_id]
+            if successor is None:
+                return outcome
+            run_id = successor.run_id
+
+    async def _stored_outcome(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
+        started, outcome = await self._latest_outcome(workflow_id)
+        if run_id is not None and started.run_id != run_id:
+            for epoch in reversed(await self.io(self.runs.epochs, workflow_id)):
+                record = await self.io(self.runs.read_run, workflow_id, epoch)
+                if record.run_id == run_id:
+                    batches = await self.io(self.runs.read_batches, workflow_id, epoch, run_id)
+                    outcome = outcome_of(batches[-1]) if batches else None
+                    started = record
+                    break
+            else:
+                raise WorkflowNotFoundError(workflow_id, f"no run {run_id}")
+        if outcome is None:
+            raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
+        return {**outcome, "run_id": started.run_id}
+
+    async def signal(self, workflow_id: str, signal_id: str, data: dict[str, Any],
+                     expire: float | None = None, request_id: str | None = None,
+                     buffer_if_missing: bool = False) -> None:
+        """Delivers a signal; returns once it is durable in the workflow's timeline."""
+        await self._ready.wait()
+        expire_at = None if expire is None else self.now() + expire
+        event = SignalReceived(signal_id=signal_id, data=data, expire_at=expire_at,
+                               request_id=request_id)
+        actor = self.actors.get(workflow_id)
+        if actor is not None and actor.outcome is None:
+            await actor.deliver_durably(event)
+            return
+        if actor is None and buffer_if_missing:
+            if await self.io(self.runs.latest_epoch, workflow_id) is None:
+                await self.io(self.runs.buffer_early_signal, workflow_id, event)
+                return
+        await self._closed_or_elsewhere(workflow_id, "signal")
+
+    async def _closed_or_elsewhere(self, workflow_id: str, action: str) -> None:
+        started, outcome = await self._latest_outcome(workflow_id)
+        if outcome is not None:
+            raise WorkflowClosedError(workflow_id, action)
+        raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
+
+    async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
+        await self._ready.wait()
+        actor = self.actors.get(workflow_id)
+        if actor is not None and actor.outcome is None:
+            await actor.deliver_durably(CancelRequested(reason=reason))
+            return
+        await self._closed_or_elsewhere(workflow_id, "cancel")
+
+    async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
+        await self._ready.wait()
+        actor = self.actors.get(workflow_id)
+        if actor is not None and actor.outcome is None:
+            await actor.terminate(reason)
+            return
+        await self._closed_or_elsewhere(workflow_id, "terminate")
+
+    async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
+        await self._ready.wait()
+        actor = self.actors.get(workflow_id)
+        if actor is None or actor.outcome is not None:
+            await self._closed_or_elsewhere(workflow_id, "query")
+        assert actor is not None
+        return await actor.query(name, args)
+
+    async def describe(self, workflow_id: str) -> dict[str, Any]:
+        """Status, times, fields and pending work of the latest run."""
+        await self._ready.wait()
+        actor = self._actor(workflow_id)
+        if actor is not None and not actor.fenced:
+            search, enrich = actor.fields()
+            started, outcome, status = actor.started, actor.outcome, actor.status()
+            pending, updated = actor.pending(), actor.updated_at
+        else:
+            started, outcome = await self._latest_outcome(workflow_id)
+            if outcome is None:
+                raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
+            search, enrich, pending = await self.io(self._stored_fields, started)
+            status, updated = int(outcome["code"]), outcome["time"]
+        return {
+            "workflow_id": workflow_id, "run_id": started.run_id,
+            "workflow_name": started.workflow_name, "task_queue": started.task_queue,
+            "status": status, "outcome": outcome, "started_at": started.time,
+            "updated_at": updated, "host": started.host, "attempt": started.attempt,
+            "parent": started.parent.workflow_id if started.parent else None,
+            "search": search, "enrich": enrich, "memo": started.memo, "pending": pending,
+        }
+
+    def _stored_fields(self, started: WorkflowStarted) -> tuple[dict[str, Any], dict[str, Any],
+                                                                  list[Any]]:
+        search, enrich = dict(started.search), {}
+        for batch in self.runs.read_batches(started.workflow_id, started.epoch, started.run_id):
+            for command in batch.commands:
+                if command.type == "upsert_fields":
+                    (search if command.indexed else enrich).update(command.fields)
+        return search, enrich, []
+
+    async def deliver(self, workflow_id: str, event: Event) -> None:
+        """An event from elsewhere in the cluster (a child's completion)."""
+        await self._ready.wait()
+        actor = self.actors.get(workflow_id)
+        if actor is None:
+            raise NotHereError(f"workflow {workflow_id} is not on {self.host_name}")
+        await actor.deliver_durably(event)
+
+    def stats(self) -> dict[str, Any]:
+        return {"host": self.host_name, "running": len(self.actors),
+                "finished_cached": len(self._finished)}
+
+    # ----------------------------------------------- environment: commands
+
+    def run_activity(self, actor: WorkflowActor, seq: int,
+                     definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
+                     options: ActivityOptions) -> Any:
+        def attempt(number: int) -> Any:
+            info = ActivityInfo(actor.workflow_id, actor.run_id, definition.name, seq, number)
+            return self.backend.run_attempt(definition, args, options, info)
+
+        return run_with_retries(seq, definition.name, options, attempt)
+
+    async def start_child(self, actor: WorkflowActor, command: StartChild) -> Event:
+        queue = command.task_queue or actor.started.task_queue
+        dedicated = bool(command.options.get("dedicated"))
+        request = {
+            "workflow_id": command.workflow_id, "workflow_name": command.workflow_name,
+            "code": command.code, "args": command.args, "task_queue": queue,
+            "parent": {"workflow_id": actor.workflow_id, "run_id": actor.run_id,
+                       "seq": command.seq, "host": self.host_name},
+            **{k: command.options[k] for k in ("search", "memo", "id_reuse_policy")
+               if k in command.options},
+        }
+        try:
+            host = await self.backend.place(queue, command.workflow_id, dedicated)
+            reply = await self.backend.call_host(host, "start", request)
+        except (DuplicateWorkflowError, InvalidInputError) as exc:
+            return ChildFailed(seq=command.seq, failure=failure_from(exc))
+        outcome = reply.get("outcome")
+        if outcome is not None:  # re-attached to a child that already finished
+            actor.deliver(_child_event(command.seq, outcome))
+        return ChildStarted(seq=command.seq, workflow_id=reply["workflow_id"],
+                            run_id=reply["run_id"])
+
+    async def signal_external(self, actor: WorkflowActor, command: SignalExternal) -> Event:
+        try:
+            await self._route(command.workflow_id, "signal", command.workflow_id,
+                              command.signal_id, command.data, None, command.request_id)
+        except RaylineError as exc:
+            return ExternalResolved(seq=command.seq, failure=failure_from(exc))
+        return ExternalResolved(seq=command.seq)
+
+    async def cancel_external(self, actor: WorkflowActor, workflow_id: str) -> Event:
+        seq = 0
+        try:
+            await self._route(workflow_id, "cancel", workflow_id, f"by {actor.workflow_id}")
+        except WorkflowClosedError:
+            pass
+        except RaylineError as exc:
+            return ExternalResolved(seq=seq, failure=failure_from(exc))
+        return ExternalResolved(seq=seq)
+
+    async def _route(self, workflow_id: str, method: str, *args: Any) -> Any:
+        """Calls ``method`` on whichever host runs ``workflow_id``, following moves."""
+        for attempt in range(20):
+            if workflow_id in self.actors:
+                return await getattr(self, method)(*args)
+            try:
+                host = await self.backend.locate(workflow_id)
+                return await self.backend.call_host(host, method, *args)
+            except NotHereError:
+                await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
+        raise WorkflowNotFoundError(workflow_id, "no host has it")
+
+    def on_fields(self, actor: WorkflowActor) -> None:
+        self._report(actor)
+
+    def on_closed(self, actor: WorkflowActor) -> None:
+        if actor.fenced or self.actors.get(actor.workflow_id) is not actor:
+            return
+        del self.actors[actor.workflow_id]
+        self._finished[actor.workflow_id] = actor
+        while len(self._finished) > KEEP_FINISHED:
+            self._finished.popitem(last=False)
+        assert actor.outcome is not None
+        if actor.outcome["status"] == "continued":
+            self._continuing[actor.workflow_id] = asyncio.create_task(self._continue(actor))
+        asyncio.create_task(self._after_close(actor))
+
+    async def _after_close(self, actor: WorkflowActor) -> None:
+        try:
+            if actor.outcome is not None and actor.outcome["status"] != "continued":
+                await self.io(self.runs.clear_open, self.host_name, actor.workflow_id)
+            self._report(actor)
+            parent = actor.started.parent
+            if parent is not None and actor.outcome is not None and \
+                    actor.outcome["status"] != "continued":
+                event = _child_event(parent.seq, actor.outcome)
+                await self._deliver_to(parent.workflow_id, parent.host, event)
+        except Exception:
+            log.exception("host %s: after closing %s", self.host_name, actor.workflow_id)
+
+    async def _deliver_to(self, workflow_id: str, host: str, event: Event) -> None:
+        for attempt in range(30):
+            try:
+                if host == self.host_name:
+                    await self.deliver(workflow_id, event)
+                else:
+                    await self.backend.call_host(host, "deliver", workflow_id, event)
+                return
+            except (NotHereError, ConflictError):
+                await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
+                host = await self.backend.locate(workflow_id)
+            except WorkflowClosedError:
+                return
+
+    async def _continue(self, actor: WorkflowActor) -> WorkflowActor | None:
+        assert actor.outcome is not None
+        s = actor.started
+        request = {"workflow_id": s.workflow_id, "workflow_name": s.workflow_name,
+                   "code": s.code, "code_pickle": s.code_pickle, "args": actor.outcome["args"],
+                   "task_queue": s.task_queue, "search": actor.fields()[0], "memo": s.memo,
+                   "options": s.options, "continued_from": s.run_id,
+                   "parent": s.parent.model_dump() if s.parent else None}
+        try:
+            await self.start(request)
+        except Exception:
+            log.exception("host %s: continue-as-new of %s failed", self.host_name, s.workflow_id)
+            return None
+        return self.actors.get(s.workflow_id)
+
+    def _report(self, actor: WorkflowActor) -> None:
+        search, _ = actor.fields()
+        self.backend.report({
+            "workflow_id": actor.workflow_id, "run_id": actor.run_id,
+            "workflow_name": actor.started.workflow_name, "host": self.host_name,
+            "task_queue": actor.started.task_queue, "status": actor.status(),
+            "state": actor.outcome["status"] if actor.outcome else "running",
+            "started_at": actor.started.time, "search": search,
+        })
+
+
+def _child_event(seq: int, outcome: dict[str, Any]) -> Event:
+    if outcome["status"] == "completed":
+        return ChildCompleted(seq=seq, result=outcome["result"])
+    if outcome["status"] == "terminated":
+        failure = Failure(type="rayline.errors.WorkflowTerminatedError",
+                          message=outcome.get("reason") or "child terminated", code=410,
+                          kind="terminated")
+        return ChildFailed(seq=seq, failure=failure)
+    return ChildFailed(seq=seq, failure=Failure(**outcome["failure"]))
+
+
+def expire_seconds(expire: Any) -> float | None:
+    return optional_duration(expire, what="signal expire")

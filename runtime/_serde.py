@@ -1,0 +1,108 @@
+"""Values to and from storage payloads.
+
+A payload is a small JSON object. JSON values are stored as they are; pydantic models
+and dataclasses as JSON beside the import path of their class; anything else (numpy
+arrays, exceptions, custom objects) as base64 cloudpickle. Classes that cannot be
+imported again (defined in ``__main__`` or a function) are pickled by value.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import importlib
+import math
+from typing import Any
+
+import cloudpickle
+import pydantic
+
+from .errors import SerializationError
+
+Payload = dict[str, Any]
+
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+def _is_json(value: Any, depth: int = 0) -> bool:
+    if depth > 64:
+        return False
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(_is_json(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(type(k) is str and _is_json(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def import_path(obj: Any) -> str | None:
+    """``module:qualname`` for an object that can be imported back, else ``None``."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<locals>" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def resolve_path(path: str) -> Any:
+    """Imports the object named by ``module:qualname``."""
+    module_name, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def encode(value: Any, *, what: str = "value") -> Payload:
+    """Encodes ``value`` as a payload.
+
+    Raises:
+        SerializationError: naming ``what`` when the value cannot be serialised.
+    """
+    if _is_json(value):
+        return {"j": value}
+    kind = type(value)
+    path = import_path(kind)
+    if path is not None:
+        if isinstance(value, pydantic.BaseModel):
+            return {"m": path, "j": value.model_dump(mode="json")}
+        if dataclasses.is_dataclass(value):
+            try:
+                return {"d": path, "j": pydantic.TypeAdapter(kind).dump_python(value, mode="json")}
+            except (pydantic.PydanticSchemaGenerationError, pydantic.ValidationError, TypeError):
+                pass  # a dataclass with fields pydantic cannot describe: pickle it
+    return {"p": pickle_b64(value, what=what)}
+
+
+def decode(payload: Payload) -> Any:
+    """Decodes a payload made by :func:`encode`."""
+    if "p" in payload:
+        return unpickle_b64(payload["p"])
+    if "m" in payload:
+        return resolve_path(payload["m"]).model_validate(payload["j"])
+    if "d" in payload:
+        return pydantic.TypeAdapter(resolve_path(payload["d"])).validate_python(payload["j"])
+    return payload["j"]
+
+
+def pickle_b64(value: Any, *, what: str = "value") -> str:
+    """cloudpickle + base64, with a clear error for what cannot be pickled."""
+    try:
+        return base64.b64encode(cloudpickle.dumps(value)).decode("ascii")
+    except Exception as exc:  # pickling raises many types: TypeError, PicklingError, ...
+        raise SerializationError(
+            f"cannot serialise {what} of type {type(value).__name__}: {exc}"
+        ) from exc
+
+
+def unpickle_b64(text: str) -> Any:
+    return cloudpickle.loads(base64.b64decode(text))
+
+
+def encode_args(args: tuple[Any, ...] | list[Any], *, what: str) -> list[Payload]:
+    """Encodes call arguments, naming the argument that fails (``what`` arg 2)."""
+    return [encode(arg, what=f"{what} argument {i}") for i, arg in enumerate(args)]

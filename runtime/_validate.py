@@ -1,0 +1,61 @@
+"""Checks call arguments against a function's signature and annotations (pydantic)."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from functools import lru_cache
+from typing import Any, Callable
+
+import pydantic
+
+from .errors import InvalidInputError
+
+_CONFIG = pydantic.ConfigDict(arbitrary_types_allowed=True)
+
+
+@lru_cache(maxsize=4096)
+def _adapters(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]]:
+    signature = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: check arity only
+        hints = {}
+    adapters: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        hint = hints.get(name)
+        if hint is None or hint is Any or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        try:
+            adapters[name] = pydantic.TypeAdapter(hint, config=_CONFIG)
+        except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError):
+            continue
+    return signature, adapters
+
+
+def validate_args(fn: Callable[..., Any], args: tuple[Any, ...], *, what: str) -> tuple[Any, ...]:
+    """Binds ``args`` to ``fn`` and validates each against its annotation.
+
+    Returns the arguments after validation (a dict passed for a pydantic model
+    parameter becomes the model).
+
+    Raises:
+        InvalidInputError: naming ``what`` and the parameter, when binding or validation fails.
+    """
+    signature, adapters = _adapters(fn)
+    try:
+        bound = signature.bind(*args)
+    except TypeError as exc:
+        raise InvalidInputError(f"bad arguments for {what}: {exc}") from None
+    if not adapters:
+        return args
+    out = list(args)
+    for index, (name, value) in enumerate(bound.arguments.items()):
+        adapter = adapters.get(name)
+        if adapter is None or index >= len(out):
+            continue
+        try:
+            out[index] = adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise InvalidInputError(f"argument {name!r} of {what} is invalid: {exc}") from None
+    return tuple(out)

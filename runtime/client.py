@@ -1,0 +1,435 @@
+"""The client: start workflows, get handles, signal, cancel, read state.
+
+One async implementation (``AsyncClient``, ``AsyncWorkflowHandle``); the sync ``Client``
+and ``WorkflowHandle`` run it on a private event loop in a background thread. The client
+talks to a cluster through the ``Connection`` protocol; the Ray implementation is
+``rayline.actors.connect``, loaded when the client first connects, so importing
+``rayline`` never imports Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import threading
+import uuid
+from typing import Any, Awaitable, Coroutine, Protocol, TypeVar
+
+from . import _serde
+from ._definition import as_workflow
+from ._durations import Duration, optional_duration
+from ._validate import validate_args
+from .errors import (
+    CancelledFailure,
+    InvalidInputError,
+    RaylineError,
+    WorkflowFailedError,
+    WorkflowTerminatedError,
+)
+from .storage import open_store, validate_id
+
+T = TypeVar("T")
+_RELOCATE_ATTEMPTS = 30
+_START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout", "expire")
+
+
+class Connection(Protocol):
+    """What the client needs from a cluster (see ``rayline.actors.RayConnection``)."""
+
+    async def open(self) -> dict[str, Any]: ...
+    async def registry(self, method: str, *args: Any) -> Any: ...
+    async def call_host(self, host: str, method: str, *args: Any) -> Any: ...
+    async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str: ...
+    async def locate(self, workflow_id: str) -> str: ...
+
+
+def _is_not_here(exc: BaseException) -> bool:
+    return type(exc).__name__ == "NotHereError"
+
+
+class AsyncClient:
+    """Entry point (async). ``AsyncClient()`` starts or joins a local Ray with file storage.
+
+    Args:
+        address: a Ray address (``"auto"`` joins a running cluster); ``None`` starts or
+            joins a local Ray.
+        storage: where timelines live: a path, ``file://``, ``s3://bucket/prefix``,
+            ``memory://``; default ``$RAYLINE_STORAGE`` or ``./.rayline``.
+        namespace: isolates workflows, hosts and storage (Ray namespace ``rayline-<ns>``).
+    """
+
+    def __init__(self, address: str | None = None, storage: str | None = None,
+                 namespace: str = "default", *, connection: Connection | None = None) -> None:
+        self.namespace = validate_id(namespace, what="namespace")
+        self.storage_url = open_store(storage).url
+        self.address = address
+        self._connection = connection
+        self._opened = False
+        self._lock: asyncio.Lock | None = None
+        self.workflow = AsyncWorkflowClient(self)
+
+    async def connection(self) -> Connection:
+        """The open connection, connecting (and resuming unfinished runs) on first use."""
+        if self._opened:
+            assert self._connection is not None
+            return self._connection
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if not self._opened:
+                if self._connection is None:
+                    actors = importlib.import_module("rayline.actors")
+                    self._connection = actors.connect(self.address, self.storage_url,
+                                                      self.namespace)
+                await self._connection.open()
+                self._opened = True
+        assert self._connection is not None
+        return self._connection
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connection()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Forgets the connection; workflows keep running in their detached hosts."""
+        self._opened = False
+
+    async def resume(self) -> int:
+        """Resumes every unfinished workflow found in storage; returns hosts touched."""
+        conn = await self.connection()
+        return await conn.registry("resume_all")  # type: ignore[no-any-return]
+
+
+class AsyncWorkflowClient:
+    """``client.workflow``: start, execute, get_handle, signal, list."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._pickled: dict[int, str] = {}
+
+    def _code(self, definition: Any) -> tuple[str | None, str | None]:
+        if definition.code is not None:
+            return definition.code, None
+        key = id(definition)
+        if key not in self._pickled:
+            self._pickled[key] = _serde.pickle_b64(definition, what=f"workflow {definition.name!r}")
+        return None, self._pickled[key]
+
+    async def start(self, workflow: Any = None, *, args: list[Any] | tuple[Any, ...] = (),
+                    workflow_id: str | None = None, task_queue: str = "default",
+                    workflow_name: str | None = None, dedicated: bool = False,
+                    signals: list[tuple[str, Any]] | None = None,
+                    **options: Any) -> AsyncWorkflowHandle:
+        """Starts a workflow and returns its handle without waiting for it.
+
+        Args:
+            workflow: an ``@rayline.workflow`` (or any ``async def``); or ``None`` with
+                ``workflow_name`` to start a workflow registered by ``Worker.create``.
+            args: its arguments, validated against its annotations.
+            workflow_id: default a new guid. At most 1,000 characters, no ``/``, ``\\``,
+                ``..`` or control characters.
+            task_queue: the host pool that runs it.
+            dedicated: run it in a detached Ray actor of its own.
+            **options: ``id_reuse_policy``, ``search``, ``memo``, ``execution_timeout``,
+                ``expire``.
+
+        Raises:
+            InvalidInputError: a bad id, option, or argument (naming it).
+            DuplicateWorkflowError: the id is in use and the reuse policy forbids a new run.
+        """
+        unknown = set(options) - set(_START_OPTIONS)
+        unsupported = unknown & {"cron", "retry"}
+        if unsupported:
+            raise InvalidInputError(f"start option(s) {', '.join(sorted(unsupported))} are not "
+                                    "supported yet")
+        if unknown:
+            raise InvalidInputError(f"unknown start option(s): {', '.join(sorted(unknown))}")
+        workflow_id = validate_id(workflow_id or uuid.uuid4().hex)
+        validate_id(task_queue, what="task queue")
+        request: dict[str, Any] = {"workflow_id": workflow_id, "task_queue": task_queue}
+        if workflow is not None:
+            definition = as_workflow(workflow)
+            checked = validate_args(definition.fn, tuple(args), what=f"workflow {definition.name!r}")
+            request["code"], request["code_pickle"] = self._code(definition)
+            request["workflow_name"] = workflow_name or definition.name
+        elif workflow_name:
+            checked = tuple(args)
+            request["workflow_name"] = workflow_name
+        else:
+            raise InvalidInputError("start() needs a workflow function or a workflow_name")
+        request["args"] = _serde.encode_args(checked, what=f"workflow {request['workflow_name']!r}")
+        for key in ("id_reuse_policy", "search", "memo"):
+            if options.get(key) is not None:
+                request[key] = options[key]
+        request["options"] = {k: optional_duration(options[k], what=k)
+                              for k in ("execution_timeout", "expire") if options.get(k)}
+        if signals:
+            request["signals"] = [{"signal_id": s, "data": _serde.encode(d, what=f"signal {s!r}")}
+                                  for s, d in signals]
+        conn = await self._client.connection()
+        host = await conn.place(task_queue, workflow_id, dedicated)
+        reply = await conn.call_host(host, "start", request)
+        return AsyncWorkflowHandle(self._client, workflow_id, reply["run_id"],
+                                   request["workflow_name"], host)
+
+    async def execute(self, workflow: Any = None, **kwargs: Any) -> Any:
+        """``start`` and then ``result``."""
+        handle = await self.start(workflow, **kwargs)
+        return await handle.result()
+
+    async def get_handle(self, workflow_id: str, run_id: str | None = None) -> AsyncWorkflowHandle:
+        """A handle to an existing workflow, from any process.
+
+        Raises:
+            WorkflowNotFoundError: no workflow with this id in the namespace.
+        """
+        validate_id(workflow_id)
+        conn = await self._client.connection()
+        host = await conn.locate(workflow_id)
+        return AsyncWorkflowHandle(self._client, workflow_id, run_id, None, host)
+
+    async def signal(self, workflow_id: str, signal_id: str, data: Any = None,
+                     expire: Duration = "10m", *, buffer_if_missing: bool = False) -> None:
+        """Signals a workflow by id.
+
+        With ``buffer_if_missing=True`` a signal to an id that has no run yet is kept (for
+        ``expire``) and delivered when a workflow with that id starts.
+        """
+        handle = AsyncWorkflowHandle(self._client, validate_id(workflow_id), None, None, None)
+        await handle._signal(signal_id, data, expire, buffer_if_missing)
+
+    async def signal_with_start(self, workflow: Any = None, *, signal_id: str,
+                                signal_data: Any = None, **kwargs: Any) -> AsyncWorkflowHandle:
+        """Signals the workflow if it is running, else starts it with the signal buffered."""
+        workflow_id = kwargs.get("workflow_id")
+        if workflow_id is not None:
+            try:
+                await self.signal(workflow_id, signal_id, signal_data)
+                return await self.get_handle(workflow_id)
+            except RaylineError:
+                pass
+        return await self.start(workflow, signals=[(signal_id, signal_data)], **kwargs)
+
+    async def list(self, status: str | None = None, workflow_name: str | None = None,
+                   search: dict[str, Any] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Workflows of this namespace, newest first.
+
+        ``status`` is one of ``running``, ``completed``, ``failed``, ``cancelled``,
+        ``terminated``, ``continued``; ``search`` matches fields written with
+        ``workflow.search``.
+        """
+        conn = await self._client.connection()
+        return await conn.registry("list", status, workflow_name, search, limit)  # type: ignore[no-any-return]
+
+
+class AsyncWorkflowHandle:
+    """A workflow, by id; survives host restarts (it finds the workflow again)."""
+
+    def __init__(self, client: AsyncClient, workflow_id: str, run_id: str | None,
+                 workflow_name: str | None, host: str | None) -> None:
+        self._client = client
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self._workflow_name = workflow_name
+        self._host = host
+
+    @property
+    def workflow_name(self) -> str | None:
+        return self._workflow_name
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        conn = await self._client.connection()
+        for attempt in range(_RELOCATE_ATTEMPTS):
+            if self._host is None:
+                self._host = await conn.locate(self.workflow_id)
+            try:
+                return await conn.call_host(self._host, method, *args)
+            except RaylineError as exc:
+                if not _is_not_here(exc):
+                    raise
+                self._host = None
+                await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
+        raise RaylineError(f"workflow {self.workflow_id}: no host answers for it")
+
+    async def result(self, throw_on_error: bool = True, timeout: Duration | None = None) -> Any:
+        """Waits for the workflow to finish and returns its result (follows continue-as-new).
+
+        Raises:
+            WorkflowFailedError: the workflow raised (``cause_type``, ``code``, ``stack``);
+                a cancelled workflow's error has a ``CancelledFailure`` as ``__cause__``.
+            WorkflowTerminatedError: it was terminated (code 410).
+            TimeoutError: ``timeout`` passed first.
+        """
+        seconds = optional_duration(timeout, what="result timeout")
+        work = self._call("result", self.workflow_id, None, True)
+        outcome = await (asyncio.wait_for(work, seconds) if seconds is not None else work)
+        self.run_id = outcome.get("run_id", self.run_id)
+        value, error = _settle(outcome)
+        if error is None:
+            return value
+        if throw_on_error:
+            raise error
+        return error
+
+    async def signal(self, signal_id: str, data: Any = None, expire: Duration = "10m") -> None:
+        """Delivers a signal; returns once it is durable. Buffered in order for ``expire``
+        if the workflow is not waiting for it yet."""
+        await self._signal(signal_id, data, expire, False)
+
+    async def _signal(self, signal_id: str, data: Any, expire: Duration,
+                      buffer_if_missing: bool) -> None:
+        if not isinstance(signal_id, str) or not signal_id:
+            raise InvalidInputError("signal id must be a non-empty string")
+        payload = _serde.encode(data, what=f"signal {signal_id!r} data")
+        seconds = optional_duration(expire, what="signal expire")
+        if buffer_if_missing and self._host is None:
+            conn = await self._client.connection()
+            host = await conn.registry("locate_or_none", self.workflow_id)
+            if host is None:
+                host = await conn.place("default", self.workflow_id, False)
+            self._host = host
+        await self._call("signal", self.workflow_id, signal_id, payload, seconds, None,
+                         buffer_if_missing)
+
+    async def cancel(self) -> None:
+        """Cooperative cancel: the workflow sees ``CancelledFailure`` and may clean up."""
+        await self._call("cancel", self.workflow_id, None)
+
+    async def terminate(self, reason: str | None = None) -> None:
+        """Stops the workflow now; no workflow code runs after this."""
+        await self._call("terminate", self.workflow_id, reason)
+
+    async def describe(self) -> dict[str, Any]:
+        """Status, task queue, times, parent, search fields and pending work."""
+        info: dict[str, Any] = await self._call("describe", self.workflow_id)
+        self._workflow_name = info["workflow_name"]
+        return info
+
+    async def status(self) -> int:
+        """0 completed; > 0 running (open obligations); < 0 failed, cancelled, terminated."""
+        return int((await self.describe())["status"])
+
+    async def state(self, metadata: bool = False) -> dict[str, Any]:
+        """``{done, response, error}`` of the latest run; with metadata, times and ids too."""
+        info = await self.describe()
+        outcome = info["outcome"]
+        state: dict[str, Any] = {"done": outcome is not None and outcome["status"] != "continued",
+                                 "response": None, "error": None}
+        if outcome is not None:
+            value, error = _settle(outcome)
+            state["response"] = value
+            if error is not None:
+                state["error"] = {"message": str(error), "type": type(error).__name__,
+                                  "code": getattr(error, "code", 500),
+                                  "stack": getattr(error, "stack", "")}
+        if metadata:
+            state.update({k: info[k] for k in ("workflow_id", "run_id", "workflow_name",
+                                               "task_queue", "status", "attempt", "started_at",
+                                               "updated_at", "parent")})
+        return state
+
+    async def query_state(self, fields: list[str] | None = None) -> dict[str, Any]:
+        """The fields written with ``workflow.search`` and ``workflow.enrich``."""
+        info = await self.describe()
+        merged = {**info["search"], **info["enrich"]}
+        return merged if fields is None else {k: merged.get(k) for k in fields}
+
+    async def query(self, name: str, *args: Any) -> Any:
+        """Calls the workflow's query handler ``name`` on its live state."""
+        return await self._call("query", self.workflow_id, name, args)
+
+
+def _settle(outcome: dict[str, Any]) -> tuple[Any, BaseException | None]:
+    """(value, error) for a run's outcome."""
+    status = outcome["status"]
+    if status == "completed":
+        return _serde.decode(outcome["result"]), None
+    if status == "terminated":
+        return None, WorkflowTerminatedError(outcome.get("reason") or "workflow terminated")
+    if status == "continued":
+        return None, None
+    failure = outcome["failure"]
+    error = WorkflowFailedError(failure["message"], cause_type=failure["type"],
+                                code=failure["code"], stack=failure["stack"])
+    if status == "cancelled":
+        error.__cause__ = CancelledFailure(failure["message"])
+    return None, error
+
+
+# ------------------------------------------------------------------ sync facade
+
+
+class _LoopThread:
+    """A private event loop in a daemon thread; the sync facade runs coroutines on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="rayline-client",
+                                        daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+class _Facade:
+    """Exposes an async object's coroutine methods as blocking calls."""
+
+    def __init__(self, target: Any, runner: _LoopThread) -> None:
+        self._target = target
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not inspect.iscoroutinefunction(value):
+            return value
+
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            return _wrap(self._runner.run(value(*args, **kwargs)), self._runner)
+
+        blocking.__doc__ = value.__doc__
+        return blocking
+
+
+class WorkflowHandle(_Facade):
+    """The sync twin of :class:`AsyncWorkflowHandle`: same names, blocking."""
+
+
+class WorkflowClient(_Facade):
+    """The sync twin of :class:`AsyncWorkflowClient`: same names, blocking."""
+
+
+def _wrap(value: Any, runner: _LoopThread) -> Any:
+    return WorkflowHandle(value, runner) if isinstance(value, AsyncWorkflowHandle) else value
+
+
+class Client:
+    """Entry point (sync): ``rayline.Client()``; arguments as for :class:`AsyncClient`.
+
+    Connects at once (starting a local Ray if none is running, resuming unfinished
+    workflows on a fresh cluster).
+    """
+
+    def __init__(self, address: str | None = None, storage: str | None = None,
+                 namespace: str = "default", *, connection: Connection | None = None) -> None:
+        self._runner = _LoopThread()
+        self.aio = AsyncClient(address, storage, namespace, connection=connection)
+        self.namespace = self.aio.namespace
+        self.storage_url = self.aio.storage_url
+        self.workflow = WorkflowClient(self.aio.workflow, self._runner)
+        self._runner.run(self.aio.connection())
+
+    def run(self, coro: Awaitable[T]) -> T:
+        """Runs a coroutine of the async client on the client's loop."""
+        async def main() -> T:
+            return await coro
+        return self._runner.run(main())
+
+    def resume(self) -> int:
+        return self._runner.run(self.aio.resume())
+
+    def close(self) -> None:
+        self._runner.run(self.aio.close())

@@ -1,0 +1,653 @@
+"""The deterministic workflow instance.
+
+Invariants:
+- The instance is an asyncio event loop of its own. ``activate(events, time)`` applies
+  the events in the order given (resolving the futures they complete), then runs ready
+  callbacks until none are left, and returns the commands the workflow issued meanwhile.
+  Nothing else ever runs workflow code, so the same events in the same order give the
+  same commands: live execution and replay are one code path.
+- Every durable call takes the next sequence number, in call order; its marker key is
+  ``-<kind>-<seq>-``. Events name the sequence number they complete.
+- Time inside the workflow is the activation's timestamp; randomness comes from the
+  seed in the run record.
+- Cancellation is cooperative: it fails every pending cancellable durable operation with
+  ``CancelledFailure`` and makes later ones fail at once, except inside
+  ``workflow.non_cancellable()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import logging
+import random
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from .. import _serde
+from .._activity import ActivityDefinition
+from .._definition import WorkflowDefinition
+from .._options import ActivityOptions
+from .._validate import validate_args
+from ..errors import (
+    ActivityError,
+    CancelledFailure,
+    ContinueAsNew,
+    InvalidInputError,
+    MaxedError,
+    NonDeterminismError,
+    QueryError,
+    RaylineError,
+    TimeoutFailure,
+    WorkflowFailedError,
+)
+from ..timeline import (
+    ActivityCompleted,
+    ActivityFailed,
+    Batch,
+    CancelActivity,
+    CancelChild,
+    CancelExternal,
+    CancelRequested,
+    CancelTimer,
+    ChildCompleted,
+    ChildFailed,
+    ChildStarted,
+    Command,
+    CompleteWorkflow,
+    ContinueAsNewWorkflow,
+    DropSignal,
+    Event,
+    ExternalResolved,
+    FailWorkflow,
+    Failure,
+    RecordPatch,
+    ScheduleActivity,
+    SignalExternal,
+    SignalReceived,
+    StartChild,
+    StartTimer,
+    TimerFired,
+    UpsertFields,
+    WorkflowStarted,
+)
+
+log = logging.getLogger("rayline.core")
+
+_shielded: contextvars.ContextVar[int] = contextvars.ContextVar("rayline_shielded", default=0)
+_MAX_STEPS = 1_000_000
+
+
+@dataclass
+class _Pending:
+    """One open obligation: a durable call the workflow is waiting on."""
+
+    kind: str
+    future: asyncio.Future[Any]
+    cancellable: bool
+    command: Command | None = None
+    on_fire: Callable[[], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """What a workflow knows about itself (``workflow.info()``)."""
+
+    workflow_id: str
+    run_id: str
+    workflow_name: str
+    task_queue: str
+    attempt: int
+    is_replaying: bool
+    parent: str | None
+
+
+def failure_from(exc: BaseException, *, kind: str = "error") -> Failure:
+    """A storable ``Failure`` for an exception, keeping its type, message and stack."""
+    code = getattr(exc, "code", 500)
+    stack = getattr(exc, "stack", "") or "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__)
+    )
+    if isinstance(exc, CancelledFailure):
+        kind = "cancelled"
+    return Failure(
+        type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        message=str(exc),
+        stack=stack,
+        code=code if isinstance(code, int) else 500,
+        kind=kind,  # type: ignore[arg-type]
+        activity=getattr(exc, "activity", "") or "",
+        attempt=getattr(exc, "attempt", 1) or 1,
+    )
+
+
+def activity_error(failure: Failure) -> ActivityError:
+    """The error a workflow sees at the await of an activity that failed."""
+    cls = {"maxed": MaxedError, "timeout": TimeoutFailure}.get(failure.kind, ActivityError)
+    return cls(
+        failure.message,
+        activity=failure.activity,
+        cause_type=failure.type,
+        stack=failure.stack,
+        attempt=failure.attempt,
+        code=failure.code,
+    )
+
+
+def child_error(failure: Failure) -> BaseException:
+    if failure.kind == "cancelled":
+        return CancelledFailure(failure.message)
+    return WorkflowFailedError(
+        failure.message, cause_type=failure.type, code=failure.code, stack=failure.stack
+    )
+
+
+class WorkflowInstance(asyncio.AbstractEventLoop):
+    """One workflow run as a deterministic state machine (see the module docstring)."""
+
+    def __init__(
+        self,
+        definition: WorkflowDefinition[Any, Any],
+        started: WorkflowStarted,
+        *,
+        recorded_patches: Iterable[str] = (),
+    ) -> None:
+        self.definition = definition
+        self.started = started
+        self.is_replaying = False
+        self.search_fields: dict[str, Any] = dict(started.search)
+        self.enrich_fields: dict[str, Any] = {}
+        self.closing: Command | None = None
+        self._time = started.time
+        self._rng = random.Random(started.seed)
+        self._ready: collections.deque[asyncio.Handle] = collections.deque()
+        self._seq = 0
+        self._pending: dict[int, _Pending] = {}
+        self._waiters: dict[str, collections.deque[int]] = {}
+        self._signals: dict[str, collections.deque[SignalReceived]] = {}
+        self._seen_requests: set[str] = set()
+        self._timer_handles: dict[asyncio.TimerHandle, int] = {}
+        self._commands: list[Command] = []
+        self._main: asyncio.Task[Any] | None = None
+        self._cancel_requested = False
+        self._patches: dict[str, bool] = {}
+        self._recorded_patches = frozenset(recorded_patches)
+        self._queries: dict[str, Callable[..., Any]] = {}
+        self._activity_defs: dict[int, ActivityDefinition[Any, Any]] = {}
+        self._child_defs: dict[int, Any] = {}
+
+    # ----------------------------------------------------------------- activation
+
+    def activate(self, events: Sequence[Event], time: float) -> list[Command]:
+        """Applies ``events`` in order at ``time`` and runs the workflow until it blocks."""
+        self._time = max(self._time, time)
+        self._commands = []
+        if self.closing is not None:
+            return []
+        previous = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(self)
+        try:
+            if self._main is None:
+                self._start_main()
+            for event in events:
+                self._apply(event)
+            self._run_ready()
+        finally:
+            asyncio.events._set_running_loop(previous)
+        commands, self._commands = self._commands, []
+        return commands
+
+    def _start_main(self) -> None:
+        try:
+            args = tuple(_serde.decode(p) for p in self.started.args)
+            coro = self.definition.fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - any failure to begin fails the run
+            self._close(FailWorkflow(failure=failure_from(exc)))
+            return
+        self._main = self.create_task(coro, name=f"workflow:{self.started.workflow_id}")
+        self._main.add_done_callback(self._on_main_done)
+
+    def _run_ready(self) -> None:
+        steps = 0
+        while self._ready:
+            handle = self._ready.popleft()
+            if not handle._cancelled:
+                handle._run()
+            steps += 1
+            if steps > _MAX_STEPS:
+                raise NonDeterminismError("workflow never blocks: it loops without a durable call")
+
+    def _on_main_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self._close(FailWorkflow(failure=failure_from(CancelledFailure("workflow cancelled"))))
+            return
+        exc = task.exception()
+        if exc is None:
+            try:
+                result = _serde.encode(task.result(), what="workflow result")
+            except RaylineError as err:
+                self._close(FailWorkflow(failure=failure_from(err)))
+                return
+            self._close(CompleteWorkflow(result=result))
+        elif isinstance(exc, ContinueAsNew):
+            try:
+                args = _serde.encode_args(exc.new_args, what="continue_as_new")
+            except RaylineError as err:
+                self._close(FailWorkflow(failure=failure_from(err)))
+                return
+            self._close(ContinueAsNewWorkflow(args=args))
+        else:
+            self._close(FailWorkflow(failure=failure_from(exc)))
+
+    def _close(self, command: Command) -> None:
+        self.closing = command
+        self._commands.append(command)
+
+    # --------------------------------------------------------------------- events
+
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, ActivityCompleted):
+            self._resolve(event.seq, lambda: _serde.decode(event.result))
+        elif isinstance(event, ActivityFailed):
+            self._reject(event.seq, activity_error(event.failure))
+        elif isinstance(event, TimerFired):
+            pending = self._pending.pop(event.seq, None)
+            if pending is not None and pending.on_fire is not None:
+                pending.on_fire()
+        elif isinstance(event, SignalReceived):
+            self._on_signal(event)
+        elif isinstance(event, CancelRequested):
+            self._on_cancel()
+        elif isinstance(event, ChildStarted):
+            pending = self._pending.get(event.seq)
+            if pending is not None:
+                pending.extra["run_id"] = event.run_id
+                started = pending.extra.get("started")
+                if started is not None and not started.done():
+                    started.set_result(event.workflow_id)
+                if not pending.extra.get("wait", True):
+                    self._pending.pop(event.seq)
+        elif isinstance(event, ChildCompleted):
+            self._resolve(event.seq, lambda: _serde.decode(event.result))
+        elif isinstance(event, ChildFailed):
+            pending = self._pending.get(event.seq)
+            if pending is not None:
+                started = pending.extra.get("started")
+                if started is not None and not started.done():
+                    started.set_exception(child_error(event.failure))
+            self._reject(event.seq, child_error(event.failure))
+        elif isinstance(event, ExternalResolved):
+            if event.failure is None:
+                self._resolve(event.seq, lambda: None)
+            else:
+                self._reject(event.seq, child_error(event.failure))
+
+    def _resolve(self, seq: int, value: Callable[[], Any]) -> None:
+        pending = self._pending.pop(seq, None)
+        if pending is None or pending.future.done():
+            return
+        try:
+            pending.future.set_result(value())
+        except Exception as exc:  # a stored value that no longer decodes
+            pending.future.set_exception(exc)
+
+    def _reject(self, seq: int, error: BaseException) -> None:
+        pending = self._pending.pop(seq, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(error)
+
+    def _on_signal(self, event: SignalReceived) -> None:
+        if event.request_id is not None:
+            if event.request_id in self._seen_requests:
+                return
+            self._seen_requests.add(event.request_id)
+        waiters = self._waiters.get(event.signal_id)
+        while waiters:
+            seq = waiters.popleft()
+            pending = self._pending.pop(seq, None)
+            if pending is None or pending.future.done():
+                continue
+            if pending.extra.get("timer"):
+                self._commands.append(CancelTimer(seq=seq))
+            pending.future.set_result(_serde.decode(event.data))
+            return
+        self._signals.setdefault(event.signal_id, collections.deque()).append(event)
+
+    def _on_cancel(self) -> None:
+        if self._cancel_requested:
+            return
+        self._cancel_requested = True
+        for seq, pending in list(self._pending.items()):
+            if pending.cancellable:
+                self._cancel_pending(seq, pending, CancelledFailure("workflow cancelled"))
+
+    def _cancel_pending(self, seq: int, pending: _Pending, error: BaseException) -> None:
+        del self._pending[seq]
+        if pending.kind == "activity":
+            self._commands.append(CancelActivity(seq=seq))
+        elif pending.kind in ("timer", "asyncio_timer") or pending.extra.get("timer"):
+            self._commands.append(CancelTimer(seq=seq))
+        elif pending.kind == "child":
+            self._commands.append(CancelChild(seq=seq, workflow_id=pending.extra["workflow_id"]))
+        if pending.kind == "wait":
+            self._waiters.get(pending.extra["signal_id"], collections.deque()).remove(seq)
+        if not pending.future.done():
+            pending.future.set_exception(error)
+
+    # --------------------------------------------------------------- durable calls
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _cancelled_now(self) -> bool:
+        return self._cancel_requested and _shielded.get() == 0
+
+    def _open(self, kind: str, seq: int, command: Command | None,
+              future: asyncio.Future[Any] | None = None, **extra: Any) -> _Pending:
+        future = future if future is not None else self.create_future()
+        pending = _Pending(kind, future, _shielded.get() == 0, command, extra=extra)
+        if self._cancelled_now():
+            future.set_exception(CancelledFailure("workflow cancelled"))
+            return pending
+        self._pending[seq] = pending
+        if command is not None:
+            self._commands.append(command)
+        future.add_done_callback(lambda f: self._on_abandoned(seq, f))
+        return pending
+
+    def _on_abandoned(self, seq: int, future: asyncio.Future[Any]) -> None:
+        """The workflow cancelled a durable future itself (e.g. asyncio.wait_for)."""
+        if future.cancelled() and seq in self._pending:
+            self._cancel_pending(seq, self._pending[seq], CancelledFailure("abandoned"))
+
+    def schedule_activity(
+        self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
+        options: ActivityOptions,
+    ) -> asyncio.Future[Any]:
+        args = validate_args(definition.fn, args, what=f"activity {definition.name!r}")
+        payloads = _serde.encode_args(args, what=f"activity {definition.name!r}")
+        seq = self._next_seq()
+        self._activity_defs[seq] = definition
+        command = ScheduleActivity(
+            seq=seq, activity=definition.name, args=payloads, options=options.to_json()
+        )
+        pending = self._open("activity", seq, command)
+        pending.extra.update(args=args, options=options)
+        return pending.future
+
+    def activity_call(self, seq: int) -> tuple[ActivityDefinition[Any, Any], tuple[Any, ...],
+                                                ActivityOptions]:
+        """What the host needs to run activity ``seq``: the function, its args and options."""
+        pending = self._pending[seq]
+        return self._activity_defs[seq], pending.extra["args"], pending.extra["options"]
+
+    def sleep(self, seconds: float) -> asyncio.Future[float]:
+        seq = self._next_seq()
+        if seconds <= 0:
+            future = self.create_future()
+            future.set_result(0.0)
+            return future
+        command = StartTimer(seq=seq, fire_at=self._time + seconds, duration=seconds)
+        pending = self._open("timer", seq, command)
+        pending.on_fire = lambda: pending.future.done() or pending.future.set_result(seconds)
+        return pending.future
+
+    def condition(self, signal_id: str, timeout: float | None) -> asyncio.Future[Any]:
+        seq = self._next_seq()
+        buffered = self._take_signal(signal_id)
+        if buffered is not None:
+            future = self.create_future()
+            future.set_result(_serde.decode(buffered.data))
+            return future
+        if timeout is None:
+            pending = self._open("wait", seq, None, signal_id=signal_id)
+        else:
+            command = StartTimer(seq=seq, fire_at=self._time + timeout, duration=timeout)
+            pending = self._open("wait", seq, command, signal_id=signal_id, timer=True)
+
+            def on_timeout() -> None:
+                waiters = self._waiters.get(signal_id)
+                if waiters and seq in waiters:
+                    waiters.remove(seq)
+                if not pending.future.done():
+                    pending.future.set_result(False)
+
+            pending.on_fire = on_timeout
+        if seq in self._pending:
+            self._waiters.setdefault(signal_id, collections.deque()).append(seq)
+        return pending.future
+
+    def _take_signal(self, signal_id: str) -> SignalReceived | None:
+        queue = self._signals.get(signal_id)
+        while queue:
+            event = queue.popleft()
+            if event.expire_at is None or event.expire_at >= self._time:
+                return event
+            self._commands.append(DropSignal(signal_id=signal_id, expire_at=event.expire_at))
+        return None
+
+    def start_child(
+        self, name: str, code: str | None, args: tuple[Any, ...], workflow_id: str | None,
+        task_queue: str | None, options: dict[str, Any], wait: bool,
+    ) -> tuple[asyncio.Future[str], asyncio.Future[Any]]:
+        payloads = _serde.encode_args(args, what=f"child workflow {name!r}")
+        seq = self._next_seq()
+        child_id = workflow_id or f"{self.started.workflow_id}-{name}-{seq}"
+        command = StartChild(
+            seq=seq, workflow_name=name, workflow_id=child_id, args=payloads,
+            task_queue=task_queue, code=code, options=options, wait=wait,
+        )
+        started = self.create_future()
+        pending = self._open("child", seq, command, workflow_id=child_id, wait=wait,
+                             started=started)
+        if pending.future.done() and not started.done():
+            started.set_exception(CancelledFailure("workflow cancelled"))
+        return started, pending.future
+
+    def signal_external(self, workflow_id: str, signal_id: str, data: Any) -> asyncio.Future[Any]:
+        payload = _serde.encode(data, what=f"signal {signal_id!r} data")
+        seq = self._next_seq()
+        request_id = f"{self.started.workflow_id}:{self.started.run_id}:{seq}"
+        command = SignalExternal(seq=seq, workflow_id=workflow_id, signal_id=signal_id,
+                                 data=payload, request_id=request_id)
+        return self._open("external", seq, command).future
+
+    def cancel_external(self, workflow_id: str) -> asyncio.Future[Any]:
+        seq = self._next_seq()
+        return self._open("external", seq, CancelExternal(seq=seq, workflow_id=workflow_id)).future
+
+    def upsert(self, fields: dict[str, Any], *, indexed: bool) -> None:
+        for key, value in fields.items():
+            if not _serde._is_json(value):
+                raise InvalidInputError(f"search/enrich field {key!r} must be a JSON value")
+        (self.search_fields if indexed else self.enrich_fields).update(fields)
+        self._commands.append(UpsertFields(fields=dict(fields), indexed=indexed))
+
+    def patched(self, patch_id: str) -> bool:
+        if patch_id not in self._patches:
+            use = not self.is_replaying or patch_id in self._recorded_patches
+            self._patches[patch_id] = use
+            if use:
+                self._commands.append(RecordPatch(patch_id=patch_id))
+        return self._patches[patch_id]
+
+    # --------------------------------------------------------- plain calls, state
+
+    def now(self) -> float:
+        return self._time
+
+    def random(self) -> float:
+        return self._rng.random()
+
+    def uuid4(self) -> uuid.UUID:
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+    def info(self) -> WorkflowInfo:
+        s = self.started
+        return WorkflowInfo(s.workflow_id, s.run_id, s.workflow_name, s.task_queue, s.attempt,
+                            self.is_replaying, s.parent.workflow_id if s.parent else None)
+
+    def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
+        self._queries[name] = fn
+
+    def query(self, name: str, args: Sequence[Any]) -> Any:
+        handler = self._queries.get(name)
+        if handler is None:
+            known = ", ".join(sorted(self._queries)) or "none"
+            raise QueryError(f"no query handler {name!r} (known: {known})")
+        try:
+            return handler(*args)
+        except Exception as exc:
+            raise QueryError(f"query handler {name!r} raised {type(exc).__name__}: {exc}") from exc
+
+    def open_obligations(self) -> int:
+        """HotMesh's semaphore: pending activities, timers, conditions and children."""
+        return len(self._pending)
+
+    def pending_summary(self) -> list[dict[str, Any]]:
+        return [{"seq": seq, "kind": p.kind, **({"signal_id": p.extra["signal_id"]}
+                                                 if "signal_id" in p.extra else {})}
+                for seq, p in sorted(self._pending.items())]
+
+    def unfinished_commands(self) -> list[Command]:
+        """Commands issued but not yet answered: what a recovering host issues again."""
+        return [p.command for _, p in sorted(self._pending.items()) if p.command is not None]
+
+    def waiting_only_on_outside(self) -> bool:
+        """True when nothing but timers and signals are pending (the run may be parked)."""
+        return bool(self._pending) and all(
+            p.kind in ("timer", "wait", "asyncio_timer") for p in self._pending.values())
+
+    def next_timer(self) -> float | None:
+        times = [p.command.fire_at for p in self._pending.values()
+                 if isinstance(p.command, StartTimer)]
+        return min(times) if times else None
+
+    # ----------------------------------------------- asyncio.AbstractEventLoop
+
+    def time(self) -> float:
+        return self._time
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any,
+                  context: contextvars.Context | None = None) -> asyncio.Handle:
+        handle = asyncio.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any,
+                   context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+        return self.call_at(self._time + delay, callback, *args, context=context)
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any,
+                context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+        """A durable timer: ``asyncio.sleep`` and ``asyncio.wait_for`` inside a workflow."""
+        handle = asyncio.TimerHandle(when, callback, args, self, context)
+        delay = when - self._time
+        seq = self._next_seq()
+        if delay <= 0:
+            self._ready.append(handle)
+            return handle
+        command = StartTimer(seq=seq, fire_at=when, duration=delay)
+        # asyncio.sleep's own future fails with CancelledFailure when the run is cancelled
+        sleeper = callback is asyncio.futures._set_result_unless_cancelled and args
+        pending = self._open("asyncio_timer", seq, command, args[0] if sleeper else None)
+        if seq not in self._pending:
+            return handle
+        pending.on_fire = lambda: handle._cancelled or self._ready.append(handle)
+        handle._scheduled = True
+        self._timer_handles[handle] = seq
+        return handle
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        seq = self._timer_handles.pop(handle, None)
+        if seq is not None and seq in self._pending:
+            del self._pending[seq]
+            self._commands.append(CancelTimer(seq=seq))
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)
+
+    def create_task(self, coro: Any, *, name: str | None = None,
+                    context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=self, name=name, context=context)
+
+    def get_debug(self) -> bool:
+        return False
+
+    def is_running(self) -> bool:
+        return True
+
+    def is_closed(self) -> bool:
+        return False
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, (CancelledFailure, ActivityError)):
+            return  # a sibling of a failed gather: the workflow saw the first error
+        log.warning("workflow %s: %s", self.started.workflow_id, context.get("message"),
+                    exc_info=exc)
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.call_exception_handler(context)
+
+
+def shielded() -> Any:
+    """Context manager body for ``workflow.non_cancellable()``."""
+    return _shielded
+
+
+def replay_timeline(
+    definition: WorkflowDefinition[Any, Any], started: WorkflowStarted, batches: Sequence[Batch]
+) -> tuple[WorkflowInstance, list[Command]]:
+    """Rebuilds a run from its timeline and checks it against the code.
+
+    Each batch's events are fed in order; the commands the code issues must match the
+    commands the batch recorded. Returns the instance (ready for live activations) and
+    the commands of the last replayed activation that the host must act on: everything
+    issued and not answered yet.
+
+    Raises:
+        NonDeterminismError: when the code issues other durable calls than recorded.
+    """
+    recorded_patches = {c.patch_id for b in batches for c in b.commands
+                        if isinstance(c, RecordPatch)}
+    instance = WorkflowInstance(definition, started, recorded_patches=recorded_patches)
+    instance.is_replaying = True
+    try:
+        for batch in batches:
+            produced = instance.activate(batch.events, batch.time)
+            _check_same(started.workflow_id, batch, produced)
+            if batch.terminated is not None:
+                break
+    finally:
+        instance.is_replaying = False
+    return instance, instance.unfinished_commands()
+
+
+def _signature(command: Command) -> tuple[Any, ...]:
+    if isinstance(command, ScheduleActivity):
+        return ("activity", command.seq, command.activity)
+    if isinstance(command, StartTimer):
+        return ("timer", command.seq, round(command.duration, 6))
+    if isinstance(command, StartChild):
+        return ("child", command.seq, command.workflow_name, command.workflow_id)
+    if isinstance(command, SignalExternal):
+        return ("signal", command.seq, command.workflow_id, command.signal_id)
+    if isinstance(command, (CompleteWorkflow, FailWorkflow, ContinueAsNewWorkflow)):
+        return ("close", command.type)
+    return (command.type, getattr(command, "seq", None))
+
+
+def _check_same(workflow_id: str, batch: Batch, produced: list[Command]) -> None:
+    want = [_signature(c) for c in batch.commands]
+    got = [_signature(c) for c in produced]
+    if want != got:
+        raise NonDeterminismError(
+            f"workflow {workflow_id!r} replay diverged at activation {batch.seq}: "
+            f"the timeline recorded {want}, the code now issues {got}"
+        )

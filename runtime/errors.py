@@ -1,0 +1,221 @@
+"""The rayline error hierarchy.
+
+Everything rayline raises on purpose descends from one of two roots::
+
+    RaylineError (Exception)
+    ├── InvalidInputError (also ValueError)   bad ids, options, durations, arguments
+    │   └── SerializationError                a value that cannot be stored
+    ├── WorkflowNotFoundError
+    ├── DuplicateWorkflowError
+    ├── WorkflowClosedError                   signal/terminate to a finished workflow
+    ├── WorkflowFailedError                   result() of a failed workflow (cause, code, stack)
+    │   └── WorkflowTerminatedError           code 410
+    ├── ActivityError                         an activity failed (type, message, stack)
+    │   ├── MaxedError                        retries exhausted, code 597
+    │   └── TimeoutFailure                    an activity or wait timed out, code 596
+    ├── FatalError                            raise in an activity: never retried, code 598
+    ├── NonDeterminismError                   replay disagrees with the timeline
+    ├── QueryError                            a query handler is missing or raised
+    └── StorageError
+        ├── ConflictError                     another owner wrote the run (fencing)
+        └── CorruptTimelineError              a torn or foreign timeline object
+
+    ControlFlow (BaseException): cannot be swallowed by ``except Exception``
+    ├── CancelledFailure                      the workflow was cancelled
+    └── ContinueAsNew                         raised by workflow.continue_as_new()
+
+Every class survives pickling with its fields (Ray pickles exceptions between
+processes), through one ``__reduce__`` on the mixin below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+class _Picklable:
+    """Pickles an error as (class, args, fields) without calling ``__init__``."""
+
+    def __reduce__(self) -> Any:
+        assert isinstance(self, BaseException)
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+class RaylineError(_Picklable, Exception):
+    """Root of every error rayline raises on purpose."""
+
+    code: int = 500
+
+
+class InvalidInputError(RaylineError, ValueError):
+    """An id, option, duration or argument that rayline cannot accept."""
+
+    code = 400
+
+
+class SerializationError(InvalidInputError):
+    """A value could not be serialised for storage."""
+
+
+class WorkflowNotFoundError(RaylineError):
+    """No workflow with this id exists in the namespace."""
+
+    code = 404
+
+    def __init__(self, workflow_id: str, detail: str = "") -> None:
+        super().__init__(f"workflow {workflow_id!r} not found" + (f": {detail}" if detail else ""))
+        self.workflow_id = workflow_id
+
+
+class DuplicateWorkflowError(RaylineError):
+    """A workflow with this id exists and the id reuse policy forbids another run."""
+
+    code = 409
+
+    def __init__(self, workflow_id: str, detail: str = "") -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} already exists" + (f" ({detail})" if detail else "")
+        )
+        self.workflow_id = workflow_id
+
+
+class WorkflowClosedError(RaylineError):
+    """The workflow has finished, so it takes no more signals or terminations."""
+
+    code = 410
+
+    def __init__(self, workflow_id: str, action: str) -> None:
+        super().__init__(f"cannot {action}: workflow {workflow_id!r} has already finished")
+        self.workflow_id = workflow_id
+
+
+class WorkflowFailedError(RaylineError):
+    """The workflow ended without a result.
+
+    Attributes:
+        cause_type: the qualified name of the exception the workflow raised.
+        code: HotMesh-style status code (500 by default).
+        stack: the formatted traceback from inside the workflow.
+    """
+
+    def __init__(
+        self, message: str, *, cause_type: str = "", code: int = 500, stack: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.cause_type = cause_type
+        self.code = code
+        self.stack = stack
+
+
+class WorkflowTerminatedError(WorkflowFailedError):
+    """The workflow was terminated: no code ran after it, status is negative."""
+
+    def __init__(self, message: str = "workflow terminated", *, stack: str = "") -> None:
+        super().__init__(message, cause_type="WorkflowTerminatedError", code=410, stack=stack)
+
+
+class ActivityError(RaylineError):
+    """An activity failed; raised inside the workflow at the activity's await.
+
+    Attributes:
+        activity: the activity's name.
+        cause_type: the qualified name of the exception the activity raised.
+        message: its message.
+        stack: its formatted traceback.
+        attempt: how many attempts ran.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        activity: str = "",
+        cause_type: str = "",
+        stack: str = "",
+        attempt: int = 1,
+        code: int = 500,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.activity = activity
+        self.cause_type = cause_type
+        self.stack = stack
+        self.attempt = attempt
+        self.code = code
+
+    def __str__(self) -> str:
+        head = f"activity {self.activity!r} failed" if self.activity else "activity failed"
+        kind = f"{self.cause_type}: " if self.cause_type else ""
+        return f"{head} ({kind}{self.message})"
+
+
+class MaxedError(ActivityError):
+    """The activity's retry policy ran out of attempts (code 597)."""
+
+
+class TimeoutFailure(ActivityError):
+    """An activity exceeded start_to_close or schedule_to_close (code 596)."""
+
+
+class FatalError(RaylineError):
+    """Raise inside an activity to fail it at once, without retries (code 598)."""
+
+    code = 598
+
+
+class NonDeterminismError(RaylineError):
+    """Replaying the workflow's code issued different calls than its timeline records."""
+
+
+class QueryError(RaylineError):
+    """A query could not be answered: no such handler, or the handler raised."""
+
+
+class StorageError(RaylineError):
+    """Storage failed to read or write an object."""
+
+
+class ConflictError(StorageError):
+    """Another owner already wrote this key: this writer has lost ownership of the run."""
+
+    code = 409
+
+
+class CorruptTimelineError(StorageError):
+    """A stored timeline object is torn, truncated or does not belong to this run."""
+
+
+class ControlFlow(_Picklable, BaseException):
+    """Root of signals that must not be swallowed by ``except Exception``."""
+
+
+class CancelledFailure(ControlFlow):
+    """The workflow was cancelled; raised at its current or next durable operation."""
+
+    code = 499
+
+
+class ContinueAsNew(ControlFlow):
+    """Raised by ``workflow.continue_as_new``: ends this run, starts the next."""
+
+    def __init__(self, args: tuple[Any, ...] = ()) -> None:
+        super().__init__("continue as new")
+        self.new_args = args
+
+
+def is_cancellation(err: BaseException | None) -> bool:
+    """True when ``err`` (or an error it was raised from) is a cancellation."""
+    seen = 0
+    while err is not None and seen < 16:
+        if isinstance(err, CancelledFailure):
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False

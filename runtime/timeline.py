@@ -1,0 +1,263 @@
+"""Timeline models: what a run records, as versioned JSON.
+
+A run's timeline is its run record (``WorkflowStarted``) followed by batches. A batch
+is one activation: the events the workflow was given (in the order it saw them) and
+the commands it answered with. Replay feeds each batch's events back to the core and
+checks that the commands come out the same.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+Payload = dict[str, Any]
+TIMELINE_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Failure(_Model):
+    """An error as stored: enough to raise it again on the other side."""
+
+    type: str
+    message: str
+    stack: str = ""
+    code: int = 500
+    kind: Literal["error", "maxed", "timeout", "fatal", "cancelled", "terminated"] = "error"
+    activity: str = ""
+    attempt: int = 1
+
+
+class ParentRef(_Model):
+    workflow_id: str
+    run_id: str
+    seq: int
+    host: str
+
+
+# Events: what the outside world tells a workflow.
+
+
+class ActivityCompleted(_Model):
+    type: Literal["activity_completed"] = "activity_completed"
+    seq: int
+    result: Payload
+    attempt: int = 1
+
+
+class ActivityFailed(_Model):
+    type: Literal["activity_failed"] = "activity_failed"
+    seq: int
+    failure: Failure
+
+
+class TimerFired(_Model):
+    type: Literal["timer_fired"] = "timer_fired"
+    seq: int
+
+
+class SignalReceived(_Model):
+    type: Literal["signal_received"] = "signal_received"
+    signal_id: str
+    data: Payload
+    expire_at: float | None = None
+    request_id: str | None = None
+
+
+class CancelRequested(_Model):
+    type: Literal["cancel_requested"] = "cancel_requested"
+    reason: str | None = None
+
+
+class ChildStarted(_Model):
+    type: Literal["child_started"] = "child_started"
+    seq: int
+    workflow_id: str
+    run_id: str
+
+
+class ChildCompleted(_Model):
+    type: Literal["child_completed"] = "child_completed"
+    seq: int
+    result: Payload
+
+
+class ChildFailed(_Model):
+    type: Literal["child_failed"] = "child_failed"
+    seq: int
+    failure: Failure
+
+
+class ExternalResolved(_Model):
+    """A signal or cancel sent to another workflow was delivered (or failed)."""
+
+    type: Literal["external_resolved"] = "external_resolved"
+    seq: int
+    failure: Failure | None = None
+
+
+Event = Annotated[
+    Union[
+        ActivityCompleted, ActivityFailed, TimerFired, SignalReceived, CancelRequested,
+        ChildStarted, ChildCompleted, ChildFailed, ExternalResolved,
+    ],
+    Field(discriminator="type"),
+]  # fmt: skip
+
+
+# Commands: what a workflow asks for.
+
+
+class ScheduleActivity(_Model):
+    type: Literal["schedule_activity"] = "schedule_activity"
+    seq: int
+    activity: str
+    args: list[Payload]
+    options: dict[str, Any] = {}
+
+
+class CancelActivity(_Model):
+    type: Literal["cancel_activity"] = "cancel_activity"
+    seq: int
+
+
+class StartTimer(_Model):
+    type: Literal["start_timer"] = "start_timer"
+    seq: int
+    fire_at: float
+    duration: float
+
+
+class CancelTimer(_Model):
+    type: Literal["cancel_timer"] = "cancel_timer"
+    seq: int
+
+
+class StartChild(_Model):
+    type: Literal["start_child"] = "start_child"
+    seq: int
+    workflow_name: str
+    workflow_id: str
+    args: list[Payload]
+    task_queue: str | None = None
+    code: str | None = None
+    options: dict[str, Any] = {}
+    wait: bool = True
+
+
+class CancelChild(_Model):
+    type: Literal["cancel_child"] = "cancel_child"
+    seq: int
+    workflow_id: str
+
+
+class SignalExternal(_Model):
+    type: Literal["signal_external"] = "signal_external"
+    seq: int
+    workflow_id: str
+    signal_id: str
+    data: Payload
+    request_id: str
+
+
+class CancelExternal(_Model):
+    type: Literal["cancel_external"] = "cancel_external"
+    seq: int
+    workflow_id: str
+
+
+class UpsertFields(_Model):
+    type: Literal["upsert_fields"] = "upsert_fields"
+    fields: dict[str, Any]
+    indexed: bool
+
+
+class RecordPatch(_Model):
+    type: Literal["record_patch"] = "record_patch"
+    patch_id: str
+
+
+class DropSignal(_Model):
+    """A buffered signal expired before the workflow waited for it."""
+
+    type: Literal["drop_signal"] = "drop_signal"
+    signal_id: str
+    expire_at: float
+
+
+class CompleteWorkflow(_Model):
+    type: Literal["complete_workflow"] = "complete_workflow"
+    result: Payload
+
+
+class FailWorkflow(_Model):
+    type: Literal["fail_workflow"] = "fail_workflow"
+    failure: Failure
+
+
+class ContinueAsNewWorkflow(_Model):
+    type: Literal["continue_as_new"] = "continue_as_new"
+    args: list[Payload]
+
+
+Command = Annotated[
+    Union[
+        ScheduleActivity, CancelActivity, StartTimer, CancelTimer, StartChild, CancelChild,
+        SignalExternal, CancelExternal, UpsertFields, RecordPatch, DropSignal,
+        CompleteWorkflow, FailWorkflow, ContinueAsNewWorkflow,
+    ],
+    Field(discriminator="type"),
+]  # fmt: skip
+
+CLOSING_COMMANDS = (CompleteWorkflow, FailWorkflow, ContinueAsNewWorkflow)
+
+
+class WorkflowStarted(_Model):
+    """The run record: everything needed to run (or re-run) this execution."""
+
+    type: Literal["workflow_started"] = "workflow_started"
+    v: int = TIMELINE_VERSION
+    workflow_id: str
+    run_id: str
+    epoch: int
+    workflow_name: str
+    code: str | None = None
+    code_pickle: str | None = None
+    args: list[Payload]
+    task_queue: str
+    host: str
+    time: float
+    seed: int
+    attempt: int = 1
+    parent: ParentRef | None = None
+    continued_from: str | None = None
+    search: dict[str, Any] = {}
+    memo: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+
+
+class Terminated(_Model):
+    """Written by the host, not the workflow: the run was stopped from outside."""
+
+    type: Literal["terminated"] = "terminated"
+    reason: str | None = None
+
+
+class Batch(_Model):
+    """One activation, written as one object."""
+
+    v: int = TIMELINE_VERSION
+    seq: int
+    run_id: str
+    time: float
+    events: list[Event] = []
+    commands: list[Command] = []
+    terminated: Terminated | None = None
+    owner: str = ""
+
+
+BATCH_ADAPTER: TypeAdapter[Batch] = TypeAdapter(Batch)

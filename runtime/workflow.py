@@ -1,0 +1,250 @@
+"""The in-workflow API: ``from rayline import workflow``.
+
+Every function here is one line into the running workflow instance (the event loop
+that runs the workflow's code). Called outside a workflow they raise ``RuntimeError``'s
+sibling :class:`rayline.errors.InvalidInputError`, naming the function.
+
+The module is also the decorator: ``@rayline.workflow`` and
+``@rayline.workflow(name="orderWorkflow")`` mark an ``async def`` as a workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+import uuid as _uuid
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from ._activity import ActivityDefinition, as_activity
+from ._definition import WorkflowDefinition, as_workflow, define
+from ._durations import Duration, optional_duration, parse_duration
+from ._options import ActivityOptions
+from .core.instance import WorkflowInfo, WorkflowInstance, _shielded
+from .errors import ContinueAsNew, InvalidInputError
+
+__all__ = [
+    "ExternalWorkflowHandle",
+    "WorkflowInfo",
+    "condition",
+    "continue_as_new",
+    "deprecate_patch",
+    "enrich",
+    "execute_activity",
+    "execute_child",
+    "get_external_handle",
+    "info",
+    "non_cancellable",
+    "now",
+    "patched",
+    "proxy_activities",
+    "random",
+    "search",
+    "set_query_handler",
+    "signal",
+    "sleep",
+    "start_child",
+    "uuid4",
+]
+
+
+def _runtime(name: str) -> WorkflowInstance:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if not isinstance(loop, WorkflowInstance):
+        raise InvalidInputError(f"workflow.{name}() can only be called inside a workflow")
+    return loop
+
+
+class _Proxy:
+    """``workflow.proxy_activities(...)``: attributes are awaitable activity calls."""
+
+    def __init__(self, activities: dict[str, ActivityDefinition[Any, Any]],
+                 options: ActivityOptions) -> None:
+        self._activities = activities
+        self._options = options
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        try:
+            definition = self._activities[name]
+        except KeyError:
+            known = ", ".join(sorted(self._activities))
+            raise AttributeError(f"no activity {name!r} in this proxy (has: {known})") from None
+        options = definition.defaults.merged(self._options)
+
+        def call(*args: Any) -> asyncio.Future[Any]:
+            return _runtime("proxy_activities").schedule_activity(definition, args, options)
+
+        return call
+
+
+def proxy_activities(*activities: Any, **options: Any) -> Any:
+    """An object whose attributes call the given activities durably.
+
+    Args:
+        *activities: ``@rayline.activity`` functions, plain functions, or modules (every
+            activity defined in the module).
+        **options: ``start_to_close``, ``schedule_to_close``, ``heartbeat_timeout``,
+            ``retry``, ``task_queue``, ``local`` and any Ray resource option; they apply
+            over each activity's own defaults.
+    """
+    table: dict[str, ActivityDefinition[Any, Any]] = {}
+    for item in activities:
+        if isinstance(item, types.ModuleType):
+            table.update({d.name: d for d in vars(item).values()
+                          if isinstance(d, ActivityDefinition)})
+        else:
+            definition = as_activity(item)
+            table[definition.name] = definition
+    return _Proxy(table, ActivityOptions.build(**options))
+
+
+async def execute_activity(fn: Any, *args: Any, **options: Any) -> Any:
+    """Runs one activity durably and returns its result."""
+    definition = as_activity(fn)
+    merged = definition.defaults.merged(ActivityOptions.build(**options))
+    return await _runtime("execute_activity").schedule_activity(definition, args, merged)
+
+
+async def sleep(duration: Duration) -> float:
+    """A durable timer; returns the seconds slept. Survives crashes and restarts."""
+    seconds = parse_duration(duration, what="sleep duration")
+    return await _runtime("sleep").sleep(seconds)  # type: ignore[no-any-return]
+
+
+async def condition(signal_id: str, timeout: Duration | None = None) -> Any:
+    """Waits for signal ``signal_id`` and returns its data, or ``False`` on timeout."""
+    if not isinstance(signal_id, str) or not signal_id:
+        raise InvalidInputError("condition() needs a non-empty signal id string")
+    seconds = optional_duration(timeout, what="condition timeout")
+    return await _runtime("condition").condition(signal_id, seconds)
+
+
+def _child_ref(fn_or_name: Any) -> tuple[str, str | None]:
+    if isinstance(fn_or_name, str):
+        return fn_or_name, None
+    definition: WorkflowDefinition[Any, Any] = as_workflow(fn_or_name)
+    return definition.name, definition.code
+
+
+def _child_options(options: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"search", "memo", "execution_timeout", "expire", "dedicated", "id_reuse_policy"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise InvalidInputError(f"unknown child workflow option(s): {', '.join(sorted(unknown))}")
+    return options
+
+
+async def execute_child(fn_or_name: Any, *args: Any, workflow_id: str | None = None,
+                        task_queue: str | None = None, **options: Any) -> Any:
+    """Starts a child workflow and returns its result."""
+    name, code = _child_ref(fn_or_name)
+    _, result = _runtime("execute_child").start_child(
+        name, code, args, workflow_id, task_queue, _child_options(options), wait=True)
+    return await result
+
+
+async def start_child(fn_or_name: Any, *args: Any, workflow_id: str | None = None,
+                      task_queue: str | None = None, **options: Any) -> str:
+    """Starts a child workflow and returns its workflow id without waiting for it."""
+    name, code = _child_ref(fn_or_name)
+    started, _ = _runtime("start_child").start_child(
+        name, code, args, workflow_id, task_queue, _child_options(options), wait=False)
+    return await started  # type: ignore[no-any-return]
+
+
+async def signal(workflow_id: str, signal_id: str, data: Any = None) -> None:
+    """Signals another workflow, exactly once across replays."""
+    await _runtime("signal").signal_external(workflow_id, signal_id, data)
+
+
+class ExternalWorkflowHandle:
+    """Another workflow, seen from inside a workflow."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+
+    async def signal(self, signal_id: str, data: Any = None) -> None:
+        await signal(self.workflow_id, signal_id, data)
+
+    async def cancel(self) -> None:
+        await _runtime("cancel").cancel_external(self.workflow_id)
+
+
+def get_external_handle(workflow_id: str) -> ExternalWorkflowHandle:
+    return ExternalWorkflowHandle(workflow_id)
+
+
+def continue_as_new(*args: Any) -> None:
+    """Ends this run and starts a fresh run of the same workflow id with ``args``."""
+    _runtime("continue_as_new")
+    raise ContinueAsNew(args)
+
+
+def search(**fields: Any) -> None:
+    """Writes indexed key-value fields on this workflow (``client.workflow.list(search=)``)."""
+    _runtime("search").upsert(fields, indexed=True)
+
+
+def enrich(**fields: Any) -> None:
+    """Writes key-value fields on this workflow that are stored but not indexed."""
+    _runtime("enrich").upsert(fields, indexed=False)
+
+
+def random() -> float:
+    """A float in [0, 1), the same on every replay."""
+    return _runtime("random").random()
+
+
+def uuid4() -> _uuid.UUID:
+    """A UUID, the same on every replay."""
+    return _runtime("uuid4").uuid4()
+
+
+def now() -> datetime:
+    """The current activation's time (UTC), the same on every replay."""
+    return datetime.fromtimestamp(_runtime("now").now(), tz=timezone.utc)
+
+
+def patched(patch_id: str) -> bool:
+    """True on runs that reach this point with the new code; False when replaying old runs."""
+    return _runtime("patched").patched(patch_id)
+
+
+def deprecate_patch(patch_id: str) -> None:
+    """Marks a patch whose old branch has been removed; kept for symmetry with ``patched``."""
+    _runtime("deprecate_patch")
+
+
+def info() -> WorkflowInfo:
+    """workflow_id, run_id, workflow_name, task_queue, attempt, is_replaying, parent."""
+    return _runtime("info").info()
+
+
+def set_query_handler(name: str, fn: Callable[..., Any]) -> None:
+    """Answers ``handle.query(name, ...)`` from the live workflow's state."""
+    _runtime("set_query_handler").set_query_handler(name, fn)
+
+
+class non_cancellable:  # noqa: N801 - used like a function: `async with non_cancellable():`
+    """Holds back cancellation inside the block, for cleanup work after a cancel."""
+
+    async def __aenter__(self) -> None:
+        _runtime("non_cancellable")
+        self._token = _shielded.set(_shielded.get() + 1)
+
+    async def __aexit__(self, *exc: object) -> None:
+        _shielded.reset(self._token)
+
+
+class _WorkflowModule(types.ModuleType):
+    """Lets ``@rayline.workflow`` decorate while ``rayline.workflow.sleep`` stays a module."""
+
+    def __call__(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+        return define(fn, name=name)
+
+
+sys.modules[__name__].__class__ = _WorkflowModule
