@@ -119,6 +119,7 @@ class WorkflowActor:
         self._tasks: dict[int, asyncio.Task[Any]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._first = False
 
     # -------------------------------------------------------------- lifecycle
 
@@ -136,7 +137,7 @@ class WorkflowActor:
             self._execute(unfinished)
         else:
             self.instance = WorkflowInstance(self.definition, self.started)
-            self._wakeup.set()
+            self._first = True
         self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
 
     def deliver(self, event: Event, ack: asyncio.Future[None] | None = None) -> None:
@@ -156,9 +157,8 @@ class WorkflowActor:
 
     async def _loop(self) -> None:
         assert self.instance is not None
-        first = True
         while self.outcome is None:
-            if not self._mailbox and not first:
+            if not self._mailbox and not self._first:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -173,12 +173,12 @@ class WorkflowActor:
                 except Exception as exc:  # a bug or a broken workflow: fail, never hang
                     log.exception("workflow %s: activation failed", self.workflow_id)
                     commands = [FailWorkflow(failure=failure_from(exc))]
-                if events or commands or first:
+                if events or commands or self._first:
                     batch = Batch(seq=self._next_batch, run_id=self.run_id, time=now,
                                   events=events, commands=commands, owner=self.env.host_name)
                     if not await self._persist(batch, items):
                         return
-                first = False
+                self._first = False
             for _, ack in items:
                 if ack is not None and not ack.done():
                     ack.set_result(None)

@@ -589,6 +589,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         exc = context.get("exception")
         if isinstance(exc, (CancelledFailure, ActivityError)):
             return  # a sibling of a failed gather: the workflow saw the first error
+        if str(context.get("message", "")).startswith("Task was destroyed"):
+            return  # an instance dropped while its coroutine waits (closed, parked, replaced)
         log.warning("workflow %s: %s", self.started.workflow_id, context.get("message"),
                     exc_info=exc)
 

@@ -1,0 +1,206 @@
+"""Workflows and activities used by the unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pydantic
+
+import rayline
+from rayline import FatalError, RetryPolicy, workflow
+
+
+class Order(pydantic.BaseModel):
+    sku: str
+    qty: int
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+@rayline.activity
+def add1(x: int) -> int:
+    return x + 1
+
+
+@rayline.activity
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=1))
+def boom(message: str) -> None:
+    raise KeyError(message)
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=5, initial_interval=0.01))
+def fatal(message: str) -> None:
+    raise FatalError(message)
+
+
+ATTEMPTS: dict[str, int] = {}
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=4, initial_interval=0.01))
+def flaky(key: str, fail_times: int) -> str:
+    ATTEMPTS[key] = ATTEMPTS.get(key, 0) + 1
+    if ATTEMPTS[key] <= fail_times:
+        raise ConnectionError(f"attempt {ATTEMPTS[key]} failed")
+    return f"ok after {ATTEMPTS[key]}"
+
+
+@rayline.activity
+def total(order: Order) -> int:
+    return order.qty * 10
+
+
+@rayline.workflow
+async def one_step(x: int) -> int:
+    acts = workflow.proxy_activities(add1)
+    return await acts.add1(x)
+
+
+@rayline.workflow
+async def gather_then_chain(x: int) -> list[int]:
+    acts = workflow.proxy_activities(add1, double)
+    a, b, c = await asyncio.gather(acts.add1(x), acts.double(x), acts.add1(x + 100))
+    d = await acts.add1(a + b + c)
+    e = await acts.double(d)
+    return [a, b, c, d, e]
+
+
+@rayline.workflow
+async def catches(message: str) -> str:
+    acts = workflow.proxy_activities(boom, add1)
+    try:
+        await acts.boom(message)
+    except rayline.ActivityError as err:
+        n = await acts.add1(1)
+        return f"caught {err.cause_type.rsplit('.', 1)[-1]}: {err.message} then {n}"
+    return "not reached"
+
+
+@rayline.workflow
+async def fails(message: str) -> None:
+    await workflow.execute_activity(add1, 1)
+    raise ValueError(message)
+
+
+@rayline.workflow
+async def sleeper(seconds: float) -> float:
+    slept = await workflow.sleep(seconds)
+    await asyncio.sleep(1)  # asyncio.sleep is a durable timer inside a workflow
+    return slept
+
+
+@rayline.workflow
+async def waits(timeout: float | None) -> object:
+    return await workflow.condition("go", timeout=timeout)
+
+
+@rayline.workflow
+async def waits_many(n: int) -> list[object]:
+    return [await workflow.condition("item") for _ in range(n)]
+
+
+@rayline.workflow
+async def fan_in() -> list[object]:
+    return list(await asyncio.gather(workflow.condition("a"), workflow.condition("b")))
+
+
+@rayline.workflow
+async def cancellable() -> str:
+    acts = workflow.proxy_activities(add1)
+    try:
+        await workflow.sleep("1h")
+        return "slept"
+    except rayline.CancelledFailure:
+        async with workflow.non_cancellable():
+            await acts.add1(1)
+        return "cancelled:refunded"
+
+
+@rayline.workflow
+async def deterministic() -> list[object]:
+    return [workflow.random(), str(workflow.uuid4()), workflow.now().timestamp()]
+
+
+@rayline.workflow
+async def versioned() -> str:
+    if workflow.patched("v2"):
+        return await workflow.execute_activity(add1, 1) and "new"
+    return "old"
+
+
+@rayline.workflow
+async def continues(n: int) -> int:
+    if n > 0:
+        workflow.continue_as_new(n - 1)
+    return 42
+
+
+@rayline.workflow
+async def searchable() -> dict[str, int]:
+    workflow.search(region="eu", stage="start")
+    state = {"count": 0}
+    workflow.set_query_handler("count", lambda: state["count"])
+    for _ in range(3):
+        state["count"] = await workflow.execute_activity(add1, state["count"])
+    workflow.enrich(done=True)
+    workflow.search(stage="end")
+    return state
+
+
+@rayline.workflow
+async def typed(order: Order) -> int:
+    return await workflow.execute_activity(total, order)
+
+
+@rayline.workflow
+async def with_wait_for() -> str:
+    try:
+        await asyncio.wait_for(workflow.condition("never"), timeout=5)
+    except asyncio.TimeoutError:
+        return "timed out"
+    return "signalled"
+
+
+@rayline.workflow
+async def retries(fail_times: int) -> str:
+    return await workflow.execute_activity(flaky, f"k{fail_times}", fail_times)
+
+
+@rayline.workflow
+async def fatal_flow() -> str:
+    try:
+        await workflow.execute_activity(fatal, "stop")
+    except rayline.ActivityError as err:
+        return f"{err.code} after {err.attempt}"
+    return "no"
+
+
+@rayline.workflow
+async def step_then_wait(x: int) -> list[object]:
+    acts = workflow.proxy_activities(add1)
+    a = await acts.add1(x)
+    got = await workflow.condition("go")
+    b = await acts.add1(a)
+    return [a, got, b]
+
+
+@rayline.workflow
+async def parent(x: int) -> list[object]:
+    child_result = await workflow.execute_child(one_step, x, workflow_id=f"child-of-{x}")
+    other = await workflow.start_child(one_step, x + 1)
+    return [child_result, other]
+
+
+@rayline.workflow
+async def signaller(target: str) -> str:
+    await workflow.signal(target, "go", "from-a-workflow")
+    return "sent"

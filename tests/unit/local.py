@@ -1,0 +1,51 @@
+"""An in-process ``Backend`` for the host: activities run inline, hosts are objects.
+
+It implements the runtime's own ``Backend`` protocol, so the host, the workflow actors,
+storage and the core run for real, only without Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayline._activities import Outcome, invoke_async
+from rayline._activity import ActivityDefinition, ActivityInfo
+from rayline._host import Host, NotHereError
+from rayline._options import ActivityOptions
+from rayline.storage import RunStore
+
+
+class LocalBackend:
+    def __init__(self) -> None:
+        self.hosts: dict[str, Host] = {}
+        self.executions: list[tuple[str, int, int]] = []
+        self.reports: list[dict[str, Any]] = []
+
+    async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
+                          options: ActivityOptions, info: ActivityInfo) -> Outcome:
+        self.executions.append((info.workflow_id, info.seq, info.attempt))
+        return await invoke_async(definition.fn, args, info)
+
+    async def call_host(self, host: str, method: str, *args: Any) -> Any:
+        return await getattr(self.hosts[host], method)(*args)
+
+    async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
+        return sorted(self.hosts)[0]
+
+    async def locate(self, workflow_id: str) -> str:
+        for name, host in self.hosts.items():
+            if workflow_id in host.actors:
+                return name
+        raise NotHereError(workflow_id)
+
+    def report(self, record: dict[str, Any]) -> None:
+        self.reports.append(record)
+
+
+async def make_host(runs: RunStore, backend: LocalBackend | None = None,
+                    name: str = "h0") -> Host:
+    backend = backend or LocalBackend()
+    host = Host(name, runs, backend)
+    backend.hosts[name] = host
+    await host.recover()
+    return host

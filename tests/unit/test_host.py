@@ -1,0 +1,268 @@
+"""The host and workflow actors over real storage, with an in-process backend (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from rayline import _serde
+from rayline._host import Host
+from rayline.core import replay_timeline
+from rayline.errors import (
+    ConflictError,
+    CorruptTimelineError,
+    DuplicateWorkflowError,
+    InvalidInputError,
+    StorageError,
+    WorkflowClosedError,
+    WorkflowNotFoundError,
+)
+from rayline.storage import LocalStore, MemoryStore, RunStore
+
+from . import flows
+from .local import LocalBackend, make_host
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro_fn(), 20))
+
+
+def request(fn: Any, *args: Any, workflow_id: str = "wf", **extra: Any) -> dict[str, Any]:
+    return {"workflow_id": workflow_id, "workflow_name": fn.name, "code": fn.code,
+            "args": _serde.encode_args(args, what="test"), "task_queue": "default", **extra}
+
+
+@pytest.fixture
+def runs(tmp_path: Any) -> RunStore:
+    return RunStore(LocalStore(str(tmp_path), fsync=False), "test")
+
+
+def value(outcome: dict[str, Any]) -> Any:
+    assert outcome["status"] == "completed", outcome
+    return _serde.decode(outcome["result"])
+
+
+def test_start_result_and_stored_timeline_replays_without_new_commands(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.gather_then_chain, 1))
+        assert value(await host.result("wf")) == [2, 2, 102, 107, 214]
+        started = runs.read_run("wf")
+        batches = runs.read_batches("wf", started.epoch, started.run_id)
+        assert [b.seq for b in batches] == list(range(1, len(batches) + 1))
+        instance, unfinished = replay_timeline(flows.gather_then_chain, started, batches)
+        assert unfinished == [] and instance.closing is not None
+        assert instance.activate([], batches[-1].time) == []
+
+    run(main)
+
+
+def test_recovery_after_host_loss_does_not_rerun_recorded_activities(runs: RunStore) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        host = await make_host(runs, backend)
+        await host.start(request(flows.step_then_wait, 1))
+        while host.actors["wf"].status() != 1 or not backend.executions:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        _crash(host)
+        backend2 = LocalBackend()
+        fresh = await make_host(runs, backend2)
+        assert "wf" in fresh.actors
+        await fresh.signal("wf", "go", _serde.encode("now"))
+        assert value(await fresh.result("wf")) == [2, "now", 3]
+        # the first activity's result was recorded before the crash: it ran once
+        assert [e[1] for e in backend.executions] == [1]
+        assert [e[1] for e in backend2.executions] == [3]
+
+    run(main)
+
+
+def _crash(host: Host) -> None:
+    """What a dead process leaves: storage only. Stop the old actors' work."""
+    for actor in host.actors.values():
+        actor._stop_work()
+        if actor._loop_task is not None:
+            actor._loop_task.cancel()
+    host.actors.clear()
+
+
+def test_two_owners_of_one_run_the_second_writer_is_fenced(runs: RunStore) -> None:
+    async def main() -> None:
+        first = await make_host(runs)
+        await first.start(request(flows.waits_many, 2))
+        await asyncio.sleep(0.05)
+        zombie = await make_host(runs)  # a second owner resumes the same run
+        zombie_actor = zombie.actors["wf"]
+        await first.signal("wf", "item", _serde.encode("a"))
+        with pytest.raises(ConflictError):
+            await zombie.signal("wf", "item", _serde.encode("zombie"))
+        assert zombie_actor.fenced
+        await first.signal("wf", "item", _serde.encode("b"))
+        assert value(await first.result("wf")) == ["a", "b"]
+        started = runs.read_run("wf")
+        owners = {b.owner for b in runs.read_batches("wf", started.epoch, started.run_id)}
+        assert owners == {"h0"}
+
+    run(main)
+
+
+def test_torn_last_batch_is_set_aside_and_a_torn_middle_batch_is_refused(
+        runs: RunStore, tmp_path: Any) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.gather_then_chain, 5))
+        await host.result("wf")
+
+    run(main)
+    started = runs.read_run("wf")
+    folder = os.path.join(str(tmp_path), "test", "wf", "wf", "t", f"{started.epoch:08d}")
+    names = sorted(os.listdir(folder))
+    last = os.path.join(folder, names[-1])
+    with open(last, "r+b") as fh:
+        fh.truncate(os.path.getsize(last) // 2)
+    assert len(names) == 4
+    batches = runs.read_batches("wf", started.epoch, started.run_id)
+    assert len(batches) == 3
+    assert any(".torn-" in n for n in os.listdir(folder))
+    first = os.path.join(folder, names[0])
+    with open(first, "r+b") as fh:
+        fh.seek(-3, os.SEEK_END)
+        fh.write(b"XXX")
+    with pytest.raises(CorruptTimelineError):
+        runs.read_batches("wf", started.epoch, started.run_id)
+
+
+class FlakyStore(MemoryStore):
+    """Fails the next ``failures`` writes to timeline batches (a named fault hook)."""
+
+    def __init__(self, name: str, failures: int) -> None:
+        super().__init__(name)
+        self.failures = failures
+
+    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        if "/t/" in key and self.failures > 0:
+            self.failures -= 1
+            raise StorageError(f"injected failure writing {key}")
+        super().put(key, data, exclusive=exclusive)
+
+
+def test_failed_writes_are_retried_and_the_workflow_never_runs_ahead() -> None:
+    store = FlakyStore("flaky-test", failures=3)
+    runs = RunStore(store, "test")
+
+    async def main() -> None:
+        backend = LocalBackend()
+        host = await make_host(runs, backend)
+        await host.start(request(flows.gather_then_chain, 1))
+        assert value(await host.result("wf")) == [2, 2, 102, 107, 214]
+        assert len(backend.executions) == 5  # no activity ran before its schedule was durable
+
+    run(main)
+    assert store.failures == 0
+
+
+def test_duplicate_ids_and_reuse_policies(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.waits, None))
+        with pytest.raises(DuplicateWorkflowError):
+            await host.start(request(flows.waits, None))
+        await host.start(request(flows.one_step, 1, id_reuse_policy="terminate_if_running"))
+        assert value(await host.result("wf")) == 2
+        with pytest.raises(DuplicateWorkflowError):
+            await host.start(request(flows.one_step, 1, id_reuse_policy="reject_duplicate"))
+        with pytest.raises(DuplicateWorkflowError):
+            await host.start(request(flows.one_step, 1,
+                                     id_reuse_policy="allow_duplicate_failed_only"))
+        reply = await host.start(request(flows.one_step, 5))
+        assert value(await host.result("wf")) == 6
+        assert runs.epochs("wf") == [1, 2, 3]
+        assert reply["run_id"] == runs.read_run("wf").run_id
+
+    run(main)
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "a\\b", "x\x00y", "tab\there", "", "a" * 1001,
+                                 ".hidden"])
+def test_bad_workflow_ids_are_refused_and_nothing_is_written(runs: RunStore, bad: str) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        with pytest.raises(InvalidInputError):
+            await host.start(request(flows.one_step, 1, workflow_id=bad))
+
+    run(main)
+    assert runs.all_workflow_keys() == []
+
+
+def test_unknown_workflow_name_names_what_is_registered(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        host.register([flows.one_step])
+        with pytest.raises(InvalidInputError, match="unknown workflow_name 'nope'.*one_step"):
+            await host.start({"workflow_id": "x", "workflow_name": "nope", "args": [],
+                              "task_queue": "default"})
+        await host.start({"workflow_id": "y", "workflow_name": "one_step",
+                          "args": _serde.encode_args((1,), what="t"), "task_queue": "default"})
+        assert value(await host.result("y")) == 2
+
+    run(main)
+
+
+def test_signals_to_finished_unknown_and_early_workflows(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.one_step, 1))
+        await host.result("wf")
+        with pytest.raises(WorkflowClosedError):
+            await host.signal("wf", "go", _serde.encode(1))
+        with pytest.raises(WorkflowNotFoundError):
+            await host.signal("ghost", "go", _serde.encode(1))
+        await host.signal("later", "go", _serde.encode("early"), None, None, True)
+        await host.start(request(flows.waits, None, workflow_id="later"))
+        assert value(await host.result("later")) == "early"
+
+    run(main)
+
+
+def test_terminate_stops_the_run_and_twice_is_an_error(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.waits, None))
+        await asyncio.sleep(0.02)
+        await host.terminate("wf", "operator said so")
+        outcome = await host.result("wf")
+        assert outcome["status"] == "terminated" and outcome["reason"] == "operator said so"
+        with pytest.raises(WorkflowClosedError):
+            await host.terminate("wf")
+        assert (await host.describe("wf"))["status"] < 0
+
+    run(main)
+
+
+def test_continue_as_new_is_followed_by_result(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.continues, 3))
+        assert value(await host.result("wf")) == 42
+        assert runs.epochs("wf") == [1, 2, 3, 4]
+
+    run(main)
+
+
+def test_children_and_workflow_to_workflow_signals(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.parent, 10, workflow_id="p"))
+        result = value(await host.result("p"))
+        assert result[0] == 11 and result[1].startswith("p-one_step-")
+        assert runs.read_run("child-of-10").parent.workflow_id == "p"
+        await host.start(request(flows.waits, None, workflow_id="target"))
+        await host.start(request(flows.signaller, "target", workflow_id="sender"))
+        assert value(await host.result("sender")) == "sent"
+        assert value(await host.result("target")) == "from-a-workflow"
+
+    run(main)
