@@ -36,14 +36,16 @@ class ActorDirectory:
         """Calls ``method`` on actor ``host``, waiting out restarts (up to ~30 s)."""
         for attempt in range(40):
             try:
-                return await call(self.handle(host), method, *args)
-            except UNAVAILABLE:
-                await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
+                handle = self.handle(host)
             except ValueError:  # no actor by that name: have the registry (re)create it
-                self._handles.pop(host, None)
                 if host == REGISTRY:
                     raise
                 await self.registry("ensure_host", host)
+                continue
+            try:
+                return await call(handle, method, *args)
+            except UNAVAILABLE:
+                await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
         raise NotHereError(f"actor {host} does not answer")
 
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:

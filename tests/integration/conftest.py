@@ -1,0 +1,66 @@
+"""One local Ray per test session; each test gets its own rayline namespace and storage."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from typing import Any, Iterator
+
+import pytest
+import ray
+
+import rayline
+from rayline.actors._names import ray_namespace
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[dict[str, Any]]:
+    context = ray.init(
+        include_dashboard=False, num_cpus=4, logging_level="WARNING",
+        runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"],
+                                  "RAY_USAGE_STATS_ENABLED": "0"}},
+    )
+    yield {"address": context.address_info["gcs_address"]}
+    ray.shutdown()
+
+
+def _kill_namespace(namespace: str) -> None:
+    wanted = ray_namespace(namespace)
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == wanted:
+            try:
+                ray.kill(ray.get_actor(entry["name"], namespace=wanted), no_restart=True)
+            except ValueError:
+                pass
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, ray_cluster: dict[str, Any]) -> Iterator[str]:
+    name = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:40] + "-" + uuid.uuid4().hex[:6]
+    yield name
+    _kill_namespace(name)
+
+
+@pytest.fixture
+def storage(tmp_path: Any) -> str:
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def client(namespace: str, storage: str) -> Iterator[rayline.Client]:
+    c = rayline.Client(storage=storage, namespace=namespace)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def marks(tmp_path: Any) -> str:
+    """A folder where activities leave one file per execution (to count them)."""
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    return str(folder)
+
+
+def host_actor(namespace: str, name: str = "host-default-0") -> Any:
+    return ray.get_actor(name, namespace=ray_namespace(namespace))

@@ -1,0 +1,156 @@
+"""Workflows and activities for the integration tests (importable by Ray workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import threading
+import time
+import uuid
+
+import rayline
+from rayline import RetryPolicy, workflow
+
+
+def count(folder: str, name: str) -> int:
+    return len(glob.glob(os.path.join(folder, f"{name}.*")))
+
+
+def _mark(folder: str, name: str) -> None:
+    with open(os.path.join(folder, f"{name}.{uuid.uuid4().hex}"), "w"):
+        pass
+
+
+@rayline.activity
+def step(folder: str, name: str, x: int, delay: float = 0.0) -> int:
+    time.sleep(delay)
+    _mark(folder, name)
+    return x + 1
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=1))
+def explode(message: str) -> None:
+    raise KeyError(message)
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=1), num_cpus=0)
+def long_running(folder: str) -> str:
+    _mark(folder, "long-started")
+    try:
+        for _ in range(600):
+            time.sleep(0.1)
+    except KeyboardInterrupt:  # how Ray cancels a running task
+        _mark(folder, "long-cancelled")
+        raise
+    _mark(folder, "long-finished")
+    return "done"
+
+
+@rayline.activity(resources={"gpu_like": 1})
+def needs_resource(x: int) -> str:
+    return f"ran with {x}"
+
+
+@rayline.activity
+def refund(folder: str) -> str:
+    _mark(folder, "refund")
+    return "refunded"
+
+
+@rayline.workflow
+async def five_steps(folder: str, delay: float) -> list[int]:
+    acts = workflow.proxy_activities(step)
+    a, b, c = await asyncio.gather(acts.step(folder, "g1", 1, delay),
+                                   acts.step(folder, "g2", 10, delay),
+                                   acts.step(folder, "g3", 100, delay))
+    d = await acts.step(folder, "s1", a + b + c, delay)
+    e = await acts.step(folder, "s2", d, delay)
+    return [a, b, c, d, e]
+
+
+@rayline.workflow
+async def add_one(x: int) -> int:
+    return await workflow.execute_activity(step, "/tmp", "add-one-unused", x) if x < 0 else x + 1
+
+
+@rayline.workflow(name="orderWorkflow")
+async def order(order_id: str) -> str:
+    return f"order {order_id} done"
+
+
+@rayline.workflow
+async def raises(message: str) -> None:
+    raise RuntimeError(message)
+
+
+@rayline.workflow
+async def calls_exploding(message: str) -> None:
+    await workflow.execute_activity(explode, message)
+
+
+@rayline.workflow
+async def fan_in() -> list[object]:
+    return list(await asyncio.gather(workflow.condition("a"), workflow.condition("b")))
+
+
+@rayline.workflow
+async def collect(ids: list[str]) -> list[object]:
+    return [await workflow.condition(signal_id) for signal_id in ids]
+
+
+@rayline.workflow
+async def wait_once(timeout: float | None) -> object:
+    return await workflow.condition("go", timeout=timeout)
+
+
+@rayline.workflow
+async def nap(seconds: float) -> float:
+    return await workflow.sleep(seconds)
+
+
+@rayline.workflow
+async def cancellable_order(folder: str) -> str:
+    try:
+        await workflow.sleep("1h")
+        return "slept"
+    except rayline.CancelledFailure:
+        async with workflow.non_cancellable():
+            await workflow.execute_activity(refund, folder)
+        return "cancelled:refunded"
+
+
+@rayline.workflow
+async def not_cancellable_forever() -> str:
+    await workflow.sleep("1h")
+    return "slept"
+
+
+@rayline.workflow
+async def runs_long(folder: str) -> str:
+    return await workflow.execute_activity(long_running, folder)
+
+
+@rayline.workflow
+async def uses_resource(x: int) -> str:
+    return await workflow.execute_activity(needs_resource, x)
+
+
+@rayline.workflow
+async def tracked(folder: str) -> int:
+    workflow.search(region="eu", step=0)
+    state = {"n": 0}
+    workflow.set_query_handler("n", lambda: state["n"])
+    state["n"] = await workflow.execute_activity(step, folder, "t", 0)
+    workflow.search(step=1)
+    workflow.enrich(note="half way")
+    await workflow.condition("finish")
+    return state["n"]
+
+
+UNPICKLABLE = threading.Lock()
+
+
+@rayline.workflow
+async def echo(value: object) -> object:
+    return value
