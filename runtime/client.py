@@ -16,7 +16,7 @@ import threading
 import uuid
 from typing import Any, Awaitable, Coroutine, Protocol, TypeVar
 
-from . import _serde
+from . import _serde, export
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
 from ._validate import validate_args
@@ -27,7 +27,7 @@ from .errors import (
     WorkflowFailedError,
     WorkflowTerminatedError,
 )
-from .storage import open_store, validate_id
+from .storage import RunStore, open_store, validate_id
 
 T = TypeVar("T")
 _RELOCATE_ATTEMPTS = 30
@@ -341,6 +341,45 @@ class AsyncWorkflowHandle:
         """Calls the workflow's query handler ``name`` on its live state."""
         return await self._call("query", self.workflow_id, name, args)
 
+    def _runs(self) -> RunStore:
+        return RunStore(open_store(self._client.storage_url), self._client.namespace)
+
+    async def export(self, allow: list[str] | None = None, block: list[str] | None = None,
+                     values: bool = True) -> dict[str, Any]:
+        """HotMesh's ``DurableJobExport``: ``data``, ``state``, ``status``, ``timeline``,
+        ``transitions`` (``allow``/``block`` pick sections; ``values=False`` drops values)."""
+        def build() -> dict[str, Any]:
+            started, batches = export.load_run(self._runs(), self.workflow_id, self.run_id)
+            return export.build_export(started, batches, allow=allow, block=block,
+                                       values=values).model_dump(exclude_none=True)
+        return await asyncio.to_thread(build)
+
+    async def export_execution(self, mode: str = "sparse", exclude_system: bool = False,
+                               omit_results: bool = False, enrich_inputs: bool = False,
+                               allow_direct_query: bool = False) -> dict[str, Any]:
+        """The run as typed, chronological events with a summary (``WorkflowExecution``);
+        ``mode="verbose"`` nests each child's execution under its start event."""
+        if mode not in ("sparse", "verbose"):
+            raise InvalidInputError("mode must be 'sparse' or 'verbose'")
+        runs = self._runs()
+
+        def child(workflow_id: str) -> export.WorkflowExecution | None:
+            try:
+                started, batches = export.load_run(runs, workflow_id, None)
+            except RaylineError:
+                return None
+            return export.build_execution(started, batches, mode=mode, load_child=child,
+                                          exclude_system=exclude_system,
+                                          omit_results=omit_results, enrich_inputs=enrich_inputs)
+
+        def build() -> dict[str, Any]:
+            started, batches = export.load_run(runs, self.workflow_id, self.run_id)
+            return export.build_execution(
+                started, batches, mode=mode, exclude_system=exclude_system,
+                omit_results=omit_results, enrich_inputs=enrich_inputs, load_child=child,
+            ).model_dump()
+        return await asyncio.to_thread(build)
+
 
 def _settle(outcome: dict[str, Any]) -> tuple[Any, BaseException | None]:
     """(value, error) for a run's outcome."""
@@ -416,6 +455,9 @@ class Client:
     def __init__(self, address: str | None = None, storage: str | None = None,
                  namespace: str = "default", *, connection: Connection | None = None) -> None:
         self._runner = _LoopThread()
+        if connection is None:  # join or start Ray from the caller's (main) thread
+            actors = importlib.import_module("rayline.actors")
+            connection = actors.connect(address, open_store(storage).url, namespace)
         self.aio = AsyncClient(address, storage, namespace, connection=connection)
         self.namespace = self.aio.namespace
         self.storage_url = self.aio.storage_url

@@ -132,6 +132,15 @@ class StartTimer(_Model):
     duration: float
 
 
+class StartWait(_Model):
+    """The workflow began waiting for a signal (no action: recorded for replay and export)."""
+
+    type: Literal["start_wait"] = "start_wait"
+    seq: int
+    signal_id: str
+    timeout: float | None = None
+
+
 class CancelTimer(_Model):
     type: Literal["cancel_timer"] = "cancel_timer"
     seq: int
@@ -206,7 +215,8 @@ class ContinueAsNewWorkflow(_Model):
 
 Command = Annotated[
     Union[
-        ScheduleActivity, CancelActivity, StartTimer, CancelTimer, StartChild, CancelChild,
+        ScheduleActivity, CancelActivity, StartTimer, StartWait, CancelTimer, StartChild,
+        CancelChild,
         SignalExternal, CancelExternal, UpsertFields, RecordPatch, DropSignal,
         CompleteWorkflow, FailWorkflow, ContinueAsNewWorkflow,
     ],

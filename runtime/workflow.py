@@ -11,6 +11,7 @@ The module is also the decorator: ``@rayline.workflow`` and
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 import types
 import uuid as _uuid
@@ -245,6 +246,9 @@ class _WorkflowModule(types.ModuleType):
 
     def __call__(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
         return define(fn, name=name)
+
+    def __reduce__(self) -> Any:  # pickled by reference, like any module
+        return (importlib.import_module, (self.__name__,))
 
 
 sys.modules[__name__].__class__ = _WorkflowModule

@@ -70,6 +70,7 @@ from ..timeline import (
     SignalReceived,
     StartChild,
     StartTimer,
+    StartWait,
     TimerFired,
     UpsertFields,
     WorkflowStarted,
@@ -404,6 +405,9 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             future = self.create_future()
             future.set_result(_serde.decode(buffered.data))
             return future
+        wait = StartWait(seq=seq, signal_id=signal_id, timeout=timeout)
+        if not self._cancelled_now():
+            self._commands.append(wait)
         if timeout is None:
             pending = self._open("wait", seq, None, signal_id=signal_id)
         else:
@@ -640,6 +644,8 @@ def _signature(command: Command) -> tuple[Any, ...]:
         return ("child", command.seq, command.workflow_name, command.workflow_id)
     if isinstance(command, SignalExternal):
         return ("signal", command.seq, command.workflow_id, command.signal_id)
+    if isinstance(command, StartWait):
+        return ("wait", command.seq, command.signal_id)
     if isinstance(command, (CompleteWorkflow, FailWorkflow, ContinueAsNewWorkflow)):
         return ("close", command.type)
     return (command.type, getattr(command, "seq", None))

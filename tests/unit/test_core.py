@@ -42,6 +42,13 @@ def assert_replays(script: Script) -> None:
     assert instance.activate([], script.time) == []
 
 
+def only_timer(commands: list) -> StartTimer:
+    """The one timer among ``commands`` (a condition with a timeout also records its wait)."""
+    timers = [c for c in commands if isinstance(c, StartTimer)]
+    assert len(timers) == 1, commands
+    return timers[0]
+
+
 def signal(signal_id: str, data: object, **kw: object) -> SignalReceived:
     return SignalReceived(signal_id=signal_id, data=_serde.encode(data), **kw)
 
@@ -113,7 +120,9 @@ def test_durable_sleep_and_asyncio_sleep_are_timers() -> None:
 
 def test_condition_times_out_with_false() -> None:
     script = Script(flows.waits, 1.0)
-    (timer,) = script.step()
+    commands = script.step()
+    assert [c.type for c in commands] == ["start_wait", "start_timer"]
+    timer = only_timer(commands)
     assert isinstance(timer, StartTimer) and timer.duration == 1.0
     script.step([TimerFired(seq=timer.seq)], advance=1)
     assert result_of(script) is False
@@ -130,7 +139,7 @@ def test_signal_before_wait_is_buffered_and_cancels_no_timer() -> None:
 
 def test_signal_while_waiting_cancels_the_timeout_timer() -> None:
     script = Script(flows.waits, 30)
-    (timer,) = script.step()
+    timer = only_timer(script.step())
     commands = script.step([signal("go", "yes")])
     assert CancelTimer(seq=timer.seq) in commands
     assert result_of(script) == "yes"
@@ -249,7 +258,7 @@ def test_pydantic_arguments_are_validated_and_round_trip() -> None:
 
 def test_wait_for_timeout_is_a_durable_timer() -> None:
     script = Script(flows.with_wait_for)
-    (timer,) = script.step()
+    timer = only_timer(script.step())
     assert isinstance(timer, StartTimer) and timer.duration == 5
     script.step([TimerFired(seq=timer.seq)], advance=5)
     assert result_of(script) == "timed out"
