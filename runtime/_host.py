@@ -82,8 +82,10 @@ class Host:
     """Runs workflow actors (see the module docstring)."""
 
     def __init__(self, name: str, runs: RunStore, backend: Backend,
-                 workflows: list[WorkflowDefinition[Any, Any]] | None = None) -> None:
+                 workflows: list[WorkflowDefinition[Any, Any]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.host_name = name
+        self.clock = clock
         self.runs = runs
         self.backend = backend
         self.actors: dict[str, WorkflowActor] = {}
@@ -98,7 +100,7 @@ class Host:
     # ------------------------------------------------------------ environment
 
     def now(self) -> float:
-        return time.time()
+        return self.clock()
 
     def io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

@@ -68,7 +68,7 @@ def _iso(ts: float) -> str:
 
 
 _MARKERS = {"schedule_activity": "proxy", "start_timer": "sleep", "start_wait": "wait",
-            "start_child": "child", "signal_external": "signal"}
+            "start_child": "child", "signal_external": "signal", "upsert_fields": "search"}
 
 
 class _Builder:

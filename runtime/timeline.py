@@ -181,6 +181,7 @@ class CancelExternal(_Model):
 
 class UpsertFields(_Model):
     type: Literal["upsert_fields"] = "upsert_fields"
+    seq: int = 0
     fields: dict[str, Any]
     indexed: bool
 

@@ -470,7 +470,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             if not _serde._is_json(value):
                 raise InvalidInputError(f"search/enrich field {key!r} must be a JSON value")
         (self.search_fields if indexed else self.enrich_fields).update(fields)
-        self._commands.append(UpsertFields(fields=dict(fields), indexed=indexed))
+        self._commands.append(UpsertFields(seq=self._next_seq(), fields=dict(fields),
+                                           indexed=indexed))
 
     def patched(self, patch_id: str) -> bool:
         if patch_id not in self._patches:

@@ -154,3 +154,21 @@ UNPICKLABLE = threading.Lock()
 @rayline.workflow
 async def echo(value: object) -> object:
     return value
+
+
+@rayline.workflow
+async def step_then_fan_in(folder: str) -> list[object]:
+    await workflow.execute_activity(step, folder, "before-wait", 0, 0.3)
+    return list(await asyncio.gather(workflow.condition("a"), workflow.condition("b")))
+
+
+@rayline.workflow
+async def nap_then_collect(seconds: float, ids: list[str]) -> list[object]:
+    await workflow.sleep(seconds)
+    return [await workflow.condition(signal_id) for signal_id in ids]
+
+
+@rayline.workflow
+async def nap_then_wait(seconds: float, timeout: float) -> object:
+    await workflow.sleep(seconds)
+    return await workflow.condition("go", timeout=timeout)

@@ -43,9 +43,9 @@ class LocalBackend:
 
 
 async def make_host(runs: RunStore, backend: LocalBackend | None = None,
-                    name: str = "h0") -> Host:
+                    name: str = "h0", clock: Any = None) -> Host:
     backend = backend or LocalBackend()
-    host = Host(name, runs, backend)
+    host = Host(name, runs, backend, clock=clock) if clock else Host(name, runs, backend)
     backend.hosts[name] = host
     await host.recover()
     return host

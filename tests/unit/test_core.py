@@ -236,7 +236,7 @@ def test_continue_as_new_closes_the_run_with_new_args() -> None:
 def test_search_enrich_and_query() -> None:
     script = Script(flows.searchable)
     commands = script.step()
-    assert UpsertFields(fields={"region": "eu", "stage": "start"}, indexed=True) in commands
+    assert UpsertFields(seq=1, fields={"region": "eu", "stage": "start"}, indexed=True) in commands
     assert script.instance.query("count", ()) == 0
     script.run_to_end()
     assert result_of(script) == {"count": 3}

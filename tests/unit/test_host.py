@@ -266,3 +266,33 @@ def test_children_and_workflow_to_workflow_signals(runs: RunStore) -> None:
         assert value(await host.result("target")) == "from-a-workflow"
 
     run(main)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_timer_that_came_due_while_nothing_ran_fires_on_recovery(runs: RunStore) -> None:
+    clock = FakeClock()
+
+    async def main() -> None:
+        host = await make_host(runs, clock=clock)
+        await host.start(request(flows.sleeper, 3600))
+        while not host.actors["wf"].batches_written:
+            await asyncio.sleep(0.01)
+        _crash(host)
+        clock.now += 3601  # an hour passes with no host running
+        fresh = await make_host(runs, clock=clock)
+        # the hour-long timer fires at once; the 1 s asyncio.sleep after it is fresh
+        while fresh.actors["wf"].pending() != [{"seq": 2, "kind": "asyncio_timer"}]:
+            await asyncio.sleep(0.01)
+        started = runs.read_run("wf")
+        batches = runs.read_batches("wf", started.epoch, started.run_id)
+        timer = next(c for c in batches[-1].commands if c.type == "start_timer")
+        assert timer.fire_at == clock.now + 1
+
+    run(main)
