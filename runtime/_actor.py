@@ -123,22 +123,40 @@ class WorkflowActor:
 
     # -------------------------------------------------------------- lifecycle
 
-    def begin(self, batches: list[Batch] | None = None) -> None:
-        """Starts a new run (no batches) or resumes one from its timeline."""
-        if batches:
-            self.instance, unfinished = replay_timeline(self.definition, self.started, batches)
-            self._next_batch = len(batches) + 1
-            self.batches_written = len(batches)
-            self.updated_at = batches[-1].time
-            outcome = outcome_of(batches[-1])
-            if outcome is not None:
-                self._finish(outcome, notify=False)
-                return
-            self._execute(unfinished)
-        else:
-            self.instance = WorkflowInstance(self.definition, self.started)
-            self._first = True
+    def prepare(self, events: list[Event]) -> Batch:
+        """Runs a new run's first activation; nothing is written or carried out yet."""
+        self.instance = WorkflowInstance(self.definition, self.started)
+        now = self.env.now()
+        try:
+            commands = self.instance.activate(events, now)
+        except Exception as exc:  # a broken workflow fails; it never hangs
+            commands = [FailWorkflow(failure=failure_from(exc))]
+        return Batch(seq=1, run_id=self.run_id, time=now, events=events, commands=commands,
+                     owner=self.env.host_name)
+
+    def launch(self, first: Batch) -> None:
+        """Once the run object holding ``first`` is durable: act on it, start the loop."""
+        self._next_batch = 2
+        self.batches_written = 1
+        self.updated_at = first.time
         self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
+        self._execute(first.commands)
+
+    def resume(self, batches: list[Batch]) -> None:
+        """Rebuilds the run from its timeline and carries out what was left undone."""
+        self.instance, unfinished = replay_timeline(self.definition, self.started, batches)
+        self._next_batch = len(batches) + 1
+        self.batches_written = len(batches)
+        self.updated_at = batches[-1].time if batches else self.started.time
+        outcome = outcome_of(batches[-1]) if batches else None
+        if outcome is not None:
+            self._finish(outcome, notify=False)
+            return
+        self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
+        if not batches:  # the run object had no first batch: run it now
+            self._wakeup.set()
+            self._first = True
+        self._execute(unfinished)
 
     def deliver(self, event: Event, ack: asyncio.Future[None] | None = None) -> None:
         """Puts an event in the mailbox; ``ack`` resolves once it is durable."""

@@ -42,6 +42,7 @@ from .errors import (
 )
 from .storage.runs import RunStore, validate_id
 from .timeline import (
+    Batch,
     CancelRequested,
     ChildCompleted,
     ChildFailed,
@@ -92,6 +93,8 @@ class Host:
         self.names: dict[str, WorkflowDefinition[Any, Any]] = {}
         self._finished: collections.OrderedDict[str, WorkflowActor] = collections.OrderedDict()
         self._continuing: dict[str, asyncio.Task[WorkflowActor | None]] = {}
+        self._starting: dict[str, asyncio.Future[None]] = {}
+        self._code_cache: dict[str, WorkflowDefinition[Any, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rayline-io")
         self._ready = asyncio.Event()
         self._rng = random.Random()
@@ -131,7 +134,7 @@ class Host:
         batches = await self.io(self.runs.read_batches, workflow_id, started.epoch, started.run_id)
         actor = WorkflowActor(self, self._definition_of(started), started)
         self.actors[workflow_id] = actor
-        actor.begin(batches)
+        actor.resume(batches)
         if actor.outcome is not None:
             self.on_closed(actor)
         return actor
@@ -142,18 +145,30 @@ class Host:
 
     def _resolve(self, name: str | None, code: str | None, code_pickle: str | None,
                  task_queue: str) -> WorkflowDefinition[Any, Any]:
-        if code_pickle:
-            return as_workflow(_serde.unpickle_b64(code_pickle))
-        if code:
-            try:
-                return as_workflow(_serde.resolve_path(code))
-            except (ImportError, AttributeError) as exc:
-                raise InvalidInputError(f"cannot import workflow code {code!r}: {exc}") from exc
+        ref = code_pickle or code
+        if ref:
+            cached = self._code_cache.get(ref)
+            if cached is None:
+                cached = self._load_code(code, code_pickle)
+                if len(self._code_cache) > 1000:
+                    self._code_cache.clear()
+                self._code_cache[ref] = cached
+            return cached
         if name and name in self.names:
             return self.names[name]
         known = ", ".join(sorted(self.names)) or "none"
         raise InvalidInputError(
             f"unknown workflow_name {name!r} on task queue {task_queue!r} (registered: {known})")
+
+    @staticmethod
+    def _load_code(code: str | None, code_pickle: str | None) -> WorkflowDefinition[Any, Any]:
+        if code_pickle:
+            return as_workflow(_serde.unpickle_b64(code_pickle))
+        assert code is not None
+        try:
+            return as_workflow(_serde.resolve_path(code))
+        except (ImportError, AttributeError) as exc:
+            raise InvalidInputError(f"cannot import workflow code {code!r}: {exc}") from exc
 
     # -------------------------------------------------------------------- start
 
@@ -166,8 +181,23 @@ class Host:
             raise InvalidInputError(f"id_reuse_policy must be one of {ID_REUSE_POLICIES}")
         definition = self._resolve(request.get("workflow_name"), request.get("code"),
                                    request.get("code_pickle"), request["task_queue"])
+        if workflow_id in self._starting:
+            raise DuplicateWorkflowError(workflow_id, "being started right now")
+        starting = asyncio.get_running_loop().create_future()
+        self._starting[workflow_id] = starting
+        try:
+            reply = await self._start(workflow_id, policy, definition, request)
+        finally:
+            del self._starting[workflow_id]
+            if not starting.done():
+                starting.set_result(None)
+        return reply
+
+    async def _start(self, workflow_id: str, policy: str,
+                     definition: WorkflowDefinition[Any, Any],
+                     request: dict[str, Any]) -> dict[str, Any]:
         parent = request.get("parent")
-        epoch = await self._check_reuse(workflow_id, policy, parent)
+        epoch, early = await self._check_reuse(workflow_id, policy, parent)
         if isinstance(epoch, dict):
             return epoch  # a parent re-issuing a start: attach to its child
         started = WorkflowStarted(
@@ -181,80 +211,111 @@ class Host:
             continued_from=request.get("continued_from"), search=request.get("search") or {},
             memo=request.get("memo") or {}, options=request.get("options") or {},
         )
-        await self.io(self._create, started)
         actor = WorkflowActor(self, definition, started)
+        events: list[Event] = [SignalReceived(signal_id=s["signal_id"], data=s["data"])
+                               for s in request.get("signals", [])]
+        events += [signal for _, signal in early]
+        first = actor.prepare(events)
+        await self.io(self._create, started, first, [key for key, _ in early])
         self.actors[workflow_id] = actor
         self._finished.pop(workflow_id, None)
-        for data in request.get("signals", []):
-            actor.deliver(SignalReceived(signal_id=data["signal_id"], data=data["data"]))
-        for key, early in await self.io(lambda: list(self.runs.take_early_signals(workflow_id))):
-            actor.deliver(early)
-            await self.io(self.runs.delete, key)
-        actor.begin()
+        actor.launch(first)
         self._report(actor)
         return {"workflow_id": workflow_id, "run_id": started.run_id, "host": self.host_name}
 
-    def _create(self, started: WorkflowStarted) -> None:
-        self.runs.create_run(started)
+    def _create(self, started: WorkflowStarted, first: Batch, consumed: list[str]) -> None:
         self.runs.mark_open(self.host_name, started.workflow_id)
+        self.runs.create_run(started, first)
+        for key in consumed:
+            self.runs.delete(key)
 
-    async def _check_reuse(self, workflow_id: str, policy: str,
-                           parent: dict[str, Any] | None) -> int | dict[str, Any]:
-        latest = await self.io(self.runs.latest_epoch, workflow_id)
-        if latest is None:
-            return 1
-        started, outcome = await self._latest_outcome(workflow_id)
+    def _start_facts(self, workflow_id: str) -> tuple[tuple[WorkflowStarted, dict[str, Any] | None]
+                                                      | None, list[tuple[str, SignalReceived]]]:
+        """In one trip to storage: the latest run and its outcome, and early signals."""
+        early = list(self.runs.take_early_signals(workflow_id))
+        if self.runs.latest_epoch(workflow_id) is None:
+            return None, early
+        return self._stored_latest(workflow_id), early
+
+    def _stored_latest(self, workflow_id: str) -> tuple[WorkflowStarted, dict[str, Any] | None]:
+        started = self.runs.read_run(workflow_id)
+        batches = self.runs.read_batches(workflow_id, started.epoch, started.run_id)
+        return started, (outcome_of(batches[-1]) if batches else None)
+
+    async def _check_reuse(self, workflow_id: str, policy: str, parent: dict[str, Any] | None
+                           ) -> tuple[int | dict[str, Any], list[tuple[str, SignalReceived]]]:
+        facts, early = await self.io(self._start_facts, workflow_id)
+        if facts is None:
+            return 1, early
+        actor = self._actor(workflow_id)
+        started, outcome = (actor.started, actor.outcome) \
+            if actor is not None and not actor.fenced else facts
         if parent is not None and started.parent is not None and \
                 started.parent.model_dump() == parent:
             return {"workflow_id": workflow_id, "run_id": started.run_id,
-                    "host": started.host, "outcome": outcome}
+                    "host": started.host, "outcome": outcome}, []
         running = outcome is None
         if policy == "reject_duplicate":
             raise DuplicateWorkflowError(workflow_id, "id_reuse_policy=reject_duplicate")
         if running and policy == "terminate_if_running":
-            await self.backend.call_host(started.host, "terminate", workflow_id,
-                                         "terminated by a new start (terminate_if_running)")
+            reason = "terminated by a new start (terminate_if_running)"
+            if actor is not None and actor.outcome is None:  # here: not via terminate(),
+                await actor.terminate(reason)                # which waits for this start
+            else:
+                await self.backend.call_host(started.host, "terminate", workflow_id, reason)
         elif running:
             raise DuplicateWorkflowError(workflow_id, "a run is still open")
         elif policy == "allow_duplicate_failed_only" and outcome["status"] == "completed":
             raise DuplicateWorkflowError(workflow_id, "last run completed "
                                          "(id_reuse_policy=allow_duplicate_failed_only)")
-        return started.epoch + 1
+        return started.epoch + 1, early
 
     async def _latest_outcome(self, workflow_id: str) -> tuple[WorkflowStarted,
                                                                dict[str, Any] | None]:
-        actor = self.actors.get(workflow_id) or self._finished.get(workflow_id)
+        pending = self._starting.get(workflow_id)
+        if pending is not None:
+            await pending
+        actor = self._actor(workflow_id)
         if actor is not None and not actor.fenced:
             return actor.started, actor.outcome
-        started = await self.io(self.runs.read_run, workflow_id)
-        batches = await self.io(self.runs.read_batches, workflow_id, started.epoch,
-                                started.run_id)
-        return started, (outcome_of(batches[-1]) if batches else None)
+        return await self.io(self._stored_latest, workflow_id)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ requests
 
     def _actor(self, workflow_id: str) -> WorkflowActor | None:
         return self.actors.get(workflow_id) or self._finished.get(workflow_id)
 
+    async def _live(self, workflow_id: str) -> WorkflowActor | None:
+        """The running actor for ``workflow_id``, waiting out a start in progress."""
+        pending = self._starting.get(workflow_id)
+        if pending is not None:
+            await pending
+        return self.actors.get(workflow_id)
+
     async def result(self, workflow_id: str, run_id: str | None = None,
                      follow: bool = True) -> dict[str, Any]:
         """Waits for the run to close and returns its outcome (following continue-as-new)."""
         await self._ready.wait()
+        await self._live(workflow_id)
         while True:
             actor = self._actor(workflow_id)
             if actor is None or (run_id is not None and actor.run_id != run_id):
-                return await self._stored_outcome(workflow_id, run_id)
-            await actor.closed.wait()
-            if actor.fenced:
-                raise NotHereError(f"workflow {workflow_id} moved to another host")
-            assert actor.outcome is not None
-            outcome = {**actor.outcome, "run_id": actor.run_id}
+                outcome = await self._stored_outcome(workflow_id, run_id)
+            else:
+                await actor.closed.wait()
+                if actor.fenced:
+                    raise NotHereError(f"workflow {workflow_id} moved to another host")
+                assert actor.outcome is not None
+                outcome = {**actor.outcome, "run_id": actor.run_id}
             if outcome["status"] != "continued" or not follow:
                 return outcome
-            successor = await self._continuing[workflow_id]
-            if successor is None:
-                return outcome
-            run_id = successor.run_id
+            successor = self._continuing.get(workflow_id)
+            if successor is not None:
+                await successor
+            latest = self._actor(workflow_id)
+            if latest is None or latest.run_id == outcome["run_id"]:
+                return outcome  # the next run could not start: report where the chain ended
+            run_id = None
 
     async def _stored_outcome(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
         started, outcome = await self._latest_outcome(workflow_id)
@@ -280,7 +341,7 @@ class Host:
         expire_at = None if expire is None else self.now() + expire
         event = SignalReceived(signal_id=signal_id, data=data, expire_at=expire_at,
                                request_id=request_id)
-        actor = self.actors.get(workflow_id)
+        actor = await self._live(workflow_id)
         if actor is not None and actor.outcome is None:
             await actor.deliver_durably(event)
             return
@@ -298,7 +359,7 @@ class Host:
 
     async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
         await self._ready.wait()
-        actor = self.actors.get(workflow_id)
+        actor = await self._live(workflow_id)
         if actor is not None and actor.outcome is None:
             await actor.deliver_durably(CancelRequested(reason=reason))
             return
@@ -306,7 +367,7 @@ class Host:
 
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
         await self._ready.wait()
-        actor = self.actors.get(workflow_id)
+        actor = await self._live(workflow_id)
         if actor is not None and actor.outcome is None:
             await actor.terminate(reason)
             return
@@ -314,7 +375,7 @@ class Host:
 
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         await self._ready.wait()
-        actor = self.actors.get(workflow_id)
+        actor = await self._live(workflow_id)
         if actor is None or actor.outcome is not None:
             await self._closed_or_elsewhere(workflow_id, "query")
         assert actor is not None
@@ -355,7 +416,7 @@ class Host:
     async def deliver(self, workflow_id: str, event: Event) -> None:
         """An event from elsewhere in the cluster (a child's completion)."""
         await self._ready.wait()
-        actor = self.actors.get(workflow_id)
+        actor = await self._live(workflow_id)
         if actor is None:
             raise NotHereError(f"workflow {workflow_id} is not on {self.host_name}")
         await actor.deliver_durably(event)
@@ -482,7 +543,7 @@ class Host:
         except Exception:
             log.exception("host %s: continue-as-new of %s failed", self.host_name, s.workflow_id)
             return None
-        return self.actors.get(s.workflow_id)
+        return self._actor(s.workflow_id)
 
     def _report(self, actor: WorkflowActor) -> None:
         search, _ = actor.fields()

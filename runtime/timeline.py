@@ -271,4 +271,15 @@ class Batch(_Model):
     owner: str = ""
 
 
+class RunRecord(_Model):
+    """The stored run object: the run record and, folded in, the run's first activation.
+
+    Writing both as one object makes a start one durable write; the exclusive create of
+    the run object is then also the fencing token of batch 1.
+    """
+
+    started: WorkflowStarted
+    first: Batch | None = None
+
+
 BATCH_ADAPTER: TypeAdapter[Batch] = TypeAdapter(Batch)

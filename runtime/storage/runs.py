@@ -2,8 +2,8 @@
 
 Layout under ``<store>/<namespace>/``::
 
-    wf/<id>/runs/<epoch>          the run record (WorkflowStarted), created exclusively:
-                                  the arbiter of "who started run N of this id"
+    wf/<id>/runs/<epoch>          the run object (WorkflowStarted + batch 1), created
+                                  exclusively: the arbiter of "who started run N of this id"
     wf/<id>/t/<epoch>/<seq>       one batch per activation, created exclusively: the
                                   fencing token (a stale owner cannot write seq N twice)
     open/<host>/<id>              marker: this host owns an unfinished run of <id>
@@ -14,8 +14,9 @@ Invariants:
   fails the check. A torn *last* batch is treated as never written (it is moved aside);
   a bad batch in the middle raises ``CorruptTimelineError``.
 - A batch must carry its own run id and sequence number, so a foreign object is caught.
-- Writes happen in this order: run record, open marker, batches, and the open marker is
-  removed only after the closing batch is durable; recovery scans the open markers.
+- Writes happen in this order: open marker (not fsync'd: the run object's fsync commits
+  it on a journaling filesystem), run object, batches 2.., and the open marker is removed
+  only after the closing batch is durable; recovery scans the open markers.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..errors import (
     InvalidInputError,
     WorkflowNotFoundError,
 )
-from ..timeline import BATCH_ADAPTER, Batch, SignalReceived, WorkflowStarted
+from ..timeline import BATCH_ADAPTER, Batch, RunRecord, SignalReceived, WorkflowStarted
 from .stores import Store
 
 MAX_ID_LENGTH = 1000
@@ -101,15 +102,20 @@ class RunStore:
         epochs = self.epochs(workflow_id)
         return max(epochs) if epochs else None
 
-    def create_run(self, started: WorkflowStarted) -> None:
-        """Writes the run record; raises ``DuplicateWorkflowError`` if the epoch is taken."""
+    def create_run(self, started: WorkflowStarted, first: Batch | None = None) -> None:
+        """Writes the run object (record + first batch); ``DuplicateWorkflowError`` if the
+        epoch is taken."""
         key = f"{self._runs(started.workflow_id)}/{started.epoch:08d}"
+        body = RunRecord(started=started, first=first).model_dump_json().encode()
         try:
-            self.store.put(key, frame(started.model_dump_json().encode()), exclusive=True)
+            self.store.put(key, frame(body), exclusive=True)
         except ConflictError:
             raise DuplicateWorkflowError(started.workflow_id, "started concurrently") from None
 
     def read_run(self, workflow_id: str, epoch: int | None = None) -> WorkflowStarted:
+        return self.read_record(workflow_id, epoch).started
+
+    def read_record(self, workflow_id: str, epoch: int | None = None) -> RunRecord:
         if epoch is None:
             epoch = self.latest_epoch(workflow_id)
             if epoch is None:
@@ -119,10 +125,10 @@ class RunStore:
             data = self.store.get(key)
         except FileNotFoundError:
             raise WorkflowNotFoundError(workflow_id, f"no run {epoch}") from None
-        started = WorkflowStarted.model_validate_json(unframe(data, key))
-        if started.workflow_id != workflow_id:
-            raise CorruptTimelineError(f"{key} belongs to workflow {started.workflow_id!r}")
-        return started
+        record = RunRecord.model_validate_json(unframe(data, key))
+        if record.started.workflow_id != workflow_id:
+            raise CorruptTimelineError(f"{key} belongs to workflow {record.started.workflow_id!r}")
+        return record
 
     # ------------------------------------------------------------- timelines
 
@@ -136,11 +142,15 @@ class RunStore:
 
     def read_batches(self, workflow_id: str, epoch: int, run_id: str) -> list[Batch]:
         """The run's batches in order, checked (see the module docstring)."""
+        record = self.read_record(workflow_id, epoch)
+        if record.started.run_id != run_id:
+            raise CorruptTimelineError(f"run {epoch} of {workflow_id!r} is not run {run_id}")
+        batches: list[Batch] = [record.first] if record.first is not None else []
         prefix = self._timeline(workflow_id, epoch)
         names = [n for n in self.store.list(prefix) if n.isdigit()]
-        batches: list[Batch] = []
         for index, name in enumerate(names):
             key = f"{prefix}/{name}"
+            expected = len(batches) + 1
             try:
                 batch = BATCH_ADAPTER.validate_json(unframe(self.store.get(key), key))
             except (CorruptTimelineError, ValueError) as exc:
@@ -148,8 +158,8 @@ class RunStore:
                     self._set_aside(key)
                     break
                 raise CorruptTimelineError(f"{key}: {exc}") from exc
-            if batch.run_id != run_id or batch.seq != index + 1 or int(name) != batch.seq:
-                raise CorruptTimelineError(f"{key} does not belong to run {run_id} at {index + 1}")
+            if batch.run_id != run_id or batch.seq != expected or int(name) != batch.seq:
+                raise CorruptTimelineError(f"{key} does not belong to run {run_id} at {expected}")
             batches.append(batch)
         return batches
 
@@ -161,7 +171,8 @@ class RunStore:
     # ------------------------------------------------------ open markers
 
     def mark_open(self, host: str, workflow_id: str) -> None:
-        self.store.put(f"{self._base}/open/{host}/{id_key(workflow_id)}", workflow_id.encode())
+        self.store.put(f"{self._base}/open/{host}/{id_key(workflow_id)}", workflow_id.encode(),
+                       durable=False)
 
     def clear_open(self, host: str, workflow_id: str) -> None:
         self.store.delete(f"{self._base}/open/{host}/{id_key(workflow_id)}")
@@ -218,7 +229,7 @@ class RunStore:
         if not names:
             return None
         path = f"{self._base}/wf/{key}/runs/{names[-1]}"
-        return WorkflowStarted.model_validate_json(unframe(self.store.get(path), path))
+        return RunRecord.model_validate_json(unframe(self.store.get(path), path)).started
 
     def new_run_id(self) -> str:
         return uuid.uuid4().hex

@@ -4,7 +4,7 @@ Invariants every implementation keeps:
 - ``put`` is atomic: a reader sees the whole object or nothing (write-then-link on
   local files, a single PUT on object stores).
 - ``put(..., exclusive=True)`` creates the key only if it does not exist, and raises
-  ``ConflictError`` otherwise. The timeline uses it as its fencing token: two owners of
+  ``ConflictError`` otherwise. ``durable=False`` may skip the flush to stable storage. The timeline uses it as its fencing token: two owners of
   one run cannot both write its next batch.
 - Keys are ``/``-separated relative paths made by the engine from validated ids.
 """
@@ -25,7 +25,8 @@ class Store(Protocol):
 
     url: str
 
-    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None: ...
+    def put(self, key: str, data: bytes, *, exclusive: bool = False,
+            durable: bool = True) -> None: ...
     def get(self, key: str) -> bytes: ...
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -42,7 +43,8 @@ class MemoryStore:
         with self._guard:
             self._objects = self._spaces.setdefault(name, {})
 
-    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, exclusive: bool = False,
+            durable: bool = True) -> None:
         with self._guard:
             if exclusive and key in self._objects:
                 raise ConflictError(f"{key} already exists")
@@ -82,7 +84,8 @@ class LocalStore:
     def _path(self, key: str) -> str:
         return os.path.join(self.root, key)
 
-    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, exclusive: bool = False,
+            durable: bool = True) -> None:
         path = self._path(key)
         folder = os.path.dirname(path)
         if folder not in self._dirs:
@@ -93,7 +96,7 @@ class LocalStore:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 os.write(fd, data)
-                if self.fsync:
+                if self.fsync and durable:
                     os.fsync(fd)
             finally:
                 os.close(fd)
@@ -146,7 +149,8 @@ class FsspecStore:
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}"
 
-    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, exclusive: bool = False,
+            durable: bool = True) -> None:
         path = self._path(key)
         if exclusive and self.fs.exists(path):
             raise ConflictError(f"{key} already exists")
