@@ -26,10 +26,18 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import ray  # noqa: E402  (the environment must be set before Ray is imported)
-
 from peers._common import (  # noqa: E402
-    SIGNAL_SETTLE_S, Report, Sizes, check, export_pythonpath, latency_ms, ms_per,
-    per_second, sample, timed)
+    SIGNAL_SETTLE_S,
+    Report,
+    Sizes,
+    check,
+    export_pythonpath,
+    latency_ms,
+    ms_per,
+    per_second,
+    sample,
+    timed,
+)
 
 
 @ray.remote

@@ -24,8 +24,17 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from peers._common import (  # noqa: E402
-    SIGNAL_SETTLE_S, Report, Sizes, check, export_pythonpath, latency_ms, ms_per,
-    per_second, sample, timed)
+    SIGNAL_SETTLE_S,
+    Report,
+    Sizes,
+    check,
+    export_pythonpath,
+    latency_ms,
+    ms_per,
+    per_second,
+    sample,
+    timed,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 # Time for the last started W5 workflows to reach their sleep before memory is read.

@@ -16,6 +16,7 @@ import platform
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from peers._common import log  # noqa: E402  (benchmarks/ is this script's direc
 from peers.setup_venvs import REQUIREMENTS, ensure_venv  # noqa: E402
 
 # Seconds each script may take before it is stopped (full sizes; --quick is far below).
-LOCAL_TIMEOUT_S = {"raw_ray.py": 240, "rayline_bench.py": 300}
+# Without --peers the two local scripts together stay under 10 minutes.
+LOCAL_TIMEOUT_S = {"raw_ray.py": 100, "rayline_bench.py": 480}
 PEER_TIMEOUT_S = 900
 PEER_SCRIPTS = {peer: f"{peer}_bench.py" for peer in REQUIREMENTS}
 
@@ -37,7 +39,7 @@ COLUMNS = [("rayline", "rayline"), ("ray_tasks", "raw Ray tasks"),
            ("dbos", "DBOS"), ("rayworkflows", "Ray Workflows")]
 PEER_COLUMNS = [(key, label) for key, label in COLUMNS if key in PEER_SCRIPTS]
 
-# (row label, workload, field); "lower" says whether a lower figure is better.
+# (row label, workload key, field) of the figures table.
 ROWS = [("W1 p50 ms", "W1", "p50_ms"), ("W1 p99 ms", "W1", "p99_ms"),
         ("W2 workflows/s", "W2", "wf_per_s"), ("W3 ms/step", "W3", "ms_per_step"),
         ("W3 ms/step, local activities", "W3_local", "ms_per_step"),
@@ -67,6 +69,7 @@ def run_script(python: Path | str, script: Path, quick: bool, timeout: float,
     """
     command = [str(python), str(script), *(["--quick"] if quick else [])]
     log(f"== {' '.join(command)}")
+    started = time.monotonic()
     proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
@@ -74,6 +77,7 @@ def run_script(python: Path | str, script: Path, quick: bool, timeout: float,
     except subprocess.TimeoutExpired:
         stop_group(proc)
         return {"errors": [f"{script.name} timed out after {timeout} s"]}
+    log(f"== {script.name} finished in {time.monotonic() - started:.0f} s")
     lines = [line for line in stdout.splitlines() if line.strip()]
     try:
         return json.loads(lines[-1])
@@ -96,7 +100,9 @@ def run_local(quick: bool) -> dict[str, dict]:
     env = child_env(with_project_path=True)
     raw = run_script(sys.executable, BENCH_DIR / "raw_ray.py", quick,
                      LOCAL_TIMEOUT_S["raw_ray.py"], env)
-    engines = raw if "ray_tasks" in raw else {"ray_tasks": raw, "ray_floor": raw}
+    if "ray_tasks" not in raw:  # the script failed: both of its columns carry the error
+        raw = {"ray_tasks": raw, "ray_floor": raw}
+    engines = dict(raw)
     engines["rayline"] = run_script(sys.executable, BENCH_DIR / "rayline_bench.py", quick,
                                     LOCAL_TIMEOUT_S["rayline_bench.py"], env)
     return engines
@@ -168,38 +174,49 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
-def render_markdown(results: dict) -> str:
-    """The figures table, the ratios table, notes and errors."""
-    engines, machine = results["engines"], results["machine"]
+def figures_table(engines: dict[str, dict]) -> list[str]:
+    """One row per metric that any engine measured, one column per engine."""
     present = [(key, label) for key, label in COLUMNS if key in engines]
     rows = [[name, *(fmt(figure(engines[key], w, f)) for key, _ in present)]
             for name, w, f in ROWS
             if any(figure(engines[key], w, f) is not None for key, _ in present)]
-    ratio_header = ["metric", "rayline / raw Ray", "rayline / floor",
-                    *(f"{label} / rayline" for key, label in PEER_COLUMNS if key in engines)]
-    ratio_rows = []
+    return table(["metric", *(label for _, label in present)], rows)
+
+
+def ratios_table(engines: dict[str, dict]) -> list[str]:
+    """rayline against raw Ray and the floor; every peer that ran against rayline."""
+    peers = [(key, label) for key, label in PEER_COLUMNS if key in engines]
+    header = ["metric", "rayline / raw Ray", "rayline / floor",
+              *(f"{label} / rayline" for _, label in peers)]
+    rows = []
     for name, w, f in RATIO_ROWS:
         ours = figure(engines.get("rayline"), w, f)
-        ratio_rows.append([name, ratio(ours, figure(engines.get("ray_tasks"), w, f)),
-                           ratio(ours, figure(engines.get("ray_floor"), w, f)),
-                           *(ratio(figure(engines[key], w, f), ours)
-                             for key, _ in PEER_COLUMNS if key in engines)])
+        rows.append([name, ratio(ours, figure(engines.get("ray_tasks"), w, f)),
+                     ratio(ours, figure(engines.get("ray_floor"), w, f)),
+                     *(ratio(figure(engines[key], w, f), ours) for key, _ in peers)])
+    return table(header, rows)
+
+
+def render_markdown(results: dict) -> str:
+    """The figures table, the ratios table, notes, versions and errors."""
+    engines, machine = results["engines"], results["machine"]
+    present = [(key, label) for key, label in COLUMNS if key in engines]
     lines = [f"# Benchmarks, {machine['date']}", "",
              f"{machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
              f"Python {machine['python']}, Ray {machine['ray']}"
              f"{', quick sizes' if machine['quick'] else ''}.", "",
-             *table(["metric", *(label for _, label in present)], rows), "",
+             *figures_table(engines), "",
              "Ratios, each a figure divided by another from this same run "
              "(W2 is a rate: there, above 1x means the numerator is faster; "
              "elsewhere above 1x means it is slower).", "",
-             *table(ratio_header, ratio_rows), "",
-             "Notes: every activity is `add1(x) = x + 1`. For raw Ray tasks, W4 is the "
-             "round trip of an actor method call from the driver (what delivering a "
-             "signal costs at least). The floor is a hand-written async actor that "
-             "writes one fsync'd record per start, step and signal.", "",
-             "Versions: " + "; ".join(f"{key}: {version}" for key, version
-                                      in machine["versions"].items()), ""]
-    errors = [f"- {key}: {error}" for key, _ in present
+             *ratios_table(engines), "",
+             "Every activity is `add1(x) = x + 1`. For raw Ray tasks, W4 is the round "
+             "trip of an actor method call from the driver (the least that delivering a "
+             "signal costs). The floor is a hand-written async Ray actor that writes one "
+             "fsync'd record per start, step and signal. See benchmarks/README.md.", "",
+             "Versions: " + "; ".join(f"{label}: {machine['versions'].get(key)}"
+                                      for key, label in present), ""]
+    errors = [f"- {label}: {error}" for key, label in present
               for error in engines[key].get("errors", [])]
     if errors:
         lines += ["Errors:", "", *errors, ""]
@@ -212,18 +229,22 @@ def plot(results: dict, path: Path) -> None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
     except ImportError:
         log("matplotlib is not installed: skipping the plot")
         return
     engines = results["engines"]
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(5 * len(PLOTTED), 4.5))
-    for ax, (title, w, f) in zip(axes, PLOTTED):
-        bars = [(label, figure(engines.get(key), w, f)) for key, label in COLUMNS]
-        bars = [(label, value) for label, value in bars if value is not None]
-        ax.bar([label for label, _ in bars], [value for _, value in bars], color="C0")
-        for i, (_, value) in enumerate(bars):
+    for ax, (title, w, f) in zip(axes, PLOTTED, strict=True):
+        bars = [(key, label, figure(engines.get(key), w, f)) for key, label in COLUMNS]
+        bars = [bar for bar in bars if bar[2] is not None]
+        ax.bar([label for _, label, _ in bars], [value for _, _, value in bars],
+               color=["C1" if key == "rayline" else "C0" for key, _, _ in bars])
+        for i, (_, _, value) in enumerate(bars):
             ax.annotate(fmt(value), (i, value), ha="center", va="bottom", fontsize=8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(title)
         ax.tick_params(axis="x", labelrotation=35, labelsize=8)
     fig.suptitle(f"rayline benchmarks, {results['machine']['date']}, "

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import traceback
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable, Iterator
@@ -42,7 +43,7 @@ class Sizes:
 
     @classmethod
     def for_run(cls, quick: bool) -> "Sizes":
-        """The full sizes of the brief, or small ones for a smoke run."""
+        """The full sizes (benchmarks/README.md), or small ones for a smoke run."""
         if quick:
             return cls(warmup=3, w1_runs=30, w2_workflows=100, w3_steps=30, w4_runs=10,
                        w5_workflows=200)
@@ -123,6 +124,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def new_id() -> str:
+    """A fresh workflow id."""
+    return f"bench-{uuid.uuid4().hex}"
 
 
 def check(value: Any, expected: Any) -> None:

@@ -11,15 +11,23 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from importlib.metadata import version
 from typing import Iterator
 
+from _common import (
+    SIGNAL_SETTLE_S,
+    Report,
+    Sizes,
+    check,
+    latency_ms,
+    ms_per,
+    new_id,
+    per_second,
+    sample,
+    timed,
+)
 from dbos import DBOS, SetWorkflowID
-
-from _common import (SIGNAL_SETTLE_S, Report, Sizes, check, latency_ms, ms_per,
-                     per_second, sample, timed)
 
 
 @DBOS.step()
@@ -65,11 +73,13 @@ def launched(db_path: str, polling_interval_s: float | None = None) -> Iterator[
 
 
 def w1(sizes: Sizes) -> dict:
+    """Start a 1-step workflow and wait for its result, sequentially."""
     return latency_ms(sample(lambda: check(DBOS.start_workflow(one, 1).get_result(), 2),
                              sizes.w1_runs, sizes.warmup))
 
 
 def w2(sizes: Sizes) -> dict:
+    """Start every 1-step workflow at once, then wait for all results."""
     n = sizes.w2_workflows
     start = time.perf_counter()
     handles = [DBOS.start_workflow(one, i) for i in range(n)]
@@ -78,14 +88,16 @@ def w2(sizes: Sizes) -> dict:
 
 
 def w3(sizes: Sizes) -> dict:
+    """One workflow of sequential steps."""
     def run() -> None:
         check(DBOS.start_workflow(steps, sizes.w3_steps).get_result(), sizes.w3_steps)
     return {"ms_per_step": ms_per(sizes.w3_steps, timed(run))}
 
 
 def w4(sizes: Sizes) -> dict:
+    """Send to a workflow blocked on ``recv``, then wait for its result."""
     def one_signal() -> float:
-        wf_id = f"bench-{uuid.uuid4().hex}"
+        wf_id = new_id()
         with SetWorkflowID(wf_id):
             handle = DBOS.start_workflow(wait_signal)
         time.sleep(SIGNAL_SETTLE_S)
@@ -97,6 +109,7 @@ def w4(sizes: Sizes) -> dict:
 
 
 def main(sizes: Sizes) -> Report:
+    """W1-W4 at the default polling interval, then W4 again at 10 ms."""
     report = Report("dbos", f"dbos {version('dbos')}")
     with tempfile.TemporaryDirectory(prefix="bench-dbos-") as workdir:
         db_path = f"{workdir}/dbos.sqlite"

@@ -13,6 +13,7 @@ event provider needs Ray Serve, which ``ray[default]`` does not install.)
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -22,10 +23,19 @@ import uuid
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import ray  # noqa: E402  (the environment must be set before Ray is imported)
+from _common import (  # noqa: E402
+    SIGNAL_SETTLE_S,
+    Report,
+    Sizes,
+    check,
+    latency_ms,
+    ms_per,
+    new_id,
+    per_second,
+    sample,
+    timed,
+)
 from ray import workflow  # noqa: E402
-
-from _common import (SIGNAL_SETTLE_S, Report, Sizes, check, latency_ms, ms_per,  # noqa: E402
-                     per_second, sample, timed)
 
 MAILBOX = "bench-mailbox"
 NAMESPACE = f"bench-rayworkflows-{uuid.uuid4().hex[:8]}"
@@ -64,17 +74,15 @@ class MailboxListener(workflow.EventListener):
         return await mailbox.receive.remote(key)
 
 
-def new_id() -> str:
-    return f"bench-{uuid.uuid4().hex}"
-
-
 def w1(sizes: Sizes) -> dict:
+    """Run a 1-task workflow, sequentially."""
     def one() -> None:
         check(workflow.run(add1.bind(1), workflow_id=new_id()), 2)
     return latency_ms(sample(one, sizes.w1_runs, sizes.warmup))
 
 
 def w2(sizes: Sizes) -> dict:
+    """Start every 1-task workflow at once, then wait for all results."""
     n = sizes.w2_workflows
     start = time.perf_counter()
     refs = [workflow.run_async(add1.bind(i), workflow_id=new_id()) for i in range(n)]
@@ -83,6 +91,7 @@ def w2(sizes: Sizes) -> dict:
 
 
 def w3(sizes: Sizes) -> dict:
+    """One workflow whose DAG is a chain of tasks."""
     def run() -> None:
         dag = add1.bind(0)
         for _ in range(sizes.w3_steps - 1):
@@ -92,6 +101,7 @@ def w3(sizes: Sizes) -> dict:
 
 
 def w4(sizes: Sizes) -> dict:
+    """Deliver the event a workflow waits for, then wait for its result."""
     mailbox = Mailbox.options(name=MAILBOX).remote()
 
     def one() -> float:
@@ -107,10 +117,13 @@ def w4(sizes: Sizes) -> dict:
 
 
 def main(sizes: Sizes) -> Report:
+    """Start a local Ray 2.47 with file storage, run W1-W4, shut it down."""
     report = Report("rayworkflows", f"ray {ray.__version__} (ray.workflow)")
     with tempfile.TemporaryDirectory(prefix="bench-rayworkflows-") as storage:
+        # Per-workflow INFO lines would otherwise be shipped to and printed by the driver.
         ray.init(address="local", include_dashboard=False, namespace=NAMESPACE,
-                 storage=f"file://{storage}")
+                 storage=f"file://{storage}", log_to_driver=False,
+                 logging_level=logging.WARNING)
         try:
             report.measure("W1", lambda: w1(sizes))
             report.measure("W2", lambda: w2(sizes))

@@ -14,19 +14,30 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Iterator
 
+from _common import (
+    SIGNAL_SETTLE_S,
+    Report,
+    Sizes,
+    check,
+    free_port,
+    latency_ms,
+    log,
+    ms_per,
+    new_id,
+    per_second,
+    sample_async,
+    stop_process,
+    timed_async,
+)
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
-
-from _common import (SIGNAL_SETTLE_S, Report, Sizes, check, free_port, latency_ms, log,
-                     ms_per, per_second, sample_async, stop_process, timed_async)
 
 TASK_QUEUE = "bench"
 ACTIVITY_TIMEOUT = timedelta(seconds=60)
@@ -108,11 +119,8 @@ async def connect(address: str) -> Client:
             await asyncio.sleep(0.1)
 
 
-def new_id() -> str:
-    return f"bench-{uuid.uuid4().hex}"
-
-
 async def w1(client: Client, sizes: Sizes) -> dict:
+    """Execute a 1-activity workflow, sequentially."""
     async def one() -> None:
         check(await client.execute_workflow(One.run, 1, id=new_id(),
                                             task_queue=TASK_QUEUE), 2)
@@ -120,6 +128,7 @@ async def w1(client: Client, sizes: Sizes) -> dict:
 
 
 async def w2(client: Client, sizes: Sizes) -> dict:
+    """Start every 1-activity workflow at once, then wait for all results."""
     n = sizes.w2_workflows
     start = time.perf_counter()
     handles = await asyncio.gather(*(
@@ -130,6 +139,7 @@ async def w2(client: Client, sizes: Sizes) -> dict:
 
 
 async def w3(client: Client, sizes: Sizes, local: bool) -> dict:
+    """One workflow of sequential (local) activities."""
     async def run() -> None:
         check(await client.execute_workflow(Steps.run, args=[sizes.w3_steps, local],
                                             id=new_id(), task_queue=TASK_QUEUE),
@@ -138,6 +148,7 @@ async def w3(client: Client, sizes: Sizes, local: bool) -> dict:
 
 
 async def w4(client: Client, sizes: Sizes) -> dict:
+    """Signal a workflow blocked on ``wait_condition``, then wait for its result."""
     async def one() -> float:
         handle = await client.start_workflow(WaitSignal.run, id=new_id(),
                                              task_queue=TASK_QUEUE)
@@ -157,6 +168,7 @@ def versions() -> str:
 
 
 async def main(sizes: Sizes) -> Report:
+    """Start the server and a worker, run W1-W4, stop both."""
     report = Report("temporal", versions())
     with tempfile.TemporaryDirectory(prefix="bench-temporal-") as workdir, \
             dev_server(workdir) as address:
