@@ -74,6 +74,8 @@ class Environment(Protocol):
     def cancel_external(self, actor: WorkflowActor, workflow_id: str) -> Awaitable[Event]: ...
     def on_fields(self, actor: WorkflowActor) -> None: ...
     def on_closed(self, actor: WorkflowActor) -> None: ...
+    def on_idle(self, actor: WorkflowActor) -> None: ...
+    def on_fenced(self, actor: WorkflowActor) -> None: ...
 
 
 def outcome_of(batch: Batch) -> dict[str, Any] | None:
@@ -141,6 +143,8 @@ class WorkflowActor:
         self.updated_at = first.time
         self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
         self._execute(first.commands)
+        if self.parkable():
+            self.env.on_idle(self)
 
     def resume(self, batches: list[Batch]) -> None:
         """Rebuilds the run from its timeline and carries out what was left undone."""
@@ -157,6 +161,8 @@ class WorkflowActor:
             self._wakeup.set()
             self._first = True
         self._execute(unfinished)
+        if self.parkable():
+            self.env.on_idle(self)
 
     def deliver(self, event: Event, ack: asyncio.Future[None] | None = None) -> None:
         """Puts an event in the mailbox; ``ack`` resolves once it is durable."""
@@ -201,6 +207,8 @@ class WorkflowActor:
                 if ack is not None and not ack.done():
                     ack.set_result(None)
             self._execute(commands)
+            if self.parkable():
+                self.env.on_idle(self)
 
     async def _persist(self, batch: Batch,
                        items: list[tuple[Event, asyncio.Future[None] | None]] = ()) -> bool:  # type: ignore[assignment]
@@ -232,6 +240,7 @@ class WorkflowActor:
                 ack.set_exception(ConflictError(f"workflow {self.workflow_id} moved to another owner"))
         self._stop_work()
         self.closed.set()
+        self.env.on_fenced(self)
 
     # --------------------------------------------------------------- commands
 
@@ -294,6 +303,24 @@ class WorkflowActor:
     def _fire(self, seq: int) -> None:
         self._timers.pop(seq, None)
         self.deliver(TimerFired(seq=seq))
+
+    # ---------------------------------------------------------------- parking
+
+    def parkable(self) -> bool:
+        """True when only timers and signals can move the run on, and nothing is in flight."""
+        return (self.outcome is None and not self.fenced and not self._mailbox
+                and not self._tasks and not self.lock.writer.locked
+                and not self.lock.reader.locked and self.instance is not None
+                and self.instance.waiting_only_on_outside())
+
+    def park(self) -> float | None:
+        """Stops the actor so it can be dropped; returns when its next timer is due."""
+        assert self.instance is not None
+        wake = self.instance.next_timer()
+        self._stop_work()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        return wake
 
     # ------------------------------------------------------------------ close
 

@@ -12,13 +12,20 @@ Invariants:
   wait until that is done, so nothing observes a half-recovered host.
 - A closed run's open marker is removed after its closing batch is durable; its parent
   (if any) and the registry are told after that.
+- A run that waits only on timers or signals for ``park_after`` seconds is parked: its
+  actor is dropped, leaving an entry in ``parked`` (next wake time, ``inf`` for signals
+  only) and a hint in its open marker. A due timer, a signal, a cancel, a query or a
+  describe brings it back by replaying its timeline; ``result()`` waits without waking it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import logging
+import math
+import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +69,7 @@ log = logging.getLogger("rayline.host")
 ID_REUSE_POLICIES = ("allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate",
                      "terminate_if_running")
 KEEP_FINISHED = 10_000
+PARK_AFTER = float(os.environ.get("RAYLINE_PARK_AFTER", "5"))
 
 
 class NotHereError(RaylineError):
@@ -84,7 +92,8 @@ class Host:
 
     def __init__(self, name: str, runs: RunStore, backend: Backend,
                  workflows: list[WorkflowDefinition[Any, Any]] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 park_after: float | None = PARK_AFTER) -> None:
         self.host_name = name
         self.clock = clock
         self.runs = runs
@@ -94,6 +103,13 @@ class Host:
         self._finished: collections.OrderedDict[str, WorkflowActor] = collections.OrderedDict()
         self._continuing: dict[str, asyncio.Task[WorkflowActor | None]] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
+        self._closers: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self.parked: dict[str, float] = {}
+        self.park_after = park_after
+        self._wake_heap: list[tuple[float, str]] = []
+        self._wake_at: tuple[float, asyncio.TimerHandle] | None = None
+        self._waking: dict[str, asyncio.Future[None]] = {}
+        self._background: set[asyncio.Future[Any]] = set()
         self._code_cache: dict[str, WorkflowDefinition[Any, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rayline-io")
         self._ready = asyncio.Event()
@@ -117,8 +133,13 @@ class Host:
         """Resumes every unfinished run this host owns; returns how many."""
         resumed = 0
         try:
-            for workflow_id in await self.io(self.runs.open_workflows, self.host_name):
-                if workflow_id in self.actors:
+            for workflow_id, parked_until in await self.io(self.runs.open_workflows,
+                                                           self.host_name):
+                if workflow_id in self.actors or workflow_id in self.parked:
+                    continue
+                if parked_until is not None:
+                    self._add_parked(workflow_id, parked_until)
+                    resumed += 1
                     continue
                 try:
                     await self._resume(workflow_id)
@@ -285,27 +306,33 @@ class Host:
     def _actor(self, workflow_id: str) -> WorkflowActor | None:
         return self.actors.get(workflow_id) or self._finished.get(workflow_id)
 
-    async def _live(self, workflow_id: str) -> WorkflowActor | None:
-        """The running actor for ``workflow_id``, waiting out a start in progress."""
+    async def _live(self, workflow_id: str, wake: bool = True) -> WorkflowActor | None:
+        """The running actor for ``workflow_id``, waiting out a start in progress and
+        (with ``wake``) bringing a parked run back."""
         pending = self._starting.get(workflow_id)
         if pending is not None:
             await pending
+        if wake and (workflow_id in self.parked or workflow_id in self._waking):
+            await self._unpark(workflow_id)
         return self.actors.get(workflow_id)
 
     async def result(self, workflow_id: str, run_id: str | None = None,
                      follow: bool = True) -> dict[str, Any]:
         """Waits for the run to close and returns its outcome (following continue-as-new)."""
         await self._ready.wait()
-        await self._live(workflow_id)
+        await self._live(workflow_id, wake=False)
         while True:
             actor = self._actor(workflow_id)
-            if actor is None or (run_id is not None and actor.run_id != run_id):
+            if workflow_id in self.parked and (run_id is None or actor is None
+                                               or actor.run_id == run_id):
+                outcome = await self._wait_close(workflow_id)
+            elif actor is None or (run_id is not None and actor.run_id != run_id):
                 outcome = await self._stored_outcome(workflow_id, run_id)
+            elif actor.fenced:
+                raise NotHereError(f"workflow {workflow_id} moved to another host")
+            elif actor.outcome is None:
+                outcome = await self._wait_close(workflow_id)
             else:
-                await actor.closed.wait()
-                if actor.fenced:
-                    raise NotHereError(f"workflow {workflow_id} moved to another host")
-                assert actor.outcome is not None
                 outcome = {**actor.outcome, "run_id": actor.run_id}
             if outcome["status"] != "continued" or not follow:
                 return outcome
@@ -316,6 +343,21 @@ class Host:
             if latest is None or latest.run_id == outcome["run_id"]:
                 return outcome  # the next run could not start: report where the chain ended
             run_id = None
+
+    def _wait_close(self, workflow_id: str) -> asyncio.Future[dict[str, Any]]:
+        """Resolves with the run's outcome when it closes (parked or not)."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._closers.setdefault(workflow_id, []).append(future)
+        return future
+
+    def _resolve_closers(self, workflow_id: str, outcome: dict[str, Any] | None) -> None:
+        for future in self._closers.pop(workflow_id, []):
+            if future.done():
+                continue
+            if outcome is None:
+                future.set_exception(NotHereError(f"workflow {workflow_id} moved to another host"))
+            else:
+                future.set_result(outcome)
 
     async def _stored_outcome(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
         started, outcome = await self._latest_outcome(workflow_id)
@@ -384,6 +426,7 @@ class Host:
     async def describe(self, workflow_id: str) -> dict[str, Any]:
         """Status, times, fields and pending work of the latest run."""
         await self._ready.wait()
+        await self._live(workflow_id)
         actor = self._actor(workflow_id)
         if actor is not None and not actor.fenced:
             search, enrich = actor.fields()
@@ -422,7 +465,7 @@ class Host:
         await actor.deliver_durably(event)
 
     def stats(self) -> dict[str, Any]:
-        return {"host": self.host_name, "running": len(self.actors),
+        return {"host": self.host_name, "running": len(self.actors), "parked": len(self.parked),
                 "finished_cached": len(self._finished)}
 
     # ----------------------------------------------- environment: commands
@@ -501,7 +544,85 @@ class Host:
         assert actor.outcome is not None
         if actor.outcome["status"] == "continued":
             self._continuing[actor.workflow_id] = asyncio.create_task(self._continue(actor))
+        self._resolve_closers(actor.workflow_id, {**actor.outcome, "run_id": actor.run_id})
         asyncio.create_task(self._after_close(actor))
+
+    def on_fenced(self, actor: WorkflowActor) -> None:
+        if self.actors.get(actor.workflow_id) is actor:
+            del self.actors[actor.workflow_id]
+        self._resolve_closers(actor.workflow_id, None)
+
+    # ---------------------------------------------------------------- parking
+
+    def on_idle(self, actor: WorkflowActor) -> None:
+        """The actor waits only on timers or signals: park it if it stays that way."""
+        if self.park_after is not None:
+            asyncio.get_running_loop().call_later(
+                self.park_after, self._maybe_park, actor, actor.batches_written)
+
+    def _maybe_park(self, actor: WorkflowActor, written: int) -> None:
+        if self.actors.get(actor.workflow_id) is not actor or actor.batches_written != written \
+                or not actor.parkable():
+            return
+        wake = actor.park()
+        del self.actors[actor.workflow_id]
+        until = math.inf if wake is None else wake
+        self._add_parked(actor.workflow_id, until)
+        self._spawn_io(self.runs.mark_open, self.host_name, actor.workflow_id, until)
+
+    def _add_parked(self, workflow_id: str, until: float) -> None:
+        self.parked[workflow_id] = until
+        if until != math.inf:
+            heapq.heappush(self._wake_heap, (until, workflow_id))
+            self._arm_wake()
+
+    def _arm_wake(self) -> None:
+        if not self._wake_heap:
+            return
+        due = self._wake_heap[0][0]
+        if self._wake_at is not None and self._wake_at[0] <= due:
+            return
+        if self._wake_at is not None:
+            self._wake_at[1].cancel()
+        handle = asyncio.get_running_loop().call_later(max(0.0, due - self.now()), self._on_wake)
+        self._wake_at = (due, handle)
+
+    def _on_wake(self) -> None:
+        self._wake_at = None
+        now = self.now()
+        while self._wake_heap and self._wake_heap[0][0] <= now:
+            until, workflow_id = heapq.heappop(self._wake_heap)
+            if self.parked.get(workflow_id) == until:
+                self._spawn(self._unpark(workflow_id))
+        self._arm_wake()
+
+    async def _unpark(self, workflow_id: str) -> None:
+        """Brings a parked run back into memory (replaying its timeline)."""
+        waking = self._waking.get(workflow_id)
+        if waking is not None:
+            await waking
+            return
+        if workflow_id not in self.parked:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waking[workflow_id] = done
+        try:
+            await self._resume(workflow_id)
+            del self.parked[workflow_id]
+            await self.io(self.runs.mark_open, self.host_name, workflow_id)
+        except Exception:
+            log.exception("host %s: cannot wake %s", self.host_name, workflow_id)
+        finally:
+            del self._waking[workflow_id]
+            done.set_result(None)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _spawn_io(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._spawn(self.io(fn, *args))
 
     async def _after_close(self, actor: WorkflowActor) -> None:
         try:

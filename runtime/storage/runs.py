@@ -170,9 +170,12 @@ class RunStore:
 
     # ------------------------------------------------------ open markers
 
-    def mark_open(self, host: str, workflow_id: str) -> None:
-        self.store.put(f"{self._base}/open/{host}/{id_key(workflow_id)}", workflow_id.encode(),
-                       durable=False)
+    def mark_open(self, host: str, workflow_id: str, parked_until: float | None = None) -> None:
+        """Marks the run open on ``host``; ``parked_until`` records a parked run's next wake
+        (``inf`` for a run waiting only on signals) so a restarting host need not replay it."""
+        note = {"id": workflow_id, "parked_until": parked_until}
+        self.store.put(f"{self._base}/open/{host}/{id_key(workflow_id)}",
+                       json.dumps(note).encode(), durable=False)
 
     def clear_open(self, host: str, workflow_id: str) -> None:
         self.store.delete(f"{self._base}/open/{host}/{id_key(workflow_id)}")
@@ -180,14 +183,16 @@ class RunStore:
     def open_hosts(self) -> list[str]:
         return self.store.list(f"{self._base}/open")
 
-    def open_workflows(self, host: str) -> list[str]:
+    def open_workflows(self, host: str) -> list[tuple[str, float | None]]:
+        """(workflow id, parked-until or None) for each run open on ``host``."""
         prefix = f"{self._base}/open/{host}"
         out = []
         for name in self.store.list(prefix):
             try:
-                out.append(self.store.get(f"{prefix}/{name}").decode())
-            except FileNotFoundError:
-                continue  # closed while we listed
+                note = json.loads(self.store.get(f"{prefix}/{name}"))
+            except (FileNotFoundError, ValueError):
+                continue  # closed while we listed, or a torn hint: the run is in wf/
+            out.append((note["id"], note.get("parked_until")))
         return out
 
     def all_workflow_keys(self) -> list[str]:

@@ -43,9 +43,12 @@ class LocalBackend:
 
 
 async def make_host(runs: RunStore, backend: LocalBackend | None = None,
-                    name: str = "h0", clock: Any = None) -> Host:
+                    name: str = "h0", clock: Any = None, park_after: float | None = None) -> Host:
     backend = backend or LocalBackend()
-    host = Host(name, runs, backend, clock=clock) if clock else Host(name, runs, backend)
+    options: dict[str, Any] = {"park_after": park_after}
+    if clock is not None:
+        options["clock"] = clock
+    host = Host(name, runs, backend, **options)
     backend.hosts[name] = host
     await host.recover()
     return host

@@ -297,3 +297,42 @@ def test_a_timer_that_came_due_while_nothing_ran_fires_on_recovery(runs: RunStor
         assert timer.fire_at == clock.now + 1
 
     run(main)
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
+def test_idle_runs_are_parked_and_woken_by_their_timer_or_a_signal(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs, park_after=0.05)
+        await host.start(request(flows.sleeper, 0.4, workflow_id="sleepy"))
+        await host.start(request(flows.step_then_wait, 1, workflow_id="waiting"))
+        await wait_for(lambda: {"sleepy", "waiting"} <= set(host.parked))
+        assert "sleepy" not in host.actors and host.parked["waiting"] == float("inf")
+        result = asyncio.ensure_future(host.result("waiting"))  # waits without waking
+        await asyncio.sleep(0.1)
+        assert "waiting" in host.parked and not result.done()
+        await host.signal("waiting", "go", _serde.encode("hello"))
+        assert value(await result) == [2, "hello", 3]
+        assert value(await host.result("sleepy")) == 0.4  # woken by its timer
+
+    run(main)
+
+
+def test_a_restarted_host_keeps_parked_runs_parked_until_due(runs: RunStore) -> None:
+    clock = FakeClock()
+
+    async def main() -> None:
+        host = await make_host(runs, park_after=0.01, clock=clock)
+        await host.start(request(flows.waits, None, workflow_id="w"))
+        await wait_for(lambda: "w" in host.parked)
+        await asyncio.sleep(0.05)  # the parked hint is written in the background
+        _crash(host)
+        fresh = await make_host(runs, park_after=0.01, clock=clock)
+        assert fresh.parked == {"w": float("inf")} and fresh.actors == {}
+        await fresh.signal("w", "go", _serde.encode(7))
+        assert value(await fresh.result("w")) == 7
+
+    run(main)
