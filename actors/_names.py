@@ -32,6 +32,7 @@ def pick(hosts: list[str], workflow_id: str) -> str:
 
 
 def detached(namespace: str, name: str, **extra: Any) -> dict[str, Any]:
+    """Options of a named detached actor that Ray restarts forever (hosts, registry)."""
     return {"name": name, "namespace": ray_namespace(namespace), "lifetime": "detached",
             "get_if_exists": True, "max_restarts": -1, "max_task_retries": 0,
             "max_concurrency": HOST_CONCURRENCY, "num_cpus": 0, **extra}

@@ -61,7 +61,8 @@ class RegistryActor:
     async def _create_host(self, name: str, task_queue: str) -> None:
         queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
         await self._io(self.runs.put_config, f"host:{name}", {"task_queue": task_queue})
-        handle = HostActor.options(**detached(self.namespace, name)).remote(
+        handle = HostActor.options(**detached(self.namespace, name),
+                                   scheduling_strategy="SPREAD").remote(
             name, self.storage_url, self.namespace, queue.get("workflows", {}))
         await handle.ready.remote()
         self.hosts[name] = handle

@@ -90,6 +90,8 @@ class LocalStore:
         folder = os.path.dirname(path)
         if folder not in self._dirs:
             os.makedirs(folder, exist_ok=True)
+            if len(self._dirs) > 4096:  # a cache of folders known to exist, kept small
+                self._dirs.clear()
             self._dirs.add(folder)
         tmp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
         try:

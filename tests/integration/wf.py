@@ -49,7 +49,9 @@ def long_running(folder: str) -> str:
 
 @rayline.activity(resources={"gpu_like": 1})
 def needs_resource(x: int) -> str:
-    return f"ran with {x}"
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 @rayline.activity
