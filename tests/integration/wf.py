@@ -174,3 +174,17 @@ async def nap_then_collect(seconds: float, ids: list[str]) -> list[object]:
 async def nap_then_wait(seconds: float, timeout: float) -> object:
     await workflow.sleep(seconds)
     return await workflow.condition("go", timeout=timeout)
+
+
+@rayline.activity
+def chaos_step(folder: str, key: str, x: int) -> int:
+    _mark(folder, key)
+    return x + 1
+
+
+@rayline.workflow
+async def ten_steps(folder: str, name: str, steps: int) -> int:
+    x = 0
+    for i in range(steps):
+        x = await workflow.execute_activity(chaos_step, folder, f"{name}-{i}", x)
+    return x

@@ -1,0 +1,18 @@
+"""Bounded chaos in the suite: 200 workflows of 10 steps, host actors killed at random."""
+
+from __future__ import annotations
+
+import pytest
+
+from .chaos import run_round
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(240)
+def test_every_workflow_completes_with_its_recorded_results_under_host_kills(
+        namespace: str, storage: str, marks: str) -> None:
+    report = run_round(storage, namespace, marks, workflows=200, steps=10)
+    print("chaos report:", report)
+    assert report["host_kills"] >= 1
+    assert report["recorded_results"] == 2000
+    assert report["activity_executions"] >= report["recorded_results"]
