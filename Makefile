@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(PY) examples/hello.py
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check runtime actors tests examples
 	$(PY) -m pytest -q -m "not soak"
 
 test-all: $(STAMP)

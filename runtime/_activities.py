@@ -44,7 +44,8 @@ def invoke(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo) ->
         _current.reset(token)
 
 
-async def invoke_async(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo) -> Outcome:
+async def invoke_async(fn: Callable[..., Any], args: tuple[Any, ...],
+                       info: ActivityInfo) -> Outcome:
     """Runs an activity function once: awaited if async, called inline if sync."""
     if not inspect.iscoroutinefunction(fn):
         return invoke(fn, args, info)

@@ -55,7 +55,8 @@ def _parse_text(text: str, what: str) -> float:
     while pos < len(lowered):
         match = _PART.match(lowered, pos)
         if not match or match.end() == pos:
-            raise InvalidInputError(f"cannot read {what} {text!r}: expected e.g. '5s', '10 minutes'")
+            raise InvalidInputError(
+                f"cannot read {what} {text!r}: expected e.g. '5s', '10 minutes'")
         number, unit = match.groups()
         if unit not in _UNITS and unit != "":
             raise InvalidInputError(f"unknown unit {unit!r} in {what} {text!r}")

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
 from . import _serde
-from ._activities import Outcome, run_with_retries
+from ._activities import run_with_retries
 from ._activity import ActivityDefinition, ActivityInfo
 from ._actor import WorkflowActor, outcome_of
 from ._definition import WorkflowDefinition, as_workflow

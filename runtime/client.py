@@ -152,7 +152,8 @@ class AsyncWorkflowClient:
         request: dict[str, Any] = {"workflow_id": workflow_id, "task_queue": task_queue}
         if workflow is not None:
             definition = as_workflow(workflow)
-            checked = validate_args(definition.fn, tuple(args), what=f"workflow {definition.name!r}")
+            checked = validate_args(definition.fn, tuple(args),
+                                    what=f"workflow {definition.name!r}")
             request["code"], request["code_pickle"] = self._code(definition)
             request["workflow_name"] = workflow_name or definition.name
         elif workflow_name:

@@ -201,7 +201,8 @@ class RunStore:
     # ---------------------------------------------------- early signals
 
     def buffer_early_signal(self, workflow_id: str, signal: SignalReceived) -> None:
-        key = f"{self._base}/early/{id_key(workflow_id)}/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        key = f"{self._base}/early/{id_key(workflow_id)}/{stamp}"
         self.store.put(key, frame(signal.model_dump_json().encode()))
 
     def take_early_signals(self, workflow_id: str) -> Iterator[tuple[str, SignalReceived]]:

@@ -4,8 +4,9 @@ Invariants every implementation keeps:
 - ``put`` is atomic: a reader sees the whole object or nothing (write-then-link on
   local files, a single PUT on object stores).
 - ``put(..., exclusive=True)`` creates the key only if it does not exist, and raises
-  ``ConflictError`` otherwise. ``durable=False`` may skip the flush to stable storage. The timeline uses it as its fencing token: two owners of
-  one run cannot both write its next batch.
+  ``ConflictError`` otherwise. The timeline uses it as its fencing token: two owners of
+  one run cannot both write its next batch. ``durable=False`` may skip the flush to
+  stable storage (for hints that can be rebuilt).
 - Keys are ``/``-separated relative paths made by the engine from validated ids.
 """
 

@@ -275,8 +275,8 @@ def test_workflow_api_outside_a_workflow_is_a_clear_error() -> None:
 
 
 def test_bad_durations_fail_inside_the_workflow() -> None:
-    from rayline import workflow
     import rayline
+    from rayline import workflow
 
     @rayline.workflow
     async def bad_sleep() -> None:

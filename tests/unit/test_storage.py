@@ -1,0 +1,66 @@
+"""Store implementations behave alike (memory://, file://), and the run layout on top."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from rayline.errors import ConflictError, CorruptTimelineError, InvalidInputError
+from rayline.storage import RunStore, open_store
+from rayline.storage.runs import frame, id_key, unframe, validate_id
+
+
+@pytest.fixture(params=["memory", "file"])
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    if request.param == "memory":
+        return open_store(f"memory://{uuid.uuid4().hex}")
+    return open_store(str(tmp_path / "store"))
+
+
+def test_put_get_list_delete(store: Any) -> None:
+    store.put("a/b/1", b"one")
+    store.put("a/b/2", b"two")
+    store.put("a/c", b"three")
+    assert store.get("a/b/1") == b"one"
+    assert store.list("a") == ["b", "c"] and store.list("a/b") == ["1", "2"]
+    store.put("a/b/1", b"uno")
+    assert store.get("a/b/1") == b"uno"
+    store.delete("a/b/1")
+    store.delete("a/b/1")  # deleting twice is fine
+    with pytest.raises(FileNotFoundError):
+        store.get("a/b/1")
+    assert store.list("nothing/here") == []
+
+
+def test_exclusive_put_is_a_fencing_token(store: Any) -> None:
+    store.put("t/00000001", b"first", exclusive=True)
+    with pytest.raises(ConflictError):
+        store.put("t/00000001", b"second", exclusive=True)
+    assert store.get("t/00000001") == b"first"
+
+
+def test_frames_detect_tearing_and_tampering() -> None:
+    body = b'{"x": 1}'
+    assert unframe(frame(body), "k") == body
+    with pytest.raises(CorruptTimelineError, match="checksum"):
+        unframe(frame(body)[:-2], "k")
+    with pytest.raises(CorruptTimelineError, match="header"):
+        unframe(b"garbage", "k")
+
+
+def test_ids_map_to_safe_keys() -> None:
+    assert id_key("order-123") == "order-123"
+    long_id = "x" * 900
+    assert validate_id(long_id) == long_id
+    assert id_key(long_id).startswith("~") and len(id_key(long_id)) < 64
+    assert id_key("héllo wörld") != id_key("hello world")
+    for bad in ("a/b", "..", "../x", "\n", "", "x" * 1001):
+        with pytest.raises(InvalidInputError):
+            validate_id(bad)
+
+
+def test_run_store_refuses_a_bad_namespace() -> None:
+    with pytest.raises(InvalidInputError, match="namespace"):
+        RunStore(open_store("memory://ns"), "../escape")
