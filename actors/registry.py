@@ -10,6 +10,7 @@ unfinished run by making sure its host exists: hosts resume their own runs).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -37,10 +38,16 @@ class RegistryActor:
         self.hosts: dict[str, Any] = {}
         self._indexed = False
         self._lock = asyncio.Lock()
+        self.calls: collections.Counter[str] = collections.Counter()
         self._resumed = asyncio.get_running_loop().create_task(self.resume_all())
 
     def _io(self, fn: Any, *args: Any) -> Any:
         return asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def stats(self) -> dict[str, Any]:
+        """How many calls of each kind the registry answered (it should be off hot paths)."""
+        return {"calls": dict(self.calls), "directory": len(self.directory),
+                "hosts": sorted(self.hosts)}
 
     async def ready(self) -> dict[str, Any]:
         resumed = await self._resumed
@@ -69,6 +76,7 @@ class RegistryActor:
 
     async def hosts_for(self, task_queue: str) -> list[str]:
         """The pool of hosts for a task queue, created on first use (1 host by default)."""
+        self.calls["hosts_for"] += 1
         validate_id(task_queue, what="task queue")
         config = await self._io(self.runs.get_config, f"queue:{task_queue}")
         if config is None:
@@ -109,6 +117,7 @@ class RegistryActor:
     # ----------------------------------------------------------- directory
 
     async def locate(self, workflow_id: str) -> str:
+        self.calls["locate"] += 1
         record = self.directory.get(workflow_id)
         if record is not None:
             return record["host"]  # type: ignore[no-any-return]
@@ -116,12 +125,14 @@ class RegistryActor:
         return started.host  # type: ignore[no-any-return]
 
     def report(self, records: list[dict[str, Any]]) -> None:
+        self.calls["report"] += 1
         for record in records:
             self.directory[record["workflow_id"]] = record
 
     async def list(self, status: str | None = None, workflow_name: str | None = None,
                    search: dict[str, Any] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Workflows in the index, newest first, filtered by state, name and search fields."""
+        self.calls["list"] += 1
         if not self._indexed:
             await self._io(self._index_from_storage)
             self._indexed = True

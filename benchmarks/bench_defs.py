@@ -41,3 +41,46 @@ async def wait_signal() -> int:
 async def parked() -> float:
     """W5: sleeps for ten minutes, long enough to stay parked for the measurement."""
     return await workflow.sleep("10m")
+
+
+@rayline.activity(local=True)
+def add1_local(x: int) -> int:
+    """``add1`` run inline in the workflow's host (Temporal's local activities)."""
+    return x + 1
+
+
+@rayline.workflow
+async def one_local(x: int) -> int:
+    """W1 with a local activity."""
+    return await workflow.execute_activity(add1_local, x)
+
+
+@rayline.workflow
+async def steps_local(n: int) -> int:
+    """W3 with local activities."""
+    x = 0
+    for _ in range(n):
+        x = await workflow.execute_activity(add1_local, x)
+    return x
+
+
+@rayline.activity
+def stamp(x: int) -> list[float]:
+    """W6: ``x + 1`` and the wall-clock time the step ran."""
+    import time
+
+    return [x + 1, time.time()]
+
+
+@rayline.workflow
+async def long_history(n: int, window: int) -> list[list[float]]:
+    """W6: ``n`` steps; returns the step times of two windows, early and late."""
+    acts = workflow.proxy_activities(stamp)
+    early, late, x = [], [], 0
+    for i in range(n):
+        x, at = await acts.stamp(x)
+        if window <= i < 2 * window:
+            early.append(at)
+        elif i >= n - window:
+            late.append(at)
+    return [early, late]

@@ -67,6 +67,12 @@ class RaylineBench:
         report.measure("W3", self.w3)
         report.measure("W4", self.w4)
         report.measure("W5", lambda: asyncio.run(self.w5()))
+        report.measure("W1_local", self.w1_local)
+        report.measure("W3_local", self.w3_local)
+        report.measure("W6", self.w6)
+        report.measure("W7", lambda: asyncio.run(self.w7()))
+        report.measure("replay", replay_speed)
+        report.measure("registry", self.registry_calls)
 
     def w1(self) -> dict:
         """Start a 1-activity workflow and wait for its result, sequentially."""
@@ -104,6 +110,60 @@ class RaylineBench:
             return time.perf_counter() - start
         return latency_ms([one() for _ in range(self.sizes.w4_runs)])
 
+    def w1_local(self) -> dict:
+        """W1 with a local activity (run inline in the host)."""
+        def one() -> None:
+            check(self.client.workflow.start(self.defs.one_local, args=[1]).result(), 2)
+        return latency_ms(sample(one, self.sizes.w1_runs, self.sizes.warmup))
+
+    def w3_local(self) -> dict:
+        """W3 with local activities."""
+        n = self.sizes.w3_steps
+
+        def run() -> None:
+            check(self.client.workflow.execute(self.defs.steps_local, args=[n]), n)
+        return {"ms_per_step": ms_per(n, timed(run))}
+
+    def w6(self) -> dict:
+        """Per-step cost late in a long history against early in it (flat means ~1.0)."""
+        n = 2_000 if self.sizes.w3_steps < 100 else 10_000
+        window = 100
+        early, late = self.client.workflow.execute(self.defs.long_history, args=[n, window])
+
+        def per_step(times: list[float]) -> float:
+            return (times[-1] - times[0]) / (len(times) - 1) * 1000
+        return {"steps": n, "ms_per_step_early": round(per_step(early), 3),
+                "ms_per_step_late": round(per_step(late), 3),
+                "late_over_early": round(per_step(late) / per_step(early), 3)}
+
+    async def w7(self) -> dict:
+        """Kill the host under many in-flight workflows; time until all have moved on."""
+        import ray
+
+        n = 200 if self.sizes.w3_steps < 100 else 1_000
+        async with self.async_client() as client:
+            handles = await asyncio.gather(*(
+                client.workflow.start(self.defs.wait_signal, workflow_id=f"w7-{i}")
+                for i in range(n)))
+            host = ray.get_actor("host-default-0", namespace=f"rayline-{self.namespace}")
+            killed = time.perf_counter()
+            ray.kill(host, no_restart=False)
+            await asyncio.gather(*(h.signal("go", 1) for h in handles))
+            check(await asyncio.gather(*(h.result() for h in handles)), [1] * n)
+            return {"workflows": n, "seconds": round(time.perf_counter() - killed, 3)}
+
+    def registry_calls(self) -> dict:
+        """Calls the registry received while one 100-step workflow ran (it is off the path)."""
+        import ray
+
+        registry = ray.get_actor("registry", namespace=f"rayline-{self.namespace}")
+        before = ray.get(registry.stats.remote())["calls"]
+        self.client.workflow.execute(self.defs.steps, args=[100])
+        after = ray.get(registry.stats.remote())["calls"]
+        return {"steps": 100, "calls": sum(after.values()) - sum(before.values()),
+                "awaited_calls": sum(v for k, v in after.items() if k != "report")
+                - sum(v for k, v in before.items() if k != "report")}
+
     async def w5(self) -> dict:
         """Park many sleeping workflows: starts/s and bytes of Ray process memory each."""
         n = self.sizes.w5_workflows
@@ -116,6 +176,32 @@ class RaylineBench:
             await asyncio.sleep(PARK_SETTLE_S)
             growth = ray_processes_rss() - before
         return {"starts_per_s": per_second(n, elapsed), "bytes_per_wf": round(growth / n)}
+
+
+def replay_speed() -> dict:
+    """Events per second the core replays (no Ray, no storage): a 5,000-step timeline."""
+    from rayline import _serde
+    from rayline.core import WorkflowInstance, replay_timeline
+    from rayline.timeline import ActivityCompleted, Batch, WorkflowStarted
+
+    import bench_defs
+
+    started = WorkflowStarted(workflow_id="r", run_id="r", epoch=1, workflow_name="steps",
+                              args=_serde.encode_args((5_000,), what="n"), task_queue="q",
+                              host="h", time=0.0, seed=1)
+    live = WorkflowInstance(bench_defs.steps, started)
+    batches, events, x = [], [], 0
+    while live.closing is None:
+        commands = live.activate(events, float(len(batches)))
+        batches.append(Batch(seq=len(batches) + 1, run_id="r", time=float(len(batches)),
+                             events=events, commands=commands))
+        x += 1
+        events = [ActivityCompleted(seq=c.seq, result={"j": x}) for c in commands
+                  if c.type == "schedule_activity"]
+    count = sum(len(b.events) + len(b.commands) for b in batches)
+    began = time.perf_counter()
+    replay_timeline(bench_defs.steps, started, batches)
+    return {"events": count, "events_per_s": round(count / (time.perf_counter() - began))}
 
 
 def ray_processes_rss() -> int:

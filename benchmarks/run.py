@@ -44,7 +44,12 @@ ROWS = [("W1 p50 ms", "W1", "p50_ms"), ("W1 p99 ms", "W1", "p99_ms"),
         ("W2 workflows/s", "W2", "wf_per_s"), ("W3 ms/step", "W3", "ms_per_step"),
         ("W3 ms/step, local activities", "W3_local", "ms_per_step"),
         ("W4 p50 ms", "W4", "p50_ms"), ("W4 p50 ms, 10 ms poll", "W4_10ms_poll", "p50_ms"),
-        ("W5 starts/s", "W5", "starts_per_s"), ("W5 bytes/workflow", "W5", "bytes_per_wf")]
+        ("W5 starts/s", "W5", "starts_per_s"), ("W5 bytes/workflow", "W5", "bytes_per_wf"),
+        ("W1 p50 ms, local activity", "W1_local", "p50_ms"),
+        ("W6 step cost late/early", "W6", "late_over_early"),
+        ("W7 s from host kill to all moved on", "W7", "seconds"),
+        ("replay events/s (core)", "replay", "events_per_s"),
+        ("registry calls during a 100-step workflow", "registry", "calls")]
 RATIO_ROWS = [row for row in ROWS if row[1] in ("W1", "W2", "W3", "W4")]
 PLOTTED = [("W1 p50 (ms, lower is better)", "W1", "p50_ms"),
            ("W2 (workflows/s, higher is better)", "W2", "wf_per_s"),

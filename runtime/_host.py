@@ -69,7 +69,7 @@ log = logging.getLogger("rayline.host")
 ID_REUSE_POLICIES = ("allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate",
                      "terminate_if_running")
 KEEP_FINISHED = 10_000
-PARK_AFTER = float(os.environ.get("RAYLINE_PARK_AFTER", "5"))
+PARK_AFTER = float(os.environ.get("RAYLINE_PARK_AFTER", "2"))
 
 
 class NotHereError(RaylineError):
