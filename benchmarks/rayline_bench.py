@@ -180,11 +180,11 @@ class RaylineBench:
 
 def replay_speed() -> dict:
     """Events per second the core replays (no Ray, no storage): a 5,000-step timeline."""
+    import bench_defs
+
     from rayline import _serde
     from rayline.core import WorkflowInstance, replay_timeline
     from rayline.timeline import ActivityCompleted, Batch, WorkflowStarted
-
-    import bench_defs
 
     started = WorkflowStarted(workflow_id="r", run_id="r", epoch=1, workflow_name="steps",
                               args=_serde.encode_args((5_000,), what="n"), task_queue="q",
@@ -227,6 +227,7 @@ def run(quick: bool = False) -> dict:
     report = Report("rayline")
     try:
         import bench_defs
+
         import rayline
     except ImportError as exc:
         report.fail("import", exc)
