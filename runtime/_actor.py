@@ -123,6 +123,7 @@ class WorkflowActor:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._first = False
+        self._expiry: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -137,11 +138,35 @@ class WorkflowActor:
         return Batch(seq=1, run_id=self.run_id, time=now, events=events, commands=commands,
                      owner=self.env.host_name)
 
+    @property
+    def deadline(self) -> float | None:
+        """When ``execution_timeout`` ends the run, if it has one."""
+        timeout = self.started.options.get("execution_timeout")
+        return None if timeout is None else self.started.time + float(timeout)
+
+    def _arm_deadline(self) -> None:
+        if self.deadline is not None:
+            delay = max(0.0, self.deadline - self.env.now())
+            handle = asyncio.get_running_loop().call_later(delay, self._on_deadline)
+            self._timers[-1] = handle
+
+    def _on_deadline(self) -> None:
+        self._timers.pop(-1, None)
+        if self.outcome is None:
+            self._expiry = asyncio.create_task(self._expire())
+
+    async def _expire(self) -> None:
+        try:
+            await self.terminate("execution_timeout exceeded")
+        except WorkflowClosedError:
+            pass
+
     def launch(self, first: Batch) -> None:
         """Once the run object holding ``first`` is durable: act on it, start the loop."""
         self._next_batch = 2
         self.batches_written = 1
         self.updated_at = first.time
+        self._arm_deadline()
         self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
         self._execute(first.commands)
         if self.parkable():
@@ -157,6 +182,7 @@ class WorkflowActor:
         if outcome is not None:
             self._finish(outcome, notify=False)
             return
+        self._arm_deadline()
         self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
         if not batches:  # the run object had no first batch: run it now
             self._wakeup.set()
@@ -318,7 +344,8 @@ class WorkflowActor:
     def park(self) -> float | None:
         """Stops the actor so it can be dropped; returns when its next timer is due."""
         assert self.instance is not None
-        wake = self.instance.next_timer()
+        wakes = [t for t in (self.instance.next_timer(), self.deadline) if t is not None]
+        wake = min(wakes) if wakes else None
         self._stop_work()
         if self._loop_task is not None:
             self._loop_task.cancel()

@@ -31,7 +31,7 @@ from .storage import RunStore, open_store, validate_id
 
 T = TypeVar("T")
 _RELOCATE_ATTEMPTS = 30
-_START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout", "expire")
+_START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout")
 
 
 class Connection(Protocol):
@@ -133,15 +133,15 @@ class AsyncWorkflowClient:
                 ``..`` or control characters.
             task_queue: the host pool that runs it.
             dedicated: run it in a detached Ray actor of its own.
-            **options: ``id_reuse_policy``, ``search``, ``memo``, ``execution_timeout``,
-                ``expire``.
+            **options: ``id_reuse_policy``, ``search``, ``memo``, ``execution_timeout``
+                (the run is terminated when it has not finished by then).
 
         Raises:
             InvalidInputError: a bad id, option, or argument (naming it).
             DuplicateWorkflowError: the id is in use and the reuse policy forbids a new run.
         """
         unknown = set(options) - set(_START_OPTIONS)
-        unsupported = unknown & {"cron", "retry"}
+        unsupported = unknown & {"cron", "retry", "expire"}
         if unsupported:
             raise InvalidInputError(f"start option(s) {', '.join(sorted(unsupported))} are not "
                                     "supported yet")
@@ -166,7 +166,7 @@ class AsyncWorkflowClient:
             if options.get(key) is not None:
                 request[key] = options[key]
         request["options"] = {k: optional_duration(options[k], what=k)
-                              for k in ("execution_timeout", "expire") if options.get(k)}
+                              for k in ("execution_timeout",) if options.get(k)}
         if signals:
             request["signals"] = [{"signal_id": s, "data": _serde.encode(d, what=f"signal {s!r}")}
                                   for s, d in signals]

@@ -132,7 +132,7 @@ def _child_ref(fn_or_name: Any) -> tuple[str, str | None]:
 
 
 def _child_options(options: dict[str, Any]) -> dict[str, Any]:
-    allowed = {"search", "memo", "execution_timeout", "expire", "dedicated", "id_reuse_policy"}
+    allowed = {"search", "memo", "dedicated", "id_reuse_policy"}
     unknown = set(options) - allowed
     if unknown:
         raise InvalidInputError(f"unknown child workflow option(s): {', '.join(sorted(unknown))}")

@@ -336,3 +336,14 @@ def test_a_restarted_host_keeps_parked_runs_parked_until_due(runs: RunStore) -> 
         assert value(await fresh.result("w")) == 7
 
     run(main)
+
+
+def test_execution_timeout_terminates_a_run_that_is_still_open(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs, park_after=0.01)
+        await host.start(request(flows.waits, None, options={"execution_timeout": 0.3}))
+        outcome = await host.result("wf")
+        assert outcome["status"] == "terminated"
+        assert outcome["reason"] == "execution_timeout exceeded"
+
+    run(main)
