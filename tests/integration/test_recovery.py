@@ -89,3 +89,16 @@ def test_whole_ray_restart_resumes_every_unfinished_workflow(tmp_path: Any) -> N
     assert results == {**{f"fan-{i}": [i, -i] for i in range(3)},
                        **{f"nap-{i}": 1.5 for i in range(3)}}
     assert wf.count(marks, "before-wait") == 3  # recorded results are not run again
+
+
+def test_cli_resume_and_list(client: rayline.Client, namespace: str, storage: str,
+                             capsys: Any) -> None:
+    from rayline.actors._cli import main
+
+    client.workflow.execute(wf.add_one, args=[1], workflow_id="listed")
+    assert main(["resume", "--storage", storage, "--namespace", namespace]) == 0
+    wait_until(lambda: any(r["workflow_id"] == "listed" for r in client.workflow.list()))
+    assert main(["list", "--storage", storage, "--namespace", namespace]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+    assert [r["workflow_id"] for r in lines] == ["listed"]
