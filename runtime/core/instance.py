@@ -400,14 +400,13 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def condition(self, signal_id: str, timeout: float | None) -> asyncio.Future[Any]:
         seq = self._next_seq()
+        if not self._cancelled_now():
+            self._commands.append(StartWait(seq=seq, signal_id=signal_id, timeout=timeout))
         buffered = self._take_signal(signal_id)
         if buffered is not None:
             future = self.create_future()
             future.set_result(_serde.decode(buffered.data))
             return future
-        wait = StartWait(seq=seq, signal_id=signal_id, timeout=timeout)
-        if not self._cancelled_now():
-            self._commands.append(wait)
         if timeout is None:
             pending = self._open("wait", seq, None, signal_id=signal_id)
         else:

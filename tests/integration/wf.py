@@ -188,3 +188,11 @@ async def ten_steps(folder: str, name: str, steps: int) -> int:
     for i in range(steps):
         x = await workflow.execute_activity(chaos_step, folder, f"{name}-{i}", x)
     return x
+
+
+@rayline.workflow
+async def parent_of_two(folder: str) -> list[object]:
+    first = await workflow.execute_child(five_steps, folder, 0.0, workflow_id="kid-1")
+    await workflow.sleep(0.1)
+    got = await workflow.condition("extra", timeout=5)
+    return [first[-1], got]

@@ -1,0 +1,64 @@
+"""Exports of a run, and signal_with_start."""
+
+from __future__ import annotations
+
+import rayline
+
+from . import wf
+
+
+def test_export_execution_lists_typed_events_with_back_references_and_summary(
+        client: rayline.Client, marks: str) -> None:
+    handle = client.workflow.start(wf.parent_of_two, args=[marks], workflow_id="parent")
+    handle.signal("extra", "yes")
+    assert handle.result() == [116, "yes"]
+    execution = handle.export_execution()
+    types = [e["event_type"] for e in execution["events"]]
+    assert types[0] == "workflow_execution_started"
+    assert types[-1] == "workflow_execution_completed"
+    for expected in ("child_workflow_execution_started", "child_workflow_execution_completed",
+                     "timer_started", "timer_fired", "signal_wait_started",
+                     "workflow_execution_signaled"):
+        assert expected in types
+    completed = next(e for e in execution["events"]
+                     if e["event_type"] == "child_workflow_execution_completed")
+    started = execution["events"][completed["scheduled_event_id"] - 1]
+    assert started["event_type"] == "child_workflow_execution_started"
+    assert started["event_key"] == "-child-1-"
+    summary = execution["summary"]
+    assert summary["child_workflows"] == {"total": 1, "completed": 1, "failed": 0}
+    assert summary["timers"] == 1 and summary["signals"] == 1  # the wait found its signal
+    assert summary["total_events"] == len(execution["events"])
+    assert execution["status"] == "completed"
+
+    verbose = handle.export_execution(mode="verbose", omit_results=True)
+    child = next(e for e in verbose["events"]
+                 if e["event_type"] == "child_workflow_execution_started")["children"]
+    assert child["workflow_id"] == "kid-1"
+    assert child["summary"]["activities"] == {"total": 5, "completed": 5, "failed": 0,
+                                              "system": 0, "user": 5}
+    assert all(e["attributes"].get("result") is None for e in verbose["events"])
+
+
+def test_export_has_hotmesh_sections(client: rayline.Client, marks: str) -> None:
+    handle = client.workflow.start(wf.tracked, args=[marks], workflow_id="exported")
+    handle.signal("finish")
+    assert handle.result() == 1
+    export = handle.export()
+    assert set(export) == {"data", "state", "status", "timeline", "transitions"}
+    assert export["data"] == {"region": "eu", "step": 1, "note": "half way"}
+    assert export["status"] == 0 and export["state"]["done"] is True
+    proxy = next(e for e in export["timeline"] if e["key"] == "-proxy-2-")
+    assert proxy["value"] == 1
+    only = handle.export(allow=["status", "data"])
+    assert set(only) == {"status", "data"}
+    assert "value" not in str(handle.export(block=["timeline"]).get("timeline", ""))
+
+
+def test_signal_with_start_starts_once_then_signals(client: rayline.Client) -> None:
+    first = client.workflow.signal_with_start(wf.collect, args=[["a", "b"]], workflow_id="sws",
+                                              signal_id="a", signal_data=1)
+    second = client.workflow.signal_with_start(wf.collect, args=[["a", "b"]],
+                                               workflow_id="sws", signal_id="b", signal_data=2)
+    assert first.workflow_id == second.workflow_id == "sws"
+    assert first.result() == [1, 2]
