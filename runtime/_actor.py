@@ -72,11 +72,13 @@ class Environment(Protocol):
     def start_child(self, actor: WorkflowActor, command: StartChild) -> Awaitable[Event]: ...
     def signal_external(self, actor: WorkflowActor,
                         command: SignalExternal) -> Awaitable[Event]: ...
-    def cancel_external(self, actor: WorkflowActor, workflow_id: str) -> Awaitable[Event]: ...
+    def cancel_external(self, actor: WorkflowActor, seq: int,
+                        workflow_id: str) -> Awaitable[Event]: ...
     def on_fields(self, actor: WorkflowActor) -> None: ...
     def on_closed(self, actor: WorkflowActor) -> None: ...
     def on_idle(self, actor: WorkflowActor) -> None: ...
     def on_fenced(self, actor: WorkflowActor) -> None: ...
+    def background(self, work: Awaitable[Any]) -> None: ...
 
 
 def outcome_of(batch: Batch) -> dict[str, Any] | None:
@@ -293,8 +295,12 @@ class WorkflowActor:
                 self._spawn(command.seq, self.env.start_child(self, command), keep=True)
             elif isinstance(command, SignalExternal):
                 self._spawn(command.seq, self.env.signal_external(self, command))
-            elif isinstance(command, (CancelExternal, CancelChild)):
-                self._spawn(-command.seq, self._cancel_other(command))
+            elif isinstance(command, CancelExternal):
+                self._spawn(command.seq, self.env.cancel_external(self, command.seq,
+                                                                  command.workflow_id))
+            elif isinstance(command, CancelChild):  # outlives this run if it closes now
+                self.env.background(self.env.cancel_external(self, command.seq,
+                                                             command.workflow_id))
             elif isinstance(command, UpsertFields):
                 self.env.on_fields(self)
             elif isinstance(command, CLOSING_COMMANDS):
@@ -302,10 +308,6 @@ class WorkflowActor:
                                            commands=[command]))
                 assert outcome is not None
                 self._finish(outcome)
-
-    async def _cancel_other(self, command: CancelExternal | CancelChild) -> Event | None:
-        event = await self.env.cancel_external(self, command.workflow_id)
-        return event if isinstance(command, CancelExternal) else None
 
     def _spawn(self, seq: int, work: Awaitable[Event | None], keep: bool = False) -> None:
         async def run() -> None:

@@ -509,8 +509,7 @@ class Host:
             return ExternalResolved(seq=command.seq, failure=failure_from(exc))
         return ExternalResolved(seq=command.seq)
 
-    async def cancel_external(self, actor: WorkflowActor, workflow_id: str) -> Event:
-        seq = 0
+    async def cancel_external(self, actor: WorkflowActor, seq: int, workflow_id: str) -> Event:
         try:
             await self._route(workflow_id, "cancel", workflow_id, f"by {actor.workflow_id}")
         except WorkflowClosedError:
@@ -615,6 +614,10 @@ class Host:
         finally:
             del self._waking[workflow_id]
             done.set_result(None)
+
+    def background(self, work: Any) -> None:
+        """Runs ``work`` to its end whatever happens to the actor that asked for it."""
+        self._spawn(work)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)

@@ -204,3 +204,18 @@ async def parent(x: int) -> list[object]:
 async def signaller(target: str) -> str:
     await workflow.signal(target, "go", "from-a-workflow")
     return "sent"
+
+
+@rayline.workflow
+async def canceller(target: str) -> str:
+    await workflow.get_external_handle(target).cancel()
+    return "cancel sent"
+
+
+@rayline.workflow
+async def parent_cancelled_with_child() -> str:
+    try:
+        await workflow.execute_child(cancellable, workflow_id="the-child")
+    except rayline.CancelledFailure:
+        return "parent saw cancel"
+    return "no"

@@ -347,3 +347,19 @@ def test_execution_timeout_terminates_a_run_that_is_still_open(runs: RunStore) -
         assert outcome["reason"] == "execution_timeout exceeded"
 
     run(main)
+
+
+def test_cancel_from_another_workflow_and_cancel_reaching_a_child(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.cancellable, workflow_id="victim"))
+        await host.start(request(flows.canceller, "victim", workflow_id="killer"))
+        assert value(await host.result("killer")) == "cancel sent"
+        assert value(await host.result("victim")) == "cancelled:refunded"
+        await host.start(request(flows.parent_cancelled_with_child, workflow_id="p"))
+        await wait_for(lambda: "the-child" in host.actors)
+        await host.cancel("p")
+        assert value(await host.result("p")) == "parent saw cancel"
+        assert value(await host.result("the-child")) == "cancelled:refunded"
+
+    run(main)
