@@ -292,7 +292,7 @@ class WorkflowActor:
                 if task is not None:
                     task.cancel()
             elif isinstance(command, StartChild):
-                self._spawn(command.seq, self.env.start_child(self, command), keep=True)
+                self._spawn(command.seq, self.env.start_child(self, command))
             elif isinstance(command, SignalExternal):
                 self._spawn(command.seq, self.env.signal_external(self, command))
             elif isinstance(command, CancelExternal):
@@ -309,7 +309,7 @@ class WorkflowActor:
                 assert outcome is not None
                 self._finish(outcome)
 
-    def _spawn(self, seq: int, work: Awaitable[Event | None], keep: bool = False) -> None:
+    def _spawn(self, seq: int, work: Awaitable[Event | None]) -> None:
         async def run() -> None:
             try:
                 event = await work
@@ -318,8 +318,7 @@ class WorkflowActor:
             except Exception as exc:  # the host could not carry out the command
                 log.exception("workflow %s: command %d failed", self.workflow_id, seq)
                 event = ExternalResolved(seq=abs(seq), failure=failure_from(exc))
-            if not keep:
-                self._tasks.pop(seq, None)
+            self._tasks.pop(seq, None)
             if event is not None:
                 self.deliver(event)
 

@@ -523,9 +523,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         return [p.command for _, p in sorted(self._pending.items()) if p.command is not None]
 
     def waiting_only_on_outside(self) -> bool:
-        """True when nothing but timers and signals are pending (the run may be parked)."""
+        """True when only timers, signals and started children are pending: nothing this
+        run's host is carrying out for it, so the run may be parked."""
         return bool(self._pending) and all(
-            p.kind in ("timer", "wait", "asyncio_timer") for p in self._pending.values())
+            p.kind in ("timer", "wait", "asyncio_timer")
+            or (p.kind == "child" and "run_id" in p.extra) for p in self._pending.values())
 
     def next_timer(self) -> float | None:
         times = [p.command.fire_at for p in self._pending.values()

@@ -219,3 +219,9 @@ async def parent_cancelled_with_child() -> str:
     except rayline.CancelledFailure:
         return "parent saw cancel"
     return "no"
+
+
+@rayline.workflow
+async def parent_waits_for_child() -> str:
+    said = await workflow.execute_child(waits, None, workflow_id="mom-kid")
+    return f"child said {said}"

@@ -363,3 +363,14 @@ def test_cancel_from_another_workflow_and_cancel_reaching_a_child(runs: RunStore
         assert value(await host.result("the-child")) == "cancelled:refunded"
 
     run(main)
+
+
+def test_a_parent_parks_while_its_child_runs_and_wakes_for_its_result(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs, park_after=0.05)
+        await host.start(request(flows.parent_waits_for_child, workflow_id="mom"))
+        await wait_for(lambda: "mom" in host.parked and "mom-kid" in host.parked)
+        await host.signal("mom-kid", "go", _serde.encode("done"))
+        assert value(await host.result("mom")) == "child said done"
+
+    run(main)
