@@ -43,11 +43,38 @@ async def _start_all(client: object, fn: object, n: int, prefix: str) -> float:
     return time.perf_counter() - began
 
 
-def parked(n: int) -> dict[str, object]:
+async def park_and_measure(client: object, namespace: str, n: int) -> dict[str, object]:
+    """Starts ``n`` workflows that sleep 10 minutes in two halves, waiting each time until
+    the host has parked them all; returns starts/s and the host's RSS growth per parked
+    workflow, overall and for the second half alone (the marginal cost)."""
+    import bench_defs
     import psutil
     import ray
 
+    host = ray.get_actor("host-default-0", namespace=f"rayline-{namespace}")
+    proc = psutil.Process(await host.__ray_call__.remote(lambda self: os.getpid()))
+
+    async def until_parked(count: int) -> None:
+        while (await host.stats.remote())["parked"] < count:
+            await asyncio.sleep(0.25)
+
+    base = (await host.stats.remote())["parked"]
+    before = proc.memory_info().rss
+    first = await _start_all(client, bench_defs.parked, n // 2, "park-a")
+    await until_parked(base + n // 2)
+    middle = proc.memory_info().rss
+    second = await _start_all(client, bench_defs.parked, n - n // 2, "park-b")
+    await until_parked(base + n)
+    after = proc.memory_info().rss
+    return {"workflows": n, "starts_per_s": round(n / (first + second)),
+            "bytes_per_wf": round((after - before) / n),
+            "marginal_bytes_per_wf": round((after - middle) / (n - n // 2))}
+
+
+def parked(n: int) -> dict[str, object]:
     import bench_defs
+    import ray
+
     import rayline
 
     _ray()
@@ -56,24 +83,7 @@ def parked(n: int) -> dict[str, object]:
     async def main() -> dict[str, object]:
         async with rayline.AsyncClient(storage=storage, namespace="parked") as client:
             await client.workflow.execute(bench_defs.one, args=[1])
-            host = ray.get_actor("host-default-0", namespace="rayline-parked")
-            proc = psutil.Process(ray.get(host.__ray_call__.remote(lambda self: os.getpid())))
-
-            async def until_parked(count: int) -> None:
-                while (await host.stats.remote())["parked"] < count:
-                    await asyncio.sleep(0.5)
-
-            before = proc.memory_info().rss
-            first = await _start_all(client, bench_defs.parked, n // 2, "a")
-            await until_parked(n // 2)
-            middle = proc.memory_info().rss
-            second = await _start_all(client, bench_defs.parked, n - n // 2, "b")
-            await until_parked(n)
-            after = proc.memory_info().rss
-            return {"workflows": n, "starts_per_s": round(n / (first + second)),
-                    "host_rss_bytes_per_parked": round((after - before) / n),
-                    "marginal_bytes_per_parked": round((after - middle) / (n - n // 2)),
-                    "stats": await host.stats.remote()}
+            return await park_and_measure(client, "parked", n)
 
     try:
         return asyncio.run(main())
@@ -93,6 +103,7 @@ def resume(n: int) -> dict[str, object]:
 
 def _phase(phase: str, n: int, storage: str) -> None:
     import bench_defs
+
     import rayline
 
     _ray()

@@ -1,11 +1,13 @@
-"""rayline on W1-W5, written against the public API (shared/API.md).
+"""rayline on W1-W7, written against the public API (shared/API.md).
 
-W1, W3 and W4 use the sync ``rayline.Client``; W2 and W5 the ``AsyncClient`` with
+W1, W3 and W4 use the sync ``rayline.Client``; W2, W5 and W7 the ``AsyncClient`` with
 ``asyncio.gather`` over every start. W5 parks many workflows on a 10-minute durable
-sleep and reports starts/s and the memory they cost: the growth in the summed RSS of
-the Ray processes this driver started (workers, raylet, GCS), per workflow. The
-parked workflows are left behind: every run has its own temporary storage and
-namespace, and the local Ray is shut down at the end.
+sleep and reports starts/s and the host process's memory growth per parked workflow,
+overall and marginal (see durability.py). W6 compares step costs early and late in a
+long history; W7 kills the host under many in-flight workflows. Also: the core's replay
+speed and the registry calls made during a 100-step workflow. The parked workflows are
+left behind: every run has its own temporary storage and namespace, and the local Ray
+is shut down at the end.
 
     python benchmarks/rayline_bench.py [--quick]     # prints one JSON object
 """
@@ -37,8 +39,6 @@ from peers._common import (  # noqa: E402
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
-# Time for the last started W5 workflows to reach their sleep before memory is read.
-PARK_SETTLE_S = 5.0
 
 
 class RaylineBench:
@@ -63,16 +63,16 @@ class RaylineBench:
     def measure(self, report: Report) -> None:
         """Run every workload into ``report``."""
         report.measure("W1", self.w1)
+        report.measure("W1_local", self.w1_local)
         report.measure("W2", lambda: asyncio.run(self.w2()))
         report.measure("W3", self.w3)
-        report.measure("W4", self.w4)
-        report.measure("W5", lambda: asyncio.run(self.w5()))
-        report.measure("W1_local", self.w1_local)
         report.measure("W3_local", self.w3_local)
+        report.measure("W4", self.w4)
         report.measure("W6", self.w6)
-        report.measure("W7", lambda: asyncio.run(self.w7()))
         report.measure("replay", replay_speed)
         report.measure("registry", self.registry_calls)
+        report.measure("W7", lambda: asyncio.run(self.w7()))  # kills the host: near the end
+        report.measure("W5", lambda: asyncio.run(self.w5()))  # leaves workflows parked: last
 
     def w1(self) -> dict:
         """Start a 1-activity workflow and wait for its result, sequentially."""
@@ -165,17 +165,11 @@ class RaylineBench:
                 - sum(v for k, v in before.items() if k != "report")}
 
     async def w5(self) -> dict:
-        """Park many sleeping workflows: starts/s and bytes of Ray process memory each."""
-        n = self.sizes.w5_workflows
+        """Park many sleeping workflows: starts/s and host memory per parked workflow."""
+        from durability import park_and_measure
+
         async with self.async_client() as client:
-            before = ray_processes_rss()
-            start = time.perf_counter()
-            await asyncio.gather(*(client.workflow.start(self.defs.parked)
-                                   for _ in range(n)))
-            elapsed = time.perf_counter() - start
-            await asyncio.sleep(PARK_SETTLE_S)
-            growth = ray_processes_rss() - before
-        return {"starts_per_s": per_second(n, elapsed), "bytes_per_wf": round(growth / n)}
+            return await park_and_measure(client, self.namespace, self.sizes.w5_workflows)
 
 
 def replay_speed() -> dict:
@@ -202,19 +196,6 @@ def replay_speed() -> dict:
     began = time.perf_counter()
     replay_timeline(bench_defs.steps, started, batches)
     return {"events": count, "events_per_s": round(count / (time.perf_counter() - began))}
-
-
-def ray_processes_rss() -> int:
-    """Summed RSS, in bytes, of every process this driver started (Ray's processes)."""
-    import psutil
-
-    total = 0
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def run(quick: bool = False) -> dict:

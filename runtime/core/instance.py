@@ -178,8 +178,6 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self._patches: dict[str, bool] = {}
         self._recorded_patches = frozenset(recorded_patches)
         self._queries: dict[str, Callable[..., Any]] = {}
-        self._activity_defs: dict[int, ActivityDefinition[Any, Any]] = {}
-        self._child_defs: dict[int, Any] = {}
 
     # ----------------------------------------------------------------- activation
 
@@ -373,19 +371,18 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         args = validate_args(definition.fn, args, what=f"activity {definition.name!r}")
         payloads = _serde.encode_args(args, what=f"activity {definition.name!r}")
         seq = self._next_seq()
-        self._activity_defs[seq] = definition
         command = ScheduleActivity(
             seq=seq, activity=definition.name, args=payloads, options=options.to_json()
         )
         pending = self._open("activity", seq, command)
-        pending.extra.update(args=args, options=options)
+        pending.extra.update(definition=definition, args=args, options=options)
         return pending.future
 
     def activity_call(self, seq: int) -> tuple[ActivityDefinition[Any, Any], tuple[Any, ...],
                                                 ActivityOptions]:
         """What the host needs to run activity ``seq``: the function, its args and options."""
-        pending = self._pending[seq]
-        return self._activity_defs[seq], pending.extra["args"], pending.extra["options"]
+        extra = self._pending[seq].extra
+        return extra["definition"], extra["args"], extra["options"]
 
     def sleep(self, seconds: float) -> asyncio.Future[float]:
         seq = self._next_seq()
