@@ -139,8 +139,9 @@ class LocalStore:
 class FsspecStore:
     """Any fsspec filesystem (``s3://``, ``gs://``, ...): single-object PUTs.
 
-    Exclusive creates are a check-then-put here, which is only safe with one writer
-    per run; S3's conditional writes close that gap where the filesystem supports them.
+    Exclusive creates use the filesystem's create-only write where it has one (S3's
+    conditional ``If-None-Match: *`` PUT through s3fs); elsewhere they are a
+    check-then-put, which is only safe with one writer per run.
     """
 
     def __init__(self, url: str, **storage_options: object) -> None:
@@ -148,6 +149,7 @@ class FsspecStore:
 
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
+        self._create_only = "s3" in getattr(self.fs, "protocol", ())
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -155,10 +157,15 @@ class FsspecStore:
     def put(self, key: str, data: bytes, *, exclusive: bool = False,
             durable: bool = True) -> None:
         path = self._path(key)
-        if exclusive and self.fs.exists(path):
-            raise ConflictError(f"{key} already exists")
         try:
-            self.fs.pipe_file(path, data)
+            if exclusive and self._create_only:
+                self.fs.pipe_file(path, data, mode="create")
+            elif exclusive and self.fs.exists(path):
+                raise ConflictError(f"{key} already exists")
+            else:
+                self.fs.pipe_file(path, data)
+        except FileExistsError:
+            raise ConflictError(f"{key} already exists") from None
         except OSError as exc:
             raise StorageError(f"cannot write {key}: {exc}") from exc
 

@@ -40,6 +40,25 @@ def runs(tmp_path: Any) -> RunStore:
     return RunStore(LocalStore(str(tmp_path), fsync=False), "test")
 
 
+def test_a_workflow_runs_and_fences_over_s3(s3_url: str) -> None:
+    from rayline.storage import open_store
+
+    runs = RunStore(open_store(s3_url), "test")
+
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.gather_then_chain, 1))
+        assert value(await host.result("wf")) == [2, 2, 102, 107, 214]
+        await host.start(request(flows.waits_many, 2, workflow_id="two"))
+        await asyncio.sleep(0.1)
+        zombie = await make_host(runs)  # a second owner of "two", resumed from S3
+        await host.signal("two", "item", _serde.encode("a"))
+        with pytest.raises(ConflictError):
+            await zombie.signal("two", "item", _serde.encode("zombie"))
+
+    run(main)
+
+
 def value(outcome: dict[str, Any]) -> Any:
     assert outcome["status"] == "completed", outcome
     return _serde.decode(outcome["result"])

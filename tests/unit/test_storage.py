@@ -1,4 +1,5 @@
-"""Store implementations behave alike (memory://, file://), and the run layout on top."""
+"""Store implementations behave alike (memory://, file://, s3:// on a local S3 server),
+and the run layout on top."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from rayline.storage import RunStore, open_store
 from rayline.storage.runs import frame, id_key, unframe, validate_id
 
 
-@pytest.fixture(params=["memory", "file"])
+@pytest.fixture(params=["memory", "file", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
     if request.param == "memory":
         return open_store(f"memory://{uuid.uuid4().hex}")
+    if request.param == "s3":
+        return open_store(request.getfixturevalue("s3_url"))
     return open_store(str(tmp_path / "store"))
 
 
