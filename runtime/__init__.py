@@ -31,6 +31,7 @@ from .client import (
     AsyncWorkflowHandle,
     Client,
     WorkflowClient,
+    WorkflowDescription,
     WorkflowHandle,
 )
 from .errors import (
@@ -85,6 +86,7 @@ __all__ = [
     "WorkflowClient",
     "WorkflowClosedError",
     "WorkflowDefinition",
+    "WorkflowDescription",
     "WorkflowFailedError",
     "WorkflowHandle",
     "WorkflowNotFoundError",

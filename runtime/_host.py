@@ -442,6 +442,7 @@ class Host:
             "workflow_id": workflow_id, "run_id": started.run_id,
             "workflow_name": started.workflow_name, "task_queue": started.task_queue,
             "status": status, "outcome": outcome, "started_at": started.time,
+            "state": outcome["status"] if outcome else "running",
             "updated_at": updated, "host": started.host, "attempt": started.attempt,
             "parent": started.parent.workflow_id if started.parent else None,
             "search": search, "enrich": enrich, "memo": started.memo, "pending": pending,

@@ -16,6 +16,8 @@ import threading
 import uuid
 from typing import Any, Awaitable, Coroutine, Protocol, TypeVar
 
+import pydantic
+
 from . import _serde, export
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
@@ -226,6 +228,32 @@ class AsyncWorkflowClient:
         return await conn.registry("list", status, workflow_name, search, limit)  # type: ignore[no-any-return]
 
 
+class WorkflowDescription(pydantic.BaseModel):
+    """What ``handle.describe()`` returns: the latest run of a workflow id."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+    workflow_id: str
+    run_id: str
+    workflow_name: str
+    task_queue: str
+    status: int
+    """0 completed; > 0 running (open obligations); < 0 failed, cancelled, terminated."""
+    state: str
+    """running, completed, failed, cancelled, terminated or continued."""
+    started_at: float
+    updated_at: float
+    host: str
+    attempt: int
+    parent: str | None
+    search: dict[str, Any]
+    enrich: dict[str, Any]
+    memo: dict[str, Any]
+    pending: list[dict[str, Any]]
+    """Open obligations: ``{"seq", "kind", ...}`` for each activity, timer, wait, child."""
+    outcome: dict[str, Any] | None
+
+
 class AsyncWorkflowHandle:
     """A workflow, by id; survives host restarts (it finds the workflow again)."""
 
@@ -303,20 +331,21 @@ class AsyncWorkflowHandle:
         """Stops the workflow now; no workflow code runs after this."""
         await self._call("terminate", self.workflow_id, reason)
 
-    async def describe(self) -> dict[str, Any]:
+    async def describe(self) -> WorkflowDescription:
         """Status, task queue, times, parent, search fields and pending work."""
-        info: dict[str, Any] = await self._call("describe", self.workflow_id)
-        self._workflow_name = info["workflow_name"]
+        info = WorkflowDescription.model_validate(
+            await self._call("describe", self.workflow_id))
+        self._workflow_name = info.workflow_name
         return info
 
     async def status(self) -> int:
         """0 completed; > 0 running (open obligations); < 0 failed, cancelled, terminated."""
-        return int((await self.describe())["status"])
+        return (await self.describe()).status
 
     async def state(self, metadata: bool = False) -> dict[str, Any]:
         """``{done, response, error}`` of the latest run; with metadata, times and ids too."""
         info = await self.describe()
-        outcome = info["outcome"]
+        outcome = info.outcome
         state: dict[str, Any] = {"done": outcome is not None and outcome["status"] != "continued",
                                  "response": None, "error": None}
         if outcome is not None:
@@ -327,15 +356,15 @@ class AsyncWorkflowHandle:
                                   "code": getattr(error, "code", 500),
                                   "stack": getattr(error, "stack", "")}
         if metadata:
-            state.update({k: info[k] for k in ("workflow_id", "run_id", "workflow_name",
-                                               "task_queue", "status", "attempt", "started_at",
-                                               "updated_at", "parent")})
+            state.update(info.model_dump(include={"workflow_id", "run_id", "workflow_name",
+                                                  "task_queue", "status", "attempt",
+                                                  "started_at", "updated_at", "parent"}))
         return state
 
     async def query_state(self, fields: list[str] | None = None) -> dict[str, Any]:
         """The fields written with ``workflow.search`` and ``workflow.enrich``."""
         info = await self.describe()
-        merged = {**info["search"], **info["enrich"]}
+        merged = {**info.search, **info.enrich}
         return merged if fields is None else {k: merged.get(k) for k in fields}
 
     async def query(self, name: str, *args: Any) -> Any:

@@ -142,7 +142,7 @@ def test_worker_registers_names_and_start_by_name(client: rayline.Client,
     handle = client.workflow.start(workflow_name="orderWorkflow", task_queue="orders",
                                    args=["order-123"], workflow_id="order-123")
     assert handle.result() == "order order-123 done"
-    assert handle.describe()["task_queue"] == "orders"
+    assert handle.describe().task_queue == "orders"
 
 
 def test_dedicated_workflow_gets_its_own_host_actor(client: rayline.Client,
@@ -150,7 +150,7 @@ def test_dedicated_workflow_gets_its_own_host_actor(client: rayline.Client,
     handle = client.workflow.start(wf.add_one, args=[1], workflow_id="solo", dedicated=True)
     assert handle.result() == 2
     assert host_actor(namespace, "host-dedicated-solo") is not None
-    assert handle.describe()["host"] == "host-dedicated-solo"
+    assert handle.describe().host == "host-dedicated-solo"
 
 
 def test_async_client_has_the_same_names(namespace: str, storage: str) -> None:
