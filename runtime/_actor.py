@@ -219,7 +219,7 @@ class WorkflowActor:
                 if self.outcome is not None:
                     break
                 items, self._mailbox = self._mailbox, []
-                events = [event for event, _ in items]
+                events = self.instance.novel([event for event, _ in items])
                 now = self.env.now()
                 try:
                     commands = self.instance.activate(events, now)

@@ -506,6 +506,20 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         except Exception as exc:
             raise QueryError(f"query handler {name!r} raised {type(exc).__name__}: {exc}") from exc
 
+    def novel(self, events: Sequence[Event]) -> list[Event]:
+        """``events`` without answers to calls that are no longer open (a timer that fired
+        after its wait was satisfied, a child's result delivered twice after a recovery):
+        they would change nothing, so they need not be recorded."""
+        out, answered = [], set()
+        for event in events:
+            seq = getattr(event, "seq", None)
+            if seq is not None and (seq not in self._pending or seq in answered):
+                continue
+            if seq is not None and event.type != "child_started":
+                answered.add(seq)
+            out.append(event)
+        return out
+
     def open_obligations(self) -> int:
         """HotMesh's semaphore: pending activities, timers, conditions and children."""
         return len(self._pending)

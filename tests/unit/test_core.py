@@ -286,3 +286,16 @@ def test_bad_durations_fail_inside_the_workflow() -> None:
     script.step()
     closing = script.instance.closing
     assert isinstance(closing, FailWorkflow) and "soon" in closing.failure.message
+
+
+def test_answers_to_calls_no_longer_open_are_not_novel() -> None:
+    from rayline.timeline import ActivityCompleted
+
+    script = Script(flows.waits, 30)
+    timer = only_timer(script.step())
+    script.step([signal("go", "yes")])
+    assert script.instance.novel([TimerFired(seq=timer.seq)]) == []
+    twice = Script(flows.one_step, 1)
+    (command,) = twice.step()
+    done = ActivityCompleted(seq=command.seq, result={"j": 2})
+    assert twice.instance.novel([done, done]) == [done]

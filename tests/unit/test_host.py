@@ -391,5 +391,9 @@ def test_a_parent_parks_while_its_child_runs_and_wakes_for_its_result(runs: RunS
         await wait_for(lambda: "mom" in host.parked and "mom-kid" in host.parked)
         await host.signal("mom-kid", "go", _serde.encode("done"))
         assert value(await host.result("mom")) == "child said done"
+        started = runs.read_run("mom")
+        events = [e.type for b in runs.read_batches("mom", started.epoch, started.run_id)
+                  for e in b.events]
+        assert events.count("child_completed") == 1  # woken by it, re-attached: once
 
     run(main)
