@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import heapq
 import logging
-import math
 import os
 import random
 import time
@@ -36,14 +34,12 @@ from ._activities import run_with_retries
 from ._activity import ActivityDefinition, ActivityInfo
 from ._actor import WorkflowActor, outcome_of
 from ._definition import WorkflowDefinition, as_workflow
-from ._durations import optional_duration
 from ._options import ActivityOptions
-from .core.instance import failure_from
+from ._parking import ParkingLot
+from ._routing import NotHereError, Routing, child_event
 from .errors import (
-    ConflictError,
     DuplicateWorkflowError,
     InvalidInputError,
-    RaylineError,
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
@@ -51,16 +47,9 @@ from .storage.runs import RunStore, validate_id
 from .timeline import (
     Batch,
     CancelRequested,
-    ChildCompleted,
-    ChildFailed,
-    ChildStarted,
     Event,
-    ExternalResolved,
-    Failure,
     ParentRef,
-    SignalExternal,
     SignalReceived,
-    StartChild,
     WorkflowStarted,
 )
 
@@ -70,10 +59,6 @@ ID_REUSE_POLICIES = ("allow_duplicate", "allow_duplicate_failed_only", "reject_d
                      "terminate_if_running")
 KEEP_FINISHED = 10_000
 PARK_AFTER = float(os.environ.get("RAYLINE_PARK_AFTER", "2"))
-
-
-class NotHereError(RaylineError):
-    """The workflow is running, but not on this host: ask the registry again."""
 
 
 class Backend(Protocol):
@@ -87,7 +72,7 @@ class Backend(Protocol):
     def report(self, record: dict[str, Any]) -> None: ...
 
 
-class Host:
+class Host(Routing):
     """Runs workflow actors (see the module docstring)."""
 
     def __init__(self, name: str, runs: RunStore, backend: Backend,
@@ -104,11 +89,7 @@ class Host:
         self._continuing: dict[str, asyncio.Task[WorkflowActor | None]] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._closers: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
-        self.parked: dict[str, float] = {}
-        self.park_after = park_after
-        self._wake_heap: list[tuple[float, str]] = []
-        self._wake_at: tuple[float, asyncio.TimerHandle] | None = None
-        self._waking: dict[str, asyncio.Future[None]] = {}
+        self.parking = ParkingLot(self, park_after)
         self._background: set[asyncio.Future[Any]] = set()
         self._code_cache: dict[str, WorkflowDefinition[Any, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rayline-io")
@@ -135,14 +116,14 @@ class Host:
         try:
             for workflow_id, parked_until in await self.io(self.runs.open_workflows,
                                                            self.host_name):
-                if workflow_id in self.actors or workflow_id in self.parked:
+                if workflow_id in self.actors or workflow_id in self.parking:
                     continue
                 if parked_until is not None:
-                    self._add_parked(workflow_id, parked_until)
+                    self.parking.add(workflow_id, parked_until)
                     resumed += 1
                     continue
                 try:
-                    await self._resume(workflow_id)
+                    await self.resume_run(workflow_id)
                     resumed += 1
                 except Exception:
                     log.exception("host %s: cannot resume %s", self.host_name, workflow_id)
@@ -150,7 +131,8 @@ class Host:
             self._ready.set()
         return resumed
 
-    async def _resume(self, workflow_id: str) -> WorkflowActor:
+    async def resume_run(self, workflow_id: str) -> WorkflowActor:
+        """Rebuilds a run from storage into a live actor (recovery, waking a parked run)."""
         started = await self.io(self.runs.read_run, workflow_id)
         batches = await self.io(self.runs.read_batches, workflow_id, started.epoch, started.run_id)
         actor = WorkflowActor(self, self._definition_of(started), started)
@@ -312,8 +294,8 @@ class Host:
         pending = self._starting.get(workflow_id)
         if pending is not None:
             await pending
-        if wake and (workflow_id in self.parked or workflow_id in self._waking):
-            await self._unpark(workflow_id)
+        if wake and workflow_id in self.parking:
+            await self.parking.wake(workflow_id)
         return self.actors.get(workflow_id)
 
     async def result(self, workflow_id: str, run_id: str | None = None,
@@ -323,7 +305,7 @@ class Host:
         await self._live(workflow_id, wake=False)
         while True:
             actor = self._actor(workflow_id)
-            if workflow_id in self.parked and (run_id is None or actor is None
+            if workflow_id in self.parking.parked and (run_id is None or actor is None
                                                or actor.run_id == run_id):
                 outcome = await self._wait_close(workflow_id)
             elif actor is None or (run_id is not None and actor.run_id != run_id):
@@ -466,7 +448,7 @@ class Host:
         await actor.deliver_durably(event)
 
     def stats(self) -> dict[str, Any]:
-        return {"host": self.host_name, "running": len(self.actors), "parked": len(self.parked),
+        return {"host": self.host_name, "running": len(self.actors), "parked": len(self.parking),
                 "finished_cached": len(self._finished)}
 
     # ----------------------------------------------- environment: commands
@@ -479,57 +461,6 @@ class Host:
             return self.backend.run_attempt(definition, args, options, info)
 
         return run_with_retries(seq, definition.name, options, attempt)
-
-    async def start_child(self, actor: WorkflowActor, command: StartChild) -> Event:
-        queue = command.task_queue or actor.started.task_queue
-        dedicated = bool(command.options.get("dedicated"))
-        request = {
-            "workflow_id": command.workflow_id, "workflow_name": command.workflow_name,
-            "code": command.code, "args": command.args, "task_queue": queue,
-            "parent": {"workflow_id": actor.workflow_id, "run_id": actor.run_id,
-                       "seq": command.seq, "host": self.host_name},
-            **{k: command.options[k] for k in ("search", "memo", "id_reuse_policy")
-               if k in command.options},
-        }
-        try:
-            host = await self.backend.place(queue, command.workflow_id, dedicated)
-            reply = await self.backend.call_host(host, "start", request)
-        except (DuplicateWorkflowError, InvalidInputError) as exc:
-            return ChildFailed(seq=command.seq, failure=failure_from(exc))
-        outcome = reply.get("outcome")
-        if outcome is not None:  # re-attached to a child that already finished
-            actor.deliver(_child_event(command.seq, outcome))
-        return ChildStarted(seq=command.seq, workflow_id=reply["workflow_id"],
-                            run_id=reply["run_id"])
-
-    async def signal_external(self, actor: WorkflowActor, command: SignalExternal) -> Event:
-        try:
-            await self._route(command.workflow_id, "signal", command.workflow_id,
-                              command.signal_id, command.data, None, command.request_id)
-        except RaylineError as exc:
-            return ExternalResolved(seq=command.seq, failure=failure_from(exc))
-        return ExternalResolved(seq=command.seq)
-
-    async def cancel_external(self, actor: WorkflowActor, seq: int, workflow_id: str) -> Event:
-        try:
-            await self._route(workflow_id, "cancel", workflow_id, f"by {actor.workflow_id}")
-        except WorkflowClosedError:
-            pass
-        except RaylineError as exc:
-            return ExternalResolved(seq=seq, failure=failure_from(exc))
-        return ExternalResolved(seq=seq)
-
-    async def _route(self, workflow_id: str, method: str, *args: Any) -> Any:
-        """Calls ``method`` on whichever host runs ``workflow_id``, following moves."""
-        for attempt in range(20):
-            if workflow_id in self.actors:
-                return await getattr(self, method)(*args)
-            try:
-                host = await self.backend.locate(workflow_id)
-                return await self.backend.call_host(host, method, *args)
-            except NotHereError:
-                await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
-        raise WorkflowNotFoundError(workflow_id, "no host has it")
 
     def on_fields(self, actor: WorkflowActor) -> None:
         self._report(actor)
@@ -552,81 +483,14 @@ class Host:
             del self.actors[actor.workflow_id]
         self._resolve_closers(actor.workflow_id, None)
 
-    # ---------------------------------------------------------------- parking
-
     def on_idle(self, actor: WorkflowActor) -> None:
-        """The actor waits only on timers or signals: park it if it stays that way."""
-        if self.park_after is not None:
-            asyncio.get_running_loop().call_later(
-                self.park_after, self._maybe_park, actor, actor.batches_written)
-
-    def _maybe_park(self, actor: WorkflowActor, written: int) -> None:
-        if self.actors.get(actor.workflow_id) is not actor or actor.batches_written != written \
-                or not actor.parkable():
-            return
-        wake = actor.park()
-        del self.actors[actor.workflow_id]
-        until = math.inf if wake is None else wake
-        self._add_parked(actor.workflow_id, until)
-        self._spawn_io(self.runs.mark_open, self.host_name, actor.workflow_id, until)
-
-    def _add_parked(self, workflow_id: str, until: float) -> None:
-        self.parked[workflow_id] = until
-        if until != math.inf:
-            heapq.heappush(self._wake_heap, (until, workflow_id))
-            self._arm_wake()
-
-    def _arm_wake(self) -> None:
-        if not self._wake_heap:
-            return
-        due = self._wake_heap[0][0]
-        if self._wake_at is not None and self._wake_at[0] <= due:
-            return
-        if self._wake_at is not None:
-            self._wake_at[1].cancel()
-        handle = asyncio.get_running_loop().call_later(max(0.0, due - self.now()), self._on_wake)
-        self._wake_at = (due, handle)
-
-    def _on_wake(self) -> None:
-        self._wake_at = None
-        now = self.now()
-        while self._wake_heap and self._wake_heap[0][0] <= now:
-            until, workflow_id = heapq.heappop(self._wake_heap)
-            if self.parked.get(workflow_id) == until:
-                self._spawn(self._unpark(workflow_id))
-        self._arm_wake()
-
-    async def _unpark(self, workflow_id: str) -> None:
-        """Brings a parked run back into memory (replaying its timeline)."""
-        waking = self._waking.get(workflow_id)
-        if waking is not None:
-            await waking
-            return
-        if workflow_id not in self.parked:
-            return
-        done = asyncio.get_running_loop().create_future()
-        self._waking[workflow_id] = done
-        try:
-            await self._resume(workflow_id)
-            del self.parked[workflow_id]
-            await self.io(self.runs.mark_open, self.host_name, workflow_id)
-        except Exception:
-            log.exception("host %s: cannot wake %s", self.host_name, workflow_id)
-        finally:
-            del self._waking[workflow_id]
-            done.set_result(None)
+        self.parking.on_idle(actor)
 
     def background(self, work: Any) -> None:
         """Runs ``work`` to its end whatever happens to the actor that asked for it."""
-        self._spawn(work)
-
-    def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def _spawn_io(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._spawn(self.io(fn, *args))
 
     async def _after_close(self, actor: WorkflowActor) -> None:
         try:
@@ -636,24 +500,10 @@ class Host:
             parent = actor.started.parent
             if parent is not None and actor.outcome is not None and \
                     actor.outcome["status"] != "continued":
-                event = _child_event(parent.seq, actor.outcome)
-                await self._deliver_to(parent.workflow_id, parent.host, event)
+                event = child_event(parent.seq, actor.outcome)
+                await self.deliver_to(parent.workflow_id, parent.host, event)
         except Exception:
             log.exception("host %s: after closing %s", self.host_name, actor.workflow_id)
-
-    async def _deliver_to(self, workflow_id: str, host: str, event: Event) -> None:
-        for attempt in range(30):
-            try:
-                if host == self.host_name:
-                    await self.deliver(workflow_id, event)
-                else:
-                    await self.backend.call_host(host, "deliver", workflow_id, event)
-                return
-            except (NotHereError, ConflictError):
-                await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
-                host = await self.backend.locate(workflow_id)
-            except WorkflowClosedError:
-                return
 
     async def _continue(self, actor: WorkflowActor) -> WorkflowActor | None:
         assert actor.outcome is not None
@@ -679,18 +529,3 @@ class Host:
             "state": actor.outcome["status"] if actor.outcome else "running",
             "started_at": actor.started.time, "search": search,
         })
-
-
-def _child_event(seq: int, outcome: dict[str, Any]) -> Event:
-    if outcome["status"] == "completed":
-        return ChildCompleted(seq=seq, result=outcome["result"])
-    if outcome["status"] == "terminated":
-        failure = Failure(type="rayline.errors.WorkflowTerminatedError",
-                          message=outcome.get("reason") or "child terminated", code=410,
-                          kind="terminated")
-        return ChildFailed(seq=seq, failure=failure)
-    return ChildFailed(seq=seq, failure=Failure(**outcome["failure"]))
-
-
-def expire_seconds(expire: Any) -> float | None:
-    return optional_duration(expire, what="signal expire")

@@ -328,11 +328,11 @@ def test_idle_runs_are_parked_and_woken_by_their_timer_or_a_signal(runs: RunStor
         host = await make_host(runs, park_after=0.05)
         await host.start(request(flows.sleeper, 0.4, workflow_id="sleepy"))
         await host.start(request(flows.step_then_wait, 1, workflow_id="waiting"))
-        await wait_for(lambda: {"sleepy", "waiting"} <= set(host.parked))
-        assert "sleepy" not in host.actors and host.parked["waiting"] == float("inf")
+        await wait_for(lambda: {"sleepy", "waiting"} <= set(host.parking.parked))
+        assert "sleepy" not in host.actors and host.parking.parked["waiting"] == float("inf")
         result = asyncio.ensure_future(host.result("waiting"))  # waits without waking
         await asyncio.sleep(0.1)
-        assert "waiting" in host.parked and not result.done()
+        assert "waiting" in host.parking.parked and not result.done()
         await host.signal("waiting", "go", _serde.encode("hello"))
         assert value(await result) == [2, "hello", 3]
         assert value(await host.result("sleepy")) == 0.4  # woken by its timer
@@ -346,11 +346,11 @@ def test_a_restarted_host_keeps_parked_runs_parked_until_due(runs: RunStore) -> 
     async def main() -> None:
         host = await make_host(runs, park_after=0.01, clock=clock)
         await host.start(request(flows.waits, None, workflow_id="w"))
-        await wait_for(lambda: "w" in host.parked)
+        await wait_for(lambda: "w" in host.parking.parked)
         await asyncio.sleep(0.05)  # the parked hint is written in the background
         _crash(host)
         fresh = await make_host(runs, park_after=0.01, clock=clock)
-        assert fresh.parked == {"w": float("inf")} and fresh.actors == {}
+        assert fresh.parking.parked == {"w": float("inf")} and fresh.actors == {}
         await fresh.signal("w", "go", _serde.encode(7))
         assert value(await fresh.result("w")) == 7
 
@@ -388,7 +388,7 @@ def test_a_parent_parks_while_its_child_runs_and_wakes_for_its_result(runs: RunS
     async def main() -> None:
         host = await make_host(runs, park_after=0.05)
         await host.start(request(flows.parent_waits_for_child, workflow_id="mom"))
-        await wait_for(lambda: "mom" in host.parked and "mom-kid" in host.parked)
+        await wait_for(lambda: "mom" in host.parking.parked and "mom-kid" in host.parking.parked)
         await host.signal("mom-kid", "go", _serde.encode("done"))
         assert value(await host.result("mom")) == "child said done"
         started = runs.read_run("mom")

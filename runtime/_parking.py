@@ -1,0 +1,108 @@
+"""Parked runs: workflows that wait only on timers or signals, kept out of memory.
+
+Invariants:
+- A run is parked only when its actor is idle (nothing in its mailbox, nothing in
+  flight, no lock held) and has written the same number of batches for ``park_after``
+  seconds. What stays in memory is its id and next wake time (``inf`` for signals only);
+  the time is also written into its open marker, so a restarting host keeps it parked
+  without replaying it.
+- One timer per host wakes due runs. Waking replays the run's timeline (the recovery
+  path) and turns the marker back into a plain open marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._actor import WorkflowActor
+    from ._host import Host
+
+log = logging.getLogger("rayline.host")
+
+
+class ParkingLot:
+    """The parked runs of one host."""
+
+    def __init__(self, host: Host, park_after: float | None) -> None:
+        self.host = host
+        self.park_after = park_after
+        self.parked: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._timer: tuple[float, asyncio.TimerHandle] | None = None
+        self._waking: dict[str, asyncio.Future[None]] = {}
+
+    def __contains__(self, workflow_id: object) -> bool:
+        return workflow_id in self.parked or workflow_id in self._waking
+
+    def __len__(self) -> int:
+        return len(self.parked)
+
+    def on_idle(self, actor: WorkflowActor) -> None:
+        """The actor waits only on the outside world: park it if it stays that way."""
+        if self.park_after is not None:
+            asyncio.get_running_loop().call_later(
+                self.park_after, self._maybe_park, actor, actor.batches_written)
+
+    def _maybe_park(self, actor: WorkflowActor, written: int) -> None:
+        host = self.host
+        if host.actors.get(actor.workflow_id) is not actor or actor.batches_written != written \
+                or not actor.parkable():
+            return
+        wake = actor.park()
+        del host.actors[actor.workflow_id]
+        until = math.inf if wake is None else wake
+        self.add(actor.workflow_id, until)
+        host.background(host.io(host.runs.mark_open, host.host_name, actor.workflow_id, until))
+
+    def add(self, workflow_id: str, until: float) -> None:
+        """Records ``workflow_id`` as parked until ``until`` (``inf``: until signalled)."""
+        self.parked[workflow_id] = until
+        if until != math.inf:
+            heapq.heappush(self._heap, (until, workflow_id))
+            self._arm()
+
+    def _arm(self) -> None:
+        if not self._heap:
+            return
+        due = self._heap[0][0]
+        if self._timer is not None and self._timer[0] <= due:
+            return
+        if self._timer is not None:
+            self._timer[1].cancel()
+        delay = max(0.0, due - self.host.now())
+        self._timer = (due, asyncio.get_running_loop().call_later(delay, self._on_timer))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.host.now()
+        while self._heap and self._heap[0][0] <= now:
+            until, workflow_id = heapq.heappop(self._heap)
+            if self.parked.get(workflow_id) == until:
+                self.host.background(self.wake(workflow_id))
+        self._arm()
+
+    async def wake(self, workflow_id: str) -> None:
+        """Brings a parked run back into memory (replaying its timeline)."""
+        waking = self._waking.get(workflow_id)
+        if waking is not None:
+            await waking
+            return
+        if workflow_id not in self.parked:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waking[workflow_id] = done
+        host = self.host
+        try:
+            await host.resume_run(workflow_id)
+            del self.parked[workflow_id]
+            await host.io(host.runs.mark_open, host.host_name, workflow_id)
+        except Exception:
+            log.exception("host %s: cannot wake %s", host.host_name, workflow_id)
+        finally:
+            del self._waking[workflow_id]
+            done.set_result(None)
