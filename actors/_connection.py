@@ -36,12 +36,15 @@ class RayConnection(ActorDirectory):
 
 
 def ensure_ray(address: str | None) -> None:
-    """Joins the Ray cluster at ``address`` or starts a local one (once per process)."""
+    """Joins the Ray cluster at ``address`` (``"auto"``: the one running on this machine)
+    or, with ``None`` and no ``RAY_ADDRESS``, starts a local Ray of this process's own.
+    Does nothing when this process is already connected."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
     if address is None:
-        ray.init(include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     else:
         ray.init(address=address, logging_level="WARNING")
 

@@ -54,8 +54,9 @@ class AsyncClient:
     """Entry point (async). ``AsyncClient()`` starts or joins a local Ray with file storage.
 
     Args:
-        address: a Ray address (``"auto"`` joins a running cluster); ``None`` starts or
-            joins a local Ray.
+        address: a Ray address (``"auto"`` joins the cluster running on this machine);
+            ``None`` uses ``$RAY_ADDRESS`` if set, else the Ray this process is connected
+            to, else starts a local Ray for this process.
         storage: where timelines live: a path, ``file://``, ``s3://bucket/prefix``,
             ``memory://``; default ``$RAYLINE_STORAGE`` or ``./.rayline``.
         namespace: isolates workflows, hosts and storage (Ray namespace ``rayline-<ns>``).
