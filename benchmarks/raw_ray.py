@@ -216,7 +216,8 @@ def run(quick: bool = False) -> dict:
     export_pythonpath(str(Path(__file__).resolve().parent))
     owns_ray = not ray.is_initialized()
     if owns_ray:
-        ray.init(include_dashboard=False, namespace=f"bench-raw-{uuid.uuid4().hex[:8]}")
+        ray.init(address="local", include_dashboard=False,
+                 namespace=f"bench-raw-{uuid.uuid4().hex[:8]}")
     try:
         with tempfile.TemporaryDirectory(prefix="rayline-floor-") as root:
             return {"ray_tasks": measure_tasks(sizes).as_dict(),

@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=100, help="host kills per round at most")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(include_dashboard=False, logging_level="ERROR",
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR",
              runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())}})
     deadline = time.monotonic() + args.minutes * 60
     with tempfile.TemporaryDirectory() as tmp:

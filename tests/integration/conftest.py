@@ -17,7 +17,7 @@ from rayline.actors._names import ray_namespace
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[dict[str, Any]]:
     context = ray.init(
-        include_dashboard=False, num_cpus=4, logging_level="WARNING",
+        address="local", include_dashboard=False, num_cpus=4, logging_level="WARNING",
         runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"],
                                   "RAY_USAGE_STATS_ENABLED": "0"}},
     )
