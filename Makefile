@@ -18,6 +18,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check runtime actors tests examples
+	$(VENV)/bin/mypy runtime
 	$(PY) -m pytest -q -m "not soak"
 
 test-all: $(STAMP)

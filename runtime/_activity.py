@@ -57,7 +57,7 @@ class ActivityDefinition(Generic[P, R]):
         self.name = name
         self.defaults = options
         self.code = import_path(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)

@@ -131,7 +131,7 @@ class WorkflowActor:
 
     def prepare(self, events: list[Event]) -> Batch:
         """Runs a new run's first activation; nothing is written or carried out yet."""
-        self.instance = WorkflowInstance(self.definition, self.started)
+        self.instance = WorkflowInstance(self.definition, self.started)  # type: ignore[abstract]
         now = self.env.now()
         try:
             commands = self.instance.activate(events, now)

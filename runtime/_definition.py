@@ -22,7 +22,7 @@ class WorkflowDefinition(Generic[P, R]):
         self.fn = fn
         self.name = name
         self.code = import_path(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
         return self.fn(*args, **kwargs)

@@ -268,7 +268,8 @@ class Host(Routing):
                 await self.backend.call_host(started.host, "terminate", workflow_id, reason)
         elif running:
             raise DuplicateWorkflowError(workflow_id, "a run is still open")
-        elif policy == "allow_duplicate_failed_only" and outcome["status"] == "completed":
+        elif policy == "allow_duplicate_failed_only" and outcome is not None \
+                and outcome["status"] == "completed":
             raise DuplicateWorkflowError(workflow_id, "last run completed "
                                          "(id_reuse_policy=allow_duplicate_failed_only)")
         return started.epoch + 1, early
@@ -432,7 +433,7 @@ class Host(Routing):
 
     def _stored_fields(self, started: WorkflowStarted) -> tuple[dict[str, Any], dict[str, Any],
                                                                   list[Any]]:
-        search, enrich = dict(started.search), {}
+        search, enrich = dict(started.search), dict[str, Any]()
         for batch in self.runs.read_batches(started.workflow_id, started.epoch, started.run_id):
             for command in batch.commands:
                 if command.type == "upsert_fields":

@@ -51,7 +51,7 @@ class Routing:
     async def start_child(self, actor: WorkflowActor, command: StartChild) -> Event:
         queue = command.task_queue or actor.started.task_queue
         dedicated = bool(command.options.get("dedicated"))
-        request = {
+        request: dict[str, Any] = {
             "workflow_id": command.workflow_id, "workflow_name": command.workflow_name,
             "code": command.code, "args": command.args, "task_queue": queue,
             "parent": {"workflow_id": actor.workflow_id, "run_id": actor.run_id,

@@ -80,7 +80,10 @@ class _Builder:
         self.enrich_inputs = enrich_inputs
         self.events: list[ExecutionEvent] = []
         self.opened: dict[tuple[str, int], ExecutionEvent] = {}
-        self.counts = {"activities": [0, 0, 0], "children": [0, 0, 0], "timers": 0, "signals": 0}
+        self.activities = [0, 0, 0]  # scheduled, completed, failed
+        self.children = [0, 0, 0]  # started, completed, failed
+        self.timers = 0
+        self.signals = 0
 
     def add(self, event_type: str, category: str, ts: float, key: tuple[str, int] | None = None,
             opens: bool = False, **attributes: Any) -> ExecutionEvent:
@@ -115,25 +118,25 @@ class _Builder:
     def _event(self, ev: Any, ts: float) -> None:
         kind = ev.type
         if kind == "activity_completed":
-            self.counts["activities"][1] += 1
+            self.activities[1] += 1
             self.add("activity_task_completed", "activity", ts, ("schedule_activity", ev.seq),
                      result=self.value(ev.result), attempt=ev.attempt)
         elif kind == "activity_failed":
-            self.counts["activities"][2] += 1
+            self.activities[2] += 1
             self.add("activity_task_failed", "activity", ts, ("schedule_activity", ev.seq),
                      error=ev.failure.message, type=ev.failure.type, attempt=ev.failure.attempt)
         elif kind == "timer_fired":
             self.add("timer_fired", "timer", ts, ("start_timer", ev.seq))
         elif kind == "signal_received":
-            self.counts["signals"] += 1
+            self.signals += 1
             self.add("workflow_execution_signaled", "signal", ts, signal_id=ev.signal_id,
                      data=self.value(ev.data))
         elif kind == "child_completed":
-            self.counts["children"][1] += 1
+            self.children[1] += 1
             self.add("child_workflow_execution_completed", "child_workflow", ts,
                      ("start_child", ev.seq), result=self.value(ev.result))
         elif kind == "child_failed":
-            self.counts["children"][2] += 1
+            self.children[2] += 1
             self.add("child_workflow_execution_failed", "child_workflow", ts,
                      ("start_child", ev.seq), error=ev.failure.message)
         elif kind == "cancel_requested":
@@ -142,7 +145,7 @@ class _Builder:
     def _command(self, command: Any, ts: float) -> None:
         kind = command.type
         if kind == "schedule_activity":
-            self.counts["activities"][0] += 1
+            self.activities[0] += 1
             extra = {"input": [_decode_quietly(a) for a in command.args]} \
                 if self.enrich_inputs else {}
             event = self.add("activity_task_scheduled", "activity", ts,
@@ -150,14 +153,14 @@ class _Builder:
                              activity_type=command.activity, **extra)
             event.is_system = command.activity.startswith(SYSTEM_ACTIVITY_PREFIX)
         elif kind == "start_timer":
-            self.counts["timers"] += 1
+            self.timers += 1
             self.add("timer_started", "timer", ts, ("start_timer", command.seq), opens=True,
                      duration_s=command.duration)
         elif kind == "start_wait":
             self.add("signal_wait_started", "signal", ts, ("start_wait", command.seq),
                      opens=True, signal_id=command.signal_id)
         elif kind == "start_child":
-            self.counts["children"][0] += 1
+            self.children[0] += 1
             self.add("child_workflow_execution_started", "child_workflow", ts,
                      ("start_child", command.seq), opens=True,
                      child_workflow_id=command.workflow_id, workflow_type=command.workflow_name)
@@ -200,7 +203,7 @@ def build_execution(started: WorkflowStarted, batches: list[Batch], *, mode: str
             if event.event_type == "child_workflow_execution_started":
                 event.children = load_child(event.attributes["child_workflow_id"])
     outcome = outcome_of(batches[-1]) if batches else None
-    acts, kids = builder.counts["activities"], builder.counts["children"]
+    acts, kids = builder.activities, builder.children
     system = sum(1 for e in builder.events if e.is_system and
                  e.event_type == "activity_task_scheduled")
     return WorkflowExecution(
@@ -213,7 +216,7 @@ def build_execution(started: WorkflowStarted, batches: list[Batch], *, mode: str
             activities={"total": acts[0], "completed": acts[1], "failed": acts[2],
                         "system": system, "user": acts[0] - system},
             child_workflows={"total": kids[0], "completed": kids[1], "failed": kids[2]},
-            timers=builder.counts["timers"], signals=builder.counts["signals"]),
+            timers=builder.timers, signals=builder.signals),
     )
 
 

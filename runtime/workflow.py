@@ -113,7 +113,7 @@ async def execute_activity(fn: Any, *args: Any, **options: Any) -> Any:
 async def sleep(duration: Duration) -> float:
     """A durable timer; returns the seconds slept. Survives crashes and restarts."""
     seconds = parse_duration(duration, what="sleep duration")
-    return await _runtime("sleep").sleep(seconds)  # type: ignore[no-any-return]
+    return await _runtime("sleep").sleep(seconds)
 
 
 async def condition(signal_id: str, timeout: Duration | None = None) -> Any:
@@ -154,7 +154,7 @@ async def start_child(fn_or_name: Any, *args: Any, workflow_id: str | None = Non
     name, code = _child_ref(fn_or_name)
     started, _ = _runtime("start_child").start_child(
         name, code, args, workflow_id, task_queue, _child_options(options), wait=False)
-    return await started  # type: ignore[no-any-return]
+    return await started
 
 
 async def signal(workflow_id: str, signal_id: str, data: Any = None) -> None:

@@ -392,7 +392,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             return future
         command = StartTimer(seq=seq, fire_at=self._time + seconds, duration=seconds)
         pending = self._open("timer", seq, command)
-        pending.on_fire = lambda: pending.future.done() or pending.future.set_result(seconds)
+        def fire() -> None:
+            if not pending.future.done():
+                pending.future.set_result(seconds)
+
+        pending.on_fire = fire
         return pending.future
 
     def condition(self, signal_id: str, timeout: float | None) -> asyncio.Future[Any]:
@@ -550,17 +554,19 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
     def time(self) -> float:
         return self._time
 
-    def call_soon(self, callback: Callable[..., Any], *args: Any,
+    def call_soon(self, callback: Callable[..., Any], *args: Any,  # type: ignore[override]
                   context: contextvars.Context | None = None) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
 
-    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any,
+    def call_later(self, delay: float, callback: Callable[..., Any],  # type: ignore[override]
+                   *args: Any,
                    context: contextvars.Context | None = None) -> asyncio.TimerHandle:
         return self.call_at(self._time + delay, callback, *args, context=context)
 
-    def call_at(self, when: float, callback: Callable[..., Any], *args: Any,
+    def call_at(self, when: float, callback: Callable[..., Any],  # type: ignore[override]
+                *args: Any,
                 context: contextvars.Context | None = None) -> asyncio.TimerHandle:
         """A durable timer: ``asyncio.sleep`` and ``asyncio.wait_for`` inside a workflow."""
         handle = asyncio.TimerHandle(when, callback, args, self, context)
@@ -571,12 +577,16 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             return handle
         command = StartTimer(seq=seq, fire_at=when, duration=delay)
         # asyncio.sleep's own future fails with CancelledFailure when the run is cancelled
-        sleeper = callback is asyncio.futures._set_result_unless_cancelled and args
+        sleeper = callback is asyncio.futures._set_result_unless_cancelled and args  # type: ignore[attr-defined]
         pending = self._open("asyncio_timer", seq, command, args[0] if sleeper else None)
         if seq not in self._pending:
             return handle
-        pending.on_fire = lambda: handle._cancelled or self._ready.append(handle)
-        handle._scheduled = True
+        def fire() -> None:
+            if not handle.cancelled():
+                self._ready.append(handle)
+
+        pending.on_fire = fire
+        handle._scheduled = True  # type: ignore[attr-defined]
         self._timer_handles[handle] = seq
         return handle
 
@@ -635,7 +645,9 @@ def replay_timeline(
     """
     recorded_patches = {c.patch_id for b in batches for c in b.commands
                         if isinstance(c, RecordPatch)}
-    instance = WorkflowInstance(definition, started, recorded_patches=recorded_patches)
+    # an event loop for workflow code only: the I/O methods of AbstractEventLoop stay abstract
+    instance = WorkflowInstance(  # type: ignore[abstract]
+        definition, started, recorded_patches=recorded_patches)
     instance.is_replaying = True
     try:
         for batch in batches:
