@@ -43,6 +43,13 @@ class HostActor:
     async def start(self, request: dict[str, Any]) -> dict[str, Any]:
         return await self.host.start(request)
 
+    async def start_many(self, requests: list[dict[str, Any]]
+                         ) -> list[dict[str, Any] | BaseException]:
+        return await self.host.start_many(requests)
+
+    async def results(self, workflow_ids: list[str]) -> list[dict[str, Any] | Exception | None]:
+        return await self.host.results(workflow_ids)
+
     async def result(self, workflow_id: str, run_id: str | None = None,
                      follow: bool = True) -> dict[str, Any]:
         return await self.host.result(workflow_id, run_id, follow)

@@ -40,6 +40,7 @@ from ._routing import NotHereError, Routing, child_event
 from .errors import (
     DuplicateWorkflowError,
     InvalidInputError,
+    RaylineError,
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
@@ -93,6 +94,7 @@ class Host(Routing):
         self._background: set[asyncio.Future[Any]] = set()
         self._code_cache: dict[str, WorkflowDefinition[Any, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rayline-io")
+        self._quick = runs.store.quick
         self._ready = asyncio.Event()
         self._rng = random.Random()
         self.register(workflows or [])
@@ -104,6 +106,13 @@ class Host(Routing):
 
     def io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def quick_io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``io`` for listings, small reads and non-durable writes: on the event loop
+        when the store says they are quick (local files, memory), else in the pool."""
+        if self._quick:
+            return fn(*args)
+        return await self.io(fn, *args)
 
     def register(self, workflows: list[WorkflowDefinition[Any, Any]]) -> list[str]:
         for definition in workflows:
@@ -196,6 +205,11 @@ class Host(Routing):
                 starting.set_result(None)
         return reply
 
+    async def start_many(self, requests: list[dict[str, Any]]
+                         ) -> list[dict[str, Any] | BaseException]:
+        """``start`` for each request, concurrently; a failed start's error in its place."""
+        return await asyncio.gather(*(self.start(r) for r in requests), return_exceptions=True)
+
     async def _start(self, workflow_id: str, policy: str,
                      definition: WorkflowDefinition[Any, Any],
                      request: dict[str, Any]) -> dict[str, Any]:
@@ -232,13 +246,11 @@ class Host(Routing):
         for key in consumed:
             self.runs.delete(key)
 
-    def _start_facts(self, workflow_id: str) -> tuple[tuple[WorkflowStarted, dict[str, Any] | None]
-                                                      | None, list[tuple[str, SignalReceived]]]:
-        """In one trip to storage: the latest run and its outcome, and early signals."""
+    def _start_listing(self, workflow_id: str) -> tuple[int | None,
+                                                        list[tuple[str, SignalReceived]]]:
+        """In one trip to storage: the id's early signals, then its latest epoch."""
         early = list(self.runs.take_early_signals(workflow_id))
-        if self.runs.latest_epoch(workflow_id) is None:
-            return None, early
-        return self._stored_latest(workflow_id), early
+        return self.runs.latest_epoch(workflow_id), early
 
     def _stored_latest(self, workflow_id: str) -> tuple[WorkflowStarted, dict[str, Any] | None]:
         started = self.runs.read_run(workflow_id)
@@ -247,12 +259,14 @@ class Host(Routing):
 
     async def _check_reuse(self, workflow_id: str, policy: str, parent: dict[str, Any] | None
                            ) -> tuple[int | dict[str, Any], list[tuple[str, SignalReceived]]]:
-        facts, early = await self.io(self._start_facts, workflow_id)
-        if facts is None:
+        latest, early = await self.quick_io(self._start_listing, workflow_id)
+        if latest is None:
             return 1, early
         actor = self._actor(workflow_id)
-        started, outcome = (actor.started, actor.outcome) \
-            if actor is not None and not actor.fenced else facts
+        if actor is not None and not actor.fenced:
+            started, outcome = actor.started, actor.outcome
+        else:
+            started, outcome = await self.io(self._stored_latest, workflow_id)
         if parent is not None and started.parent is not None and \
                 started.parent.model_dump() == parent:
             return {"workflow_id": workflow_id, "run_id": started.run_id,
@@ -330,7 +344,8 @@ class Host(Routing):
     def _wait_close(self, workflow_id: str) -> asyncio.Future[dict[str, Any]]:
         """Resolves with the run's outcome when it closes (parked or not)."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._closers.setdefault(workflow_id, []).append(future)
+        waiting = [f for f in self._closers.get(workflow_id, []) if not f.done()]  # given up
+        self._closers[workflow_id] = [*waiting, future]
         return future
 
     def _resolve_closers(self, workflow_id: str, outcome: dict[str, Any] | None) -> None:
@@ -341,6 +356,19 @@ class Host(Routing):
                 future.set_exception(NotHereError(f"workflow {workflow_id} moved to another host"))
             else:
                 future.set_result(outcome)
+
+    async def results(self, workflow_ids: list[str]) -> list[dict[str, Any] | Exception | None]:
+        """``result`` for several workflows: waits until at least one has an outcome (or
+        an error), then returns each one's, ``None`` for those still running."""
+        waits = {workflow_id: asyncio.ensure_future(self.result(workflow_id))
+                 for workflow_id in workflow_ids}
+        try:
+            await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(0)  # let the waits woken in the same turn finish too
+            return [_settled(waits[workflow_id]) for workflow_id in workflow_ids]
+        finally:
+            for wait in waits.values():
+                wait.cancel()
 
     async def _stored_outcome(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
         started, outcome = await self._latest_outcome(workflow_id)
@@ -371,7 +399,7 @@ class Host(Routing):
             await actor.deliver_durably(event)
             return
         if actor is None and buffer_if_missing:
-            if await self.io(self.runs.latest_epoch, workflow_id) is None:
+            if await self.quick_io(self.runs.latest_epoch, workflow_id) is None:
                 await self.io(self.runs.buffer_early_signal, workflow_id, event)
                 return
         await self._closed_or_elsewhere(workflow_id, "signal")
@@ -496,7 +524,7 @@ class Host(Routing):
     async def _after_close(self, actor: WorkflowActor) -> None:
         try:
             if actor.outcome is not None and actor.outcome["status"] != "continued":
-                await self.io(self.runs.clear_open, self.host_name, actor.workflow_id)
+                await self.quick_io(self.runs.clear_open, self.host_name, actor.workflow_id)
             self._report(actor)
             parent = actor.started.parent
             if parent is not None and actor.outcome is not None and \
@@ -530,3 +558,13 @@ class Host(Routing):
             "state": actor.outcome["status"] if actor.outcome else "running",
             "started_at": actor.started.time, "search": search,
         })
+
+
+def _settled(task: asyncio.Task[dict[str, Any]]) -> dict[str, Any] | Exception | None:
+    """A finished task's result or exception; ``None`` if it had not finished."""
+    if not task.done() or task.cancelled():
+        return None
+    error = task.exception()
+    if error is None:
+        return task.result()
+    return error if isinstance(error, Exception) else RaylineError(repr(error))

@@ -33,6 +33,7 @@ from .storage import RunStore, open_store, validate_id
 
 T = TypeVar("T")
 _RELOCATE_ATTEMPTS = 30
+_BATCH = 128
 _START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout")
 
 
@@ -48,6 +49,60 @@ class Connection(Protocol):
 
 def _is_not_here(exc: BaseException) -> bool:
     return type(exc).__name__ == "NotHereError"
+
+
+class _Coalescer:
+    """Sends the calls of one kind made in one event-loop turn to each host as one call.
+
+    The host's ``method`` takes a list of arguments and returns a list as long: each
+    entry a reply, an exception (raised to that caller), or ``None`` (not ready: asked
+    again with the next call). One Ray round trip then serves many concurrent callers.
+    """
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self._queued: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def call(self, conn: Connection, host: str, argument: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(conn, host, [(argument, future)])
+        return await future
+
+    def _enqueue(self, conn: Connection, host: str,
+                 items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._flush, conn)
+        self._queued.setdefault(host, []).extend(items)
+
+    def _flush(self, conn: Connection) -> None:
+        queued, self._queued = self._queued, {}
+        for host, items in queued.items():
+            waiting = [item for item in items if not item[1].done()]  # not given up on
+            for i in range(0, len(waiting), _BATCH):
+                task = asyncio.ensure_future(self._send(conn, host, waiting[i:i + _BATCH]))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _send(self, conn: Connection, host: str,
+                    items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await conn.call_host(host, self.method, [argument for argument, _ in items])
+        except Exception as exc:
+            replies = [exc] * len(items)
+        again = []
+        for item, reply in zip(items, replies, strict=True):
+            future = item[1]
+            if future.done():
+                continue
+            if reply is None:
+                again.append(item)
+            elif isinstance(reply, BaseException):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+        if again:
+            self._enqueue(conn, host, again)
 
 
 class AsyncClient:
@@ -70,6 +125,8 @@ class AsyncClient:
         self._connection = connection
         self._opened = False
         self._lock: asyncio.Lock | None = None
+        self.starts = _Coalescer("start_many")
+        self.results = _Coalescer("results")
         self.workflow = AsyncWorkflowClient(self)
 
     async def connection(self) -> Connection:
@@ -175,7 +232,7 @@ class AsyncWorkflowClient:
                                   for s, d in signals]
         conn = await self._client.connection()
         host = await conn.place(task_queue, workflow_id, dedicated)
-        reply = await conn.call_host(host, "start", request)
+        reply = await self._client.starts.call(conn, host, request)
         return AsyncWorkflowHandle(self._client, workflow_id, reply["run_id"],
                                    request["workflow_name"], host)
 
@@ -294,7 +351,7 @@ class AsyncWorkflowHandle:
             TimeoutError: ``timeout`` passed first.
         """
         seconds = optional_duration(timeout, what="result timeout")
-        work = self._call("result", self.workflow_id, None, True)
+        work = self._outcome()
         outcome = await (asyncio.wait_for(work, seconds) if seconds is not None else work)
         self.run_id = outcome.get("run_id", self.run_id)
         value, error = _settle(outcome)
@@ -303,6 +360,22 @@ class AsyncWorkflowHandle:
         if throw_on_error:
             raise error
         return error
+
+    async def _outcome(self) -> dict[str, Any]:
+        """The latest run's outcome: asked together with other handles' waits when the
+        host is known, else (or once the workflow moved) by ``_call``."""
+        outcome: dict[str, Any]
+        if self._host is not None:
+            conn = await self._client.connection()
+            try:
+                outcome = await self._client.results.call(conn, self._host, self.workflow_id)
+                return outcome
+            except RaylineError as exc:
+                if not _is_not_here(exc):
+                    raise
+                self._host = None
+        outcome = await self._call("result", self.workflow_id, None, True)
+        return outcome
 
     async def signal(self, signal_id: str, data: Any = None, expire: Duration = "10m") -> None:
         """Delivers a signal; returns once it is durable. Buffered in order for ``expire``

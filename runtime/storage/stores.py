@@ -8,6 +8,9 @@ Invariants every implementation keeps:
   one run cannot both write its next batch. ``durable=False`` may skip the flush to
   stable storage (for hints that can be rebuilt).
 - Keys are ``/``-separated relative paths made by the engine from validated ids.
+- ``quick`` is true when listing, reading and non-durable writes are local calls short
+  enough to make on the event loop (local files, memory); the host then skips the
+  thread pool for them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class Store(Protocol):
     """An object store. ``url`` names it so that another process can open the same one."""
 
     url: str
+    quick: bool
 
     def put(self, key: str, data: bytes, *, exclusive: bool = False,
             durable: bool = True) -> None: ...
@@ -38,6 +42,7 @@ class MemoryStore:
 
     _spaces: dict[str, dict[str, bytes]] = {}
     _guard = threading.Lock()
+    quick = True
 
     def __init__(self, name: str = "default") -> None:
         self.url = f"memory://{name}"
@@ -74,6 +79,8 @@ class LocalStore:
     fsspec's local filesystem neither fsyncs nor creates exclusively, so ``file://``
     gets this implementation; every other scheme goes through :class:`FsspecStore`.
     """
+
+    quick = True
 
     def __init__(self, root: str, *, fsync: bool = True) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
@@ -143,6 +150,8 @@ class FsspecStore:
     conditional ``If-None-Match: *`` PUT through s3fs); elsewhere they are a
     check-then-put, which is only safe with one writer per run.
     """
+
+    quick = False
 
     def __init__(self, url: str, **storage_options: object) -> None:
         import fsspec

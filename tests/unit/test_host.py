@@ -185,6 +185,33 @@ def test_failed_writes_are_retried_and_the_workflow_never_runs_ahead() -> None:
     assert store.failures == 0
 
 
+def test_start_many_returns_each_reply_or_error_in_its_place(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        replies = await host.start_many([request(flows.one_step, 1, workflow_id="a"),
+                                         request(flows.waits, None, workflow_id="a"),
+                                         request(flows.one_step, 2, workflow_id="b")])
+        assert replies[0]["workflow_id"] == "a" and replies[2]["workflow_id"] == "b"
+        assert isinstance(replies[1], DuplicateWorkflowError)
+        assert [value(await host.result(w)) for w in ("a", "b")] == [2, 3]
+
+    run(main)
+
+
+def test_results_returns_once_one_is_done_with_none_for_the_running(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.waits, None, workflow_id="slow"))
+        await host.start(request(flows.one_step, 1, workflow_id="quick"))
+        slow, quick = await host.results(["slow", "quick"])
+        assert slow is None and value(quick) == 2
+        assert not host.actors["slow"].closed.is_set()
+        [missing] = await host.results(["missing"])
+        assert isinstance(missing, WorkflowNotFoundError)
+
+    run(main)
+
+
 def test_duplicate_ids_and_reuse_policies(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
