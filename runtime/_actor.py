@@ -126,6 +126,7 @@ class WorkflowActor:
         self._loop_task: asyncio.Task[None] | None = None
         self._first = False
         self._expiry: asyncio.Task[None] | None = None
+        self._closed_fields: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -275,8 +276,9 @@ class WorkflowActor:
     # --------------------------------------------------------------- commands
 
     def _execute(self, commands: list[Command]) -> None:
-        assert self.instance is not None
         for command in commands:
+            if self.outcome is not None or self.instance is None:
+                return  # closed (or terminated meanwhile): nothing more is carried out
             if isinstance(command, ScheduleActivity):
                 definition, args, options = self.instance.activity_call(command.seq)
                 self._spawn(command.seq, self.env.run_activity(self, command.seq, definition,
@@ -364,6 +366,8 @@ class WorkflowActor:
 
     def _finish(self, outcome: dict[str, Any], notify: bool = True) -> None:
         self.outcome = outcome
+        self._closed_fields = self.fields()
+        self.instance = None  # a closed run keeps its outcome and fields, not its coroutine
         self._stop_work()
         for _, ack in self._mailbox:
             if ack is not None and not ack.done():
@@ -404,6 +408,8 @@ class WorkflowActor:
         return max(1, self.instance.open_obligations())
 
     def fields(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self._closed_fields is not None:
+            return self._closed_fields
         if self.instance is None:
             return dict(self.started.search), {}
         return dict(self.instance.search_fields), dict(self.instance.enrich_fields)
