@@ -26,6 +26,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
@@ -213,13 +214,29 @@ class Host(Routing):
     async def _start(self, workflow_id: str, policy: str,
                      definition: WorkflowDefinition[Any, Any],
                      request: dict[str, Any]) -> dict[str, Any]:
-        parent = request.get("parent")
-        epoch, early = await self._check_reuse(workflow_id, policy, parent)
+        early = await self.quick_io(lambda: list(self.runs.take_early_signals(workflow_id)))
+        if self._actor(workflow_id) is None and workflow_id not in self.parking:
+            # an id this host does not know: most likely new, so create run 1 outright;
+            # the exclusive create tells us if it exists after all
+            reply = await self._try_start(workflow_id, 1, definition, request, early)
+            if reply is not None:
+                return reply
+        epoch = await self._check_reuse(workflow_id, policy, request.get("parent"))
         if isinstance(epoch, dict):
             return epoch  # a parent re-issuing a start: attach to its child
+        reply = await self._try_start(workflow_id, epoch, definition, request, early)
+        if reply is None:
+            raise DuplicateWorkflowError(workflow_id, "started concurrently elsewhere")
+        return reply
+
+    async def _try_start(self, workflow_id: str, epoch: int,
+                         definition: WorkflowDefinition[Any, Any], request: dict[str, Any],
+                         early: list[tuple[str, SignalReceived]]) -> dict[str, Any] | None:
+        """Runs the first activation and writes run ``epoch``; None if that run exists."""
+        parent = request.get("parent")
         started = WorkflowStarted(
-            workflow_id=workflow_id, run_id=self.runs.new_run_id(), epoch=epoch,
-            workflow_name=definition.name,
+            workflow_id=workflow_id, run_id=uuid.UUID(int=self._rng.getrandbits(128)).hex,
+            epoch=epoch, workflow_name=definition.name,
             code=request.get("code") or (None if request.get("code_pickle") else definition.code),
             code_pickle=request.get("code_pickle"), args=request.get("args", []),
             task_queue=request["task_queue"], host=self.host_name, time=self.now(),
@@ -233,7 +250,10 @@ class Host(Routing):
                                for s in request.get("signals", [])]
         events += [signal for _, signal in early]
         first = actor.prepare(events)
-        await self.io(self._create, started, first, [key for key, _ in early])
+        try:
+            await self.io(self._create, started, first, [key for key, _ in early])
+        except DuplicateWorkflowError:
+            return None  # nothing was acted on: the prepared actor is dropped
         self.actors[workflow_id] = actor
         self._finished.pop(workflow_id, None)
         actor.launch(first)
@@ -241,36 +261,36 @@ class Host(Routing):
         return {"workflow_id": workflow_id, "run_id": started.run_id, "host": self.host_name}
 
     def _create(self, started: WorkflowStarted, first: Batch, consumed: list[str]) -> None:
+        """Open marker, then the run object (exclusive); a lost race leaves no marker."""
         self.runs.mark_open(self.host_name, started.workflow_id)
-        self.runs.create_run(started, first)
+        try:
+            self.runs.create_run(started, first)
+        except DuplicateWorkflowError:
+            self.runs.clear_open(self.host_name, started.workflow_id)
+            raise
         for key in consumed:
             self.runs.delete(key)
-
-    def _start_listing(self, workflow_id: str) -> tuple[int | None,
-                                                        list[tuple[str, SignalReceived]]]:
-        """In one trip to storage: the id's early signals, then its latest epoch."""
-        early = list(self.runs.take_early_signals(workflow_id))
-        return self.runs.latest_epoch(workflow_id), early
 
     def _stored_latest(self, workflow_id: str) -> tuple[WorkflowStarted, dict[str, Any] | None]:
         started = self.runs.read_run(workflow_id)
         batches = self.runs.read_batches(workflow_id, started.epoch, started.run_id)
         return started, (outcome_of(batches[-1]) if batches else None)
 
-    async def _check_reuse(self, workflow_id: str, policy: str, parent: dict[str, Any] | None
-                           ) -> tuple[int | dict[str, Any], list[tuple[str, SignalReceived]]]:
-        latest, early = await self.quick_io(self._start_listing, workflow_id)
-        if latest is None:
-            return 1, early
+    async def _check_reuse(self, workflow_id: str, policy: str,
+                           parent: dict[str, Any] | None) -> int | dict[str, Any]:
+        """The epoch of the new run under ``policy``, or the reply attaching a parent to
+        the child it started before (a re-issued start after a recovery)."""
         actor = self._actor(workflow_id)
         if actor is not None and not actor.fenced:
             started, outcome = actor.started, actor.outcome
+        elif await self.quick_io(self.runs.latest_epoch, workflow_id) is None:
+            return 1
         else:
             started, outcome = await self.io(self._stored_latest, workflow_id)
         if parent is not None and started.parent is not None and \
                 started.parent.model_dump() == parent:
             return {"workflow_id": workflow_id, "run_id": started.run_id,
-                    "host": started.host, "outcome": outcome}, []
+                    "host": started.host, "outcome": outcome}
         running = outcome is None
         if policy == "reject_duplicate":
             raise DuplicateWorkflowError(workflow_id, "id_reuse_policy=reject_duplicate")
@@ -286,7 +306,7 @@ class Host(Routing):
                 and outcome["status"] == "completed":
             raise DuplicateWorkflowError(workflow_id, "last run completed "
                                          "(id_reuse_policy=allow_duplicate_failed_only)")
-        return started.epoch + 1, early
+        return started.epoch + 1
 
     async def _latest_outcome(self, workflow_id: str) -> tuple[WorkflowStarted,
                                                                dict[str, Any] | None]:

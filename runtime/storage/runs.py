@@ -237,8 +237,5 @@ class RunStore:
         path = f"{self._base}/wf/{key}/runs/{names[-1]}"
         return RunRecord.model_validate_json(unframe(self.store.get(path), path)).started
 
-    def new_run_id(self) -> str:
-        return uuid.uuid4().hex
-
     def describe(self) -> dict[str, Any]:
         return {"url": self.store.url, "namespace": self.namespace}
