@@ -424,3 +424,22 @@ def test_a_parent_parks_while_its_child_runs_and_wakes_for_its_result(runs: RunS
         assert events.count("child_completed") == 1  # woken by it, re-attached: once
 
     run(main)
+
+
+def test_a_start_on_a_host_that_does_not_know_the_id_respects_the_run_elsewhere(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        first = await make_host(runs, backend, name="h0")
+        other = await make_host(runs, backend, name="h1")
+        await first.start(request(flows.waits, None, workflow_id="x"))
+        with pytest.raises(DuplicateWorkflowError):
+            await other.start(request(flows.waits, None, workflow_id="x"))
+        assert runs.open_workflows("h1") == []  # the lost race left no marker behind
+        await first.signal("x", "go", _serde.encode(1))
+        await first.result("x")
+        reply = await other.start(request(flows.one_step, 1, workflow_id="x"))
+        assert value(await other.result("x")) == 2 and reply["host"] == "h1"
+        assert runs.epochs("x") == [1, 2]
+
+    run(main)
