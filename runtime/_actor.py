@@ -30,6 +30,7 @@ from .errors import ConflictError, StorageError, WorkflowClosedError
 from .storage.runs import RunStore
 from .timeline import (
     CLOSING_COMMANDS,
+    ActivityFailed,
     Batch,
     CancelActivity,
     CancelChild,
@@ -282,7 +283,7 @@ class WorkflowActor:
             if isinstance(command, ScheduleActivity):
                 definition, args, options = self.instance.activity_call(command.seq)
                 self._spawn(command.seq, self.env.run_activity(self, command.seq, definition,
-                                                               args, options))
+                                                               args, options), definition.name)
             elif isinstance(command, StartTimer):
                 self._arm(command)
             elif isinstance(command, CancelTimer):
@@ -311,7 +312,7 @@ class WorkflowActor:
                 assert outcome is not None
                 self._finish(outcome)
 
-    def _spawn(self, seq: int, work: Awaitable[Event | None]) -> None:
+    def _spawn(self, seq: int, work: Awaitable[Event | None], activity: str | None = None) -> None:
         async def run() -> None:
             try:
                 event = await work
@@ -319,7 +320,12 @@ class WorkflowActor:
                 return
             except Exception as exc:  # the host could not carry out the command
                 log.exception("workflow %s: command %d failed", self.workflow_id, seq)
-                event = ExternalResolved(seq=abs(seq), failure=failure_from(exc))
+                failure = failure_from(exc)
+                if activity is None:
+                    event = ExternalResolved(seq=seq, failure=failure)
+                else:
+                    event = ActivityFailed(
+                        seq=seq, failure=failure.model_copy(update={"activity": activity}))
             self._tasks.pop(seq, None)
             if event is not None:
                 self.deliver(event)
