@@ -59,7 +59,7 @@ log = logging.getLogger("rayline.host")
 
 ID_REUSE_POLICIES = ("allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate",
                      "terminate_if_running")
-KEEP_FINISHED = 10_000
+KEEP_FINISHED = 2_000  # closed runs kept in memory for result() and describe()
 PARK_AFTER = float(os.environ.get("RAYLINE_PARK_AFTER", "2"))
 
 
