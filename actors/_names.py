@@ -43,9 +43,8 @@ async def call(handle: Any, method: str, *args: Any) -> Any:
     try:
         return await getattr(handle, method).remote(*args)
     except RayTaskError as exc:
-        cause = exc.cause
-        if isinstance(cause, (RaylineError, BaseException)) and not isinstance(cause, RayTaskError):
-            raise cause from None
+        if isinstance(exc.cause, RaylineError):
+            raise exc.cause from None
         raise
 
 
