@@ -59,6 +59,3 @@ class ActorDirectory:
 
     async def locate(self, workflow_id: str) -> str:
         return await self.registry("locate", workflow_id)  # type: ignore[no-any-return]
-
-    def forget_pool(self, task_queue: str) -> None:
-        self._pools.pop(task_queue, None)

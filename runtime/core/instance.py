@@ -625,11 +625,6 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self.call_exception_handler(context)
 
 
-def shielded() -> Any:
-    """Context manager body for ``workflow.non_cancellable()``."""
-    return _shielded
-
-
 def replay_timeline(
     definition: WorkflowDefinition[Any, Any], started: WorkflowStarted, batches: Sequence[Batch]
 ) -> tuple[WorkflowInstance, list[Command]]:
