@@ -211,20 +211,20 @@ class WorkflowActor:
         await ack
 
     async def _loop(self) -> None:
-        assert self.instance is not None
         while self.outcome is None:
             if not self._mailbox and not self._first:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             async with self.lock.writer:
-                if self.outcome is not None:
-                    break
+                instance = self.instance
+                if self.outcome is not None or instance is None:
+                    break  # closed (its first activation may have closed it)
                 items, self._mailbox = self._mailbox, []
-                events = self.instance.novel([event for event, _ in items])
+                events = instance.novel([event for event, _ in items])
                 now = self.env.now()
                 try:
-                    commands = self.instance.activate(events, now)
+                    commands = instance.activate(events, now)
                 except Exception as exc:  # a bug or a broken workflow: fail, never hang
                     log.exception("workflow %s: activation failed", self.workflow_id)
                     commands = [FailWorkflow(failure=failure_from(exc))]

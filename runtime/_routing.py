@@ -53,7 +53,8 @@ class Routing:
         dedicated = bool(command.options.get("dedicated"))
         request: dict[str, Any] = {
             "workflow_id": command.workflow_id, "workflow_name": command.workflow_name,
-            "code": command.code, "args": command.args, "task_queue": queue,
+            "code": command.code, "code_pickle": command.code_pickle, "args": command.args,
+            "task_queue": queue,
             "parent": {"workflow_id": actor.workflow_id, "run_id": actor.run_id,
                        "seq": command.seq, "host": self.host_name},
             **{k: command.options[k] for k in ("search", "memo", "id_reuse_policy")

@@ -154,6 +154,7 @@ class StartChild(_Model):
     args: list[Payload]
     task_queue: str | None = None
     code: str | None = None
+    code_pickle: str | None = None
     options: dict[str, Any] = {}
     wait: bool = True
 

@@ -15,9 +15,11 @@ import importlib
 import sys
 import types
 import uuid as _uuid
+import weakref
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from . import _serde
 from ._activity import ActivityDefinition, as_activity
 from ._definition import WorkflowDefinition, as_workflow, define
 from ._durations import Duration, optional_duration, parse_duration
@@ -124,11 +126,21 @@ async def condition(signal_id: str, timeout: Duration | None = None) -> Any:
     return await _runtime("condition").condition(signal_id, seconds)
 
 
-def _child_ref(fn_or_name: Any) -> tuple[str, str | None]:
+_PICKLED: weakref.WeakKeyDictionary[WorkflowDefinition[Any, Any], str] = \
+    weakref.WeakKeyDictionary()
+
+
+def _child_ref(fn_or_name: Any) -> tuple[str, tuple[str | None, str | None]]:
+    """(name, (import path, pickled definition)) of a child workflow; a name alone is
+    resolved by the child's host among the workflows registered on its queue."""
     if isinstance(fn_or_name, str):
-        return fn_or_name, None
+        return fn_or_name, (None, None)
     definition: WorkflowDefinition[Any, Any] = as_workflow(fn_or_name)
-    return definition.name, definition.code
+    if definition.code is not None:
+        return definition.name, (definition.code, None)
+    if definition not in _PICKLED:  # defined in __main__ or a function: kept by value
+        _PICKLED[definition] = _serde.pickle_b64(definition, what=f"workflow {definition.name!r}")
+    return definition.name, (None, _PICKLED[definition])
 
 
 def _child_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -436,15 +436,16 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         return None
 
     def start_child(
-        self, name: str, code: str | None, args: tuple[Any, ...], workflow_id: str | None,
-        task_queue: str | None, options: dict[str, Any], wait: bool,
+        self, name: str, code: tuple[str | None, str | None], args: tuple[Any, ...],
+        workflow_id: str | None, task_queue: str | None, options: dict[str, Any], wait: bool,
     ) -> tuple[asyncio.Future[str], asyncio.Future[Any]]:
+        """Starts a child; ``code`` is (import path, pickled definition), either or none."""
         payloads = _serde.encode_args(args, what=f"child workflow {name!r}")
         seq = self._next_seq()
         child_id = workflow_id or f"{self.started.workflow_id}-{name}-{seq}"
         command = StartChild(
             seq=seq, workflow_name=name, workflow_id=child_id, args=payloads,
-            task_queue=task_queue, code=code, options=options, wait=wait,
+            task_queue=task_queue, code=code[0], code_pickle=code[1], options=options, wait=wait,
         )
         started = self.create_future()
         pending = self._open("child", seq, command, workflow_id=child_id, wait=wait,

@@ -443,3 +443,25 @@ def test_a_start_on_a_host_that_does_not_know_the_id_respects_the_run_elsewhere(
         assert runs.epochs("x") == [1, 2]
 
     run(main)
+
+
+def test_a_child_defined_where_it_cannot_be_imported_travels_by_value(runs: RunStore) -> None:
+    import rayline
+    from rayline import workflow
+
+    @rayline.workflow
+    async def local_child(x: int) -> int:
+        return x * 3
+
+    @rayline.workflow
+    async def local_parent(x: int) -> int:
+        return await workflow.execute_child(local_child, x) + 1  # type: ignore[no-any-return]
+
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start({"workflow_id": "lp", "workflow_name": "local_parent",
+                          "code_pickle": _serde.pickle_b64(local_parent),
+                          "args": _serde.encode_args((5,), what="t"), "task_queue": "default"})
+        assert value(await host.result("lp")) == 16
+
+    run(main)
