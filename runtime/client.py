@@ -125,8 +125,8 @@ class AsyncClient:
         self._connection = connection
         self._opened = False
         self._lock: asyncio.Lock | None = None
-        self.starts = _Coalescer("start_many")
-        self.results = _Coalescer("results")
+        self._starts = _Coalescer("start_many")
+        self._results = _Coalescer("results")
         self.workflow = AsyncWorkflowClient(self)
 
     async def connection(self) -> Connection:
@@ -232,7 +232,7 @@ class AsyncWorkflowClient:
                                   for s, d in signals]
         conn = await self._client.connection()
         host = await conn.place(task_queue, workflow_id, dedicated)
-        reply = await self._client.starts.call(conn, host, request)
+        reply = await self._client._starts.call(conn, host, request)
         return AsyncWorkflowHandle(self._client, workflow_id, reply["run_id"],
                                    request["workflow_name"], host)
 
@@ -368,7 +368,7 @@ class AsyncWorkflowHandle:
         if self._host is not None:
             conn = await self._client.connection()
             try:
-                outcome = await self._client.results.call(conn, self._host, self.workflow_id)
+                outcome = await self._client._results.call(conn, self._host, self.workflow_id)
                 return outcome
             except RaylineError as exc:
                 if not _is_not_here(exc):
