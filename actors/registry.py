@@ -19,6 +19,7 @@ import ray
 from rayline._actor import outcome_of
 from rayline.errors import InvalidInputError, WorkflowNotFoundError
 from rayline.storage import RunStore, open_store, validate_id
+from rayline.timeline import fields_of
 
 from ._names import dedicated_host, detached, pool_host
 from .host import HostActor
@@ -151,20 +152,15 @@ class RegistryActor:
     def _index_from_storage(self) -> None:
         for key in self.runs.all_workflow_keys():
             try:
-                started = self.runs.read_latest(key)
-                if started is None or started.workflow_id in self.directory:
-                    continue
-                batches = self.runs.read_batches(started.workflow_id, started.epoch,
-                                                 started.run_id)
+                loaded = self.runs.load_latest(key)
             except Exception:
                 log.exception("registry: cannot index %s", key)
                 continue
+            if loaded is None or loaded[0].workflow_id in self.directory:
+                continue
+            started, batches = loaded
             outcome = outcome_of(batches[-1]) if batches else None
-            search = dict(started.search)
-            for batch in batches:
-                for command in batch.commands:
-                    if command.type == "upsert_fields" and command.indexed:
-                        search.update(command.fields)
+            search, _ = fields_of(started, batches)
             self.directory[started.workflow_id] = {
                 "workflow_id": started.workflow_id, "run_id": started.run_id,
                 "workflow_name": started.workflow_name, "host": started.host,

@@ -53,6 +53,7 @@ from .timeline import (
     ParentRef,
     SignalReceived,
     WorkflowStarted,
+    fields_of,
 )
 
 log = logging.getLogger("rayline.host")
@@ -143,8 +144,7 @@ class Host(Routing):
 
     async def resume_run(self, workflow_id: str) -> WorkflowActor:
         """Rebuilds a run from storage into a live actor (recovery, waking a parked run)."""
-        started = await self.io(self.runs.read_run, workflow_id)
-        batches = await self.io(self.runs.read_batches, workflow_id, started.epoch, started.run_id)
+        started, batches = await self.io(self.runs.load, workflow_id)
         actor = WorkflowActor(self, self._definition_of(started), started)
         self.actors[workflow_id] = actor
         actor.resume(batches)
@@ -272,8 +272,7 @@ class Host(Routing):
             self.runs.delete(key)
 
     def _stored_latest(self, workflow_id: str) -> tuple[WorkflowStarted, dict[str, Any] | None]:
-        started = self.runs.read_run(workflow_id)
-        batches = self.runs.read_batches(workflow_id, started.epoch, started.run_id)
+        started, batches = self.runs.load(workflow_id)
         return started, (outcome_of(batches[-1]) if batches else None)
 
     async def _check_reuse(self, workflow_id: str, policy: str,
@@ -394,9 +393,8 @@ class Host(Routing):
         started, outcome = await self._latest_outcome(workflow_id)
         if run_id is not None and started.run_id != run_id:
             for epoch in reversed(await self.io(self.runs.epochs, workflow_id)):
-                record = await self.io(self.runs.read_run, workflow_id, epoch)
+                record, batches = await self.io(self.runs.load, workflow_id, epoch)
                 if record.run_id == run_id:
-                    batches = await self.io(self.runs.read_batches, workflow_id, epoch, run_id)
                     outcome = outcome_of(batches[-1]) if batches else None
                     started = record
                     break
@@ -464,10 +462,11 @@ class Host(Routing):
             started, outcome, status = actor.started, actor.outcome, actor.status()
             pending, updated = actor.pending(), actor.updated_at
         else:
-            started, outcome = await self._latest_outcome(workflow_id)
+            started, batches = await self.io(self.runs.load, workflow_id)
+            outcome = outcome_of(batches[-1]) if batches else None
             if outcome is None:
                 raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
-            search, enrich, pending = await self.io(self._stored_fields, started)
+            (search, enrich), pending = fields_of(started, batches), []
             status, updated = int(outcome["code"]), outcome["time"]
         return {
             "workflow_id": workflow_id, "run_id": started.run_id,
@@ -478,15 +477,6 @@ class Host(Routing):
             "parent": started.parent.workflow_id if started.parent else None,
             "search": search, "enrich": enrich, "memo": started.memo, "pending": pending,
         }
-
-    def _stored_fields(self, started: WorkflowStarted) -> tuple[dict[str, Any], dict[str, Any],
-                                                                  list[Any]]:
-        search, enrich = dict(started.search), dict[str, Any]()
-        for batch in self.runs.read_batches(started.workflow_id, started.epoch, started.run_id):
-            for command in batch.commands:
-                if command.type == "upsert_fields":
-                    (search if command.indexed else enrich).update(command.fields)
-        return search, enrich, []
 
     async def deliver(self, workflow_id: str, event: Event) -> None:
         """An event from elsewhere in the cluster (a child's completion)."""

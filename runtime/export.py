@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from . import _serde
 from ._actor import outcome_of
 from .storage.runs import RunStore
-from .timeline import Batch, WorkflowStarted
+from .timeline import Batch, WorkflowStarted, fields_of
 
 SYSTEM_ACTIVITY_PREFIX = "rayline."
 
@@ -227,28 +227,24 @@ def build_export(started: WorkflowStarted, batches: list[Batch], *,
     sections = set(allow or ("data", "state", "status", "timeline", "transitions"))
     sections -= set(block or ())
     outcome = outcome_of(batches[-1]) if batches else None
-    fields: dict[str, Any] = dict(started.search)
-    timeline: dict[str, dict[str, Any]] = {}
+    search, enrich = fields_of(started, batches)
+    timeline: dict[int, dict[str, Any]] = {}  # by sequence number, in call order
     for batch in batches:
         for command in batch.commands:
-            if command.type == "upsert_fields":
-                fields.update(command.fields)
             seq = getattr(command, "seq", None)
-            if seq is not None and command.type in _MARKERS:
-                timeline[f"-{_MARKERS[command.type]}-{seq}-"] = {
-                    "key": f"-{_MARKERS[command.type]}-{seq}-", "created": _iso(batch.time),
-                    "updated": None, "value": None}
+            if seq is not None and command.type in _MARKERS and seq not in timeline:
+                timeline[seq] = {"key": f"-{_MARKERS[command.type]}-{seq}-",
+                                 "created": _iso(batch.time), "updated": None, "value": None}
         for event in batch.events:
-            seq = getattr(event, "seq", None)
-            for key, entry in timeline.items():
-                if seq is not None and key.endswith(f"-{seq}-") and entry["updated"] is None:
-                    entry["updated"] = _iso(batch.time)
-                    payload = getattr(event, "result", None)
-                    if values and payload is not None:
-                        entry["value"] = _decode_quietly(payload)
+            entry = timeline.get(getattr(event, "seq", -1))
+            if entry is not None and entry["updated"] is None:
+                entry["updated"] = _iso(batch.time)
+                payload = getattr(event, "result", None)
+                if values and payload is not None:
+                    entry["value"] = _decode_quietly(payload)
     export = DurableJobExport()
     if "data" in sections:
-        export.data = fields
+        export.data = {**search, **enrich}
     if "status" in sections:
         export.status = int(outcome["code"]) if outcome else 1
     if "state" in sections:
@@ -268,9 +264,9 @@ def load_run(runs: RunStore, workflow_id: str, run_id: str | None) -> tuple[Work
                                                                                list[Batch]]:
     """The run record and batches of ``run_id`` (default the latest run)."""
     for epoch in sorted(runs.epochs(workflow_id), reverse=True):
-        started = runs.read_run(workflow_id, epoch)
+        started, batches = runs.load(workflow_id, epoch)
         if run_id is None or started.run_id == run_id:
-            return started, runs.read_batches(workflow_id, epoch, started.run_id)
+            return started, batches
     return runs.read_run(workflow_id), []
 
 

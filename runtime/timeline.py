@@ -284,3 +284,14 @@ class RunRecord(_Model):
 
 
 BATCH_ADAPTER: TypeAdapter[Batch] = TypeAdapter(Batch)
+
+
+def fields_of(started: WorkflowStarted, batches: list[Batch]) -> tuple[dict[str, Any],
+                                                                        dict[str, Any]]:
+    """The run's ``search`` and ``enrich`` fields as its timeline left them."""
+    search, enrich = dict(started.search), dict[str, Any]()
+    for batch in batches:
+        for command in batch.commands:
+            if isinstance(command, UpsertFields):
+                (search if command.indexed else enrich).update(command.fields)
+    return search, enrich

@@ -140,13 +140,25 @@ class RunStore:
         key = f"{self._timeline(workflow_id, epoch)}/{batch.seq:08d}"
         self.store.put(key, frame(batch.model_dump_json().encode()), exclusive=True)
 
+    def load(self, workflow_id: str, epoch: int | None = None) -> tuple[WorkflowStarted,
+                                                                         list[Batch]]:
+        """A run's record and its batches in order (the latest run by default)."""
+        record = self.read_record(workflow_id, epoch)
+        return record.started, self._batches(record)
+
     def read_batches(self, workflow_id: str, epoch: int, run_id: str) -> list[Batch]:
-        """The run's batches in order, checked (see the module docstring)."""
+        """The batches of run ``run_id`` (epoch ``epoch``), checked."""
         record = self.read_record(workflow_id, epoch)
         if record.started.run_id != run_id:
             raise CorruptTimelineError(f"run {epoch} of {workflow_id!r} is not run {run_id}")
+        return self._batches(record)
+
+    def _batches(self, record: RunRecord) -> list[Batch]:
+        """The first batch (in the run object) and the stored ones, checked (see above)."""
+        started = record.started
+        run_id = started.run_id
         batches: list[Batch] = [record.first] if record.first is not None else []
-        prefix = self._timeline(workflow_id, epoch)
+        prefix = self._timeline(started.workflow_id, started.epoch)
         names = [n for n in self.store.list(prefix) if n.isdigit()]
         for index, name in enumerate(names):
             key = f"{prefix}/{name}"
@@ -229,13 +241,14 @@ class RunStore:
         except FileNotFoundError:
             return None
 
-    def read_latest(self, key: str) -> WorkflowStarted | None:
-        """The latest run record under a storage key from ``all_workflow_keys``."""
+    def load_latest(self, key: str) -> tuple[WorkflowStarted, list[Batch]] | None:
+        """The latest run under a storage key from ``all_workflow_keys``, with its batches."""
         names = [n for n in self.store.list(f"{self._base}/wf/{key}/runs") if n.isdigit()]
         if not names:
             return None
         path = f"{self._base}/wf/{key}/runs/{names[-1]}"
-        return RunRecord.model_validate_json(unframe(self.store.get(path), path)).started
+        record = RunRecord.model_validate_json(unframe(self.store.get(path), path))
+        return record.started, self._batches(record)
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.store.url, "namespace": self.namespace}
