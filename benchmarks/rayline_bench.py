@@ -62,11 +62,11 @@ class RaylineBench:
 
     def measure(self, report: Report) -> None:
         """Run every workload into ``report``."""
-        report.measure("W1", self.w1)
-        report.measure("W1_local", self.w1_local)
+        report.measure("W1", lambda: self.w1(self.defs.one))
+        report.measure("W1_local", lambda: self.w1(self.defs.one_local))
         report.measure("W2", lambda: asyncio.run(self.w2()))
-        report.measure("W3", self.w3)
-        report.measure("W3_local", self.w3_local)
+        report.measure("W3", lambda: self.w3(self.defs.steps))
+        report.measure("W3_local", lambda: self.w3(self.defs.steps_local))
         report.measure("W4", self.w4)
         report.measure("W6", self.w6)
         report.measure("replay", replay_speed)
@@ -74,10 +74,10 @@ class RaylineBench:
         report.measure("W7", lambda: asyncio.run(self.w7()))  # kills the host: near the end
         report.measure("W5", lambda: asyncio.run(self.w5()))  # leaves workflows parked: last
 
-    def w1(self) -> dict:
+    def w1(self, workflow) -> dict:
         """Start a 1-activity workflow and wait for its result, sequentially."""
         def one() -> None:
-            check(self.client.workflow.start(self.defs.one, args=[1]).result(), 2)
+            check(self.client.workflow.start(workflow, args=[1]).result(), 2)
         return latency_ms(sample(one, self.sizes.w1_runs, self.sizes.warmup))
 
     async def w2(self) -> dict:
@@ -91,12 +91,12 @@ class RaylineBench:
                   [i + 1 for i in range(n)])
             return {"wf_per_s": per_second(n, time.perf_counter() - start)}
 
-    def w3(self) -> dict:
+    def w3(self, workflow) -> dict:
         """One workflow of sequential activities."""
         n = self.sizes.w3_steps
 
         def run() -> None:
-            check(self.client.workflow.execute(self.defs.steps, args=[n]), n)
+            check(self.client.workflow.execute(workflow, args=[n]), n)
         return {"ms_per_step": ms_per(n, timed(run))}
 
     def w4(self) -> dict:
@@ -109,20 +109,6 @@ class RaylineBench:
             check(handle.result(), 1)
             return time.perf_counter() - start
         return latency_ms([one() for _ in range(self.sizes.w4_runs)])
-
-    def w1_local(self) -> dict:
-        """W1 with a local activity (run inline in the host)."""
-        def one() -> None:
-            check(self.client.workflow.start(self.defs.one_local, args=[1]).result(), 2)
-        return latency_ms(sample(one, self.sizes.w1_runs, self.sizes.warmup))
-
-    def w3_local(self) -> dict:
-        """W3 with local activities."""
-        n = self.sizes.w3_steps
-
-        def run() -> None:
-            check(self.client.workflow.execute(self.defs.steps_local, args=[n]), n)
-        return {"ms_per_step": ms_per(n, timed(run))}
 
     def w6(self) -> dict:
         """Per-step cost late in a long history against early in it (flat means ~1.0), on
