@@ -18,7 +18,8 @@ Everything rayline raises on purpose descends from one of two roots::
     ├── QueryError                            a query handler is missing or raised
     └── StorageError
         ├── ConflictError                     another owner wrote the run (fencing)
-        └── CorruptTimelineError              a torn or foreign timeline object
+        ├── CorruptTimelineError              a torn or foreign timeline object
+        └── IncompatibleTimelineError         written by a newer rayline: upgrade to read it
 
     ControlFlow (BaseException): cannot be swallowed by ``except Exception``
     ├── CancelledFailure                      the workflow was cancelled
@@ -190,6 +191,13 @@ class ConflictError(StorageError):
 
 class CorruptTimelineError(StorageError):
     """A stored timeline object is torn, truncated or does not belong to this run."""
+
+
+class IncompatibleTimelineError(StorageError):
+    """A stored run or batch was written by a newer rayline (a higher timeline version).
+
+    It is refused, never treated as torn, and left in place for the newer rayline.
+    """
 
 
 class ControlFlow(_Picklable, BaseException):

@@ -11,9 +11,17 @@ Layout under ``<store>/<namespace>/``::
 
 Invariants:
 - Objects are framed as ``RL1 <sha256> <length>\\n<json>``; a torn or altered object
-  fails the check. A torn *last* batch is treated as never written (it is moved aside);
-  a bad batch in the middle raises ``CorruptTimelineError``.
+  fails the check. A torn *last* batch is treated as never written: readers leave it out
+  and never modify storage; only the run's owner, reading with ``repair=True`` before it
+  writes again, moves it aside. A bad batch in the middle raises ``CorruptTimelineError``.
+- A run object or batch written by a newer rayline (``v`` above ``TIMELINE_VERSION``)
+  raises ``IncompatibleTimelineError`` and is left in place, never taken for torn.
 - A batch must carry its own run id and sequence number, so a foreign object is caught.
+- Exclusive creates are idempotent for their writer: a create that finds the key holding
+  exactly the bytes it writes is its own earlier attempt (which landed but reported a
+  failure), so it succeeds; different bytes are a real conflict.
+- Every failure of the store surfaces as a ``StorageError`` (even a third-party store's
+  own exception class); ``FileNotFoundError`` stays the store's "absent" signal.
 - Writes happen in this order: open marker (not fsync'd: the run object's fsync commits
   it on a journaling filesystem), run object, batches 2.., and the open marker is removed
   only after the closing batch is durable; recovery scans the open markers.
@@ -26,22 +34,38 @@ import json
 import re
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
 
 from ..errors import (
     ConflictError,
     CorruptTimelineError,
     DuplicateWorkflowError,
+    IncompatibleTimelineError,
     InvalidInputError,
+    RaylineError,
+    StorageError,
     WorkflowNotFoundError,
 )
-from ..timeline import BATCH_ADAPTER, Batch, RunRecord, SignalReceived, WorkflowStarted
+from ..timeline import (
+    BATCH_ADAPTER,
+    TIMELINE_VERSION,
+    Batch,
+    RunRecord,
+    SignalReceived,
+    WorkflowStarted,
+)
 from .stores import Store
+
+T = TypeVar("T")
+_RECORD_ADAPTER: TypeAdapter[RunRecord] = TypeAdapter(RunRecord)
 
 MAX_ID_LENGTH = 1000
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 _PLAIN = re.compile(r"^[A-Za-z0-9_.@:=+,-]{1,150}$")
 _MAGIC = b"RL1 "
+_NEWER_MAGIC = re.compile(rb"RL([0-9]{1,4}) ")
 
 
 def validate_id(value: object, *, what: str = "workflow id") -> str:
@@ -69,17 +93,65 @@ def id_key(workflow_id: str) -> str:
 
 
 def frame(body: bytes) -> bytes:
+    """``body`` framed for storage: ``RL1 <sha256> <length>\\n<body>``."""
     return b"%s%s %d\n%s" % (_MAGIC, hashlib.sha256(body).hexdigest().encode(), len(body), body)
 
 
 def unframe(data: bytes, key: str) -> bytes:
+    """The body of a framed object; ``CorruptTimelineError`` if it is torn or altered,
+    ``IncompatibleTimelineError`` if a newer rayline framed it differently."""
     head, sep, body = data.partition(b"\n")
     parts = head.split(b" ")
+    newer = _NEWER_MAGIC.match(head)
+    if newer and int(newer.group(1)) > 1:  # a torn RL1 object keeps its header: not torn
+        raise IncompatibleTimelineError(
+            f"{key} was written by a newer rayline (object format RL{newer.group(1).decode()}, "
+            "this rayline reads RL1): upgrade rayline")
     if not sep or len(parts) != 3 or parts[0] + b" " != _MAGIC:
         raise CorruptTimelineError(f"{key}: not a rayline object (bad header)")
-    if int(parts[2]) != len(body) or hashlib.sha256(body).hexdigest().encode() != parts[1]:
+    if not parts[2].isdigit() or int(parts[2]) != len(body) or \
+            hashlib.sha256(body).hexdigest().encode() != parts[1]:
         raise CorruptTimelineError(f"{key}: checksum mismatch (torn or altered write)")
     return body
+
+
+def _written_version(body: bytes) -> int:
+    """The highest timeline version ``v`` in a stored object that failed validation."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return 0
+    parts = [doc, doc.get("started"), doc.get("first")] if isinstance(doc, dict) else []
+    versions = [p.get("v") for p in parts if isinstance(p, dict)]
+    return max((v for v in versions if isinstance(v, int)), default=0)
+
+
+def _model_version(value: object) -> int:
+    """The highest timeline version in a validated batch or run object."""
+    if isinstance(value, RunRecord):
+        return max(value.started.v, value.first.v if value.first is not None else 0)
+    return value.v if isinstance(value, Batch) else 0
+
+
+def _refuse_if_newer(version: int, key: str) -> None:
+    """Raises ``IncompatibleTimelineError`` when ``version`` is newer than this rayline's."""
+    if version > TIMELINE_VERSION:
+        raise IncompatibleTimelineError(
+            f"{key} was written by a newer rayline (timeline version {version}, this rayline "
+            f"reads {TIMELINE_VERSION}): upgrade rayline")
+
+
+def decode(data: bytes, key: str, adapter: TypeAdapter[T]) -> T:
+    """Unframes and validates a stored object; ``IncompatibleTimelineError`` if a newer
+    rayline wrote it, else ``CorruptTimelineError`` if it is torn or malformed."""
+    body = unframe(data, key)
+    try:
+        value = adapter.validate_json(body)
+    except ValidationError as exc:
+        _refuse_if_newer(_written_version(body), key)  # newer objects may fail validation
+        raise CorruptTimelineError(f"{key}: {exc}") from exc
+    _refuse_if_newer(_model_version(value), key)  # ... or pass it, with a higher ``v``
+    return value
 
 
 class RunStore:
@@ -90,13 +162,48 @@ class RunStore:
         self.namespace = validate_id(namespace, what="namespace")
         self._base = f"{self.namespace}"
 
+    def _io(self, call: Callable[..., T], key: str, *args: Any, **kwargs: Any) -> T:
+        """``call(key, ...)`` on the store, a foreign exception raised as ``StorageError``:
+        a third-party store may raise its own classes, and callers handle only ours."""
+        try:
+            return call(key, *args, **kwargs)
+        except (RaylineError, FileNotFoundError):
+            raise
+        except Exception as exc:
+            what = getattr(call, "__name__", "call")
+            raise StorageError(f"{self.store.url}: {what} {key} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+    def check_writable(self) -> None:
+        """Raises ``StorageError`` unless runs can be written to the store (see
+        ``FsspecStore.check_writable``); a host may call it at start-up to fail early."""
+        check = getattr(self.store, "check_writable", None)
+        if callable(check):
+            self._io(lambda _url: check(), self.store.url)
+
+    def _create(self, key: str, data: bytes) -> None:
+        """An exclusive put that succeeds when ``key`` already holds exactly ``data``: this
+        writer's earlier attempt landed but reported a failure, and this is its retry."""
+        try:
+            self._io(self.store.put, key, data, exclusive=True)
+        except ConflictError:
+            if not self._holds(key, data):
+                raise
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        try:
+            return self._io(self.store.get, key) == data
+        except FileNotFoundError:
+            return False
+
     # ------------------------------------------------------------------ runs
 
     def _runs(self, workflow_id: str) -> str:
         return f"{self._base}/wf/{id_key(workflow_id)}/runs"
 
     def epochs(self, workflow_id: str) -> list[int]:
-        return [int(n) for n in self.store.list(self._runs(workflow_id)) if n.isdigit()]
+        return [int(n) for n in self._io(self.store.list, self._runs(workflow_id))
+                if n.isdigit()]
 
     def latest_epoch(self, workflow_id: str) -> int | None:
         epochs = self.epochs(workflow_id)
@@ -104,11 +211,11 @@ class RunStore:
 
     def create_run(self, started: WorkflowStarted, first: Batch | None = None) -> None:
         """Writes the run object (record + first batch); ``DuplicateWorkflowError`` if the
-        epoch is taken."""
+        epoch is taken by another run (a retry of this very write succeeds)."""
         key = f"{self._runs(started.workflow_id)}/{started.epoch:08d}"
         body = RunRecord(started=started, first=first).model_dump_json().encode()
         try:
-            self.store.put(key, frame(body), exclusive=True)
+            self._create(key, frame(body))
         except ConflictError:
             raise DuplicateWorkflowError(started.workflow_id, "started concurrently") from None
 
@@ -122,10 +229,10 @@ class RunStore:
                 raise WorkflowNotFoundError(workflow_id)
         key = f"{self._runs(workflow_id)}/{epoch:08d}"
         try:
-            data = self.store.get(key)
+            data = self._io(self.store.get, key)
         except FileNotFoundError:
             raise WorkflowNotFoundError(workflow_id, f"no run {epoch}") from None
-        record = RunRecord.model_validate_json(unframe(data, key))
+        record = decode(data, key, _RECORD_ADAPTER)
         if record.started.workflow_id != workflow_id:
             raise CorruptTimelineError(f"{key} belongs to workflow {record.started.workflow_id!r}")
         return record
@@ -136,49 +243,65 @@ class RunStore:
         return f"{self._base}/wf/{id_key(workflow_id)}/t/{epoch:08d}"
 
     def append(self, workflow_id: str, epoch: int, batch: Batch) -> None:
-        """Writes batch ``batch.seq``; raises ``ConflictError`` if another owner wrote it."""
+        """Writes batch ``batch.seq``; raises ``ConflictError`` if another owner wrote it
+        (a retry of this very write succeeds)."""
         key = f"{self._timeline(workflow_id, epoch)}/{batch.seq:08d}"
-        self.store.put(key, frame(batch.model_dump_json().encode()), exclusive=True)
+        self._create(key, frame(batch.model_dump_json().encode()))
 
-    def load(self, workflow_id: str, epoch: int | None = None) -> tuple[WorkflowStarted,
-                                                                         list[Batch]]:
-        """A run's record and its batches in order (the latest run by default)."""
+    def load(self, workflow_id: str, epoch: int | None = None, *,
+             repair: bool = False) -> tuple[WorkflowStarted, list[Batch]]:
+        """A run's record and its batches in order (the latest run by default).
+
+        ``repair=True`` is for the run's owner about to write to it: a torn last batch is
+        moved aside so that its sequence number can be written again. Readers leave it.
+        """
         record = self.read_record(workflow_id, epoch)
-        return record.started, self._batches(record)
+        return record.started, self._batches(record, repair=repair)
 
-    def read_batches(self, workflow_id: str, epoch: int, run_id: str) -> list[Batch]:
-        """The batches of run ``run_id`` (epoch ``epoch``), checked."""
+    def read_batches(self, workflow_id: str, epoch: int, run_id: str, *,
+                     repair: bool = False) -> list[Batch]:
+        """The batches of run ``run_id`` (epoch ``epoch``), checked (``repair``: see load)."""
         record = self.read_record(workflow_id, epoch)
         if record.started.run_id != run_id:
             raise CorruptTimelineError(f"run {epoch} of {workflow_id!r} is not run {run_id}")
-        return self._batches(record)
+        return self._batches(record, repair=repair)
 
-    def _batches(self, record: RunRecord) -> list[Batch]:
+    def _batches(self, record: RunRecord, *, repair: bool = False) -> list[Batch]:
         """The first batch (in the run object) and the stored ones, checked (see above)."""
-        started = record.started
-        run_id = started.run_id
+        run_id = record.started.run_id
         batches: list[Batch] = [record.first] if record.first is not None else []
-        prefix = self._timeline(started.workflow_id, started.epoch)
-        names = [n for n in self.store.list(prefix) if n.isdigit()]
+        prefix = self._timeline(record.started.workflow_id, record.started.epoch)
+        names = [n for n in self._io(self.store.list, prefix) if n.isdigit()]
         for index, name in enumerate(names):
             key = f"{prefix}/{name}"
+            batch = self._read_batch(key, last=index == len(names) - 1, repair=repair)
+            if batch is None:
+                break
             expected = len(batches) + 1
-            try:
-                batch = BATCH_ADAPTER.validate_json(unframe(self.store.get(key), key))
-            except (CorruptTimelineError, ValueError) as exc:
-                if index == len(names) - 1:
-                    self._set_aside(key)
-                    break
-                raise CorruptTimelineError(f"{key}: {exc}") from exc
             if batch.run_id != run_id or batch.seq != expected or int(name) != batch.seq:
                 raise CorruptTimelineError(f"{key} does not belong to run {run_id} at {expected}")
             batches.append(batch)
         return batches
 
+    def _read_batch(self, key: str, *, last: bool, repair: bool) -> Batch | None:
+        """A stored batch; ``None`` for a torn (or vanished) last one, which is treated as
+        never written and moved aside only when ``repair``."""
+        try:
+            return decode(self._io(self.store.get, key), key, BATCH_ADAPTER)
+        except (CorruptTimelineError, FileNotFoundError) as exc:
+            if not last:
+                raise CorruptTimelineError(f"{key}: {exc}") from exc
+        if repair:
+            self._set_aside(key)
+        return None
+
     def _set_aside(self, key: str) -> None:
-        data = self.store.get(key)
-        self.store.put(f"{key}.torn-{uuid.uuid4().hex[:8]}", data)
-        self.store.delete(key)
+        try:
+            data = self._io(self.store.get, key)
+        except FileNotFoundError:
+            return  # already moved aside
+        self._io(self.store.put, f"{key}.torn-{uuid.uuid4().hex[:8]}", data)
+        self._io(self.store.delete, key)
 
     # ------------------------------------------------------ open markers
 
@@ -186,69 +309,74 @@ class RunStore:
         """Marks the run open on ``host``; ``parked_until`` records a parked run's next wake
         (``inf`` for a run waiting only on signals) so a restarting host need not replay it."""
         note = {"id": workflow_id, "parked_until": parked_until}
-        self.store.put(f"{self._base}/open/{host}/{id_key(workflow_id)}",
-                       json.dumps(note).encode(), durable=False)
+        self._io(self.store.put, f"{self._base}/open/{host}/{id_key(workflow_id)}",
+                 json.dumps(note).encode(), durable=False)
 
     def clear_open(self, host: str, workflow_id: str) -> None:
-        self.store.delete(f"{self._base}/open/{host}/{id_key(workflow_id)}")
+        self._io(self.store.delete, f"{self._base}/open/{host}/{id_key(workflow_id)}")
 
     def open_hosts(self) -> list[str]:
-        return self.store.list(f"{self._base}/open")
+        return self._io(self.store.list, f"{self._base}/open")
 
     def open_workflows(self, host: str) -> list[tuple[str, float | None]]:
         """(workflow id, parked-until or None) for each run open on ``host``."""
         prefix = f"{self._base}/open/{host}"
         out = []
-        for name in self.store.list(prefix):
+        for name in self._io(self.store.list, prefix):
             try:
-                note = json.loads(self.store.get(f"{prefix}/{name}"))
+                note = json.loads(self._io(self.store.get, f"{prefix}/{name}"))
             except (FileNotFoundError, ValueError):
                 continue  # closed while we listed, or a torn hint: the run is in wf/
             out.append((note["id"], note.get("parked_until")))
         return out
 
     def all_workflow_keys(self) -> list[str]:
-        return self.store.list(f"{self._base}/wf")
+        return self._io(self.store.list, f"{self._base}/wf")
 
     # ---------------------------------------------------- early signals
 
     def buffer_early_signal(self, workflow_id: str, signal: SignalReceived) -> None:
         stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         key = f"{self._base}/early/{id_key(workflow_id)}/{stamp}"
-        self.store.put(key, frame(signal.model_dump_json().encode()))
+        self._io(self.store.put, key, frame(signal.model_dump_json().encode()))
 
     def take_early_signals(self, workflow_id: str) -> Iterator[tuple[str, SignalReceived]]:
         prefix = f"{self._base}/early/{id_key(workflow_id)}"
-        for name in self.store.list(prefix):
+        for name in self._io(self.store.list, prefix):
             key = f"{prefix}/{name}"
             try:
-                body = unframe(self.store.get(key), key)
+                body = unframe(self._io(self.store.get, key), key)
             except (FileNotFoundError, CorruptTimelineError):
                 continue
             yield key, SignalReceived.model_validate_json(body)
 
     def delete(self, key: str) -> None:
-        self.store.delete(key)
+        self._io(self.store.delete, key)
 
     # ------------------------------------------------- small config documents
 
     def put_config(self, name: str, document: dict[str, Any]) -> None:
-        self.store.put(f"{self._base}/config/{id_key(name)}", json.dumps(document).encode())
+        self._io(self.store.put, f"{self._base}/config/{id_key(name)}",
+                 json.dumps(document).encode())
 
     def get_config(self, name: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self.store.get(f"{self._base}/config/{id_key(name)}"))  # type: ignore[no-any-return]
+            data = self._io(self.store.get, f"{self._base}/config/{id_key(name)}")
         except FileNotFoundError:
             return None
+        return json.loads(data)  # type: ignore[no-any-return]
 
-    def load_latest(self, key: str) -> tuple[WorkflowStarted, list[Batch]] | None:
-        """The latest run under a storage key from ``all_workflow_keys``, with its batches."""
-        names = [n for n in self.store.list(f"{self._base}/wf/{key}/runs") if n.isdigit()]
+    def load_latest(self, key: str, *,
+                    repair: bool = False) -> tuple[WorkflowStarted, list[Batch]] | None:
+        """The latest run under a storage key from ``all_workflow_keys``, with its batches
+        (``repair``: see ``load``)."""
+        names = [n for n in self._io(self.store.list, f"{self._base}/wf/{key}/runs")
+                 if n.isdigit()]
         if not names:
             return None
         path = f"{self._base}/wf/{key}/runs/{names[-1]}"
-        record = RunRecord.model_validate_json(unframe(self.store.get(path), path))
-        return record.started, self._batches(record)
+        record = decode(self._io(self.store.get, path), path, _RECORD_ADAPTER)
+        return record.started, self._batches(record, repair=repair)
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.store.url, "namespace": self.namespace}

@@ -46,6 +46,7 @@ ERRORS = [
     errors.MaxedError("m", activity="a", attempt=5, code=597),
     errors.TimeoutFailure("t", activity="a", code=596),
     errors.FatalError("no retry"),
+    errors.IncompatibleTimelineError("newer"),
     errors.NonDeterminismError("diverged"),
     errors.QueryError("q"),
     errors.StorageError("disk"),
