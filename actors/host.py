@@ -71,8 +71,8 @@ class HostActor:
     async def describe(self, workflow_id: str) -> dict[str, Any]:
         return await self.host.describe(workflow_id)
 
-    async def deliver(self, workflow_id: str, event: Event) -> None:
-        await self.host.deliver(workflow_id, event)
+    async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
+        await self.host.deliver(workflow_id, event, run_id)
 
     async def stats(self) -> dict[str, Any]:
         return self.host.stats()

@@ -32,8 +32,10 @@ class ActivityInfo:
 
     @property
     def idempotency_key(self) -> str:
-        """Same for every attempt of this call: workflow id + marker."""
-        return f"{self.workflow_id}:-proxy-{self.seq}-"
+        """Same for every attempt and every replay of this one call, and different for
+        every other call: workflow id, run id and marker (a run that continues as new
+        calls its activities again under new keys)."""
+        return f"{self.workflow_id}:{self.run_id}:-proxy-{self.seq}-"
 
 
 _current: contextvars.ContextVar[ActivityInfo | None] = contextvars.ContextVar(

@@ -6,9 +6,16 @@ Invariants (storage write order and crash recovery):
   (group commit). Only after the batch is durable are the commands carried out and the
   senders of the events (signals, cancels) answered: everything the workflow has seen is
   in storage before anything it asked for happens.
-- A write that fails is retried with backoff, holding the activation; a write refused
-  because the batch key exists (``ConflictError``) means another owner has the run: this
-  actor is fenced and stops without acting.
+- A write that fails in any way is retried with backoff, holding the activation (no
+  exception from storage ends the actor's loop); a write refused because the batch key
+  holds another object (``ConflictError``) means another owner wrote the run: this actor
+  is fenced, stops without acting, and hands the events it had not written (and their
+  senders) back to the host, which re-reads the run and takes it back or redirects them.
+- Workflow code that raises anything, ``SystemExit`` and ``KeyboardInterrupt`` included,
+  fails its own run; it never ends the loop.
+- A run that continues as new hands on the signals it had not consumed and the signals
+  and cancels still in its mailbox: they belong to the workflow id, so the next run
+  gets them.
 - A recovered actor replays its timeline through the core and carries out the commands
   that were issued and not answered (activities at least once, results recorded once).
 - ``lock`` is an ``aiorwlock.RWLock``: activations and termination write, queries read.
@@ -22,11 +29,12 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import aiorwlock
 
+from . import _backoff
 from ._activity import ActivityDefinition
 from ._definition import WorkflowDefinition
 from ._options import ActivityOptions
 from .core.instance import WorkflowInstance, failure_from, replay_timeline
-from .errors import ConflictError, StorageError, WorkflowClosedError
+from .errors import ConflictError, WorkflowClosedError
 from .storage.runs import RunStore
 from .timeline import (
     CLOSING_COMMANDS,
@@ -35,6 +43,7 @@ from .timeline import (
     CancelActivity,
     CancelChild,
     CancelExternal,
+    CancelRequested,
     CancelTimer,
     Command,
     CompleteWorkflow,
@@ -44,15 +53,20 @@ from .timeline import (
     FailWorkflow,
     ScheduleActivity,
     SignalExternal,
+    SignalReceived,
     StartChild,
     StartTimer,
     Terminated,
     TimerFired,
     UpsertFields,
     WorkflowStarted,
+    fields_of,
 )
 
 log = logging.getLogger("rayline.actor")
+
+Mail = tuple[Event, "asyncio.Future[None] | None"]
+"""An event in a workflow actor's mailbox, with the future its sender awaits (if any)."""
 
 STATUS_COMPLETED = 0
 STATUS_FAILED = -1
@@ -70,7 +84,8 @@ class Environment(Protocol):
     def io(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
     def run_activity(self, actor: WorkflowActor, seq: int, definition: ActivityDefinition[Any, Any],
                      args: tuple[Any, ...], options: ActivityOptions) -> Awaitable[Event]: ...
-    def start_child(self, actor: WorkflowActor, command: StartChild) -> Awaitable[Event]: ...
+    def start_child(self, actor: WorkflowActor,
+                    command: StartChild) -> Awaitable[Event | None]: ...
     def signal_external(self, actor: WorkflowActor,
                         command: SignalExternal) -> Awaitable[Event]: ...
     def cancel_external(self, actor: WorkflowActor, seq: int,
@@ -78,7 +93,7 @@ class Environment(Protocol):
     def on_fields(self, actor: WorkflowActor) -> None: ...
     def on_closed(self, actor: WorkflowActor) -> None: ...
     def on_idle(self, actor: WorkflowActor) -> None: ...
-    def on_fenced(self, actor: WorkflowActor) -> None: ...
+    def on_fenced(self, actor: WorkflowActor, unwritten: list[Mail]) -> None: ...
     def background(self, work: Awaitable[Any]) -> None: ...
 
 
@@ -120,7 +135,7 @@ class WorkflowActor:
         self.updated_at = started.time
         self.batches_written = 0
         self._next_batch = 1
-        self._mailbox: list[tuple[Event, asyncio.Future[None] | None]] = []
+        self._mailbox: list[Mail] = []
         self._wakeup = asyncio.Event()
         self._tasks: dict[int, asyncio.Task[Any]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -128,6 +143,8 @@ class WorkflowActor:
         self._first = False
         self._expiry: asyncio.Task[None] | None = None
         self._closed_fields: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self.carried: list[Mail] = []
+        """On continue-as-new: signals and cancels the next run takes over."""
 
     # -------------------------------------------------------------- lifecycle
 
@@ -135,12 +152,21 @@ class WorkflowActor:
         """Runs a new run's first activation; nothing is written or carried out yet."""
         self.instance = WorkflowInstance(self.definition, self.started)  # type: ignore[abstract]
         now = self.env.now()
-        try:
-            commands = self.instance.activate(events, now)
-        except Exception as exc:  # a broken workflow fails; it never hangs
-            commands = [FailWorkflow(failure=failure_from(exc))]
+        commands = self._activate(self.instance, events, now)
         return Batch(seq=1, run_id=self.run_id, time=now, events=events, commands=commands,
                      owner=self.env.host_name)
+
+    def _activate(self, instance: WorkflowInstance, events: list[Event],
+                  now: float) -> list[Command]:
+        """Runs the core; whatever workflow code raises fails this run and nothing else."""
+        try:
+            return instance.activate(events, now)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt too
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.exception("workflow %s: activation failed", self.workflow_id)
+            instance.closing = FailWorkflow(failure=failure_from(exc))
+            return [instance.closing]
 
     @property
     def deadline(self) -> float | None:
@@ -177,15 +203,30 @@ class WorkflowActor:
             self.env.on_idle(self)
 
     def resume(self, batches: list[Batch]) -> None:
-        """Rebuilds the run from its timeline and carries out what was left undone."""
-        self.instance, unfinished = replay_timeline(self.definition, self.started, batches)
+        """Rebuilds the run from its timeline and carries out what was left undone.
+
+        A closed run is not replayed (its outcome and fields come from the timeline),
+        except one that continued as new, whose unconsumed signals go to the next run.
+
+        Raises:
+            NonDeterminismError: the code no longer replays the timeline; nothing was
+                started (no loop, no timers, no commands carried out).
+        """
         self._next_batch = len(batches) + 1
         self.batches_written = len(batches)
         self.updated_at = batches[-1].time if batches else self.started.time
         outcome = outcome_of(batches[-1]) if batches else None
         if outcome is not None:
+            self._closed_fields = fields_of(self.started, batches)
+            if outcome["status"] == "continued":
+                try:
+                    self.instance, _ = replay_timeline(self.definition, self.started, batches)
+                except Exception:  # the run is closed: carry over nothing rather than fail
+                    log.exception("workflow %s: cannot replay the closed run to find its "
+                                  "unconsumed signals", self.workflow_id)
             self._finish(outcome, notify=False)
             return
+        self.instance, unfinished = replay_timeline(self.definition, self.started, batches)
         self._arm_deadline()
         self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
         if not batches:  # the run object had no first batch: run it now
@@ -223,11 +264,7 @@ class WorkflowActor:
                 items, self._mailbox = self._mailbox, []
                 events = instance.novel([event for event, _ in items])
                 now = self.env.now()
-                try:
-                    commands = instance.activate(events, now)
-                except Exception as exc:  # a bug or a broken workflow: fail, never hang
-                    log.exception("workflow %s: activation failed", self.workflow_id)
-                    commands = [FailWorkflow(failure=failure_from(exc))]
+                commands = self._activate(instance, events, now)
                 if events or commands or self._first:
                     batch = Batch(seq=self._next_batch, run_id=self.run_id, time=now,
                                   events=events, commands=commands, owner=self.env.host_name)
@@ -241,38 +278,37 @@ class WorkflowActor:
             if self.parkable():
                 self.env.on_idle(self)
 
-    async def _persist(self, batch: Batch,
-                       items: list[tuple[Event, asyncio.Future[None] | None]] = ()) -> bool:  # type: ignore[assignment]
-        """Writes ``batch``, retrying failures with backoff; False when fenced."""
-        delay = 0.05
+    async def _persist(self, batch: Batch, items: list[Mail] | None = None) -> bool:
+        """Writes ``batch``, retrying every failure but a conflict with backoff; False when
+        another owner wrote this batch first (this actor is then fenced)."""
+        schedule = _backoff.delays()
         while True:
             try:
                 await self.env.io(self.env.runs.append, self.workflow_id, self.started.epoch, batch)
                 break
             except ConflictError:
-                log.warning("workflow %s: batch %d exists: another owner has the run; stopping",
+                log.warning("workflow %s: batch %d holds another owner's write; stopping",
                             self.workflow_id, batch.seq)
-                self._fence(items)
+                self._fence(items or [])
                 return False
-            except StorageError as exc:
-                log.warning("workflow %s: write failed (%s); retrying in %.2fs",
-                            self.workflow_id, exc, delay)
+            except Exception as exc:  # storage can fail in any way: retry, never die
+                delay = next(schedule)
+                log.warning("workflow %s: writing batch %d failed (%s: %s); retrying in "
+                            "%.2fs", self.workflow_id, batch.seq, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
         self._next_batch += 1
         self.batches_written += 1
         self.updated_at = batch.time
         return True
 
-    def _fence(self, items: Any) -> None:
+    def _fence(self, items: list[Mail]) -> None:
+        """Stops acting; the events not written (and their senders) go back to the host."""
         self.fenced = True
-        for _, ack in items:
-            if ack is not None and not ack.done():
-                ack.set_exception(ConflictError(
-                    f"workflow {self.workflow_id} moved to another owner"))
         self._stop_work()
+        unwritten = [*items, *self._mailbox]
+        self._mailbox = []
         self.closed.set()
-        self.env.on_fenced(self)
+        self.env.on_fenced(self, unwritten)
 
     # --------------------------------------------------------------- commands
 
@@ -372,7 +408,15 @@ class WorkflowActor:
 
     def _finish(self, outcome: dict[str, Any], notify: bool = True) -> None:
         self.outcome = outcome
-        self._closed_fields = self.fields()
+        if self._closed_fields is None:
+            self._closed_fields = self.fields()
+        if outcome["status"] == "continued":
+            rest: list[Mail] = []
+            self.carried = self._unconsumed()
+            for item in self._mailbox:
+                is_for_the_id = isinstance(item[0], (SignalReceived, CancelRequested))
+                (self.carried if is_for_the_id else rest).append(item)
+            self._mailbox = rest
         self.instance = None  # a closed run keeps its outcome and fields, not its coroutine
         self._stop_work()
         for _, ack in self._mailbox:
@@ -383,6 +427,12 @@ class WorkflowActor:
         self._wakeup.set()
         if notify:
             self.env.on_closed(self)
+
+    def _unconsumed(self) -> list[Mail]:
+        """Signals recorded in this run that its code never took (already durable)."""
+        if self.instance is None:
+            return []
+        return [(signal, None) for signal in self.instance.unconsumed_signals()]
 
     async def terminate(self, reason: str | None) -> None:
         """Stops the run now: records it, cancels its work; no workflow code runs after."""

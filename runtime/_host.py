@@ -9,9 +9,21 @@ Invariants:
 - Starting a run writes its run record with an exclusive create (the id-reuse arbiter),
   then the host's open marker, and only then runs workflow code.
 - On start, a host resumes every run whose open marker names it (``recover``); requests
-  wait until that is done, so nothing observes a half-recovered host.
-- A closed run's open marker is removed after its closing batch is durable; its parent
-  (if any) and the registry are told after that.
+  wait until that is done, so nothing observes a half-recovered host. A run that cannot
+  be read is retried in the background; a run whose code no longer replays its timeline
+  (``NonDeterminismError``) or cannot be loaded is *stuck*: it is not half-built, every
+  call about it fails with that error, ``describe()`` and the index show it, and the
+  next ``recover()`` (a restarted host, new code) tries it again.
+- A closed run's parent (if any) is told, then its open marker is removed: a crash in
+  between replays the close and tells the parent again (the parent drops the repeat).
+- Requests carry ids: a start or a signal sent again with the same id (a client retrying
+  after a host died mid-call) gets the first one's answer and is recorded once.
+- A fenced actor (another incarnation wrote its next batch) is replaced by re-reading
+  the run: if this host still owns it, a fresh actor takes it back and gets the events
+  the fenced one had not written; otherwise their senders are told where it went.
+- A run that continues as new is followed by its next run at epoch + 1 (created
+  directly: no reuse rule or parent re-attachment applies), which gets the signals the
+  old run had not consumed and those still in its mailbox.
 - A run that waits only on timers or signals for ``park_after`` seconds is parked: its
   actor is dropped, leaving an entry in ``parked`` (next wake time, ``inf`` for signals
   only) and a hint in its open marker. A due timer, a signal, a cancel, a query or a
@@ -28,20 +40,22 @@ import random
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
-from . import _serde
+from . import _backoff, _serde
 from ._activities import run_with_retries
 from ._activity import ActivityDefinition, ActivityInfo
-from ._actor import WorkflowActor, outcome_of
+from ._actor import Mail, WorkflowActor, outcome_of
 from ._definition import WorkflowDefinition, as_workflow
 from ._options import ActivityOptions
 from ._parking import ParkingLot
 from ._routing import NotHereError, Routing, child_event
+from ._validate import validate_fields, validate_task_queue
 from .errors import (
     DuplicateWorkflowError,
     InvalidInputError,
     RaylineError,
+    StorageError,
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
@@ -52,6 +66,7 @@ from .timeline import (
     Event,
     ParentRef,
     SignalReceived,
+    Terminated,
     WorkflowStarted,
     fields_of,
 )
@@ -75,6 +90,18 @@ class Backend(Protocol):
     def report(self, record: dict[str, Any]) -> None: ...
 
 
+class Stuck:
+    """A run this host owns but cannot run: its replay or its code failed to load."""
+
+    def __init__(self, started: WorkflowStarted, batches: list[Batch], error: Exception) -> None:
+        self.started = started
+        self.batches = batches
+        self.error = error
+
+    def raise_(self) -> None:
+        raise self.error
+
+
 class Host(Routing):
     """Runs workflow actors (see the module docstring)."""
 
@@ -88,10 +115,13 @@ class Host(Routing):
         self.backend = backend
         self.actors: dict[str, WorkflowActor] = {}
         self.names: dict[str, WorkflowDefinition[Any, Any]] = {}
+        self.stuck: dict[str, Stuck] = {}
         self._finished: collections.OrderedDict[str, WorkflowActor] = collections.OrderedDict()
         self._continuing: dict[str, asyncio.Task[WorkflowActor | None]] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
+        self._retaking: dict[str, asyncio.Future[None]] = {}
         self._closers: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._markers: dict[str, asyncio.Future[Any]] = {}
         self.parking = ParkingLot(self, park_after)
         self._background: set[asyncio.Future[Any]] = set()
         self._code_cache: dict[str, WorkflowDefinition[Any, Any]] = {}
@@ -116,38 +146,109 @@ class Host(Routing):
             return fn(*args)
         return await self.io(fn, *args)
 
+    async def read(self, fn: Callable[..., Any], *args: Any, quick: bool = False,
+                   attempts: int | None = 6) -> Any:
+        """A storage read (or an idempotent write), retried by the backoff schedule when
+        it fails transiently; then its error goes to the caller."""
+        run = self.quick_io if quick else self.io
+        return await _backoff.retrying(lambda: run(fn, *args), f"{fn.__name__}{args[:1]}",
+                                       attempts=attempts)
+
+    def write_marker(self, workflow_id: str, parked_until: float | None = None) -> None:
+        """Rewrites the run's open marker (a hint) in the background, after any earlier
+        rewrite of the same marker, so the last one written is the last one asked for."""
+        previous = self._markers.get(workflow_id)
+
+        async def write() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                await self.read(self.runs.mark_open, self.host_name, workflow_id, parked_until,
+                                attempts=3)
+            except Exception as exc:  # a hint: a stale one costs a replay, never a run
+                log.warning("host %s: open marker of %s not rewritten: %s", self.host_name,
+                            workflow_id, exc)
+
+        task = asyncio.ensure_future(write())
+        self._markers[workflow_id] = task
+        task.add_done_callback(lambda t: self._markers.get(workflow_id) is t
+                               and self._markers.pop(workflow_id))
+        self.background(task)
+
     def register(self, workflows: list[WorkflowDefinition[Any, Any]]) -> list[str]:
         for definition in workflows:
             self.names[definition.name] = as_workflow(definition)
         return sorted(self.names)
 
     async def recover(self) -> int:
-        """Resumes every unfinished run this host owns; returns how many."""
+        """Resumes every unfinished run this host owns (stuck ones are tried again);
+        returns how many. Listing is retried until storage answers."""
         resumed = 0
         try:
-            for workflow_id, parked_until in await self.io(self.runs.open_workflows,
-                                                           self.host_name):
+            owned = await self.read(self.runs.open_workflows, self.host_name, attempts=None)
+            for workflow_id, parked_until in owned:
                 if workflow_id in self.actors or workflow_id in self.parking:
                     continue
-                if parked_until is not None:
+                if parked_until is not None and workflow_id not in self.stuck:
                     self.parking.add(workflow_id, parked_until)
                     resumed += 1
                     continue
+                self.stuck.pop(workflow_id, None)
                 try:
                     await self.resume_run(workflow_id)
                     resumed += 1
-                except Exception:
+                except Exception as exc:
+                    if _backoff.transient(exc):
+                        self.background(self._resume_later(workflow_id))
                     log.exception("host %s: cannot resume %s", self.host_name, workflow_id)
         finally:
             self._ready.set()
         return resumed
 
+    async def _resume_later(self, workflow_id: str) -> None:
+        """Keeps trying to resume a run whose timeline could not be read."""
+        for delay in _backoff.delays():
+            await asyncio.sleep(delay)
+            if workflow_id in self.actors or workflow_id in self.parking:
+                return
+            try:
+                await self.resume_run(workflow_id)
+                return
+            except Exception as exc:
+                if not _backoff.transient(exc):
+                    return  # stuck: recorded by resume_run
+                log.warning("host %s: resuming %s failed again: %s", self.host_name,
+                            workflow_id, exc)
+
     async def resume_run(self, workflow_id: str) -> WorkflowActor:
-        """Rebuilds a run from storage into a live actor (recovery, waking a parked run)."""
-        started, batches = await self.io(self.runs.load, workflow_id)
-        actor = WorkflowActor(self, self._definition_of(started), started)
+        """Rebuilds a run from storage into a live actor (recovery, waking a parked run).
+
+        Raises:
+            NonDeterminismError: (or the error loading its code) the run is now stuck.
+            StorageError: its timeline could not be read (after retries).
+        """
+        started, batches = await self.read(self._load_owned, workflow_id)
+        return self._revive(started, batches)
+
+    def _load_owned(self, workflow_id: str) -> tuple[WorkflowStarted, list[Batch]]:
+        """The latest run, read by its owner: a torn last batch is set aside."""
+        return self.runs.load(workflow_id, repair=True)
+
+    def _revive(self, started: WorkflowStarted, batches: list[Batch]) -> WorkflowActor:
+        workflow_id = started.workflow_id
+        try:
+            actor = WorkflowActor(self, self._definition_of(started), started)
+            actor.resume(batches)
+        except Exception as exc:
+            self.stuck[workflow_id] = Stuck(started, batches, exc)
+            self.actors.pop(workflow_id, None)
+            self._report_stuck(workflow_id)
+            self._resolve_closers(workflow_id, exc)
+            log.error("host %s: run %s of %s is stuck: %s", self.host_name, started.run_id,
+                      workflow_id, exc)
+            raise
+        self.stuck.pop(workflow_id, None)
         self.actors[workflow_id] = actor
-        actor.resume(batches)
         if actor.outcome is not None:
             self.on_closed(actor)
         return actor
@@ -189,13 +290,18 @@ class Host(Routing):
         """Starts a run. ``request`` is what ``client.workflow.start`` sends."""
         await self._ready.wait()
         workflow_id = validate_id(request["workflow_id"])
+        validate_task_queue(request["task_queue"])
         policy = request.get("id_reuse_policy") or "allow_duplicate"
         if policy not in ID_REUSE_POLICIES:
             raise InvalidInputError(f"id_reuse_policy must be one of {ID_REUSE_POLICIES}")
+        validate_fields(request.get("search"), what="search")
+        validate_fields(request.get("memo"), what="memo")
         definition = self._resolve(request.get("workflow_name"), request.get("code"),
                                    request.get("code_pickle"), request["task_queue"])
         if workflow_id in self._starting:
-            raise DuplicateWorkflowError(workflow_id, "being started right now")
+            await asyncio.wait([self._starting[workflow_id]])
+            if workflow_id in self._starting:
+                raise DuplicateWorkflowError(workflow_id, "being started right now")
         starting = asyncio.get_running_loop().create_future()
         self._starting[workflow_id] = starting
         try:
@@ -214,16 +320,18 @@ class Host(Routing):
     async def _start(self, workflow_id: str, policy: str,
                      definition: WorkflowDefinition[Any, Any],
                      request: dict[str, Any]) -> dict[str, Any]:
-        early = await self.quick_io(lambda: list(self.runs.take_early_signals(workflow_id)))
-        if self._actor(workflow_id) is None and workflow_id not in self.parking:
+        early = await self.read(lambda: list(self.runs.take_early_signals(workflow_id)),
+                                quick=True)
+        if self._actor(workflow_id) is None and workflow_id not in self.parking \
+                and workflow_id not in self.stuck:
             # an id this host does not know: most likely new, so create run 1 outright;
             # the exclusive create tells us if it exists after all
             reply = await self._try_start(workflow_id, 1, definition, request, early)
             if reply is not None:
                 return reply
-        epoch = await self._check_reuse(workflow_id, policy, request.get("parent"))
+        epoch = await self._check_reuse(workflow_id, policy, request)
         if isinstance(epoch, dict):
-            return epoch  # a parent re-issuing a start: attach to its child
+            return epoch  # the same start again, or a parent re-issuing it: attach
         reply = await self._try_start(workflow_id, epoch, definition, request, early)
         if reply is None:
             raise DuplicateWorkflowError(workflow_id, "started concurrently elsewhere")
@@ -231,7 +339,9 @@ class Host(Routing):
 
     async def _try_start(self, workflow_id: str, epoch: int,
                          definition: WorkflowDefinition[Any, Any], request: dict[str, Any],
-                         early: list[tuple[str, SignalReceived]]) -> dict[str, Any] | None:
+                         early: list[tuple[str, SignalReceived]],
+                         carried: Sequence[Mail] = (), *,
+                         attempts: int | None = 6) -> dict[str, Any] | None:
         """Runs the first activation and writes run ``epoch``; None if that run exists."""
         parent = request.get("parent")
         started = WorkflowStarted(
@@ -244,59 +354,105 @@ class Host(Routing):
             parent=ParentRef(**parent) if parent else None,
             continued_from=request.get("continued_from"), search=request.get("search") or {},
             memo=request.get("memo") or {}, options=request.get("options") or {},
+            request_id=request.get("request_id"),
         )
         actor = WorkflowActor(self, definition, started)
-        events: list[Event] = [SignalReceived(signal_id=s["signal_id"], data=s["data"])
+        events: list[Event] = [SignalReceived(signal_id=s["signal_id"], data=s["data"],
+                                              request_id=s.get("request_id"))
                                for s in request.get("signals", [])]
+        events += [event for event, _ in carried]
         events += [signal for _, signal in early]
         first = actor.prepare(events)
         try:
-            await self.io(self._create, started, first, [key for key, _ in early])
+            await self._create(started, first, attempts)
         except DuplicateWorkflowError:
             return None  # nothing was acted on: the prepared actor is dropped
+        for _, ack in carried:
+            if ack is not None and not ack.done():
+                ack.set_result(None)
         self.actors[workflow_id] = actor
         self._finished.pop(workflow_id, None)
         actor.launch(first)
         self._report(actor)
+        consumed = {key for key, _ in early}
+        self.background(self._take_late_signals(actor, consumed))
         return {"workflow_id": workflow_id, "run_id": started.run_id, "host": self.host_name}
 
-    def _create(self, started: WorkflowStarted, first: Batch, consumed: list[str]) -> None:
-        """Open marker, then the run object (exclusive); a lost race leaves no marker."""
-        self.runs.mark_open(self.host_name, started.workflow_id)
+    async def _create(self, started: WorkflowStarted, first: Batch,
+                      attempts: int | None) -> None:
+        """Open marker, then the run object (exclusive). A lost race, or a start that
+        failed for good, leaves no marker."""
+        workflow_id = started.workflow_id
+        await self.read(self.runs.mark_open, self.host_name, workflow_id, attempts=attempts)
         try:
-            self.runs.create_run(started, first)
-        except DuplicateWorkflowError:
-            self.runs.clear_open(self.host_name, started.workflow_id)
+            await self.read(self.runs.create_run, started, first, attempts=attempts)
+        except BaseException:
+            if self._actor(workflow_id) is None and workflow_id not in self.parking:
+                try:  # the marker names no run of ours: remove it (best effort)
+                    await self.read(self.runs.clear_open, self.host_name, workflow_id,
+                                    attempts=3)
+                except Exception:
+                    log.warning("host %s: a stale open marker of %s is left; recovery "
+                                "ignores it", self.host_name, workflow_id)
             raise
-        for key in consumed:
-            self.runs.delete(key)
+
+    async def _take_late_signals(self, actor: WorkflowActor, consumed: set[str]) -> None:
+        """Signals buffered for this id while its run was being created: delivered to
+        the run (a repeat of one it has is dropped by request id), then removed."""
+        workflow_id = actor.workflow_id
+        try:
+            early = await self.read(lambda: list(self.runs.take_early_signals(workflow_id)),
+                                    quick=True, attempts=None)
+            for key, signal in early:
+                if key in consumed:
+                    await self.read(self.runs.delete, key, quick=True)
+                    continue
+                try:
+                    await actor.deliver_durably(signal)
+                except WorkflowClosedError:
+                    pass  # the run closed before it could take the signal
+                except RaylineError:
+                    continue  # fenced: the buffered signal stays for the next owner
+                await self.read(self.runs.delete, key, quick=True)
+        except Exception:
+            log.exception("host %s: early signals of %s", self.host_name, workflow_id)
 
     def _stored_latest(self, workflow_id: str) -> tuple[WorkflowStarted, dict[str, Any] | None]:
         started, batches = self.runs.load(workflow_id)
         return started, (outcome_of(batches[-1]) if batches else None)
 
     async def _check_reuse(self, workflow_id: str, policy: str,
-                           parent: dict[str, Any] | None) -> int | dict[str, Any]:
-        """The epoch of the new run under ``policy``, or the reply attaching a parent to
-        the child it started before (a re-issued start after a recovery)."""
+                           request: dict[str, Any]) -> int | dict[str, Any]:
+        """The epoch of the new run under ``policy``, or the reply attaching the caller to
+        the run it started before: the same request again, or a parent re-issuing a
+        child's start after a recovery."""
         actor = self._actor(workflow_id)
+        stuck = self.stuck.get(workflow_id)
         if actor is not None and not actor.fenced:
             started, outcome = actor.started, actor.outcome
-        elif await self.quick_io(self.runs.latest_epoch, workflow_id) is None:
+        elif stuck is not None:
+            started, outcome = stuck.started, None
+        elif await self.read(self.runs.latest_epoch, workflow_id, quick=True) is None:
             return 1
         else:
-            started, outcome = await self.io(self._stored_latest, workflow_id)
-        if parent is not None and started.parent is not None and \
-                started.parent.model_dump() == parent:
+            started, outcome = await self.read(self._stored_latest, workflow_id)
+        parent = request.get("parent")
+        request_id = request.get("request_id")
+        same_request = request_id is not None and started.request_id == request_id
+        same_parent = parent is not None and started.parent is not None and \
+            started.parent.model_dump() == parent
+        if same_request or same_parent:
             return {"workflow_id": workflow_id, "run_id": started.run_id,
                     "host": started.host, "outcome": outcome}
-        running = outcome is None
+        running = outcome is None or outcome["status"] == "continued"
         if policy == "reject_duplicate":
             raise DuplicateWorkflowError(workflow_id, "id_reuse_policy=reject_duplicate")
         if running and policy == "terminate_if_running":
             reason = "terminated by a new start (terminate_if_running)"
             if actor is not None and actor.outcome is None:  # here: not via terminate(),
                 await actor.terminate(reason)                # which waits for this start
+            elif stuck is not None:
+                await self._terminate_stuck(workflow_id, reason)
             else:
                 await self.backend.call_host(started.host, "terminate", workflow_id, reason)
         elif running:
@@ -309,27 +465,40 @@ class Host(Routing):
 
     async def _latest_outcome(self, workflow_id: str) -> tuple[WorkflowStarted,
                                                                dict[str, Any] | None]:
-        pending = self._starting.get(workflow_id)
-        if pending is not None:
-            await pending
+        await self._settled(workflow_id)
         actor = self._actor(workflow_id)
         if actor is not None and not actor.fenced:
             return actor.started, actor.outcome
-        return await self.io(self._stored_latest, workflow_id)  # type: ignore[no-any-return]
+        return await self.read(self._stored_latest, workflow_id)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ requests
 
     def _actor(self, workflow_id: str) -> WorkflowActor | None:
         return self.actors.get(workflow_id) or self._finished.get(workflow_id)
 
+    async def _settled(self, workflow_id: str) -> None:
+        """Waits out a start, a retake or a continue-as-new of ``workflow_id`` here."""
+        for _ in range(100):
+            pending: asyncio.Future[Any] | None = (
+                self._starting.get(workflow_id) or self._retaking.get(workflow_id)
+                or self._continuing.get(workflow_id))
+            if pending is None or pending.done():
+                return
+            await asyncio.wait([pending])
+
     async def _live(self, workflow_id: str, wake: bool = True) -> WorkflowActor | None:
-        """The running actor for ``workflow_id``, waiting out a start in progress and
-        (with ``wake``) bringing a parked run back."""
-        pending = self._starting.get(workflow_id)
-        if pending is not None:
-            await pending
+        """The running actor for ``workflow_id``, waiting out a start, retake or
+        continue-as-new in progress and (with ``wake``) bringing a parked run back.
+
+        Raises:
+            NonDeterminismError: (or the error loading its code) the run is stuck.
+        """
+        await self._settled(workflow_id)
         if wake and workflow_id in self.parking:
             await self.parking.wake(workflow_id)
+        stuck = self.stuck.get(workflow_id)
+        if stuck is not None:
+            stuck.raise_()
         return self.actors.get(workflow_id)
 
     async def result(self, workflow_id: str, run_id: str | None = None,
@@ -352,12 +521,13 @@ class Host(Routing):
                 outcome = {**actor.outcome, "run_id": actor.run_id}
             if outcome["status"] != "continued" or not follow:
                 return outcome
-            successor = self._continuing.get(workflow_id)
-            if successor is not None:
-                await successor
+            await self._settled(workflow_id)
             latest = self._actor(workflow_id)
             if latest is None or latest.run_id == outcome["run_id"]:
-                return outcome  # the next run could not start: report where the chain ended
+                stuck = self.stuck.get(workflow_id)
+                if stuck is not None:
+                    stuck.raise_()
+                raise NotHereError(f"workflow {workflow_id}: its next run is not here")
             run_id = None
 
     def _wait_close(self, workflow_id: str) -> asyncio.Future[dict[str, Any]]:
@@ -367,12 +537,15 @@ class Host(Routing):
         self._closers[workflow_id] = [*waiting, future]
         return future
 
-    def _resolve_closers(self, workflow_id: str, outcome: dict[str, Any] | None) -> None:
+    def _resolve_closers(self, workflow_id: str,
+                         outcome: dict[str, Any] | Exception | None) -> None:
         for future in self._closers.pop(workflow_id, []):
             if future.done():
                 continue
             if outcome is None:
                 future.set_exception(NotHereError(f"workflow {workflow_id} moved to another host"))
+            elif isinstance(outcome, Exception):
+                future.set_exception(outcome)
             else:
                 future.set_result(outcome)
 
@@ -384,7 +557,7 @@ class Host(Routing):
         try:
             await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
             await asyncio.sleep(0)  # let the waits woken in the same turn finish too
-            return [_settled(waits[workflow_id]) for workflow_id in workflow_ids]
+            return [_finished_value(waits[workflow_id]) for workflow_id in workflow_ids]
         finally:
             for wait in waits.values():
                 wait.cancel()
@@ -392,8 +565,8 @@ class Host(Routing):
     async def _stored_outcome(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
         started, outcome = await self._latest_outcome(workflow_id)
         if run_id is not None and started.run_id != run_id:
-            for epoch in reversed(await self.io(self.runs.epochs, workflow_id)):
-                record, batches = await self.io(self.runs.load, workflow_id, epoch)
+            for epoch in reversed(await self.read(self.runs.epochs, workflow_id)):
+                record, batches = await self.read(self.runs.load, workflow_id, epoch)
                 if record.run_id == run_id:
                     outcome = outcome_of(batches[-1]) if batches else None
                     started = record
@@ -407,24 +580,34 @@ class Host(Routing):
     async def signal(self, workflow_id: str, signal_id: str, data: dict[str, Any],
                      expire: float | None = None, request_id: str | None = None,
                      buffer_if_missing: bool = False) -> None:
-        """Delivers a signal; returns once it is durable in the workflow's timeline."""
+        """Delivers a signal; returns once it is durable in the workflow's timeline (or,
+        with ``buffer_if_missing`` and no run yet, in the id's early-signal buffer).
+        A signal sent again with the same ``request_id`` is recorded once."""
         await self._ready.wait()
         expire_at = None if expire is None else self.now() + expire
         event = SignalReceived(signal_id=signal_id, data=data, expire_at=expire_at,
-                               request_id=request_id)
+                               request_id=request_id or uuid.uuid4().hex)
         actor = await self._live(workflow_id)
         if actor is not None and actor.outcome is None:
             await actor.deliver_durably(event)
             return
-        if actor is None and buffer_if_missing:
-            if await self.quick_io(self.runs.latest_epoch, workflow_id) is None:
-                await self.io(self.runs.buffer_early_signal, workflow_id, event)
-                return
+        if actor is None and buffer_if_missing and \
+                await self.read(self.runs.latest_epoch, workflow_id, quick=True) is None:
+            key = await self.read(self.runs.buffer_early_signal, workflow_id, event)
+            if await self.read(self.runs.latest_epoch, workflow_id, quick=True) is not None:
+                # a start created the run meanwhile and may have read the buffer before
+                # this signal was in it: deliver it (a repeat is dropped by request id)
+                remaining = None if expire_at is None else max(0.0, expire_at - self.now())
+                await self._route(workflow_id, "signal", workflow_id, signal_id, data,
+                                  remaining, event.request_id)
+                if key is not None:
+                    await self.read(self.runs.delete, key, quick=True)
+            return
         await self._closed_or_elsewhere(workflow_id, "signal")
 
     async def _closed_or_elsewhere(self, workflow_id: str, action: str) -> None:
         started, outcome = await self._latest_outcome(workflow_id)
-        if outcome is not None:
+        if outcome is not None and outcome["status"] != "continued":
             raise WorkflowClosedError(workflow_id, action)
         raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
 
@@ -438,11 +621,24 @@ class Host(Routing):
 
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
         await self._ready.wait()
+        if workflow_id in self.stuck:  # a stuck run can still be terminated
+            await self._terminate_stuck(workflow_id, reason)
+            return
         actor = await self._live(workflow_id)
         if actor is not None and actor.outcome is None:
             await actor.terminate(reason)
             return
         await self._closed_or_elsewhere(workflow_id, "terminate")
+
+    async def _terminate_stuck(self, workflow_id: str, reason: str | None) -> None:
+        """Closes a run that cannot be replayed: a terminated batch after its last one."""
+        stuck = self.stuck[workflow_id]
+        batch = Batch(seq=len(stuck.batches) + 1, run_id=stuck.started.run_id, time=self.now(),
+                      terminated=Terminated(reason=reason), owner=self.host_name)
+        await self.read(self.runs.append, workflow_id, stuck.started.epoch, batch,
+                        attempts=None)
+        del self.stuck[workflow_id]
+        self._revive(stuck.started, [*stuck.batches, batch])
 
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         await self._ready.wait()
@@ -455,14 +651,23 @@ class Host(Routing):
     async def describe(self, workflow_id: str) -> dict[str, Any]:
         """Status, times, fields and pending work of the latest run."""
         await self._ready.wait()
-        await self._live(workflow_id)
+        stuck = self.stuck.get(workflow_id)
+        if stuck is None:
+            await self._live(workflow_id)
+            stuck = self.stuck.get(workflow_id)
         actor = self._actor(workflow_id)
-        if actor is not None and not actor.fenced:
+        error = None
+        if stuck is not None:
+            started, batches = stuck.started, stuck.batches
+            (search, enrich), pending, outcome = fields_of(started, batches), [], None
+            status, updated = 1, batches[-1].time if batches else started.time
+            error = f"{type(stuck.error).__name__}: {stuck.error}"
+        elif actor is not None and not actor.fenced:
             search, enrich = actor.fields()
             started, outcome, status = actor.started, actor.outcome, actor.status()
             pending, updated = actor.pending(), actor.updated_at
         else:
-            started, batches = await self.io(self.runs.load, workflow_id)
+            started, batches = await self.read(self.runs.load, workflow_id)
             outcome = outcome_of(batches[-1]) if batches else None
             if outcome is None:
                 raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
@@ -472,23 +677,30 @@ class Host(Routing):
             "workflow_id": workflow_id, "run_id": started.run_id,
             "workflow_name": started.workflow_name, "task_queue": started.task_queue,
             "status": status, "outcome": outcome, "started_at": started.time,
-            "state": outcome["status"] if outcome else "running",
+            "state": "stuck" if stuck else outcome["status"] if outcome else "running",
+            "error": error,
             "updated_at": updated, "host": started.host, "attempt": started.attempt,
             "parent": started.parent.workflow_id if started.parent else None,
             "search": search, "enrich": enrich, "memo": started.memo, "pending": pending,
         }
 
-    async def deliver(self, workflow_id: str, event: Event) -> None:
-        """An event from elsewhere in the cluster (a child's completion)."""
+    async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
+        """An event from elsewhere in the cluster (a child's completion) for run
+        ``run_id`` (any run when ``None``); an event for a run that has closed is dropped."""
         await self._ready.wait()
         actor = await self._live(workflow_id)
         if actor is None:
+            started, outcome = await self._latest_outcome(workflow_id)
+            if outcome is not None or (run_id is not None and started.run_id != run_id):
+                return  # that run is over: nothing waits for this event any more
             raise NotHereError(f"workflow {workflow_id} is not on {self.host_name}")
+        if run_id is not None and actor.run_id != run_id:
+            return
         await actor.deliver_durably(event)
 
     def stats(self) -> dict[str, Any]:
         return {"host": self.host_name, "running": len(self.actors), "parked": len(self.parking),
-                "finished_cached": len(self._finished)}
+                "finished_cached": len(self._finished), "stuck": len(self.stuck)}
 
     # ----------------------------------------------- environment: commands
 
@@ -507,56 +719,119 @@ class Host(Routing):
     def on_closed(self, actor: WorkflowActor) -> None:
         if actor.fenced or self.actors.get(actor.workflow_id) is not actor:
             return
-        del self.actors[actor.workflow_id]
-        self._finished[actor.workflow_id] = actor
+        workflow_id = actor.workflow_id
+        del self.actors[workflow_id]
+        self._finished[workflow_id] = actor
         while len(self._finished) > KEEP_FINISHED:
             self._finished.popitem(last=False)
         assert actor.outcome is not None
         if actor.outcome["status"] == "continued":
-            self._continuing[actor.workflow_id] = asyncio.create_task(self._continue(actor))
-        self._resolve_closers(actor.workflow_id, {**actor.outcome, "run_id": actor.run_id})
-        asyncio.create_task(self._after_close(actor))
+            task = asyncio.ensure_future(self._continue(actor))
+            self._continuing[workflow_id] = task
+            task.add_done_callback(lambda t: self._continuing.get(workflow_id) is t
+                                   and self._continuing.pop(workflow_id))
+        self._resolve_closers(workflow_id, {**actor.outcome, "run_id": actor.run_id})
+        self.background(self._after_close(actor))
 
-    def on_fenced(self, actor: WorkflowActor) -> None:
-        if self.actors.get(actor.workflow_id) is actor:
-            del self.actors[actor.workflow_id]
-        self._resolve_closers(actor.workflow_id, None)
+    def on_fenced(self, actor: WorkflowActor, unwritten: list[Mail]) -> None:
+        workflow_id = actor.workflow_id
+        if self.actors.get(workflow_id) is actor:
+            del self.actors[workflow_id]
+        if workflow_id in self._retaking:
+            self._fail_mail(unwritten, NotHereError(f"workflow {workflow_id} is moving"))
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._retaking[workflow_id] = done
+        self.background(self._retake(actor, unwritten, done))
+
+    async def _retake(self, fenced: WorkflowActor, unwritten: list[Mail],
+                      done: asyncio.Future[None]) -> None:
+        """Re-reads a run whose actor was fenced: takes it back if this host still owns
+        it (another incarnation of this host wrote the batch), else redirects callers."""
+        workflow_id = fenced.workflow_id
+        try:
+            started, batches = await self.read(self._load_owned, workflow_id, attempts=None)
+            owner = batches[-1].owner if batches else started.host
+            if owner and owner != self.host_name:
+                log.warning("host %s: %s is now owned by %s", self.host_name, workflow_id, owner)
+                self._fail_mail(unwritten, NotHereError(f"workflow {workflow_id} runs on "
+                                                        f"{owner}"))
+                self._resolve_closers(workflow_id, None)
+                await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
+                return
+            try:
+                actor = self._revive(started, batches)
+            except Exception as exc:
+                self._fail_mail(unwritten, exc)
+                return
+            for event, ack in unwritten:
+                actor.deliver(event, ack)
+        except Exception as exc:
+            log.exception("host %s: cannot take back %s", self.host_name, workflow_id)
+            self._fail_mail(unwritten, StorageError(f"workflow {workflow_id}: {exc}"))
+        finally:
+            del self._retaking[workflow_id]
+            done.set_result(None)
+
+    @staticmethod
+    def _fail_mail(mail: list[Mail], error: Exception) -> None:
+        for _, ack in mail:
+            if ack is not None and not ack.done():
+                ack.set_exception(error)
 
     def on_idle(self, actor: WorkflowActor) -> None:
         self.parking.on_idle(actor)
 
     def background(self, work: Any) -> None:
-        """Runs ``work`` to its end whatever happens to the actor that asked for it."""
+        """Runs ``work`` to its end whatever happens to the actor that asked for it; an
+        error it ends with is logged."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("host %s: background work failed", self.host_name,
+                      exc_info=task.exception())
 
     async def _after_close(self, actor: WorkflowActor) -> None:
+        """Tells the registry and the parent (until it has it), then drops the marker."""
+        outcome = actor.outcome
+        assert outcome is not None
+        self._report(actor)
+        if outcome["status"] == "continued":
+            return  # the next run takes over the open marker
+        parent = actor.started.parent
+        if parent is not None:
+            event = child_event(parent.seq, outcome)
+            await self.deliver_to(parent.workflow_id, parent.host, event, parent.run_id)
         try:
-            if actor.outcome is not None and actor.outcome["status"] != "continued":
-                await self.quick_io(self.runs.clear_open, self.host_name, actor.workflow_id)
-            self._report(actor)
-            parent = actor.started.parent
-            if parent is not None and actor.outcome is not None and \
-                    actor.outcome["status"] != "continued":
-                event = child_event(parent.seq, actor.outcome)
-                await self.deliver_to(parent.workflow_id, parent.host, event)
-        except Exception:
-            log.exception("host %s: after closing %s", self.host_name, actor.workflow_id)
+            await self.read(self.runs.clear_open, self.host_name, actor.workflow_id)
+        except Exception as exc:  # left behind: a restart replays the close, harmlessly
+            log.warning("host %s: open marker of closed %s not removed: %s", self.host_name,
+                        actor.workflow_id, exc)
 
     async def _continue(self, actor: WorkflowActor) -> WorkflowActor | None:
+        """Starts the run after ``actor`` (continue-as-new) at the next epoch, with the
+        signals and cancels the old run handed on; retried until storage takes it."""
         assert actor.outcome is not None
         s = actor.started
+        carried, actor.carried = actor.carried, []
         request = {"workflow_id": s.workflow_id, "workflow_name": s.workflow_name,
                    "code": s.code, "code_pickle": s.code_pickle, "args": actor.outcome["args"],
                    "task_queue": s.task_queue, "search": actor.fields()[0], "memo": s.memo,
                    "options": s.options, "continued_from": s.run_id,
                    "parent": s.parent.model_dump() if s.parent else None}
         try:
-            await self.start(request)
-        except Exception:
+            reply = await self._try_start(s.workflow_id, s.epoch + 1, actor.definition,
+                                          request, [], carried, attempts=None)
+        except Exception as exc:
             log.exception("host %s: continue-as-new of %s failed", self.host_name, s.workflow_id)
+            self._fail_mail(carried, StorageError(f"continue-as-new of {s.workflow_id}: {exc}"))
             return None
+        if reply is None:  # made before a crash: the run after it exists already
+            self._fail_mail(carried, NotHereError(f"workflow {s.workflow_id} moved on"))
         return self._actor(s.workflow_id)
 
     def _report(self, actor: WorkflowActor) -> None:
@@ -569,8 +844,19 @@ class Host(Routing):
             "started_at": actor.started.time, "search": search,
         })
 
+    def _report_stuck(self, workflow_id: str) -> None:
+        stuck = self.stuck[workflow_id]
+        started = stuck.started
+        self.backend.report({
+            "workflow_id": workflow_id, "run_id": started.run_id,
+            "workflow_name": started.workflow_name, "host": self.host_name,
+            "task_queue": started.task_queue, "status": 1, "state": "stuck",
+            "started_at": started.time, "search": fields_of(started, stuck.batches)[0],
+            "error": f"{type(stuck.error).__name__}: {stuck.error}",
+        })
 
-def _settled(task: asyncio.Task[dict[str, Any]]) -> dict[str, Any] | Exception | None:
+
+def _finished_value(task: asyncio.Task[dict[str, Any]]) -> dict[str, Any] | Exception | None:
     """A finished task's result or exception; ``None`` if it had not finished."""
     if not task.done() or task.cancelled():
         return None

@@ -8,6 +8,11 @@ Invariants:
   without replaying it.
 - One timer per host wakes due runs. Waking replays the run's timeline (the recovery
   path) and turns the marker back into a plain open marker.
+- A wake that fails leaves the run parked: one due by its timer is tried again by the
+  backoff schedule; a request that wanted it awake gets the error. A run that wakes
+  stuck (its code no longer replays) leaves the lot: the host holds it as stuck.
+- The heap keeps stale entries of runs woken early; it is rebuilt when they outnumber
+  the live ones, so it stays within a constant factor of the parked runs.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import heapq
 import logging
 import math
 from typing import TYPE_CHECKING
+
+from . import _backoff
 
 if TYPE_CHECKING:
     from ._actor import WorkflowActor
@@ -57,13 +64,16 @@ class ParkingLot:
         del host.actors[actor.workflow_id]
         until = math.inf if wake is None else wake
         self.add(actor.workflow_id, until)
-        host.background(host.io(host.runs.mark_open, host.host_name, actor.workflow_id, until))
+        host.write_marker(actor.workflow_id, until)
 
     def add(self, workflow_id: str, until: float) -> None:
         """Records ``workflow_id`` as parked until ``until`` (``inf``: until signalled)."""
         self.parked[workflow_id] = until
         if until != math.inf:
             heapq.heappush(self._heap, (until, workflow_id))
+            if len(self._heap) > 2 * len(self.parked) + 64:
+                self._heap = [(t, w) for w, t in self.parked.items() if t != math.inf]
+                heapq.heapify(self._heap)
             self._arm()
 
     def _arm(self) -> None:
@@ -83,14 +93,29 @@ class ParkingLot:
         while self._heap and self._heap[0][0] <= now:
             until, workflow_id = heapq.heappop(self._heap)
             if self.parked.get(workflow_id) == until:
-                self.host.background(self.wake(workflow_id))
+                self.host.background(self._wake_when_due(workflow_id, until))
         self._arm()
+
+    async def _wake_when_due(self, workflow_id: str, until: float) -> None:
+        """Wakes a run whose timer is due, trying again later if that fails."""
+        schedule = _backoff.delays()
+        while self.parked.get(workflow_id) == until:
+            try:
+                await self.wake(workflow_id)
+                return
+            except Exception as exc:
+                if not _backoff.transient(exc):
+                    return  # stuck: the host holds it now
+                delay = next(schedule)
+                log.warning("host %s: waking %s failed (%s); again in %.2fs",
+                            self.host.host_name, workflow_id, exc, delay)
+                await asyncio.sleep(delay)
 
     async def wake(self, workflow_id: str) -> None:
         """Brings a parked run back into memory (replaying its timeline)."""
         waking = self._waking.get(workflow_id)
         if waking is not None:
-            await waking
+            await asyncio.wait([waking])
             return
         if workflow_id not in self.parked:
             return
@@ -100,9 +125,11 @@ class ParkingLot:
         try:
             await host.resume_run(workflow_id)
             del self.parked[workflow_id]
-            await host.io(host.runs.mark_open, host.host_name, workflow_id)
-        except Exception:
-            log.exception("host %s: cannot wake %s", host.host_name, workflow_id)
+        except Exception as exc:
+            if not _backoff.transient(exc):  # stuck: resume_run recorded it
+                self.parked.pop(workflow_id, None)
+            raise
         finally:
             del self._waking[workflow_id]
             done.set_result(None)
+        host.write_marker(workflow_id)

@@ -2,17 +2,21 @@
 outcome to its parent, and signals and cancels sent from one workflow to another.
 
 Every call goes to whichever host runs the other workflow, found through the registry
-and followed when it moves; delivery retries until the other side has it durably.
+and followed when it moves. A child's start carries a request id made from the parent's
+run and marker, so starting it again (after a failure, or a recovery) attaches to the
+same child; a child's outcome is delivered until the parent has it durably (or its run
+is over), for as long as the host lives, and again by the child's host after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from . import _backoff
 from .core.instance import failure_from
 from .errors import (
-    ConflictError,
     DuplicateWorkflowError,
     InvalidInputError,
     RaylineError,
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from ._actor import WorkflowActor
     from ._host import Backend
 
+log = logging.getLogger("rayline.host")
 
 class NotHereError(RaylineError):
     """The workflow is running, but not on this host: ask the registry again."""
@@ -46,9 +51,9 @@ class Routing:
     backend: Backend
     actors: dict[str, WorkflowActor]
 
-    deliver: Callable[[str, Event], Awaitable[None]]  # the host's own, for local targets
+    deliver: Callable[[str, Event, str | None], Awaitable[None]]  # the host's own
 
-    async def start_child(self, actor: WorkflowActor, command: StartChild) -> Event:
+    async def start_child(self, actor: WorkflowActor, command: StartChild) -> Event | None:
         queue = command.task_queue or actor.started.task_queue
         dedicated = bool(command.options.get("dedicated"))
         request: dict[str, Any] = {
@@ -60,16 +65,29 @@ class Routing:
             **{k: command.options[k] for k in ("search", "memo", "id_reuse_policy")
                if k in command.options},
         }
-        try:
-            host = await self.backend.place(queue, command.workflow_id, dedicated)
-            reply = await self.backend.call_host(host, "start", request)
-        except (DuplicateWorkflowError, InvalidInputError) as exc:
-            return ChildFailed(seq=command.seq, failure=failure_from(exc))
+        request["request_id"] = f"{actor.workflow_id}:{actor.run_id}:child-{command.seq}"
+        for delay in _backoff.delays():
+            try:
+                host = await self.backend.place(queue, command.workflow_id, dedicated)
+                reply = await self.backend.call_host(host, "start", request)
+                break
+            except (DuplicateWorkflowError, InvalidInputError) as exc:
+                return ChildFailed(seq=command.seq, failure=failure_from(exc))
+            except Exception as exc:
+                if not (_backoff.transient(exc) or isinstance(exc, NotHereError)):
+                    raise
+                log.warning("workflow %s: starting child %s failed (%s); again in %.2fs",
+                            actor.workflow_id, command.workflow_id, exc, delay)
+                await asyncio.sleep(delay)
+        started = ChildStarted(seq=command.seq, workflow_id=reply["workflow_id"],
+                               run_id=reply["run_id"])
         outcome = reply.get("outcome")
-        if outcome is not None:  # re-attached to a child that already finished
-            actor.deliver(child_event(command.seq, outcome))
-        return ChildStarted(seq=command.seq, workflow_id=reply["workflow_id"],
-                            run_id=reply["run_id"])
+        if outcome is None:
+            return started
+        # re-attached to a child that already finished: its start, then its outcome
+        actor.deliver(started)
+        actor.deliver(child_event(command.seq, outcome))
+        return None
 
     async def signal_external(self, actor: WorkflowActor, command: SignalExternal) -> Event:
         try:
@@ -100,20 +118,28 @@ class Routing:
                 await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
         raise WorkflowNotFoundError(workflow_id, "no host has it")
 
-    async def deliver_to(self, workflow_id: str, host: str, event: Event) -> None:
-        for attempt in range(30):
+    async def deliver_to(self, workflow_id: str, host: str, event: Event,
+                         run_id: str | None = None) -> None:
+        """Delivers ``event`` to run ``run_id`` of ``workflow_id`` (last seen on ``host``)
+        until it is durable there or that run is over; never gives up."""
+        for attempt, delay in enumerate(_backoff.delays()):
             try:
                 if host == self.host_name:
-                    await self.deliver(workflow_id, event)
+                    await self.deliver(workflow_id, event, run_id)
                 else:
-                    await self.backend.call_host(host, "deliver", workflow_id, event)
+                    await self.backend.call_host(host, "deliver", workflow_id, event, run_id)
                 return
-            except (NotHereError, ConflictError):
-                await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
-                host = await self.backend.locate(workflow_id)
             except WorkflowClosedError:
                 return
-
+            except Exception as exc:
+                if attempt >= 3:
+                    log.warning("delivering %s to %s failed (%s: %s); again in %.2fs",
+                                event.type, workflow_id, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                try:
+                    host = await self.backend.locate(workflow_id)
+                except Exception:
+                    continue  # try the same host again
 
 
 def child_event(seq: int, outcome: dict[str, Any]) -> Event:

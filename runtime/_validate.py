@@ -9,7 +9,9 @@ from typing import Any, Callable
 
 import pydantic
 
+from ._serde import _is_json
 from .errors import InvalidInputError
+from .storage.runs import validate_id
 
 _CONFIG = pydantic.ConfigDict(arbitrary_types_allowed=True)
 
@@ -59,3 +61,29 @@ def validate_args(fn: Callable[..., Any], args: tuple[Any, ...], *, what: str) -
         except pydantic.ValidationError as exc:
             raise InvalidInputError(f"argument {name!r} of {what} is invalid: {exc}") from None
     return tuple(out)
+
+
+MAX_TASK_QUEUE_LENGTH = 100
+
+
+def validate_task_queue(name: object) -> str:
+    """Returns ``name`` if it can name a task queue (it names host actors and folders)."""
+    queue = validate_id(name, what="task queue")
+    if len(queue) > MAX_TASK_QUEUE_LENGTH:
+        raise InvalidInputError(f"task queue {queue[:40]!r}... is {len(queue)} characters; the "
+                                f"limit is {MAX_TASK_QUEUE_LENGTH}")
+    return queue
+
+
+def validate_fields(fields: object, *, what: str) -> None:
+    """Refuses ``search``/``memo`` values that cannot be stored as JSON (NaN included)."""
+    if fields is None:
+        return
+    if not isinstance(fields, dict):
+        raise InvalidInputError(f"{what} must be a dict, got {type(fields).__name__}")
+    for key, value in fields.items():
+        if not isinstance(key, str):
+            raise InvalidInputError(f"{what} keys must be strings, got {key!r}")
+        if not _is_json(value):
+            raise InvalidInputError(f"{what} field {key!r} must be a JSON value (finite "
+                                    f"numbers, strings, lists, dicts), got {value!r:.80}")

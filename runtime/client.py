@@ -14,6 +14,7 @@ import importlib
 import inspect
 import threading
 import uuid
+import weakref
 from typing import Any, Awaitable, Coroutine, Protocol, TypeVar
 
 import pydantic
@@ -21,7 +22,7 @@ import pydantic
 from . import _serde, export
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
-from ._validate import validate_args
+from ._validate import validate_args, validate_fields, validate_task_queue
 from .errors import (
     CancelledFailure,
     InvalidInputError,
@@ -168,15 +169,19 @@ class AsyncWorkflowClient:
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
-        self._pickled: dict[int, str] = {}
+        # pickled code of workflows that cannot be imported, kept while their function
+        # lives: keyed by the function object itself, never by a reusable id()
+        self._pickled: weakref.WeakKeyDictionary[Any, dict[str, str]] = \
+            weakref.WeakKeyDictionary()
 
     def _code(self, definition: Any) -> tuple[str | None, str | None]:
         if definition.code is not None:
             return definition.code, None
-        key = id(definition)
-        if key not in self._pickled:
-            self._pickled[key] = _serde.pickle_b64(definition, what=f"workflow {definition.name!r}")
-        return None, self._pickled[key]
+        by_name = self._pickled.setdefault(definition.fn, {})
+        if definition.name not in by_name:
+            by_name[definition.name] = _serde.pickle_b64(
+                definition, what=f"workflow {definition.name!r}")
+        return None, by_name[definition.name]
 
     async def start(self, workflow: Any = None, *, args: list[Any] | tuple[Any, ...] = (),
                     workflow_id: str | None = None, task_queue: str = "default",
@@ -189,8 +194,8 @@ class AsyncWorkflowClient:
             workflow: an ``@rayline.workflow`` (or any ``async def``); or ``None`` with
                 ``workflow_name`` to start a workflow registered by ``Worker.create``.
             args: its arguments, validated against its annotations.
-            workflow_id: default a new guid. At most 1,000 characters, no ``/``, ``\\``,
-                ``..`` or control characters.
+            workflow_id: default (``None``) a new guid; an empty string is refused. At
+                most 1,000 characters, no ``/``, ``\\``, ``..`` or control characters.
             task_queue: the host pool that runs it.
             dedicated: run it in a detached Ray actor of its own.
             **options: ``id_reuse_policy``, ``search``, ``memo``, ``execution_timeout``
@@ -207,9 +212,12 @@ class AsyncWorkflowClient:
                                     "supported yet")
         if unknown:
             raise InvalidInputError(f"unknown start option(s): {', '.join(sorted(unknown))}")
-        workflow_id = validate_id(workflow_id or uuid.uuid4().hex)
-        validate_id(task_queue, what="task queue")
-        request: dict[str, Any] = {"workflow_id": workflow_id, "task_queue": task_queue}
+        workflow_id = uuid.uuid4().hex if workflow_id is None else validate_id(workflow_id)
+        validate_task_queue(task_queue)
+        validate_fields(options.get("search"), what="search")
+        validate_fields(options.get("memo"), what="memo")
+        request: dict[str, Any] = {"workflow_id": workflow_id, "task_queue": task_queue,
+                                   "request_id": uuid.uuid4().hex}
         if workflow is not None:
             definition = as_workflow(workflow)
             checked = validate_args(definition.fn, tuple(args),
@@ -298,7 +306,8 @@ class WorkflowDescription(pydantic.BaseModel):
     status: int
     """0 completed; > 0 running (open obligations); < 0 failed, cancelled, terminated."""
     state: str
-    """running, completed, failed, cancelled, terminated or continued."""
+    """running, completed, failed, cancelled, terminated, continued, or stuck (the run
+    cannot be replayed by the code this host has: see ``error``)."""
     started_at: float
     updated_at: float
     host: str
@@ -310,6 +319,8 @@ class WorkflowDescription(pydantic.BaseModel):
     pending: list[dict[str, Any]]
     """Open obligations: ``{"seq", "kind", ...}`` for each activity, timer, wait, child."""
     outcome: dict[str, Any] | None
+    error: str | None = None
+    """Why a ``stuck`` run cannot run (its replay failed, or its code cannot be loaded)."""
 
 
 class AsyncWorkflowHandle:
@@ -394,7 +405,8 @@ class AsyncWorkflowHandle:
             if host is None:
                 host = await conn.place("default", self.workflow_id, False)
             self._host = host
-        await self._call("signal", self.workflow_id, signal_id, payload, seconds, None,
+        request_id = uuid.uuid4().hex  # the same on every retry: the host records it once
+        await self._call("signal", self.workflow_id, signal_id, payload, seconds, request_id,
                          buffer_if_missing)
 
     async def cancel(self) -> None:

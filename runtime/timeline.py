@@ -250,6 +250,9 @@ class WorkflowStarted(_Model):
     search: dict[str, Any] = {}
     memo: dict[str, Any] = {}
     options: dict[str, Any] = {}
+    request_id: str | None = None
+    """The id of the start request that made this run: a start sent again is answered
+    with this run instead of a duplicate."""
 
 
 class Terminated(_Model):

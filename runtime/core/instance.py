@@ -513,10 +513,16 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def novel(self, events: Sequence[Event]) -> list[Event]:
         """``events`` without answers to calls that are no longer open (a timer that fired
-        after its wait was satisfied, a child's result delivered twice after a recovery):
-        they would change nothing, so they need not be recorded."""
-        out, answered = [], set()
+        after its wait was satisfied, a child's result delivered twice after a recovery)
+        and without signals whose request id this run has seen: they would change
+        nothing, so they need not be recorded."""
+        out, answered, requests = [], set(), set()
         for event in events:
+            request_id = getattr(event, "request_id", None)
+            if request_id is not None:  # a signal sent again (a retry): recorded once
+                if request_id in self._seen_requests or request_id in requests:
+                    continue
+                requests.add(request_id)
             seq = getattr(event, "seq", None)
             if seq is not None and (seq not in self._pending or seq in answered):
                 continue
@@ -524,6 +530,10 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 answered.add(seq)
             out.append(event)
         return out
+
+    def unconsumed_signals(self) -> list[SignalReceived]:
+        """Signals this run received and its code never took, in arrival order per id."""
+        return [signal for queue in self._signals.values() for signal in queue]
 
     def open_obligations(self) -> int:
         """HotMesh's semaphore: pending activities, timers, conditions and children."""

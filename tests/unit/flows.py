@@ -225,3 +225,81 @@ async def parent_cancelled_with_child() -> str:
 async def parent_waits_for_child() -> str:
     said = await workflow.execute_child(waits, None, workflow_id="mom-kid")
     return f"child said {said}"
+
+
+@rayline.workflow
+async def child_continues(n: int) -> str:
+    if n > 0:
+        workflow.continue_as_new(n - 1)
+    return "child done"
+
+
+@rayline.workflow
+async def parent_of_continuing_child() -> str:
+    said = await workflow.execute_child(child_continues, 2, workflow_id="cc")
+    return f"parent got {said}"
+
+
+@rayline.workflow
+async def child_continues_then_waits(n: int) -> object:
+    if n > 0:
+        workflow.continue_as_new(n - 1)
+    return await workflow.condition("go")
+
+
+@rayline.workflow
+async def parent_of_waiting_child() -> str:
+    said = await workflow.execute_child(child_continues_then_waits, 2, workflow_id="cw")
+    return f"parent got {said}"
+
+
+KEYS: list[str] = []
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=3, initial_interval=0.01))
+def charge(fail_first: bool) -> str:
+    info = rayline.activity_info()
+    KEYS.append(info.idempotency_key)
+    if fail_first and info.attempt == 1:
+        raise ConnectionError("payment provider timed out")
+    return info.idempotency_key
+
+
+@rayline.workflow
+async def monthly_charges(months: int, keys: list[str]) -> list[str]:
+    keys = [*keys, await workflow.execute_activity(charge, months == 2)]
+    if months > 1:
+        workflow.continue_as_new(months - 1, keys)
+    return keys
+
+
+@rayline.workflow
+async def fire_and_forget_parent() -> object:
+    await workflow.start_child(one_step, 1, workflow_id="ff-child")
+    return await workflow.condition("go")
+
+
+MODE = {"version": 1}
+
+
+@rayline.workflow
+async def switchable() -> object:
+    if MODE["version"] == 1:
+        await workflow.execute_activity(add1, 1)
+    else:
+        await workflow.sleep(1)
+    return await workflow.condition("go")
+
+
+@rayline.workflow
+async def exits() -> None:
+    raise SystemExit(3)
+
+
+@rayline.workflow
+async def collector(total: int, seen: list[object]) -> list[object]:
+    while len(seen) < total:
+        seen = [*seen, await workflow.condition("item")]
+        if len(seen) % 2 == 0 and len(seen) < total:
+            workflow.continue_as_new(total, seen)
+    return seen

@@ -34,7 +34,8 @@ class LocalBackend:
 
     async def locate(self, workflow_id: str) -> str:
         for name, host in self.hosts.items():
-            if workflow_id in host.actors:
+            if workflow_id in host.actors or workflow_id in host.parking \
+                    or workflow_id in host.stuck:
                 return name
         raise NotHereError(workflow_id)
 
@@ -52,3 +53,30 @@ async def make_host(runs: RunStore, backend: LocalBackend | None = None,
     backend.hosts[name] = host
     await host.recover()
     return host
+
+
+class LocalConnection:
+    """The client's ``Connection`` over in-process hosts (the protocol rayline owns)."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.backend = backend
+
+    async def open(self) -> dict[str, Any]:
+        return {}
+
+    async def registry(self, method: str, *args: Any) -> Any:
+        if method == "locate_or_none":
+            try:
+                return await self.backend.locate(args[0])
+            except NotHereError:
+                return None
+        raise NotImplementedError(method)
+
+    async def call_host(self, host: str, method: str, *args: Any) -> Any:
+        return await self.backend.call_host(host, method, *args)
+
+    async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
+        return await self.backend.place(task_queue, workflow_id, dedicated)
+
+    async def locate(self, workflow_id: str) -> str:
+        return await self.backend.locate(workflow_id)

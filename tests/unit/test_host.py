@@ -9,10 +9,9 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from rayline import _serde
-from rayline._host import Host
+from rayline._host import Host, NotHereError
 from rayline.core import replay_timeline
 from rayline.errors import (
-    ConflictError,
     CorruptTimelineError,
     DuplicateWorkflowError,
     InvalidInputError,
@@ -50,11 +49,14 @@ def test_a_workflow_runs_and_fences_over_s3(s3_url: str) -> None:
         await host.start(request(flows.gather_then_chain, 1))
         assert value(await host.result("wf")) == [2, 2, 102, 107, 214]
         await host.start(request(flows.waits_many, 2, workflow_id="two"))
-        await asyncio.sleep(0.1)
-        zombie = await make_host(runs)  # a second owner of "two", resumed from S3
-        await host.signal("two", "item", _serde.encode("a"))
-        with pytest.raises(ConflictError):
-            await zombie.signal("two", "item", _serde.encode("zombie"))
+        backend = LocalBackend()
+        other = await make_host(runs, backend, name="h1")  # a second owner, from S3
+        await other.resume_run("two")
+        await other.signal("two", "item", _serde.encode("a"))
+        with pytest.raises(NotHereError, match="h1"):  # fenced: sent where the run went
+            await host.signal("two", "item", _serde.encode("stale owner"))
+        await other.signal("two", "item", _serde.encode("b"))
+        assert value(await other.result("two")) == ["a", "b"]
 
     run(main)
 
@@ -111,22 +113,21 @@ def _crash(host: Host) -> None:
 
 def test_two_owners_of_one_run_the_second_writer_is_fenced(runs: RunStore) -> None:
     async def main() -> None:
-        first = await make_host(runs)
+        backend = LocalBackend()
+        first = await make_host(runs, backend, name="h0")
         await first.start(request(flows.waits_many, 2))
-        await asyncio.sleep(0.05)
-        zombie = await make_host(runs)  # a second owner resumes the same run
-        zombie_actor = zombie.actors["wf"]
-        await first.signal("wf", "item", _serde.encode("a"))
-        with pytest.raises(ConflictError):
-            await zombie.signal("wf", "item", _serde.encode("zombie"))
-        assert zombie_actor.fenced
-        await first.signal("wf", "item", _serde.encode("b"))
-        assert value(await first.result("wf")) == ["a", "b"]
+        second = await make_host(runs, backend, name="h1")
+        await second.resume_run("wf")  # a second owner resumes the same run
+        first_actor = first.actors["wf"]
+        await second.signal("wf", "item", _serde.encode("a"))
+        with pytest.raises(NotHereError):
+            await first.signal("wf", "item", _serde.encode("stale"))
+        assert first_actor.fenced and "wf" not in first.actors
+        await second.signal("wf", "item", _serde.encode("b"))
+        assert value(await second.result("wf")) == ["a", "b"]
         started = runs.read_run("wf")
-        owners = {b.owner for b in runs.read_batches("wf", started.epoch, started.run_id)}
-        assert owners == {"h0"}
-
-    run(main)
+        owners = [b.owner for b in runs.read_batches("wf", started.epoch, started.run_id)]
+        assert owners == ["h0", "h1", "h1"]  # the stale owner wrote nothing after the move
 
 
 def test_torn_last_batch_is_set_aside_and_a_torn_middle_batch_is_refused(
@@ -146,7 +147,10 @@ def test_torn_last_batch_is_set_aside_and_a_torn_middle_batch_is_refused(
     assert names == ["00000002", "00000003", "00000004"]  # batch 1 lives in the run object
     batches = runs.read_batches("wf", started.epoch, started.run_id)
     assert [b.seq for b in batches] == [1, 2, 3]
-    assert any(".torn-" in n for n in os.listdir(folder))
+    assert sorted(os.listdir(folder)) == names  # a reader leaves storage alone
+    batches = runs.read_batches("wf", started.epoch, started.run_id, repair=True)
+    assert [b.seq for b in batches] == [1, 2, 3]
+    assert any(".torn-" in n for n in os.listdir(folder))  # the owner sets it aside
     first = os.path.join(folder, names[0])
     with open(first, "r+b") as fh:
         fh.seek(-3, os.SEEK_END)
