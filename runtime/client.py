@@ -461,20 +461,25 @@ class AsyncWorkflowHandle:
         return RunStore(open_store(self._client.storage_url), self._client.namespace)
 
     async def export(self, allow: list[str] | None = None, block: list[str] | None = None,
-                     values: bool = True) -> dict[str, Any]:
+                     values: bool = True, unpickle: bool = False) -> dict[str, Any]:
         """HotMesh's ``DurableJobExport``: ``data``, ``state``, ``status``, ``timeline``,
-        ``transitions`` (``allow``/``block`` pick sections; ``values=False`` drops values)."""
+        ``transitions`` (``allow``/``block`` pick sections; ``values=False`` drops values).
+        Pickled values show as ``{"pickled": type, "bytes": n}`` unless ``unpickle=True``
+        (unpickling runs code from storage: trust the storage first)."""
         def build() -> dict[str, Any]:
             started, batches = export.load_run(self._runs(), self.workflow_id, self.run_id)
-            return export.build_export(started, batches, allow=allow, block=block,
-                                       values=values).model_dump(exclude_none=True)
+            with export.unpickling(unpickle):
+                return export.build_export(started, batches, allow=allow, block=block,
+                                           values=values).model_dump(exclude_none=True)
         return await asyncio.to_thread(build)
 
     async def export_execution(self, mode: str = "sparse", exclude_system: bool = False,
                                omit_results: bool = False, enrich_inputs: bool = False,
-                               allow_direct_query: bool = False) -> dict[str, Any]:
+                               allow_direct_query: bool = False,
+                               unpickle: bool = False) -> dict[str, Any]:
         """The run as typed, chronological events with a summary (``WorkflowExecution``);
-        ``mode="verbose"`` nests each child's execution under its start event."""
+        ``mode="verbose"`` nests each child's execution under its start event. Pickled
+        values are shown by type and size unless ``unpickle=True``."""
         if mode not in ("sparse", "verbose"):
             raise InvalidInputError("mode must be 'sparse' or 'verbose'")
         runs = self._runs()
@@ -490,10 +495,11 @@ class AsyncWorkflowHandle:
 
         def build() -> dict[str, Any]:
             started, batches = export.load_run(runs, self.workflow_id, self.run_id)
-            return export.build_execution(
-                started, batches, mode=mode, exclude_system=exclude_system,
-                omit_results=omit_results, enrich_inputs=enrich_inputs, load_child=child,
-            ).model_dump()
+            with export.unpickling(unpickle):
+                return export.build_execution(
+                    started, batches, mode=mode, exclude_system=exclude_system,
+                    omit_results=omit_results, enrich_inputs=enrich_inputs, load_child=child,
+                ).model_dump()
         return await asyncio.to_thread(build)
 
 

@@ -8,8 +8,12 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import contextvars
+import pickletools
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import BaseModel, Field
 
@@ -175,7 +179,15 @@ class _Builder:
             self.add("workflow_execution_continued_as_new", "workflow", ts)
 
 
+_UNPICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar("rayline_unpickle",
+                                                                  default=False)
+
+
 def _decode_quietly(payload: dict[str, Any]) -> Any:
+    """A payload's value for an export. A pickled value is shown as its type and size,
+    never unpickled (that would run code from storage), unless the export asked for it."""
+    if "p" in payload and not _UNPICKLE.get():
+        return pickled_summary(payload["p"])
     try:
         value = _serde.decode(payload)
     except Exception:
@@ -183,6 +195,40 @@ def _decode_quietly(payload: dict[str, Any]) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return value if _serde._is_json(value) else repr(value)
+
+
+@contextlib.contextmanager
+def unpickling(allowed: bool) -> Iterator[None]:
+    """Within the block, exports unpickle pickled payloads only when ``allowed``."""
+    token = _UNPICKLE.set(allowed)
+    try:
+        yield
+    finally:
+        _UNPICKLE.reset(token)
+
+
+def pickled_summary(text: str) -> dict[str, Any]:
+    """``{"pickled": "<module.Type>", "bytes": n}``, read from the pickle's opcodes
+    without running any of them."""
+    try:
+        data = base64.b64decode(text)
+    except (ValueError, TypeError):
+        return {"undecodable": True}
+    kind = "unknown"
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL" and isinstance(arg, str):
+                kind = arg.replace(" ", ".")
+                break
+            if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                kind = f"{strings[-2]}.{strings[-1]}"
+                break
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a truncated or odd pickle: its size still says something
+        pass
+    return {"pickled": kind, "bytes": len(data)}
 
 
 def build_execution(started: WorkflowStarted, batches: list[Batch], *, mode: str = "sparse",

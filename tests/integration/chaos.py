@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import glob
 import json
 import os
@@ -65,18 +66,34 @@ def run_round(storage: str, namespace: str, folder: str, workflows: int, steps: 
         if killer.is_alive():
             killer.join()
     assert results == [steps] * workflows, results
-    runs = RunStore(open_store(storage), namespace)
+    report = count_executions(RunStore(open_store(storage), namespace), folder, workflows, steps)
+    return {"workflows": workflows, "steps": steps, "host_kills": len(kills), **report,
+            "seconds": round(time.monotonic() - began, 1)}
+
+
+def count_executions(runs: RunStore, folder: str, workflows: int, steps: int) -> dict[str, int]:
+    """Checks every run's timeline against the activity executions left in ``folder``:
+    each step's result is recorded exactly once, in order, with the value the workflow
+    used, and came from at least one execution; returns the counts (re-runs are the
+    executions whose result was not the one recorded)."""
+    executions: collections.Counter[str] = collections.Counter(
+        os.path.basename(path).split(".", 1)[0] for path in glob.glob(os.path.join(folder, "c*")))
     recorded = 0
     for i in range(workflows):
         started = runs.read_run(f"c{i}")
-        done = {e.seq: e.result for b in runs.read_batches(f"c{i}", started.epoch, started.run_id)
-                for e in b.events if e.type == "activity_completed"}
-        assert done == {k + 1: {"j": k + 1} for k in range(steps)}, (i, done)
-        recorded += len(done)
-    executions = len(glob.glob(os.path.join(folder, "c*")))
-    return {"workflows": workflows, "steps": steps, "host_kills": len(kills),
-            "activity_executions": executions, "recorded_results": recorded,
-            "reruns": executions - recorded, "seconds": round(time.monotonic() - began, 1)}
+        completed = [(e.seq, e.result) for b in runs.read_batches(f"c{i}", started.epoch,
+                                                                  started.run_id)
+                     for e in b.events if e.type == "activity_completed"]
+        assert completed == [(k + 1, {"j": k + 1}) for k in range(steps)], (i, completed)
+        missing = [k for k in range(steps) if executions[f"c{i}-{k}"] < 1]
+        assert not missing, f"c{i}: steps {missing} recorded without ever running"
+        recorded += len(completed)
+    expected = {f"c{i}-{k}" for i in range(workflows) for k in range(steps)}
+    assert set(executions) == expected, set(executions) ^ expected  # nothing else ran
+    total = sum(executions.values())
+    return {"activity_executions": total, "recorded_results": recorded,
+            "reruns": total - recorded,
+            "steps_rerun": sum(1 for n in executions.values() if n > 1)}
 
 
 def main() -> None:

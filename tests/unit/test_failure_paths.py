@@ -543,3 +543,34 @@ def test_signals_to_a_closed_workflow_are_refused() -> None:
 
     run(main)
 
+
+
+# ------------------------------------------------------------ trust boundary
+
+
+class Opaque:
+    """A value that can only be pickled (unpickling it runs this module's code)."""
+
+    def __init__(self, size: int) -> None:
+        self.blob = b"x" * size
+
+
+def test_exports_show_pickled_values_by_type_and_size_without_unpickling(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rayline import export
+
+    payload = _serde.encode(Opaque(100))
+    assert "p" in payload
+
+    real, calls = _serde.unpickle_b64, []
+
+    def counted(text: str) -> Any:
+        calls.append(text)
+        return real(text)
+    monkeypatch.setattr(_serde, "unpickle_b64", counted)
+    shown = export._decode_quietly(payload)
+    assert shown["pickled"].endswith("Opaque") and shown["bytes"] > 100
+    assert calls == []  # nothing from storage was unpickled
+    with export.unpickling(True):
+        assert "Opaque object" in export._decode_quietly(payload)
+    assert len(calls) == 1  # only when asked
