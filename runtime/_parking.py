@@ -113,10 +113,8 @@ class ParkingLot:
 
     async def wake(self, workflow_id: str) -> None:
         """Brings a parked run back into memory (replaying its timeline)."""
-        waking = self._waking.get(workflow_id)
-        if waking is not None:
-            await asyncio.wait([waking])
-            return
+        while (waking := self._waking.get(workflow_id)) is not None:
+            await asyncio.wait([waking])  # then it may have parked again: look once more
         if workflow_id not in self.parked:
             return
         done = asyncio.get_running_loop().create_future()
