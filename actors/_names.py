@@ -9,6 +9,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from rayline.errors import RaylineError
+from rayline.storage.runs import id_key
 
 REGISTRY = "registry"
 HOST_CONCURRENCY = 100_000
@@ -23,7 +24,9 @@ def pool_host(task_queue: str, index: int) -> str:
 
 
 def dedicated_host(workflow_id: str) -> str:
-    return f"host-dedicated-{workflow_id}"
+    """``host-dedicated-<id>``; an id too long or too odd for an actor or folder name is
+    named by its digest instead (as storage names it)."""
+    return f"host-dedicated-{id_key(workflow_id)}"
 
 
 def pick(hosts: list[str], workflow_id: str) -> str:

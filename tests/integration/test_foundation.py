@@ -151,6 +151,10 @@ def test_dedicated_workflow_gets_its_own_host_actor(client: rayline.Client,
     assert handle.result() == 2
     assert host_actor(namespace, "host-dedicated-solo") is not None
     assert handle.describe().host == "host-dedicated-solo"
+    long_id = "job:" + "x" * 400  # too long for an actor or folder name as it is
+    handle = client.workflow.start(wf.add_one, args=[2], workflow_id=long_id, dedicated=True)
+    assert handle.result() == 3
+    assert len(handle.describe().host) < 100
 
 
 def test_async_client_has_the_same_names(namespace: str, storage: str) -> None:
