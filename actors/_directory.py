@@ -7,7 +7,7 @@ from typing import Any
 
 import ray
 
-from rayline._host import NotHereError
+from rayline.errors import NotHereError
 
 from ._names import REGISTRY, call, get_actor, pick
 

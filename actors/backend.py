@@ -17,9 +17,9 @@ from typing import Any
 import ray
 from ray.exceptions import RayError
 
-from rayline._activities import Outcome, invoke_async, run_sync_or_async
 from rayline._activity import ActivityDefinition, ActivityInfo
 from rayline._options import ActivityOptions
+from rayline.engine.activities import Outcome, invoke_async, run_sync_or_async
 
 from ._directory import ActorDirectory
 from ._names import REGISTRY

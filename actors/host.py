@@ -1,4 +1,4 @@
-"""The detached host actor: a thin Ray shell around ``rayline._host.Host``.
+"""The detached host actor: a thin Ray shell around ``rayline.engine.host.Host``.
 
 Named ``host-<task_queue>-<n>`` (a pool) or ``host-dedicated-<workflow_id>``, in the Ray
 namespace ``rayline-<namespace>``; ``max_restarts=-1``, so Ray restarts it after a crash
@@ -14,7 +14,7 @@ from typing import Any
 import ray
 
 from rayline import _serde
-from rayline._host import Host
+from rayline.engine.host import Host
 from rayline.storage import RunStore, open_store
 from rayline.timeline import Event
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from rayline._actor import outcome_of
+from rayline.engine.execution import outcome_of
 from rayline.errors import InvalidInputError, WorkflowNotFoundError
 from rayline.storage import RunStore, open_store, validate_id
 from rayline.timeline import fields_of

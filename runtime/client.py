@@ -26,6 +26,7 @@ from ._validate import validate_args, validate_fields, validate_task_queue
 from .errors import (
     CancelledFailure,
     InvalidInputError,
+    NotHereError,
     RaylineError,
     WorkflowFailedError,
     WorkflowTerminatedError,
@@ -46,10 +47,6 @@ class Connection(Protocol):
     async def call_host(self, host: str, method: str, *args: Any) -> Any: ...
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str: ...
     async def locate(self, workflow_id: str) -> str: ...
-
-
-def _is_not_here(exc: BaseException) -> bool:
-    return type(exc).__name__ == "NotHereError"
 
 
 class _Coalescer:
@@ -345,9 +342,7 @@ class AsyncWorkflowHandle:
                 self._host = await conn.locate(self.workflow_id)
             try:
                 return await conn.call_host(self._host, method, *args)
-            except RaylineError as exc:
-                if not _is_not_here(exc):
-                    raise
+            except NotHereError:
                 self._host = None
                 await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
         raise RaylineError(f"workflow {self.workflow_id}: no host answers for it")
@@ -381,9 +376,7 @@ class AsyncWorkflowHandle:
             try:
                 outcome = await self._client._results.call(conn, self._host, self.workflow_id)
                 return outcome
-            except RaylineError as exc:
-                if not _is_not_here(exc):
-                    raise
+            except NotHereError:
                 self._host = None
         outcome = await self._call("result", self.workflow_id, None, True)
         return outcome

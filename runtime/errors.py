@@ -8,6 +8,7 @@ Everything rayline raises on purpose descends from one of two roots::
     ├── WorkflowNotFoundError
     ├── DuplicateWorkflowError
     ├── WorkflowClosedError                   signal/terminate to a finished workflow
+    ├── NotHereError                          the run is not on the host asked: look again
     ├── WorkflowFailedError                   result() of a failed workflow (cause, code, stack)
     │   └── WorkflowTerminatedError           code 410
     ├── ActivityError                         an activity failed (type, message, stack)
@@ -95,6 +96,13 @@ class WorkflowClosedError(RaylineError):
     def __init__(self, workflow_id: str, action: str) -> None:
         super().__init__(f"cannot {action}: workflow {workflow_id!r} has already finished")
         self.workflow_id = workflow_id
+
+
+class NotHereError(RaylineError):
+    """The workflow is not on the host that was asked (it moved, or that host is
+    restarting): clients and hosts look it up again and retry."""
+
+    code = 503
 
 
 class WorkflowFailedError(RaylineError):

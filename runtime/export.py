@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 from pydantic import BaseModel, Field
 
 from . import _serde
-from ._actor import outcome_of
+from .engine.execution import outcome_of
 from .storage.runs import RunStore
 from .timeline import Batch, WorkflowStarted, fields_of
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from rayline import _serde
-from rayline._activities import invoke_async, run_with_retries
 from rayline._activity import ActivityInfo
 from rayline.core import WorkflowInstance, replay_timeline
+from rayline.engine.activities import invoke_async, run_with_retries
 from rayline.timeline import (
     Batch,
     Command,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayline._activities import Outcome, invoke_async
 from rayline._activity import ActivityDefinition, ActivityInfo
-from rayline._host import Host, NotHereError
 from rayline._options import ActivityOptions
+from rayline.engine.activities import Outcome, invoke_async
+from rayline.engine.host import Host
+from rayline.errors import NotHereError
 from rayline.storage import RunStore
 
 
@@ -34,7 +35,7 @@ class LocalBackend:
 
     async def locate(self, workflow_id: str) -> str:
         for name, host in self.hosts.items():
-            if workflow_id in host.actors or workflow_id in host.parking \
+            if workflow_id in host.executions or workflow_id in host.parking \
                     or workflow_id in host.stuck:
                 return name
         raise NotHereError(workflow_id)

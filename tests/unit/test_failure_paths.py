@@ -129,7 +129,7 @@ def test_2_a_write_that_landed_but_reported_failure_does_not_fence_its_owner() -
         await host.signal("wf", "item", _serde.encode("a"))  # acknowledged, not ConflictError
         await host.signal("wf", "item", _serde.encode("b"))
         assert value(await host.result("wf")) == ["a", "b"]
-        assert not host.actors and "wf" not in host.stuck
+        assert not host.executions and "wf" not in host.stuck
 
     run(main)
     assert signals_recorded(runs, "wf") == ["a", "b"]  # each once
@@ -164,7 +164,7 @@ def test_3_a_host_fenced_by_another_host_sends_callers_there() -> None:
         other = await make_host(runs, backend, name="h1")
         await other.resume_run("wf")  # h1 took the run over (as a move would)
         await other.signal("wf", "item", _serde.encode("a"))
-        from rayline._routing import NotHereError
+        from rayline.errors import NotHereError
         with pytest.raises(NotHereError, match="h1"):
             await first.signal("wf", "item", _serde.encode("lost?"))
         await other.signal("wf", "item", _serde.encode("b"))
@@ -195,8 +195,8 @@ def test_5_a_continued_child_reaches_its_parent_after_a_restart() -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.parent_of_waiting_child, workflow_id="p"))
-        await until(lambda: runs.epochs("cw") == [1, 2, 3] and "cw" in host.actors
-                    and host.actors["cw"].pending() != [])
+        await until(lambda: runs.epochs("cw") == [1, 2, 3] and "cw" in host.executions
+                    and host.executions["cw"].pending() != [])
         _crash(host)
         fresh = await make_host(runs)
         await fresh.signal("cw", "go", _serde.encode("hi"))
@@ -260,15 +260,15 @@ def test_8_a_fire_and_forget_child_that_finished_before_recovery_does_not_hang()
         await host.start(request(flows.fire_and_forget_parent, workflow_id="p"))
         await until(lambda: runs.epochs("ff-child") == [1])
         assert value(await host.result("ff-child")) == 2
-        await until(lambda: host.actors["p"].pending() != [])
+        await until(lambda: host.executions["p"].pending() != [])
         _crash(host)
         # the parent's batch recording the child's start is lost (it crashed before it)
         started = runs.read_run("p")
         names = runs.store.list(f"t/wf/p/t/{started.epoch:08d}")
         runs.store.delete(f"t/wf/p/t/{started.epoch:08d}/{names[-1]}")
         fresh = await make_host(runs)
-        await until(lambda: "p" in fresh.actors and fresh.actors["p"].pending() != []
-                    and fresh.actors["p"].pending()[0]["kind"] == "wait")
+        await until(lambda: "p" in fresh.executions and fresh.executions["p"].pending() != []
+                    and fresh.executions["p"].pending()[0]["kind"] == "wait")
         await fresh.signal("p", "go", _serde.encode("go on"))
         assert value(await fresh.result("p")) == "go on"
 
@@ -285,7 +285,7 @@ def test_9_a_run_that_no_longer_replays_is_stuck_visibly_and_resumes_when_fixed(
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.switchable))
-        await until(lambda: host.actors["wf"].pending() == [
+        await until(lambda: host.executions["wf"].pending() == [
             {"seq": 2, "kind": "wait", "signal_id": "go"}])
         _crash(host)
         flows.MODE["version"] = 2  # a non-deterministic change is deployed
@@ -316,8 +316,8 @@ def test_9_a_stuck_run_can_be_terminated() -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.switchable))
-        await until(lambda: host.actors["wf"].pending() != [] and
-                    host.actors["wf"].pending()[0]["kind"] == "wait")
+        await until(lambda: host.executions["wf"].pending() != [] and
+                    host.executions["wf"].pending()[0]["kind"] == "wait")
         _crash(host)
         flows.MODE["version"] = 2
         fresh = await make_host(runs)
@@ -514,7 +514,7 @@ def test_suspected_a_childs_outcome_is_delivered_however_long_the_parent_is_away
         async def call_host(self, host: str, method: str, *args: Any) -> Any:
             if method == "deliver" and self.left > 0:
                 self.left -= 1
-                from rayline._routing import NotHereError
+                from rayline.errors import NotHereError
                 raise NotHereError("host restarting")
             return await super().call_host(host, method, *args)
 
@@ -523,7 +523,7 @@ def test_suspected_a_childs_outcome_is_delivered_however_long_the_parent_is_away
         h0 = await make_host(runs, backend, name="h0")  # where children are placed
         h1 = await make_host(runs, backend, name="h1")
         await h1.start(request(flows.parent_waits_for_child, workflow_id="mom"))
-        await until(lambda: "mom-kid" in h0.actors)
+        await until(lambda: "mom-kid" in h0.executions)
         await h0.signal("mom-kid", "go", _serde.encode("x"))
         assert value(await h1.result("mom")) == "child said x"
         assert backend.left == 0

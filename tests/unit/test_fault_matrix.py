@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from rayline import _serde
-from rayline._host import Host
+from rayline.engine.host import Host
 from rayline.errors import (
     DuplicateWorkflowError,
     InvalidInputError,
@@ -169,11 +169,11 @@ def described(exc: BaseException) -> str:
 def crash(host: Host) -> None:
     """What a dead process leaves: storage only. Stops the old host's actors (as
     ``_crash`` in test_host.py does), its parking timer and its background work."""
-    for actor in host.actors.values():
+    for actor in host.executions.values():
         actor._stop_work()
         if actor._loop_task is not None:
             actor._loop_task.cancel()
-    host.actors.clear()
+    host.executions.clear()
     lot = host.parking
     if lot._timer is not None:
         lot._timer[1].cancel()
@@ -308,13 +308,13 @@ class Driver:
         parked (True), in memory (False), either (None)."""
         host = self.host
         assert host is not None
-        if not all(a.parkable() for a in host.actors.values()):
+        if not all(a.parkable() for a in host.executions.values()):
             return False
         for flow in flows:
             in_lot = host.parking.parked.get(flow.target) == math.inf
-            actor = host.actors.get(flow.target)
+            actor = host.executions.get(flow.target)
             live = actor is not None and any(p["kind"] == "wait" for p in actor.pending())
-            if parked is True and not (in_lot and not host.actors):
+            if parked is True and not (in_lot and not host.executions):
                 return False
             if parked is False and not live:
                 return False
@@ -328,7 +328,7 @@ class Driver:
         assert host is not None
         workflow_id = flow.workflow_id
         actor = host._finished.get(workflow_id)
-        if workflow_id in host.actors or workflow_id in host.parking or actor is None \
+        if workflow_id in host.executions or workflow_id in host.parking or actor is None \
                 or actor.outcome is None:
             return False
         if actor.outcome["status"] != "continued":
@@ -359,7 +359,7 @@ class Driver:
         out = {}
         for flow in flows:
             for workflow_id in dict.fromkeys([flow.workflow_id, flow.target]):
-                actor = host.actors.get(workflow_id)
+                actor = host.executions.get(workflow_id)
                 if workflow_id in host.parking.parked:
                     due = host.parking.parked[workflow_id] - host.now()
                     out[workflow_id] = f"parked (due in {due:.2f}s)"

@@ -9,12 +9,13 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from rayline import _serde
-from rayline._host import Host, NotHereError
 from rayline.core import replay_timeline
+from rayline.engine.host import Host
 from rayline.errors import (
     CorruptTimelineError,
     DuplicateWorkflowError,
     InvalidInputError,
+    NotHereError,
     StorageError,
     WorkflowClosedError,
     WorkflowNotFoundError,
@@ -86,13 +87,13 @@ def test_recovery_after_host_loss_does_not_rerun_recorded_activities(runs: RunSt
         backend = LocalBackend()
         host = await make_host(runs, backend)
         await host.start(request(flows.step_then_wait, 1))
-        while host.actors["wf"].status() != 1 or not backend.executions:
+        while host.executions["wf"].status() != 1 or not backend.executions:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
         _crash(host)
         backend2 = LocalBackend()
         fresh = await make_host(runs, backend2)
-        assert "wf" in fresh.actors
+        assert "wf" in fresh.executions
         await fresh.signal("wf", "go", _serde.encode("now"))
         assert value(await fresh.result("wf")) == [2, "now", 3]
         # the first activity's result was recorded before the crash: it ran once
@@ -104,11 +105,11 @@ def test_recovery_after_host_loss_does_not_rerun_recorded_activities(runs: RunSt
 
 def _crash(host: Host) -> None:
     """What a dead process leaves: storage only. Stop the old actors' work."""
-    for actor in host.actors.values():
+    for actor in host.executions.values():
         actor._stop_work()
         if actor._loop_task is not None:
             actor._loop_task.cancel()
-    host.actors.clear()
+    host.executions.clear()
 
 
 def test_two_owners_of_one_run_the_second_writer_is_fenced(runs: RunStore) -> None:
@@ -118,11 +119,11 @@ def test_two_owners_of_one_run_the_second_writer_is_fenced(runs: RunStore) -> No
         await first.start(request(flows.waits_many, 2))
         second = await make_host(runs, backend, name="h1")
         await second.resume_run("wf")  # a second owner resumes the same run
-        first_actor = first.actors["wf"]
+        first_actor = first.executions["wf"]
         await second.signal("wf", "item", _serde.encode("a"))
         with pytest.raises(NotHereError):
             await first.signal("wf", "item", _serde.encode("stale"))
-        assert first_actor.fenced and "wf" not in first.actors
+        assert first_actor.fenced and "wf" not in first.executions
         await second.signal("wf", "item", _serde.encode("b"))
         assert value(await second.result("wf")) == ["a", "b"]
         started = runs.read_run("wf")
@@ -209,7 +210,7 @@ def test_results_returns_once_one_is_done_with_none_for_the_running(runs: RunSto
         await host.start(request(flows.one_step, 1, workflow_id="quick"))
         slow, quick = await host.results(["slow", "quick"])
         assert slow is None and value(quick) == 2
-        assert not host.actors["slow"].closed.is_set()
+        assert not host.executions["slow"].closed.is_set()
         [missing] = await host.results(["missing"])
         assert isinstance(missing, WorkflowNotFoundError)
 
@@ -333,13 +334,13 @@ def test_a_timer_that_came_due_while_nothing_ran_fires_on_recovery(runs: RunStor
     async def main() -> None:
         host = await make_host(runs, clock=clock)
         await host.start(request(flows.sleeper, 3600))
-        while not host.actors["wf"].batches_written:
+        while not host.executions["wf"].batches_written:
             await asyncio.sleep(0.01)
         _crash(host)
         clock.now += 3601  # an hour passes with no host running
         fresh = await make_host(runs, clock=clock)
         # the hour-long timer fires at once; the 1 s asyncio.sleep after it is fresh
-        while fresh.actors["wf"].pending() != [{"seq": 2, "kind": "asyncio_timer"}]:
+        while fresh.executions["wf"].pending() != [{"seq": 2, "kind": "asyncio_timer"}]:
             await asyncio.sleep(0.01)
         started = runs.read_run("wf")
         batches = runs.read_batches("wf", started.epoch, started.run_id)
@@ -360,7 +361,7 @@ def test_idle_runs_are_parked_and_woken_by_their_timer_or_a_signal(runs: RunStor
         await host.start(request(flows.sleeper, 0.4, workflow_id="sleepy"))
         await host.start(request(flows.step_then_wait, 1, workflow_id="waiting"))
         await wait_for(lambda: {"sleepy", "waiting"} <= set(host.parking.parked))
-        assert "sleepy" not in host.actors and host.parking.parked["waiting"] == float("inf")
+        assert "sleepy" not in host.executions and host.parking.parked["waiting"] == float("inf")
         result = asyncio.ensure_future(host.result("waiting"))  # waits without waking
         await asyncio.sleep(0.1)
         assert "waiting" in host.parking.parked and not result.done()
@@ -381,7 +382,7 @@ def test_a_restarted_host_keeps_parked_runs_parked_until_due(runs: RunStore) -> 
         await asyncio.sleep(0.05)  # the parked hint is written in the background
         _crash(host)
         fresh = await make_host(runs, park_after=0.01, clock=clock)
-        assert fresh.parking.parked == {"w": float("inf")} and fresh.actors == {}
+        assert fresh.parking.parked == {"w": float("inf")} and fresh.executions == {}
         await fresh.signal("w", "go", _serde.encode(7))
         assert value(await fresh.result("w")) == 7
 
@@ -407,7 +408,7 @@ def test_cancel_from_another_workflow_and_cancel_reaching_a_child(runs: RunStore
         assert value(await host.result("killer")) == "cancel sent"
         assert value(await host.result("victim")) == "cancelled:refunded"
         await host.start(request(flows.parent_cancelled_with_child, workflow_id="p"))
-        await wait_for(lambda: "the-child" in host.actors)
+        await wait_for(lambda: "the-child" in host.executions)
         await host.cancel("p")
         assert value(await host.result("p")) == "parent saw cancel"
         assert value(await host.result("the-child")) == "cancelled:refunded"

@@ -48,6 +48,7 @@ ERRORS = [
     errors.FatalError("no retry"),
     errors.IncompatibleTimelineError("newer"),
     errors.NonDeterminismError("diverged"),
+    errors.NotHereError("moved"),
     errors.QueryError("q"),
     errors.StorageError("disk"),
     errors.ConflictError("fenced"),

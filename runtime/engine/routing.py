@@ -14,16 +14,17 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from . import _backoff
-from .core.instance import failure_from
-from .errors import (
+from .. import _backoff
+from ..core.instance import failure_from
+from ..errors import (
     DuplicateWorkflowError,
     InvalidInputError,
+    NotHereError,
     RaylineError,
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
-from .timeline import (
+from ..timeline import (
     ChildCompleted,
     ChildFailed,
     ChildStarted,
@@ -35,37 +36,33 @@ from .timeline import (
 )
 
 if TYPE_CHECKING:
-    from ._actor import WorkflowActor
-    from ._host import Backend
+    from .execution import Execution
+    from .host import Backend
 
 log = logging.getLogger("rayline.host")
-
-class NotHereError(RaylineError):
-    """The workflow is running, but not on this host: ask the registry again."""
-
 
 class Routing:
     """Mixed into ``Host``: the commands that reach other workflows."""
 
     host_name: str
     backend: Backend
-    actors: dict[str, WorkflowActor]
+    executions: dict[str, Execution]
 
     deliver: Callable[[str, Event, str | None], Awaitable[None]]  # the host's own
 
-    async def start_child(self, actor: WorkflowActor, command: StartChild) -> Event | None:
-        queue = command.task_queue or actor.started.task_queue
+    async def start_child(self, execution: Execution, command: StartChild) -> Event | None:
+        queue = command.task_queue or execution.started.task_queue
         dedicated = bool(command.options.get("dedicated"))
         request: dict[str, Any] = {
             "workflow_id": command.workflow_id, "workflow_name": command.workflow_name,
             "code": command.code, "code_pickle": command.code_pickle, "args": command.args,
             "task_queue": queue,
-            "parent": {"workflow_id": actor.workflow_id, "run_id": actor.run_id,
+            "parent": {"workflow_id": execution.workflow_id, "run_id": execution.run_id,
                        "seq": command.seq, "host": self.host_name},
             **{k: command.options[k] for k in ("search", "memo", "id_reuse_policy")
                if k in command.options},
         }
-        request["request_id"] = f"{actor.workflow_id}:{actor.run_id}:child-{command.seq}"
+        request["request_id"] = f"{execution.workflow_id}:{execution.run_id}:child-{command.seq}"
         for delay in _backoff.delays():
             try:
                 host = await self.backend.place(queue, command.workflow_id, dedicated)
@@ -77,7 +74,7 @@ class Routing:
                 if not (_backoff.transient(exc) or isinstance(exc, NotHereError)):
                     raise
                 log.warning("workflow %s: starting child %s failed (%s); again in %.2fs",
-                            actor.workflow_id, command.workflow_id, exc, delay)
+                            execution.workflow_id, command.workflow_id, exc, delay)
                 await asyncio.sleep(delay)
         started = ChildStarted(seq=command.seq, workflow_id=reply["workflow_id"],
                                run_id=reply["run_id"])
@@ -85,11 +82,11 @@ class Routing:
         if outcome is None:
             return started
         # re-attached to a child that already finished: its start, then its outcome
-        actor.deliver(started)
-        actor.deliver(child_event(command.seq, outcome))
+        execution.deliver(started)
+        execution.deliver(child_event(command.seq, outcome))
         return None
 
-    async def signal_external(self, actor: WorkflowActor, command: SignalExternal) -> Event:
+    async def signal_external(self, execution: Execution, command: SignalExternal) -> Event:
         try:
             await self._route(command.workflow_id, "signal", command.workflow_id,
                               command.signal_id, command.data, None, command.request_id)
@@ -97,9 +94,9 @@ class Routing:
             return ExternalResolved(seq=command.seq, failure=failure_from(exc))
         return ExternalResolved(seq=command.seq)
 
-    async def cancel_external(self, actor: WorkflowActor, seq: int, workflow_id: str) -> Event:
+    async def cancel_external(self, execution: Execution, seq: int, workflow_id: str) -> Event:
         try:
-            await self._route(workflow_id, "cancel", workflow_id, f"by {actor.workflow_id}")
+            await self._route(workflow_id, "cancel", workflow_id, f"by {execution.workflow_id}")
         except WorkflowClosedError:
             pass
         except RaylineError as exc:
@@ -109,7 +106,7 @@ class Routing:
     async def _route(self, workflow_id: str, method: str, *args: Any) -> Any:
         """Calls ``method`` on whichever host runs ``workflow_id``, following moves."""
         for attempt in range(20):
-            if workflow_id in self.actors:
+            if workflow_id in self.executions:
                 return await getattr(self, method)(*args)
             try:
                 host = await self.backend.locate(workflow_id)

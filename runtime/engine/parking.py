@@ -1,7 +1,7 @@
 """Parked runs: workflows that wait only on timers or signals, kept out of memory.
 
 Invariants:
-- A run is parked only when its actor is idle (nothing in its mailbox, nothing in
+- A run is parked only when its execution is idle (nothing in its mailbox, nothing in
   flight, no lock held) and has written the same number of batches for ``park_after``
   seconds. What stays in memory is its id and next wake time (``inf`` for signals only);
   the time is also written into its open marker, so a restarting host keeps it parked
@@ -23,11 +23,11 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-from . import _backoff
+from .. import _backoff
 
 if TYPE_CHECKING:
-    from ._actor import WorkflowActor
-    from ._host import Host
+    from .execution import Execution
+    from .host import Host
 
 log = logging.getLogger("rayline.host")
 
@@ -49,22 +49,30 @@ class ParkingLot:
     def __len__(self) -> int:
         return len(self.parked)
 
-    def on_idle(self, actor: WorkflowActor) -> None:
-        """The actor waits only on the outside world: park it if it stays that way."""
+    def on_idle(self, execution: Execution) -> None:
+        """The execution waits only on the outside world: park it if it stays that way."""
         if self.park_after is not None:
             asyncio.get_running_loop().call_later(
-                self.park_after, self._maybe_park, actor, actor.batches_written)
+                self.park_after, self._maybe_park, execution, execution.batches_written)
 
-    def _maybe_park(self, actor: WorkflowActor, written: int) -> None:
+    def _maybe_park(self, execution: Execution, written: int) -> None:
         host = self.host
-        if host.actors.get(actor.workflow_id) is not actor or actor.batches_written != written \
-                or not actor.parkable():
+        if host.executions.get(execution.workflow_id) is not execution \
+                or execution.batches_written != written or not execution.parkable():
             return
-        wake = actor.park()
-        del host.actors[actor.workflow_id]
+        wake = execution.park()
+        del host.executions[execution.workflow_id]
         until = math.inf if wake is None else wake
-        self.add(actor.workflow_id, until)
-        host.write_marker(actor.workflow_id, until)
+        self.add(execution.workflow_id, until)
+        host.write_marker(execution.workflow_id, until)
+
+    def abandon(self) -> None:
+        """Forgets every parked run and stops the wake timer (a simulated crash)."""
+        if self._timer is not None:
+            self._timer[1].cancel()
+            self._timer = None
+        self.parked.clear()
+        self._heap.clear()
 
     def add(self, workflow_id: str, until: float) -> None:
         """Records ``workflow_id`` as parked until ``until`` (``inf``: until signalled)."""

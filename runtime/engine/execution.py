@@ -1,14 +1,14 @@
-"""The workflow actor: one asyncio actor per workflow execution, living in a host.
+"""The workflow execution: one asyncio execution per workflow execution, living in a host.
 
 Invariants (storage write order and crash recovery):
-- Events reach the actor through its mailbox. One activation takes everything in the
+- Events reach the execution through its mailbox. One activation takes everything in the
   mailbox, runs the core, and writes the events and the resulting commands as one batch
   (group commit). Only after the batch is durable are the commands carried out and the
   senders of the events (signals, cancels) answered: everything the workflow has seen is
   in storage before anything it asked for happens.
 - A write that fails in any way is retried with backoff, holding the activation (no
-  exception from storage ends the actor's loop); a write refused because the batch key
-  holds another object (``ConflictError``) means another owner wrote the run: this actor
+  exception from storage ends the execution's loop); a write refused because the batch key
+  holds another object (``ConflictError``) means another owner wrote the run: this execution
   is fenced, stops without acting, and hands the events it had not written (and their
   senders) back to the host, which re-reads the run and takes it back or redirects them.
 - Workflow code that raises anything, ``SystemExit`` and ``KeyboardInterrupt`` included,
@@ -16,7 +16,7 @@ Invariants (storage write order and crash recovery):
 - A run that continues as new hands on the signals it had not consumed and the signals
   and cancels still in its mailbox: they belong to the workflow id, so the next run
   gets them.
-- A recovered actor replays its timeline through the core and carries out the commands
+- A recovered execution replays its timeline through the core and carries out the commands
   that were issued and not answered (activities at least once, results recorded once).
 - ``lock`` is an ``aiorwlock.RWLock``: activations and termination write, queries read.
 """
@@ -29,14 +29,14 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import aiorwlock
 
-from . import _backoff
-from ._activity import ActivityDefinition
-from ._definition import WorkflowDefinition
-from ._options import ActivityOptions
-from .core.instance import WorkflowInstance, failure_from, replay_timeline
-from .errors import ConflictError, WorkflowClosedError
-from .storage.runs import RunStore
-from .timeline import (
+from .. import _backoff
+from .._activity import ActivityDefinition
+from .._definition import WorkflowDefinition
+from .._options import ActivityOptions
+from ..core.instance import WorkflowInstance, failure_from, replay_timeline
+from ..errors import ConflictError, WorkflowClosedError
+from ..storage.runs import RunStore
+from ..timeline import (
     CLOSING_COMMANDS,
     ActivityFailed,
     Batch,
@@ -63,10 +63,10 @@ from .timeline import (
     fields_of,
 )
 
-log = logging.getLogger("rayline.actor")
+log = logging.getLogger("rayline.execution")
 
 Mail = tuple[Event, "asyncio.Future[None] | None"]
-"""An event in a workflow actor's mailbox, with the future its sender awaits (if any)."""
+"""An event in a workflow execution's mailbox, with the future its sender awaits (if any)."""
 
 STATUS_COMPLETED = 0
 STATUS_FAILED = -1
@@ -75,25 +75,25 @@ STATUS_TERMINATED = -3
 
 
 class Environment(Protocol):
-    """What a workflow actor needs from the host it lives in."""
+    """What a workflow execution needs from the host it lives in."""
 
     runs: RunStore
     host_name: str
 
     def now(self) -> float: ...
     def io(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
-    def run_activity(self, actor: WorkflowActor, seq: int, definition: ActivityDefinition[Any, Any],
+    def run_activity(self, execution: Execution, seq: int, definition: ActivityDefinition[Any, Any],
                      args: tuple[Any, ...], options: ActivityOptions) -> Awaitable[Event]: ...
-    def start_child(self, actor: WorkflowActor,
+    def start_child(self, execution: Execution,
                     command: StartChild) -> Awaitable[Event | None]: ...
-    def signal_external(self, actor: WorkflowActor,
+    def signal_external(self, execution: Execution,
                         command: SignalExternal) -> Awaitable[Event]: ...
-    def cancel_external(self, actor: WorkflowActor, seq: int,
+    def cancel_external(self, execution: Execution, seq: int,
                         workflow_id: str) -> Awaitable[Event]: ...
-    def on_fields(self, actor: WorkflowActor) -> None: ...
-    def on_closed(self, actor: WorkflowActor) -> None: ...
-    def on_idle(self, actor: WorkflowActor) -> None: ...
-    def on_fenced(self, actor: WorkflowActor, unwritten: list[Mail]) -> None: ...
+    def on_fields(self, execution: Execution) -> None: ...
+    def on_closed(self, execution: Execution) -> None: ...
+    def on_idle(self, execution: Execution) -> None: ...
+    def on_fenced(self, execution: Execution, unwritten: list[Mail]) -> None: ...
     def background(self, work: Awaitable[Any]) -> None: ...
 
 
@@ -117,7 +117,7 @@ def outcome_of(batch: Batch) -> dict[str, Any] | None:
     return None
 
 
-class WorkflowActor:
+class Execution:
     """One workflow execution (see the module docstring)."""
 
     def __init__(self, env: Environment, definition: WorkflowDefinition[Any, Any],
@@ -197,7 +197,7 @@ class WorkflowActor:
         self.batches_written = 1
         self.updated_at = first.time
         self._arm_deadline()
-        self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
+        self._loop_task = asyncio.create_task(self._loop(), name=f"execution:{self.workflow_id}")
         self._execute(first.commands)
         if self.parkable():
             self.env.on_idle(self)
@@ -228,7 +228,7 @@ class WorkflowActor:
             return
         self.instance, unfinished = replay_timeline(self.definition, self.started, batches)
         self._arm_deadline()
-        self._loop_task = asyncio.create_task(self._loop(), name=f"actor:{self.workflow_id}")
+        self._loop_task = asyncio.create_task(self._loop(), name=f"execution:{self.workflow_id}")
         if not batches:  # the run object had no first batch: run it now
             self._wakeup.set()
             self._first = True
@@ -280,7 +280,7 @@ class WorkflowActor:
 
     async def _persist(self, batch: Batch, items: list[Mail] | None = None) -> bool:
         """Writes ``batch``, retrying every failure but a conflict with backoff; False when
-        another owner wrote this batch first (this actor is then fenced)."""
+        another owner wrote this batch first (this execution is then fenced)."""
         schedule = _backoff.delays()
         while True:
             try:
@@ -387,7 +387,7 @@ class WorkflowActor:
                 and self.instance.waiting_only_on_outside())
 
     def park(self) -> float | None:
-        """Stops the actor so it can be dropped; returns when its next timer is due."""
+        """Stops the execution so it can be dropped; returns when its next timer is due."""
         assert self.instance is not None
         wakes = [t for t in (self.instance.next_timer(), self.deadline) if t is not None]
         wake = min(wakes) if wakes else None
@@ -395,6 +395,12 @@ class WorkflowActor:
         if self._loop_task is not None:
             self._loop_task.cancel()
         return wake
+
+    def abandon(self) -> None:
+        """Stops all work without writing or answering anything (a simulated crash)."""
+        self._stop_work()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
 
     # ------------------------------------------------------------------ close
 

@@ -1,7 +1,7 @@
 """Running one activity call: a single attempt, and the retry loop around attempts.
 
 A single attempt (:func:`invoke`) runs wherever the activity runs (a Ray task, a
-runner actor, or inline in the host) and never raises: it returns ``("ok", value)``
+runner execution, or inline in the host) and never raises: it returns ``("ok", value)``
 or ``("err", failure_fields)``, so that Ray never wraps, logs or re-pickles the user's
 exception. The retry loop (:func:`run_with_retries`) runs in the host; how an attempt
 is carried out is the caller's ``attempt`` function.
@@ -15,11 +15,11 @@ import time
 import traceback
 from typing import Any, Awaitable, Callable
 
-from . import _serde
-from ._activity import ActivityInfo, _current
-from ._options import ActivityOptions
-from .errors import FatalError
-from .timeline import ActivityCompleted, ActivityFailed, Event, Failure
+from .. import _serde
+from .._activity import ActivityInfo, _current
+from .._options import ActivityOptions
+from ..errors import FatalError
+from ..timeline import ActivityCompleted, ActivityFailed, Event, Failure
 
 Outcome = tuple[str, Any]
 

@@ -1,6 +1,6 @@
-"""The host: many workflow actors in one process, and the rules for starting them.
+"""The host: many workflow executions in one process, and the rules for starting them.
 
-A host is what a detached Ray host actor runs (``rayline.actors.host``); it holds no
+A host is what a detached Ray host execution runs (``rayline.executions.host``); it holds no
 Ray code itself. Ray-specific work (running an activity attempt, calling another host,
 placing a new workflow, telling the registry) goes through the small ``Backend``
 protocol, so the whole host runs in unit tests with an in-process backend.
@@ -18,14 +18,14 @@ Invariants:
   between replays the close and tells the parent again (the parent drops the repeat).
 - Requests carry ids: a start or a signal sent again with the same id (a client retrying
   after a host died mid-call) gets the first one's answer and is recorded once.
-- A fenced actor (another incarnation wrote its next batch) is replaced by re-reading
-  the run: if this host still owns it, a fresh actor takes it back and gets the events
+- A fenced execution (another incarnation wrote its next batch) is replaced by re-reading
+  the run: if this host still owns it, a fresh execution takes it back and gets the events
   the fenced one had not written; otherwise their senders are told where it went.
 - A run that continues as new is followed by its next run at epoch + 1 (created
   directly: no reuse rule or parent re-attachment applies), which gets the signals the
   old run had not consumed and those still in its mailbox.
 - A run that waits only on timers or signals for ``park_after`` seconds is parked: its
-  actor is dropped, leaving an entry in ``parked`` (next wake time, ``inf`` for signals
+  execution is dropped, leaving an entry in ``parked`` (next wake time, ``inf`` for signals
   only) and a hint in its open marker. A due timer, a signal, a cancel, a query or a
   describe brings it back by replaying its timeline; ``result()`` waits without waking it.
 """
@@ -42,25 +42,22 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol, Sequence
 
-from . import _backoff, _serde
-from ._activities import run_with_retries
-from ._activity import ActivityDefinition, ActivityInfo
-from ._actor import Mail, WorkflowActor, outcome_of
-from ._definition import WorkflowDefinition, as_workflow
-from ._options import ActivityOptions
-from ._parking import ParkingLot
-from ._routing import NotHereError, Routing, child_event
-from ._validate import validate_fields, validate_task_queue
-from .errors import (
+from .. import _backoff, _serde
+from .._activity import ActivityDefinition, ActivityInfo
+from .._definition import WorkflowDefinition, as_workflow
+from .._options import ActivityOptions
+from .._validate import validate_fields, validate_task_queue
+from ..errors import (
     DuplicateWorkflowError,
     InvalidInputError,
+    NotHereError,
     RaylineError,
     StorageError,
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
-from .storage.runs import RunStore, validate_id
-from .timeline import (
+from ..storage.runs import RunStore, validate_id
+from ..timeline import (
     Batch,
     CancelRequested,
     Event,
@@ -70,6 +67,10 @@ from .timeline import (
     WorkflowStarted,
     fields_of,
 )
+from .activities import run_with_retries
+from .execution import Execution, Mail, outcome_of
+from .parking import ParkingLot
+from .routing import Routing, child_event
 
 log = logging.getLogger("rayline.host")
 
@@ -103,7 +104,7 @@ class Stuck:
 
 
 class Host(Routing):
-    """Runs workflow actors (see the module docstring)."""
+    """Runs workflow executions (see the module docstring)."""
 
     def __init__(self, name: str, runs: RunStore, backend: Backend,
                  workflows: list[WorkflowDefinition[Any, Any]] | None = None,
@@ -113,11 +114,11 @@ class Host(Routing):
         self.clock = clock
         self.runs = runs
         self.backend = backend
-        self.actors: dict[str, WorkflowActor] = {}
+        self.executions: dict[str, Execution] = {}
         self.names: dict[str, WorkflowDefinition[Any, Any]] = {}
         self.stuck: dict[str, Stuck] = {}
-        self._finished: collections.OrderedDict[str, WorkflowActor] = collections.OrderedDict()
-        self._continuing: dict[str, asyncio.Task[WorkflowActor | None]] = {}
+        self._finished: collections.OrderedDict[str, Execution] = collections.OrderedDict()
+        self._continuing: dict[str, asyncio.Task[Execution | None]] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._retaking: dict[str, asyncio.Future[None]] = {}
         self._closers: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
@@ -187,7 +188,7 @@ class Host(Routing):
         try:
             owned = await self.read(self.runs.open_workflows, self.host_name, attempts=None)
             for workflow_id, parked_until in owned:
-                if workflow_id in self.actors or workflow_id in self.parking:
+                if workflow_id in self.executions or workflow_id in self.parking:
                     continue
                 if parked_until is not None and workflow_id not in self.stuck:
                     self.parking.add(workflow_id, parked_until)
@@ -209,7 +210,7 @@ class Host(Routing):
         """Keeps trying to resume a run whose timeline could not be read."""
         for delay in _backoff.delays():
             await asyncio.sleep(delay)
-            if workflow_id in self.actors or workflow_id in self.parking:
+            if workflow_id in self.executions or workflow_id in self.parking:
                 return
             try:
                 await self.resume_run(workflow_id)
@@ -220,8 +221,8 @@ class Host(Routing):
                 log.warning("host %s: resuming %s failed again: %s", self.host_name,
                             workflow_id, exc)
 
-    async def resume_run(self, workflow_id: str) -> WorkflowActor:
-        """Rebuilds a run from storage into a live actor (recovery, waking a parked run).
+    async def resume_run(self, workflow_id: str) -> Execution:
+        """Rebuilds a run from storage into a live execution (recovery, waking a parked run).
 
         Raises:
             NonDeterminismError: (or the error loading its code) the run is now stuck.
@@ -234,24 +235,24 @@ class Host(Routing):
         """The latest run, read by its owner: a torn last batch is set aside."""
         return self.runs.load(workflow_id, repair=True)
 
-    def _revive(self, started: WorkflowStarted, batches: list[Batch]) -> WorkflowActor:
+    def _revive(self, started: WorkflowStarted, batches: list[Batch]) -> Execution:
         workflow_id = started.workflow_id
         try:
-            actor = WorkflowActor(self, self._definition_of(started), started)
-            actor.resume(batches)
+            execution = Execution(self, self._definition_of(started), started)
+            execution.resume(batches)
         except Exception as exc:
             self.stuck[workflow_id] = Stuck(started, batches, exc)
-            self.actors.pop(workflow_id, None)
+            self.executions.pop(workflow_id, None)
             self._report_stuck(workflow_id)
             self._resolve_closers(workflow_id, exc)
             log.error("host %s: run %s of %s is stuck: %s", self.host_name, started.run_id,
                       workflow_id, exc)
             raise
         self.stuck.pop(workflow_id, None)
-        self.actors[workflow_id] = actor
-        if actor.outcome is not None:
-            self.on_closed(actor)
-        return actor
+        self.executions[workflow_id] = execution
+        if execution.outcome is not None:
+            self.on_closed(execution)
+        return execution
 
     def _definition_of(self, started: WorkflowStarted) -> WorkflowDefinition[Any, Any]:
         return self._resolve(started.workflow_name, started.code, started.code_pickle,
@@ -356,26 +357,26 @@ class Host(Routing):
             memo=request.get("memo") or {}, options=request.get("options") or {},
             request_id=request.get("request_id"),
         )
-        actor = WorkflowActor(self, definition, started)
+        execution = Execution(self, definition, started)
         events: list[Event] = [SignalReceived(signal_id=s["signal_id"], data=s["data"],
                                               request_id=s.get("request_id"))
                                for s in request.get("signals", [])]
         events += [event for event, _ in carried]
         events += [signal for _, signal in early]
-        first = actor.prepare(events)
+        first = execution.prepare(events)
         try:
             await self._create(started, first, attempts)
         except DuplicateWorkflowError:
-            return None  # nothing was acted on: the prepared actor is dropped
+            return None  # nothing was acted on: the prepared execution is dropped
         for _, ack in carried:
             if ack is not None and not ack.done():
                 ack.set_result(None)
-        self.actors[workflow_id] = actor
+        self.executions[workflow_id] = execution
         self._finished.pop(workflow_id, None)
-        actor.launch(first)
-        self._report(actor)
+        execution.launch(first)
+        self._report(execution)
         consumed = {key for key, _ in early}
-        self.background(self._take_late_signals(actor, consumed))
+        self.background(self._take_late_signals(execution, consumed))
         return {"workflow_id": workflow_id, "run_id": started.run_id, "host": self.host_name}
 
     async def _create(self, started: WorkflowStarted, first: Batch,
@@ -396,10 +397,10 @@ class Host(Routing):
                                 "ignores it", self.host_name, workflow_id)
             raise
 
-    async def _take_late_signals(self, actor: WorkflowActor, consumed: set[str]) -> None:
+    async def _take_late_signals(self, execution: Execution, consumed: set[str]) -> None:
         """Signals buffered for this id while its run was being created: delivered to
         the run (a repeat of one it has is dropped by request id), then removed."""
-        workflow_id = actor.workflow_id
+        workflow_id = execution.workflow_id
         try:
             early = await self.read(lambda: list(self.runs.take_early_signals(workflow_id)),
                                     quick=True, attempts=None)
@@ -408,7 +409,7 @@ class Host(Routing):
                     await self.read(self.runs.delete, key, quick=True)
                     continue
                 try:
-                    await actor.deliver_durably(signal)
+                    await execution.deliver_durably(signal)
                 except WorkflowClosedError:
                     pass  # the run closed before it could take the signal
                 except RaylineError:
@@ -426,10 +427,10 @@ class Host(Routing):
         """The epoch of the new run under ``policy``, or the reply attaching the caller to
         the run it started before: the same request again, or a parent re-issuing a
         child's start after a recovery."""
-        actor = self._actor(workflow_id)
+        execution = self._actor(workflow_id)
         stuck = self.stuck.get(workflow_id)
-        if actor is not None and not actor.fenced:
-            started, outcome = actor.started, actor.outcome
+        if execution is not None and not execution.fenced:
+            started, outcome = execution.started, execution.outcome
         elif stuck is not None:
             started, outcome = stuck.started, None
         elif await self.read(self.runs.latest_epoch, workflow_id, quick=True) is None:
@@ -449,8 +450,8 @@ class Host(Routing):
             raise DuplicateWorkflowError(workflow_id, "id_reuse_policy=reject_duplicate")
         if running and policy == "terminate_if_running":
             reason = "terminated by a new start (terminate_if_running)"
-            if actor is not None and actor.outcome is None:  # here: not via terminate(),
-                await actor.terminate(reason)                # which waits for this start
+            if execution is not None and execution.outcome is None:  # here: not via terminate(),
+                await execution.terminate(reason)                # which waits for this start
             elif stuck is not None:
                 await self._terminate_stuck(workflow_id, reason)
             else:
@@ -466,15 +467,15 @@ class Host(Routing):
     async def _latest_outcome(self, workflow_id: str) -> tuple[WorkflowStarted,
                                                                dict[str, Any] | None]:
         await self._settled(workflow_id)
-        actor = self._actor(workflow_id)
-        if actor is not None and not actor.fenced:
-            return actor.started, actor.outcome
+        execution = self._actor(workflow_id)
+        if execution is not None and not execution.fenced:
+            return execution.started, execution.outcome
         return await self.read(self._stored_latest, workflow_id)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ requests
 
-    def _actor(self, workflow_id: str) -> WorkflowActor | None:
-        return self.actors.get(workflow_id) or self._finished.get(workflow_id)
+    def _actor(self, workflow_id: str) -> Execution | None:
+        return self.executions.get(workflow_id) or self._finished.get(workflow_id)
 
     async def _settled(self, workflow_id: str) -> None:
         """Waits out a start, a retake or a continue-as-new of ``workflow_id`` here."""
@@ -486,8 +487,8 @@ class Host(Routing):
                 return
             await asyncio.wait([pending])
 
-    async def _live(self, workflow_id: str, wake: bool = True) -> WorkflowActor | None:
-        """The running actor for ``workflow_id``, waiting out a start, retake or
+    async def _live(self, workflow_id: str, wake: bool = True) -> Execution | None:
+        """The running execution for ``workflow_id``, waiting out a start, retake or
         continue-as-new in progress and (with ``wake``) bringing a parked run back.
 
         Raises:
@@ -499,7 +500,7 @@ class Host(Routing):
         stuck = self.stuck.get(workflow_id)
         if stuck is not None:
             stuck.raise_()
-        return self.actors.get(workflow_id)
+        return self.executions.get(workflow_id)
 
     async def result(self, workflow_id: str, run_id: str | None = None,
                      follow: bool = True) -> dict[str, Any]:
@@ -507,18 +508,18 @@ class Host(Routing):
         await self._ready.wait()
         await self._live(workflow_id, wake=False)
         while True:
-            actor = self._actor(workflow_id)
-            if workflow_id in self.parking.parked and (run_id is None or actor is None
-                                               or actor.run_id == run_id):
+            execution = self._actor(workflow_id)
+            if workflow_id in self.parking.parked and (run_id is None or execution is None
+                                               or execution.run_id == run_id):
                 outcome = await self._wait_close(workflow_id)
-            elif actor is None or (run_id is not None and actor.run_id != run_id):
+            elif execution is None or (run_id is not None and execution.run_id != run_id):
                 outcome = await self._stored_outcome(workflow_id, run_id)
-            elif actor.fenced:
+            elif execution.fenced:
                 raise NotHereError(f"workflow {workflow_id} moved to another host")
-            elif actor.outcome is None:
+            elif execution.outcome is None:
                 outcome = await self._wait_close(workflow_id)
             else:
-                outcome = {**actor.outcome, "run_id": actor.run_id}
+                outcome = {**execution.outcome, "run_id": execution.run_id}
             if outcome["status"] != "continued" or not follow:
                 return outcome
             await self._settled(workflow_id)
@@ -587,11 +588,11 @@ class Host(Routing):
         expire_at = None if expire is None else self.now() + expire
         event = SignalReceived(signal_id=signal_id, data=data, expire_at=expire_at,
                                request_id=request_id or uuid.uuid4().hex)
-        actor = await self._live(workflow_id)
-        if actor is not None and actor.outcome is None:
-            await actor.deliver_durably(event)
+        execution = await self._live(workflow_id)
+        if execution is not None and execution.outcome is None:
+            await execution.deliver_durably(event)
             return
-        if actor is None and buffer_if_missing and \
+        if execution is None and buffer_if_missing and \
                 await self.read(self.runs.latest_epoch, workflow_id, quick=True) is None:
             key = await self.read(self.runs.buffer_early_signal, workflow_id, event)
             if await self.read(self.runs.latest_epoch, workflow_id, quick=True) is not None:
@@ -613,9 +614,9 @@ class Host(Routing):
 
     async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
         await self._ready.wait()
-        actor = await self._live(workflow_id)
-        if actor is not None and actor.outcome is None:
-            await actor.deliver_durably(CancelRequested(reason=reason))
+        execution = await self._live(workflow_id)
+        if execution is not None and execution.outcome is None:
+            await execution.deliver_durably(CancelRequested(reason=reason))
             return
         await self._closed_or_elsewhere(workflow_id, "cancel")
 
@@ -624,9 +625,9 @@ class Host(Routing):
         if workflow_id in self.stuck:  # a stuck run can still be terminated
             await self._terminate_stuck(workflow_id, reason)
             return
-        actor = await self._live(workflow_id)
-        if actor is not None and actor.outcome is None:
-            await actor.terminate(reason)
+        execution = await self._live(workflow_id)
+        if execution is not None and execution.outcome is None:
+            await execution.terminate(reason)
             return
         await self._closed_or_elsewhere(workflow_id, "terminate")
 
@@ -642,11 +643,11 @@ class Host(Routing):
 
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         await self._ready.wait()
-        actor = await self._live(workflow_id)
-        if actor is None or actor.outcome is not None:
+        execution = await self._live(workflow_id)
+        if execution is None or execution.outcome is not None:
             await self._closed_or_elsewhere(workflow_id, "query")
-        assert actor is not None
-        return await actor.query(name, args)
+        assert execution is not None
+        return await execution.query(name, args)
 
     async def describe(self, workflow_id: str) -> dict[str, Any]:
         """Status, times, fields and pending work of the latest run."""
@@ -655,17 +656,17 @@ class Host(Routing):
         if stuck is None:
             await self._live(workflow_id)
             stuck = self.stuck.get(workflow_id)
-        actor = self._actor(workflow_id)
+        execution = self._actor(workflow_id)
         error = None
         if stuck is not None:
             started, batches = stuck.started, stuck.batches
             (search, enrich), pending, outcome = fields_of(started, batches), [], None
             status, updated = 1, batches[-1].time if batches else started.time
             error = f"{type(stuck.error).__name__}: {stuck.error}"
-        elif actor is not None and not actor.fenced:
-            search, enrich = actor.fields()
-            started, outcome, status = actor.started, actor.outcome, actor.status()
-            pending, updated = actor.pending(), actor.updated_at
+        elif execution is not None and not execution.fenced:
+            search, enrich = execution.fields()
+            started, outcome, status = execution.started, execution.outcome, execution.status()
+            pending, updated = execution.pending(), execution.updated_at
         else:
             started, batches = await self.read(self.runs.load, workflow_id)
             outcome = outcome_of(batches[-1]) if batches else None
@@ -688,65 +689,78 @@ class Host(Routing):
         """An event from elsewhere in the cluster (a child's completion) for run
         ``run_id`` (any run when ``None``); an event for a run that has closed is dropped."""
         await self._ready.wait()
-        actor = await self._live(workflow_id)
-        if actor is None:
+        execution = await self._live(workflow_id)
+        if execution is None:
             started, outcome = await self._latest_outcome(workflow_id)
             if outcome is not None or (run_id is not None and started.run_id != run_id):
                 return  # that run is over: nothing waits for this event any more
             raise NotHereError(f"workflow {workflow_id} is not on {self.host_name}")
-        if run_id is not None and actor.run_id != run_id:
+        if run_id is not None and execution.run_id != run_id:
             return
-        await actor.deliver_durably(event)
+        await execution.deliver_durably(event)
 
     def stats(self) -> dict[str, Any]:
-        return {"host": self.host_name, "running": len(self.actors), "parked": len(self.parking),
-                "finished_cached": len(self._finished), "stuck": len(self.stuck)}
+        return {"host": self.host_name, "running": len(self.executions),
+                "parked": len(self.parking), "finished_cached": len(self._finished),
+                "stuck": len(self.stuck)}
+
+    def abandon(self) -> None:
+        """Stops every execution and timer here without writing anything: what a host
+        process that died leaves behind is its storage only. Tests and tools use it to
+        simulate a crash; a new ``Host`` on the same storage then recovers the runs."""
+        for execution in self.executions.values():
+            execution.abandon()
+        self.executions.clear()
+        self.parking.abandon()
+        for task in list(self._background):
+            task.cancel()
 
     # ----------------------------------------------- environment: commands
 
-    def run_activity(self, actor: WorkflowActor, seq: int,
+    def run_activity(self, execution: Execution, seq: int,
                      definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                      options: ActivityOptions) -> Any:
         def attempt(number: int) -> Any:
-            info = ActivityInfo(actor.workflow_id, actor.run_id, definition.name, seq, number)
+            info = ActivityInfo(execution.workflow_id, execution.run_id, definition.name, seq,
+                                number)
             return self.backend.run_attempt(definition, args, options, info)
 
         return run_with_retries(seq, definition.name, options, attempt)
 
-    def on_fields(self, actor: WorkflowActor) -> None:
-        self._report(actor)
+    def on_fields(self, execution: Execution) -> None:
+        self._report(execution)
 
-    def on_closed(self, actor: WorkflowActor) -> None:
-        if actor.fenced or self.actors.get(actor.workflow_id) is not actor:
+    def on_closed(self, execution: Execution) -> None:
+        if execution.fenced or self.executions.get(execution.workflow_id) is not execution:
             return
-        workflow_id = actor.workflow_id
-        del self.actors[workflow_id]
-        self._finished[workflow_id] = actor
+        workflow_id = execution.workflow_id
+        del self.executions[workflow_id]
+        self._finished[workflow_id] = execution
         while len(self._finished) > KEEP_FINISHED:
             self._finished.popitem(last=False)
-        assert actor.outcome is not None
-        if actor.outcome["status"] == "continued":
-            task = asyncio.ensure_future(self._continue(actor))
+        assert execution.outcome is not None
+        if execution.outcome["status"] == "continued":
+            task = asyncio.ensure_future(self._continue(execution))
             self._continuing[workflow_id] = task
             task.add_done_callback(lambda t: self._continuing.get(workflow_id) is t
                                    and self._continuing.pop(workflow_id))
-        self._resolve_closers(workflow_id, {**actor.outcome, "run_id": actor.run_id})
-        self.background(self._after_close(actor))
+        self._resolve_closers(workflow_id, {**execution.outcome, "run_id": execution.run_id})
+        self.background(self._after_close(execution))
 
-    def on_fenced(self, actor: WorkflowActor, unwritten: list[Mail]) -> None:
-        workflow_id = actor.workflow_id
-        if self.actors.get(workflow_id) is actor:
-            del self.actors[workflow_id]
+    def on_fenced(self, execution: Execution, unwritten: list[Mail]) -> None:
+        workflow_id = execution.workflow_id
+        if self.executions.get(workflow_id) is execution:
+            del self.executions[workflow_id]
         if workflow_id in self._retaking:
             self._fail_mail(unwritten, NotHereError(f"workflow {workflow_id} is moving"))
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._retaking[workflow_id] = done
-        self.background(self._retake(actor, unwritten, done))
+        self.background(self._retake(execution, unwritten, done))
 
-    async def _retake(self, fenced: WorkflowActor, unwritten: list[Mail],
+    async def _retake(self, fenced: Execution, unwritten: list[Mail],
                       done: asyncio.Future[None]) -> None:
-        """Re-reads a run whose actor was fenced: takes it back if this host still owns
+        """Re-reads a run whose execution was fenced: takes it back if this host still owns
         it (another incarnation of this host wrote the batch), else redirects callers."""
         workflow_id = fenced.workflow_id
         try:
@@ -760,12 +774,12 @@ class Host(Routing):
                 await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
                 return
             try:
-                actor = self._revive(started, batches)
+                execution = self._revive(started, batches)
             except Exception as exc:
                 self._fail_mail(unwritten, exc)
                 return
             for event, ack in unwritten:
-                actor.deliver(event, ack)
+                execution.deliver(event, ack)
         except Exception as exc:
             log.exception("host %s: cannot take back %s", self.host_name, workflow_id)
             self._fail_mail(unwritten, StorageError(f"workflow {workflow_id}: {exc}"))
@@ -779,11 +793,11 @@ class Host(Routing):
             if ack is not None and not ack.done():
                 ack.set_exception(error)
 
-    def on_idle(self, actor: WorkflowActor) -> None:
-        self.parking.on_idle(actor)
+    def on_idle(self, execution: Execution) -> None:
+        self.parking.on_idle(execution)
 
     def background(self, work: Any) -> None:
-        """Runs ``work`` to its end whatever happens to the actor that asked for it; an
+        """Runs ``work`` to its end whatever happens to the execution that asked for it; an
         error it ends with is logged."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
@@ -795,36 +809,36 @@ class Host(Routing):
             log.error("host %s: background work failed", self.host_name,
                       exc_info=task.exception())
 
-    async def _after_close(self, actor: WorkflowActor) -> None:
+    async def _after_close(self, execution: Execution) -> None:
         """Tells the registry and the parent (until it has it), then drops the marker."""
-        outcome = actor.outcome
+        outcome = execution.outcome
         assert outcome is not None
-        self._report(actor)
+        self._report(execution)
         if outcome["status"] == "continued":
             return  # the next run takes over the open marker
-        parent = actor.started.parent
+        parent = execution.started.parent
         if parent is not None:
             event = child_event(parent.seq, outcome)
             await self.deliver_to(parent.workflow_id, parent.host, event, parent.run_id)
         try:
-            await self.read(self.runs.clear_open, self.host_name, actor.workflow_id)
+            await self.read(self.runs.clear_open, self.host_name, execution.workflow_id)
         except Exception as exc:  # left behind: a restart replays the close, harmlessly
             log.warning("host %s: open marker of closed %s not removed: %s", self.host_name,
-                        actor.workflow_id, exc)
+                        execution.workflow_id, exc)
 
-    async def _continue(self, actor: WorkflowActor) -> WorkflowActor | None:
-        """Starts the run after ``actor`` (continue-as-new) at the next epoch, with the
+    async def _continue(self, execution: Execution) -> Execution | None:
+        """Starts the run after ``execution`` (continue-as-new) at the next epoch, with the
         signals and cancels the old run handed on; retried until storage takes it."""
-        assert actor.outcome is not None
-        s = actor.started
-        carried, actor.carried = actor.carried, []
+        assert execution.outcome is not None
+        s = execution.started
+        carried, execution.carried = execution.carried, []
         request = {"workflow_id": s.workflow_id, "workflow_name": s.workflow_name,
-                   "code": s.code, "code_pickle": s.code_pickle, "args": actor.outcome["args"],
-                   "task_queue": s.task_queue, "search": actor.fields()[0], "memo": s.memo,
+                   "code": s.code, "code_pickle": s.code_pickle, "args": execution.outcome["args"],
+                   "task_queue": s.task_queue, "search": execution.fields()[0], "memo": s.memo,
                    "options": s.options, "continued_from": s.run_id,
                    "parent": s.parent.model_dump() if s.parent else None}
         try:
-            reply = await self._try_start(s.workflow_id, s.epoch + 1, actor.definition,
+            reply = await self._try_start(s.workflow_id, s.epoch + 1, execution.definition,
                                           request, [], carried, attempts=None)
         except Exception as exc:
             log.exception("host %s: continue-as-new of %s failed", self.host_name, s.workflow_id)
@@ -834,14 +848,14 @@ class Host(Routing):
             self._fail_mail(carried, NotHereError(f"workflow {s.workflow_id} moved on"))
         return self._actor(s.workflow_id)
 
-    def _report(self, actor: WorkflowActor) -> None:
-        search, _ = actor.fields()
+    def _report(self, execution: Execution) -> None:
+        search, _ = execution.fields()
         self.backend.report({
-            "workflow_id": actor.workflow_id, "run_id": actor.run_id,
-            "workflow_name": actor.started.workflow_name, "host": self.host_name,
-            "task_queue": actor.started.task_queue, "status": actor.status(),
-            "state": actor.outcome["status"] if actor.outcome else "running",
-            "started_at": actor.started.time, "search": search,
+            "workflow_id": execution.workflow_id, "run_id": execution.run_id,
+            "workflow_name": execution.started.workflow_name, "host": self.host_name,
+            "task_queue": execution.started.task_queue, "status": execution.status(),
+            "state": execution.outcome["status"] if execution.outcome else "running",
+            "started_at": execution.started.time, "search": search,
         })
 
     def _report_stuck(self, workflow_id: str) -> None:
