@@ -30,6 +30,8 @@ class Failure(_Model):
     kind: Literal["error", "maxed", "timeout", "fatal", "cancelled", "terminated"] = "error"
     activity: str = ""
     attempt: int = 1
+    cause: Failure | None = None
+    """The failure this one was raised from (``raise ... from``), if any."""
 
 
 class ParentRef(_Model):

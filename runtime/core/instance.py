@@ -22,7 +22,6 @@ import collections
 import contextvars
 import logging
 import random
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -37,13 +36,11 @@ from ..errors import (
     CancelledFailure,
     ContinueAsNew,
     InvalidInputError,
-    MaxedError,
     NonDeterminismError,
     QueryError,
     RaylineError,
-    TimeoutFailure,
-    WorkflowFailedError,
 )
+from ..failures import activity_error, child_error, failure_from
 from ..timeline import (
     ActivityCompleted,
     ActivityFailed,
@@ -62,7 +59,6 @@ from ..timeline import (
     DropSignal,
     Event,
     ExternalResolved,
-    Failure,
     FailWorkflow,
     RecordPatch,
     ScheduleActivity,
@@ -105,46 +101,6 @@ class WorkflowInfo:
     attempt: int
     is_replaying: bool
     parent: str | None
-
-
-def failure_from(exc: BaseException, *, kind: str = "error") -> Failure:
-    """A storable ``Failure`` for an exception, keeping its type, message and stack."""
-    code = getattr(exc, "code", 500)
-    stack = getattr(exc, "stack", "") or "".join(
-        traceback.format_exception(type(exc), exc, exc.__traceback__)
-    )
-    if isinstance(exc, CancelledFailure):
-        kind = "cancelled"
-    return Failure(
-        type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-        message=str(exc),
-        stack=stack,
-        code=code if isinstance(code, int) else 500,
-        kind=kind,  # type: ignore[arg-type]
-        activity=getattr(exc, "activity", "") or "",
-        attempt=getattr(exc, "attempt", 1) or 1,
-    )
-
-
-def activity_error(failure: Failure) -> ActivityError:
-    """The error a workflow sees at the await of an activity that failed."""
-    cls = {"maxed": MaxedError, "timeout": TimeoutFailure}.get(failure.kind, ActivityError)
-    return cls(
-        failure.message,
-        activity=failure.activity,
-        cause_type=failure.type,
-        stack=failure.stack,
-        attempt=failure.attempt,
-        code=failure.code,
-    )
-
-
-def child_error(failure: Failure) -> BaseException:
-    if failure.kind == "cancelled":
-        return CancelledFailure(failure.message)
-    return WorkflowFailedError(
-        failure.message, cause_type=failure.type, code=failure.code, stack=failure.stack
-    )
 
 
 class WorkflowInstance(asyncio.AbstractEventLoop):

@@ -12,25 +12,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-import traceback
 from typing import Any, Awaitable, Callable
 
-from .. import _serde
+from .. import _serde, failures
 from .._activity import ActivityInfo, _current
 from .._options import ActivityOptions
 from ..errors import FatalError
-from ..timeline import ActivityCompleted, ActivityFailed, Event, Failure
+from ..failures import attempt_failure
+from ..timeline import ActivityCompleted, ActivityFailed, Event
 
 Outcome = tuple[str, Any]
-
-
-def _failure_fields(exc: BaseException) -> dict[str, Any]:
-    return {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-        "stack": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        "fatal": isinstance(exc, FatalError),
-    }
 
 
 def invoke(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo) -> Outcome:
@@ -39,7 +30,7 @@ def invoke(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo) ->
     try:
         return ("ok", fn(*args))
     except Exception as exc:
-        return ("err", _failure_fields(exc))
+        return ("err", attempt_failure(exc, fatal=isinstance(exc, FatalError)))
     finally:
         _current.reset(token)
 
@@ -53,7 +44,7 @@ async def invoke_async(fn: Callable[..., Any], args: tuple[Any, ...],
     try:
         return ("ok", await fn(*args))
     except Exception as exc:
-        return ("err", _failure_fields(exc))
+        return ("err", attempt_failure(exc, fatal=isinstance(exc, FatalError)))
     finally:
         _current.reset(token)
 
@@ -97,24 +88,23 @@ async def run_with_retries(
             try:
                 result = _serde.encode(value, what=f"result of activity {name!r}")
             except Exception as exc:
-                return ActivityFailed(seq=seq, failure=Failure(
-                    type=type(exc).__name__, message=str(exc), kind="fatal", code=598,
-                    activity=name, attempt=number))
+                reported = attempt_failure(exc, fatal=True)
+                return _failed(seq, name, reported, number, "fatal", failures.FATAL)
             return ActivityCompleted(seq=seq, result=result, attempt=number)
-        failure = value
+        reported = value
         out_of_time = deadline is not None and time.monotonic() + policy.delay(number) > deadline
-        if failure["fatal"] or not policy.retryable(failure["type"]):
-            return _failed(seq, name, failure, number, "fatal", 598)
+        if reported["fatal"] or not policy.retryable(reported["type"]):
+            return _failed(seq, name, reported, number, "fatal", failures.FATAL)
         if not policy.allows_another(number):
-            kind_ = "timeout" if failure.get("timeout") else "maxed"
-            return _failed(seq, name, failure, number, kind_, 596 if kind_ == "timeout" else 597)
+            if reported.get("timeout"):
+                return _failed(seq, name, reported, number, "timeout", failures.TIMED_OUT)
+            return _failed(seq, name, reported, number, "maxed", failures.MAXED)
         if out_of_time:
-            return _failed(seq, name, failure, number, "timeout", 596)
+            return _failed(seq, name, reported, number, "timeout", failures.TIMED_OUT)
         await sleep(policy.delay(number))
 
 
-def _failed(seq: int, name: str, failure: dict[str, Any], attempt: int, kind: str,
+def _failed(seq: int, name: str, reported: dict[str, Any], attempt: int, kind: failures.Kind,
             code: int) -> ActivityFailed:
-    return ActivityFailed(seq=seq, failure=Failure(
-        type=failure["type"], message=failure["message"], stack=failure["stack"],
-        kind=kind, code=code, activity=name, attempt=attempt))  # type: ignore[arg-type]
+    return ActivityFailed(seq=seq, failure=failures.activity_failure(
+        reported, activity=name, attempt=attempt, kind=kind, code=code))

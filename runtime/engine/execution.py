@@ -33,8 +33,9 @@ from .. import _backoff
 from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
 from .._options import ActivityOptions
-from ..core.instance import WorkflowInstance, failure_from, replay_timeline
+from ..core.instance import WorkflowInstance, replay_timeline
 from ..errors import ConflictError, WorkflowClosedError
+from ..failures import failure_from
 from ..storage.runs import RunStore
 from ..timeline import (
     CLOSING_COMMANDS,

@@ -15,7 +15,6 @@ import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .. import _backoff
-from ..core.instance import failure_from
 from ..errors import (
     DuplicateWorkflowError,
     InvalidInputError,
@@ -24,6 +23,7 @@ from ..errors import (
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
+from ..failures import failure_from, terminated
 from ..timeline import (
     ChildCompleted,
     ChildFailed,
@@ -140,11 +140,9 @@ class Routing:
 
 
 def child_event(seq: int, outcome: dict[str, Any]) -> Event:
+    """What a parent records when its child closed with ``outcome``."""
     if outcome["status"] == "completed":
         return ChildCompleted(seq=seq, result=outcome["result"])
     if outcome["status"] == "terminated":
-        failure = Failure(type="rayline.errors.WorkflowTerminatedError",
-                          message=outcome.get("reason") or "child terminated", code=410,
-                          kind="terminated")
-        return ChildFailed(seq=seq, failure=failure)
+        return ChildFailed(seq=seq, failure=terminated(outcome.get("reason")))
     return ChildFailed(seq=seq, failure=Failure(**outcome["failure"]))

@@ -1,0 +1,200 @@
+"""What crosses a process: requests and replies between clients, hosts and the registry.
+
+Every call that leaves a process carries one of these typed models (pydantic, frozen),
+never a bare ``dict``; the Ray actors in ``rayline.actors`` forward them to ``HostAPI``
+and ``RegistryAPI`` (``rayline.engine.api``), which the engine implements.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import pydantic
+
+from ._code import CodeRef
+from .timeline import (
+    Batch,
+    CompleteWorkflow,
+    ContinueAsNewWorkflow,
+    Failure,
+    FailWorkflow,
+    ParentRef,
+    Payload,
+)
+
+
+class _Message(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+
+class RunStatus(str, enum.Enum):
+    """Where a run is: open (running, or stuck: it cannot be replayed) or how it closed."""
+
+    RUNNING = "running"
+    STUCK = "stuck"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TERMINATED = "terminated"
+    CONTINUED = "continued"
+
+    @property
+    def code(self) -> int:
+        """HotMesh's status: 0 completed (or continued), < 0 closed otherwise, 1 open."""
+        return _CODES[self]
+
+
+_CODES = {RunStatus.RUNNING: 1, RunStatus.STUCK: 1, RunStatus.COMPLETED: 0,
+          RunStatus.CONTINUED: 0, RunStatus.FAILED: -1, RunStatus.CANCELLED: -2,
+          RunStatus.TERMINATED: -3}
+
+
+class RunOutcome(_Message):
+    """How a run closed: the one type for it everywhere."""
+
+    status: RunStatus
+    run_id: str
+    time: float
+    result: Payload | None = None
+    """The encoded result of a completed run."""
+    failure: Failure | None = None
+    """Why a failed or cancelled run failed."""
+    reason: str | None = None
+    """Why a terminated run was terminated."""
+    args: list[Payload] = []
+    """The next run's arguments, for a run that continued as new."""
+
+    @property
+    def code(self) -> int:
+        return self.status.code
+
+    @classmethod
+    def of(cls, batch: Batch) -> RunOutcome | None:
+        """The run's outcome if ``batch`` closed it, else ``None``."""
+        if batch.terminated is not None:
+            return cls(status=RunStatus.TERMINATED, run_id=batch.run_id, time=batch.time,
+                       reason=batch.terminated.reason)
+        for command in batch.commands:
+            if isinstance(command, CompleteWorkflow):
+                return cls(status=RunStatus.COMPLETED, run_id=batch.run_id, time=batch.time,
+                           result=command.result)
+            if isinstance(command, FailWorkflow):
+                cancelled = command.failure.kind == "cancelled"
+                return cls(status=RunStatus.CANCELLED if cancelled else RunStatus.FAILED,
+                           run_id=batch.run_id, time=batch.time, failure=command.failure)
+            if isinstance(command, ContinueAsNewWorkflow):
+                return cls(status=RunStatus.CONTINUED, run_id=batch.run_id, time=batch.time,
+                           args=command.args)
+        return None
+
+
+class SignalIn(_Message):
+    """A signal sent with a start (``signal_with_start``, ``signals=``)."""
+
+    signal_id: str
+    data: Payload
+    request_id: str | None = None
+
+
+class StartRequest(_Message):
+    """``start``: what ``client.workflow.start`` (or a parent) asks of a host."""
+
+    workflow_id: str
+    task_queue: str
+    workflow_name: str | None = None
+    code: CodeRef | None = None
+    args: list[Payload] = []
+    search: dict[str, Any] = {}
+    memo: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    id_reuse_policy: str | None = None
+    signals: list[SignalIn] = []
+    parent: ParentRef | None = None
+    continued_from: str | None = None
+    request_id: str | None = None
+    """Sent again with the same id, the start is answered with the run it made."""
+    attempt: int = 1
+
+
+class StartReply(_Message):
+    workflow_id: str
+    run_id: str
+    host: str
+    outcome: RunOutcome | None = None
+    """Set when the start attached to a run that had already closed."""
+
+
+class SignalRequest(_Message):
+    workflow_id: str
+    signal_id: str
+    data: Payload
+    expire: float | None = None
+    """Seconds the signal waits for the workflow to take it."""
+    request_id: str | None = None
+    buffer_if_missing: bool = False
+
+
+class RunSummary(_Message):
+    """One run in the index: what hosts report to the registry and ``list()`` returns."""
+
+    workflow_id: str
+    run_id: str
+    workflow_name: str
+    host: str
+    task_queue: str
+    status: int
+    state: RunStatus
+    started_at: float
+    search: dict[str, Any] = {}
+    error: str | None = None
+
+
+class ListRequest(_Message):
+    status: RunStatus | None = None
+    workflow_name: str | None = None
+    search: dict[str, Any] | None = None
+    limit: int = 1000
+
+
+class WorkflowDescription(pydantic.BaseModel):
+    """What ``handle.describe()`` returns: the latest run of a workflow id."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+    workflow_id: str
+    run_id: str
+    workflow_name: str
+    task_queue: str
+    status: int
+    """0 completed; > 0 running (open obligations); < 0 failed, cancelled, terminated."""
+    state: RunStatus
+    """running, completed, failed, cancelled, terminated, continued, or stuck (the run
+    cannot be replayed by the code its host has: see ``error``)."""
+    started_at: float
+    updated_at: float
+    host: str
+    attempt: int
+    parent: str | None
+    search: dict[str, Any]
+    enrich: dict[str, Any]
+    memo: dict[str, Any]
+    pending: list[dict[str, Any]]
+    """Open obligations: ``{"seq", "kind", ...}`` for each activity, timer, wait, child."""
+    outcome: RunOutcome | None
+    error: str | None = None
+    """Why a ``stuck`` run cannot run (its replay failed, or its code cannot be loaded)."""
+
+
+class HostStats(_Message):
+    host: str
+    running: int
+    parked: int
+    finished_cached: int
+    stuck: int
+
+
+class RegistryInfo(_Message):
+    storage: str
+    namespace: str
+    resumed: int
