@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: run test test-all chaos bench lint clean
+.PHONY: run test test-all chaos bench lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check runtime actors tests examples
-	$(VENV)/bin/mypy runtime
+	$(MAKE) --no-print-directory typecheck
 	$(PY) -m pytest -q -m "not soak"
 
 test-all: $(STAMP)
@@ -33,5 +33,13 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check runtime actors tests examples benchmarks
 
+# mypy --strict over the package as it installs (rayline = runtime/, rayline.actors =
+# actors/): a tree of links with that shape, since mypy cannot follow the package-dir map
+typecheck: $(STAMP)
+	rm -rf .typecheck && mkdir -p .typecheck/rayline
+	for f in runtime/*; do ln -s ../../$$f .typecheck/rayline/; done
+	ln -s ../../actors .typecheck/rayline/actors
+	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p rayline
+
 clean:
-	rm -rf $(VENV) .rayline .pytest_cache
+	rm -rf $(VENV) .rayline .pytest_cache .typecheck

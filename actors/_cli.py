@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import rayline
@@ -28,9 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         hosts = client.resume()
         print(f"resumed unfinished workflows on {hosts} host(s) of namespace {args.namespace}")
     else:
-        for record in client.workflow.list(status=args.status):
-            json.dump(record, sys.stdout)
-            sys.stdout.write("\n")
+        for summary in client.workflow.list(status=args.status):
+            sys.stdout.write(summary.model_dump_json() + "\n")
     return 0
 
 

@@ -4,12 +4,13 @@ cluster."""
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
 
 import ray
 
 from rayline.errors import InvalidInputError
+from rayline.messages import RegistryInfo
 
 from ._directory import ActorDirectory
 from ._names import REGISTRY, detached
@@ -23,14 +24,15 @@ class RayConnection(ActorDirectory):
         super().__init__(namespace)
         self.storage_url = storage_url
 
-    async def open(self) -> dict[str, Any]:
-        registry = RegistryActor.options(**detached(self.namespace, REGISTRY)).remote(
+    async def open(self) -> RegistryInfo:
+        registry = RegistryActor.options(  # type: ignore[attr-defined]  # ray.remote class
+            **detached(self.namespace, REGISTRY)).remote(
             self.storage_url, self.namespace)
         self._handles[REGISTRY] = registry
-        info: dict[str, Any] = await registry.ready.remote()
-        if info["storage"] != self.storage_url:
+        info: RegistryInfo = await registry.ready.remote()
+        if info.storage != self.storage_url:
             raise InvalidInputError(
-                f"namespace {self.namespace!r} on this cluster uses storage {info['storage']}, "
+                f"namespace {self.namespace!r} on this cluster uses storage {info.storage}, "
                 f"not {self.storage_url}: use that storage or another namespace")
         return info
 
@@ -44,9 +46,9 @@ def ensure_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if address is None:
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     else:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, logging_level=logging.WARNING)
 
 
 def connect(address: str | None, storage_url: str, namespace: str) -> RayConnection:

@@ -1,18 +1,38 @@
-"""Finding actors by name and calling them, shared by hosts and clients."""
+"""Finding actors by name and calling them, shared by hosts and clients: typed proxies
+for the registry (``RegistryAPI``) and the hosts (``HostAPI``). Every call is a named
+Ray method; a call to an actor that is restarting is retried, a name that has no actor
+yet is created through the registry."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import itertools
+from typing import Any, Awaitable, Callable, TypeVar
 
 import ray
 
+from rayline import _backoff
+from rayline._code import CodeRef
 from rayline.errors import NotHereError
+from rayline.messages import (
+    HostStats,
+    ListRequest,
+    RegistryInfo,
+    RegistryStats,
+    RunOutcome,
+    RunSummary,
+    StartReply,
+    StartRequest,
+    WorkflowDescription,
+)
+from rayline.timeline import Event, Payload
 
 from ._names import REGISTRY, call, get_actor, pick
 
+T = TypeVar("T")
 UNAVAILABLE = (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError,
                ray.exceptions.RayActorError)
+Invoke = Callable[[Any], Any]  # handle -> ObjectRef: one named method's .remote(...)
 
 
 class ActorDirectory:
@@ -29,33 +49,137 @@ class ActorDirectory:
             found = self._handles[name] = get_actor(self.namespace, name)
         return found
 
-    async def registry(self, method: str, *args: Any) -> Any:
-        return await self.call_host(REGISTRY, method, *args)
+    def registry(self) -> RayRegistry:
+        return RayRegistry(self)
 
-    async def call_host(self, host: str, method: str, *args: Any) -> Any:
-        """Calls ``method`` on actor ``host``, waiting out restarts (up to ~30 s)."""
-        for attempt in range(40):
+    def host(self, name: str) -> RayHost:
+        return RayHost(self, name)
+
+    async def call(self, name: str, invoke: Invoke) -> Any:
+        """``invoke(handle)`` on actor ``name``, waiting out restarts (about 30 s)."""
+        for delay in itertools.islice(_backoff.delays(cap=1.0), 40):
             try:
-                handle = self.handle(host)
+                handle = self.handle(name)
             except ValueError:  # no actor by that name: have the registry (re)create it
-                if host == REGISTRY:
+                if name == REGISTRY:
                     raise
-                await self.registry("ensure_host", host)
+                await self.registry().ensure_host(name)
                 continue
             try:
-                return await call(handle, method, *args)
+                return await call(invoke(handle))
             except UNAVAILABLE:
-                await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
-        raise NotHereError(f"actor {host} does not answer")
+                await asyncio.sleep(delay)
+        raise NotHereError(f"actor {name} does not answer")
 
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
         """The host a new workflow goes to: its own, or one of its queue's pool."""
         if dedicated:
-            return await self.registry("dedicated_host", workflow_id, task_queue)  # type: ignore[no-any-return]
+            return await self.registry().dedicated_host(workflow_id, task_queue)
         hosts = self._pools.get(task_queue)
         if hosts is None:
-            hosts = self._pools[task_queue] = await self.registry("hosts_for", task_queue)
+            hosts = self._pools[task_queue] = await self.registry().hosts_for(task_queue)
         return pick(hosts, workflow_id)
 
     async def locate(self, workflow_id: str) -> str:
-        return await self.registry("locate", workflow_id)  # type: ignore[no-any-return]
+        return await self.registry().locate(workflow_id)
+
+
+class _Proxy:
+    def __init__(self, directory: ActorDirectory, name: str) -> None:
+        self._directory = directory
+        self._name = name
+
+    def _call(self, invoke: Invoke) -> Awaitable[Any]:
+        return self._directory.call(self._name, invoke)
+
+
+class RayHost(_Proxy):
+    """``HostAPI`` of one host actor, by name."""
+
+    async def start(self, request: StartRequest) -> StartReply:
+        return await self._call(lambda h: h.start.remote(request))  # type: ignore[no-any-return]
+
+    async def start_many(self, requests: list[StartRequest]
+                         ) -> list[StartReply | BaseException]:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda h: h.start_many.remote(requests))
+
+    async def result(self, workflow_id: str, run_id: str | None = None,
+                     follow: bool = True) -> RunOutcome:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda h: h.result.remote(workflow_id, run_id, follow))
+
+    async def results(self, workflow_ids: list[str]) -> list[RunOutcome | Exception | None]:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda h: h.results.remote(workflow_ids))
+
+    async def signal(self, workflow_id: str, signal_id: str, data: Payload,
+                     expire: float | None = None, request_id: str | None = None,
+                     buffer_if_missing: bool = False) -> None:
+        await self._call(lambda h: h.signal.remote(workflow_id, signal_id, data, expire,
+                                                   request_id, buffer_if_missing))
+
+    async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
+        await self._call(lambda h: h.cancel.remote(workflow_id, reason))
+
+    async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
+        await self._call(lambda h: h.terminate.remote(workflow_id, reason))
+
+    async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
+        return await self._call(lambda h: h.query.remote(workflow_id, name, args))
+
+    async def describe(self, workflow_id: str) -> WorkflowDescription:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda h: h.describe.remote(workflow_id))
+
+    async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
+        await self._call(lambda h: h.deliver.remote(workflow_id, event, run_id))
+
+    async def stats(self) -> HostStats:
+        return await self._call(lambda h: h.stats.remote())  # type: ignore[no-any-return]
+
+
+class RayRegistry(_Proxy):
+    """``RegistryAPI`` of the namespace's registry actor."""
+
+    def __init__(self, directory: ActorDirectory) -> None:
+        super().__init__(directory, REGISTRY)
+
+    async def ready(self) -> RegistryInfo:
+        return await self._call(lambda r: r.ready.remote())  # type: ignore[no-any-return]
+
+    async def hosts_for(self, task_queue: str) -> list[str]:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda r: r.hosts_for.remote(task_queue))
+
+    async def configure(self, task_queue: str, hosts: int,
+                        workflows: dict[str, CodeRef]) -> list[str]:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda r: r.configure.remote(task_queue, hosts, workflows))
+
+    async def dedicated_host(self, workflow_id: str, task_queue: str) -> str:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda r: r.dedicated_host.remote(workflow_id, task_queue))
+
+    async def ensure_host(self, name: str) -> None:
+        await self._call(lambda r: r.ensure_host.remote(name))
+
+    async def locate(self, workflow_id: str) -> str:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda r: r.locate.remote(workflow_id))
+
+    async def locate_or_none(self, workflow_id: str) -> str | None:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda r: r.locate_or_none.remote(workflow_id))
+
+    async def report(self, summaries: list[RunSummary]) -> None:
+        await self._call(lambda r: r.report.remote(summaries))
+
+    async def list(self, request: ListRequest) -> list[RunSummary]:
+        return await self._call(lambda r: r.list.remote(request))  # type: ignore[no-any-return]
+
+    async def stats(self) -> RegistryStats:
+        return await self._call(lambda r: r.stats.remote())  # type: ignore[no-any-return]
+
+    async def resume_all(self) -> int:
+        return await self._call(lambda r: r.resume_all.remote())  # type: ignore[no-any-return]

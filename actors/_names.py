@@ -41,10 +41,11 @@ def detached(namespace: str, name: str, **extra: Any) -> dict[str, Any]:
             "max_concurrency": HOST_CONCURRENCY, "num_cpus": 0, **extra}
 
 
-async def call(handle: Any, method: str, *args: Any) -> Any:
-    """Awaits an actor call, re-raising rayline errors as themselves (not RayTaskError)."""
+async def call(pending: Any) -> Any:
+    """Awaits an actor call's ``ObjectRef``, re-raising rayline errors as themselves (not
+    wrapped in ``RayTaskError``)."""
     try:
-        return await getattr(handle, method).remote(*args)
+        return await pending
     except RayTaskError as exc:
         if isinstance(exc.cause, RaylineError):
             raise exc.cause from None

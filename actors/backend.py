@@ -20,6 +20,7 @@ from ray.exceptions import RayError
 from rayline._activity import ActivityDefinition, ActivityInfo
 from rayline._options import ActivityOptions
 from rayline.engine.activities import Outcome, invoke_async, run_sync_or_async
+from rayline.messages import RunSummary
 
 from ._directory import ActorDirectory
 from ._names import REGISTRY
@@ -51,7 +52,7 @@ class RayBackend(ActorDirectory):
 
     def __init__(self, namespace: str) -> None:
         super().__init__(namespace)
-        self._reports: dict[str, dict[str, Any]] = {}
+        self._reports: dict[str, RunSummary] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._runners: list[Any] = []
         self._next_runner = 0
@@ -59,8 +60,9 @@ class RayBackend(ActorDirectory):
 
     def _runner(self) -> Any:
         if not self._runners:
-            self._runners = [ActivityRunner.options(num_cpus=0, max_concurrency=RUNNER_THREADS)
-                             .remote() for _ in range(max(1, RUNNERS))]
+            runner = ActivityRunner.options(  # type: ignore[attr-defined]  # a ray.remote class
+                num_cpus=0, max_concurrency=RUNNER_THREADS)
+            self._runners = [runner.remote() for _ in range(max(1, RUNNERS))]
         self._next_runner = (self._next_runner + 1) % len(self._runners)
         return self._runners[self._next_runner]
 
@@ -92,15 +94,15 @@ class RayBackend(ActorDirectory):
             return ("err", {"type": f"ray.exceptions.{type(exc).__name__}", "message": str(exc),
                             "stack": "", "fatal": False})
 
-    def report(self, record: dict[str, Any]) -> None:
-        self._reports[record["workflow_id"]] = record
+    def report(self, summary: RunSummary) -> None:
+        self._reports[summary.workflow_id] = summary
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
         await asyncio.sleep(REPORT_INTERVAL)
         batch, self._reports = list(self._reports.values()), {}
-        try:
+        try:  # not awaited: the registry is off the hot path
             self.handle(REGISTRY).report.remote(batch)
         except Exception:  # the registry rebuilds its index from storage when it restarts
             log.warning("could not report %d updates to the registry", len(batch))

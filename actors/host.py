@@ -13,10 +13,18 @@ from typing import Any
 
 import ray
 
-from rayline import _serde
+from rayline._code import CodeRef
+from rayline._definition import as_workflow
 from rayline.engine.host import Host
+from rayline.messages import (
+    HostStats,
+    RunOutcome,
+    StartReply,
+    StartRequest,
+    WorkflowDescription,
+)
 from rayline.storage import RunStore, open_store
-from rayline.timeline import Event
+from rayline.timeline import Event, Payload
 
 from .backend import RayBackend
 
@@ -25,36 +33,38 @@ log = logging.getLogger("rayline.actors")
 
 @ray.remote
 class HostActor:
-    """One host process: many workflow actors, one event loop."""
+    """One host process: many workflow executions, one event loop. Each method forwards
+    to ``Host`` (which implements ``HostAPI``) unchanged."""
 
-    async def __init__(self, name: str, storage_url: str, namespace: str,
-                       workflows: dict[str, dict[str, Any]]) -> None:
+    async def __init__(  # type: ignore[misc]  # Ray runs it on the actor's loop
+            self, name: str, storage_url: str, namespace: str,
+            workflows: dict[str, CodeRef]) -> None:
         runs = RunStore(open_store(storage_url), namespace)
-        definitions = [_load(ref) for ref in workflows.values()]
+        definitions = [as_workflow(ref.load()) for ref in workflows.values()]
         self.host = Host(name, runs, RayBackend(namespace), definitions)
         self._recovery = asyncio.get_running_loop().create_task(self.host.recover())
 
     async def ready(self) -> int:
         return await self._recovery
 
-    async def register(self, workflows: dict[str, dict[str, Any]]) -> list[str]:
-        return self.host.register([_load(ref) for ref in workflows.values()])
+    async def register(self, workflows: dict[str, CodeRef]) -> list[str]:
+        return self.host.register([as_workflow(ref.load()) for ref in workflows.values()])
 
-    async def start(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def start(self, request: StartRequest) -> StartReply:
         return await self.host.start(request)
 
-    async def start_many(self, requests: list[dict[str, Any]]
-                         ) -> list[dict[str, Any] | BaseException]:
+    async def start_many(self, requests: list[StartRequest]
+                         ) -> list[StartReply | BaseException]:
         return await self.host.start_many(requests)
 
-    async def results(self, workflow_ids: list[str]) -> list[dict[str, Any] | Exception | None]:
+    async def results(self, workflow_ids: list[str]) -> list[RunOutcome | Exception | None]:
         return await self.host.results(workflow_ids)
 
     async def result(self, workflow_id: str, run_id: str | None = None,
-                     follow: bool = True) -> dict[str, Any]:
+                     follow: bool = True) -> RunOutcome:
         return await self.host.result(workflow_id, run_id, follow)
 
-    async def signal(self, workflow_id: str, signal_id: str, data: dict[str, Any],
+    async def signal(self, workflow_id: str, signal_id: str, data: Payload,
                      expire: float | None = None, request_id: str | None = None,
                      buffer_if_missing: bool = False) -> None:
         await self.host.signal(workflow_id, signal_id, data, expire, request_id, buffer_if_missing)
@@ -68,17 +78,11 @@ class HostActor:
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         return await self.host.query(workflow_id, name, args)
 
-    async def describe(self, workflow_id: str) -> dict[str, Any]:
+    async def describe(self, workflow_id: str) -> WorkflowDescription:
         return await self.host.describe(workflow_id)
 
     async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
         await self.host.deliver(workflow_id, event, run_id)
 
-    async def stats(self) -> dict[str, Any]:
-        return self.host.stats()
-
-
-def _load(ref: dict[str, Any]) -> Any:
-    if ref.get("code_pickle"):
-        return _serde.unpickle_b64(ref["code_pickle"])
-    return _serde.resolve_path(ref["code"])
+    async def stats(self) -> HostStats:
+        return await self.host.stats()

@@ -16,10 +16,12 @@ from typing import Any
 
 import ray
 
-from rayline.engine.execution import outcome_of
+from rayline._code import CodeRef
+from rayline._validate import validate_task_queue
+from rayline.engine.index import Index
 from rayline.errors import InvalidInputError, WorkflowNotFoundError
+from rayline.messages import ListRequest, RegistryInfo, RegistryStats, RunSummary
 from rayline.storage import RunStore, open_store, validate_id
-from rayline.timeline import fields_of
 
 from ._names import dedicated_host, detached, pool_host
 from .host import HostActor
@@ -31,11 +33,12 @@ log = logging.getLogger("rayline.actors")
 class RegistryActor:
     """One per rayline namespace, named ``registry`` in Ray namespace ``rayline-<ns>``."""
 
-    async def __init__(self, storage_url: str, namespace: str) -> None:
+    async def __init__(  # type: ignore[misc]  # Ray runs it on the actor's loop
+            self, storage_url: str, namespace: str) -> None:
         self.storage_url = storage_url
         self.namespace = namespace
         self.runs = RunStore(open_store(storage_url), namespace)
-        self.directory: dict[str, dict[str, Any]] = {}
+        self.index = Index()
         self.hosts: dict[str, Any] = {}
         self._indexed = False
         self._lock = asyncio.Lock()
@@ -45,14 +48,13 @@ class RegistryActor:
     def _io(self, fn: Any, *args: Any) -> Any:
         return asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    async def stats(self) -> dict[str, Any]:
-        """How many calls of each kind the registry answered (it should be off hot paths)."""
-        return {"calls": dict(self.calls), "directory": len(self.directory),
-                "hosts": sorted(self.hosts)}
+    async def stats(self) -> RegistryStats:
+        return RegistryStats(calls=dict(self.calls), directory=len(self.index),
+                             hosts=sorted(self.hosts))
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> RegistryInfo:
         resumed = await self._resumed
-        return {"storage": self.storage_url, "namespace": self.namespace, "resumed": resumed}
+        return RegistryInfo(storage=self.storage_url, namespace=self.namespace, resumed=resumed)
 
     # --------------------------------------------------------------- hosts
 
@@ -69,16 +71,17 @@ class RegistryActor:
     async def _create_host(self, name: str, task_queue: str) -> None:
         queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
         await self._io(self.runs.put_config, f"host:{name}", {"task_queue": task_queue})
-        handle = HostActor.options(**detached(self.namespace, name),
-                                   scheduling_strategy="SPREAD").remote(
-            name, self.storage_url, self.namespace, queue.get("workflows", {}))
+        workflows = {name: _code_ref(ref) for name, ref in queue.get("workflows", {}).items()}
+        handle = HostActor.options(  # type: ignore[attr-defined]  # a ray.remote class
+            **detached(self.namespace, name), scheduling_strategy="SPREAD").remote(
+            name, self.storage_url, self.namespace, workflows)
         await handle.ready.remote()
         self.hosts[name] = handle
 
     async def hosts_for(self, task_queue: str) -> list[str]:
         """The pool of hosts for a task queue, created on first use (1 host by default)."""
         self.calls["hosts_for"] += 1
-        validate_id(task_queue, what="task queue")
+        validate_task_queue(task_queue)
         config = await self._io(self.runs.get_config, f"queue:{task_queue}")
         if config is None:
             return await self.configure(task_queue, 1, {})
@@ -89,16 +92,17 @@ class RegistryActor:
         return names
 
     async def configure(self, task_queue: str, hosts: int,
-                        workflows: dict[str, dict[str, Any]]) -> list[str]:
+                        workflows: dict[str, CodeRef]) -> list[str]:
         """``Worker.create``: sets the pool size and registered workflows of a queue."""
-        validate_id(task_queue, what="task queue")
+        validate_task_queue(task_queue)
         if not isinstance(hosts, int) or hosts < 1:
             raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
         async with self._lock:
             config = await self._io(self.runs.get_config, f"queue:{task_queue}") or {
                 "hosts": 0, "workflows": {}}
             config["hosts"] = max(config["hosts"], hosts)
-            config["workflows"].update(workflows)
+            config["workflows"].update({name: ref.model_dump()
+                                        for name, ref in workflows.items()})
             await self._io(self.runs.put_config, f"queue:{task_queue}", config)
             names = [pool_host(task_queue, i) for i in range(config["hosts"])]
             for name in names:
@@ -119,55 +123,23 @@ class RegistryActor:
 
     async def locate(self, workflow_id: str) -> str:
         self.calls["locate"] += 1
-        record = self.directory.get(workflow_id)
-        if record is not None:
-            return record["host"]  # type: ignore[no-any-return]
+        summary = self.index.get(workflow_id)
+        if summary is not None:
+            return summary.host
         started = await self._io(self.runs.read_run, validate_id(workflow_id))
         return started.host  # type: ignore[no-any-return]
 
-    def report(self, records: list[dict[str, Any]]) -> None:
+    def report(self, summaries: list[RunSummary]) -> None:
         self.calls["report"] += 1
-        for record in records:
-            self.directory[record["workflow_id"]] = record
+        self.index.record(summaries)
 
-    async def list(self, status: str | None = None, workflow_name: str | None = None,
-                   search: dict[str, Any] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    async def list(self, request: ListRequest) -> list[RunSummary]:
         """Workflows in the index, newest first, filtered by state, name and search fields."""
         self.calls["list"] += 1
         if not self._indexed:
-            await self._io(self._index_from_storage)
+            await self._io(self.index.rebuild, self.runs)
             self._indexed = True
-        out = []
-        for record in self.directory.values():
-            if status is not None and record["state"] != status:
-                continue
-            if workflow_name is not None and record["workflow_name"] != workflow_name:
-                continue
-            if search and any(record["search"].get(k) != v for k, v in search.items()):
-                continue
-            out.append(record)
-        out.sort(key=lambda r: r["started_at"], reverse=True)
-        return out[:limit]
-
-    def _index_from_storage(self) -> None:
-        for key in self.runs.all_workflow_keys():
-            try:
-                loaded = self.runs.load_latest(key)
-            except Exception:
-                log.exception("registry: cannot index %s", key)
-                continue
-            if loaded is None or loaded[0].workflow_id in self.directory:
-                continue
-            started, batches = loaded
-            outcome = outcome_of(batches[-1]) if batches else None
-            search, _ = fields_of(started, batches)
-            self.directory[started.workflow_id] = {
-                "workflow_id": started.workflow_id, "run_id": started.run_id,
-                "workflow_name": started.workflow_name, "host": started.host,
-                "task_queue": started.task_queue, "started_at": started.time,
-                "state": outcome["status"] if outcome else "running",
-                "status": outcome["code"] if outcome else 1, "search": search,
-            }
+        return self.index.select(request)
 
     # -------------------------------------------------------------- resume
 
@@ -190,3 +162,11 @@ class RegistryActor:
             return await self.locate(workflow_id)
         except WorkflowNotFoundError:
             return None
+
+
+def _code_ref(stored: dict[str, Any]) -> CodeRef:
+    """A registered workflow's code as the queue's config keeps it (also the form older
+    versions wrote: ``code`` / ``code_pickle``)."""
+    if "code" in stored or "code_pickle" in stored:
+        return CodeRef(path=stored.get("code"), pickled=stored.get("code_pickle"))
+    return CodeRef.model_validate(stored)

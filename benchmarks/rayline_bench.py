@@ -145,9 +145,9 @@ class RaylineBench:
         import ray
 
         registry = ray.get_actor("registry", namespace=f"rayline-{self.namespace}")
-        before = ray.get(registry.stats.remote())["calls"]
+        before = ray.get(registry.stats.remote()).calls
         self.client.workflow.execute(self.defs.steps, args=[100])
-        after = ray.get(registry.stats.remote())["calls"]
+        after = ray.get(registry.stats.remote()).calls
         return {"steps": 100, "calls": sum(after.values()) - sum(before.values()),
                 "awaited_calls": sum(v for k, v in after.items() if k != "report")
                 - sum(v for k, v in before.items() if k != "report")}

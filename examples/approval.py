@@ -64,7 +64,7 @@ def main() -> None:
         time.sleep(0.1)
     print("progress:", handle.query("progress"))
     waiting = client.workflow.list(search={"stage": "awaiting approval"})
-    print("awaiting approval:", [r["workflow_id"] for r in waiting])
+    print("awaiting approval:", [r.workflow_id for r in waiting])
     handle.signal("approve", {"by": "alice"})
     print("result:", handle.result())
     summary = handle.export_execution(mode="verbose")["summary"]

@@ -31,7 +31,6 @@ from .client import (
     AsyncWorkflowHandle,
     Client,
     WorkflowClient,
-    WorkflowDescription,
     WorkflowHandle,
 )
 from .errors import (
@@ -57,6 +56,7 @@ from .errors import (
     WorkflowTerminatedError,
     is_cancellation,
 )
+from .messages import RunOutcome, RunStatus, RunSummary, WorkflowDescription
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -83,6 +83,9 @@ __all__ = [
     "QueryError",
     "RaylineError",
     "RetryPolicy",
+    "RunOutcome",
+    "RunStatus",
+    "RunSummary",
     "SerializationError",
     "StorageError",
     "TimeoutFailure",

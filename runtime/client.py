@@ -5,6 +5,17 @@ and ``WorkflowHandle`` run it on a private event loop in a background thread. Th
 talks to a cluster through the ``Connection`` protocol; the Ray implementation is
 ``rayline.actors.connect``, loaded when the client first connects, so importing
 ``rayline`` never imports Ray.
+
+Invariants:
+- Bad input (ids, task queues, options, arguments, search and memo values) is refused
+  here, before anything is sent or written, with an error naming it.
+- Every start and every signal carries a request id made once per call and kept across
+  the call's retries: a host that already has it answers with the first outcome, so a
+  retry after a host died mid-call never records anything twice.
+- A handle survives its workflow moving: a ``NotHereError`` sends it to look the
+  workflow up again (with backoff, a bounded number of times), never to wait forever.
+- Calls of one kind made in one event-loop turn go to each host as one Ray call
+  (``_Coalescer``); every caller still gets its own reply or error.
 """
 
 from __future__ import annotations
@@ -12,28 +23,40 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import itertools
 import threading
 import uuid
-import weakref
-from typing import Any, Awaitable, Coroutine, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Generic, Protocol, Sequence, TypeVar
 
-import pydantic
-
-from . import _serde, export
+from . import _backoff, _serde, export, failures
+from ._code import CodeRef
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
 from ._validate import validate_args, validate_fields, validate_task_queue
+from .engine.api import HostAPI, RegistryAPI
 from .errors import (
     CancelledFailure,
     InvalidInputError,
     NotHereError,
     RaylineError,
-    WorkflowFailedError,
     WorkflowTerminatedError,
+)
+from .messages import (
+    ListRequest,
+    RegistryInfo,
+    RunOutcome,
+    RunStatus,
+    RunSummary,
+    SignalIn,
+    StartReply,
+    StartRequest,
+    WorkflowDescription,
 )
 from .storage import RunStore, open_store, validate_id
 
 T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 _RELOCATE_ATTEMPTS = 30
 _BATCH = 128
 _START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout")
@@ -42,23 +65,24 @@ _START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout")
 class Connection(Protocol):
     """What the client needs from a cluster (see ``rayline.actors.RayConnection``)."""
 
-    async def open(self) -> dict[str, Any]: ...
-    async def registry(self, method: str, *args: Any) -> Any: ...
-    async def call_host(self, host: str, method: str, *args: Any) -> Any: ...
+    async def open(self) -> RegistryInfo: ...
+    def registry(self) -> RegistryAPI: ...
+    def host(self, name: str) -> HostAPI: ...
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str: ...
     async def locate(self, workflow_id: str) -> str: ...
 
 
-class _Coalescer:
+class _Coalescer(Generic[A, R]):
     """Sends the calls of one kind made in one event-loop turn to each host as one call.
 
-    The host's ``method`` takes a list of arguments and returns a list as long: each
-    entry a reply, an exception (raised to that caller), or ``None`` (not ready: asked
-    again with the next call). One Ray round trip then serves many concurrent callers.
+    ``send(host, arguments)`` returns a list as long as ``arguments``: each entry a
+    reply, an exception (raised to that caller), or ``None`` (not ready: asked again with
+    the next call). One Ray round trip then serves many concurrent callers.
     """
 
-    def __init__(self, method: str) -> None:
-        self.method = method
+    def __init__(self, send: Callable[[HostAPI, list[A]],
+                                      Awaitable[Sequence[R | BaseException | None]]]) -> None:
+        self.send = send
         self._queued: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {}
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -85,7 +109,7 @@ class _Coalescer:
     async def _send(self, conn: Connection, host: str,
                     items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         try:
-            replies = await conn.call_host(host, self.method, [argument for argument, _ in items])
+            replies = list(await self.send(conn.host(host), [argument for argument, _ in items]))
         except Exception as exc:
             replies = [exc] * len(items)
         again = []
@@ -123,8 +147,10 @@ class AsyncClient:
         self._connection = connection
         self._opened = False
         self._lock: asyncio.Lock | None = None
-        self._starts = _Coalescer("start_many")
-        self._results = _Coalescer("results")
+        self._starts: _Coalescer[StartRequest, StartReply] = _Coalescer(
+            lambda host, requests: host.start_many(requests))
+        self._results: _Coalescer[str, RunOutcome] = _Coalescer(
+            lambda host, workflow_ids: host.results(workflow_ids))
         self.workflow = AsyncWorkflowClient(self)
 
     async def connection(self) -> Connection:
@@ -158,7 +184,7 @@ class AsyncClient:
     async def resume(self) -> int:
         """Resumes every unfinished workflow found in storage; returns hosts touched."""
         conn = await self.connection()
-        return await conn.registry("resume_all")  # type: ignore[no-any-return]
+        return await conn.registry().resume_all()
 
 
 class AsyncWorkflowClient:
@@ -166,19 +192,6 @@ class AsyncWorkflowClient:
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
-        # pickled code of workflows that cannot be imported, kept while their function
-        # lives: keyed by the function object itself, never by a reusable id()
-        self._pickled: weakref.WeakKeyDictionary[Any, dict[str, str]] = \
-            weakref.WeakKeyDictionary()
-
-    def _code(self, definition: Any) -> tuple[str | None, str | None]:
-        if definition.code is not None:
-            return definition.code, None
-        by_name = self._pickled.setdefault(definition.fn, {})
-        if definition.name not in by_name:
-            by_name[definition.name] = _serde.pickle_b64(
-                definition, what=f"workflow {definition.name!r}")
-        return None, by_name[definition.name]
 
     async def start(self, workflow: Any = None, *, args: list[Any] | tuple[Any, ...] = (),
                     workflow_id: str | None = None, task_queue: str = "default",
@@ -213,33 +226,30 @@ class AsyncWorkflowClient:
         validate_task_queue(task_queue)
         validate_fields(options.get("search"), what="search")
         validate_fields(options.get("memo"), what="memo")
-        request: dict[str, Any] = {"workflow_id": workflow_id, "task_queue": task_queue,
-                                   "request_id": uuid.uuid4().hex}
+        code: CodeRef | None = None
         if workflow is not None:
             definition = as_workflow(workflow)
             checked = validate_args(definition.fn, tuple(args),
                                     what=f"workflow {definition.name!r}")
-            request["code"], request["code_pickle"] = self._code(definition)
-            request["workflow_name"] = workflow_name or definition.name
+            code, name = CodeRef.of(definition), workflow_name or definition.name
         elif workflow_name:
-            checked = tuple(args)
-            request["workflow_name"] = workflow_name
+            checked, name = tuple(args), workflow_name
         else:
             raise InvalidInputError("start() needs a workflow function or a workflow_name")
-        request["args"] = _serde.encode_args(checked, what=f"workflow {request['workflow_name']!r}")
-        for key in ("id_reuse_policy", "search", "memo"):
-            if options.get(key) is not None:
-                request[key] = options[key]
-        request["options"] = {k: optional_duration(options[k], what=k)
-                              for k in ("execution_timeout",) if options.get(k)}
-        if signals:
-            request["signals"] = [{"signal_id": s, "data": _serde.encode(d, what=f"signal {s!r}")}
-                                  for s, d in signals]
+        request = StartRequest(
+            workflow_id=workflow_id, task_queue=task_queue, workflow_name=name, code=code,
+            args=_serde.encode_args(checked, what=f"workflow {name!r}"),
+            id_reuse_policy=options.get("id_reuse_policy"),
+            search=options.get("search") or {}, memo=options.get("memo") or {},
+            options={k: optional_duration(options[k], what=k)
+                     for k in ("execution_timeout",) if options.get(k)},
+            signals=[SignalIn(signal_id=s, data=_serde.encode(d, what=f"signal {s!r}"),
+                              request_id=uuid.uuid4().hex) for s, d in signals or ()],
+            request_id=uuid.uuid4().hex)
         conn = await self._client.connection()
         host = await conn.place(task_queue, workflow_id, dedicated)
         reply = await self._client._starts.call(conn, host, request)
-        return AsyncWorkflowHandle(self._client, workflow_id, reply["run_id"],
-                                   request["workflow_name"], host)
+        return AsyncWorkflowHandle(self._client, workflow_id, reply.run_id, name, host)
 
     async def execute(self, workflow: Any = None, **kwargs: Any) -> Any:
         """``start`` and then ``result``."""
@@ -280,44 +290,22 @@ class AsyncWorkflowClient:
         return await self.start(workflow, signals=[(signal_id, signal_data)], **kwargs)
 
     async def list(self, status: str | None = None, workflow_name: str | None = None,
-                   search: dict[str, Any] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+                   search: dict[str, Any] | None = None,
+                   limit: int = 1000) -> list[RunSummary]:
         """Workflows of this namespace, newest first.
 
-        ``status`` is one of ``running``, ``completed``, ``failed``, ``cancelled``,
-        ``terminated``, ``continued``; ``search`` matches fields written with
-        ``workflow.search``.
+        ``status`` is one of ``running``, ``stuck``, ``completed``, ``failed``,
+        ``cancelled``, ``terminated``, ``continued``; ``search`` matches fields written
+        with ``workflow.search``.
         """
+        try:
+            state = None if status is None else RunStatus(status)
+        except ValueError:
+            known = ", ".join(s.value for s in RunStatus)
+            raise InvalidInputError(f"status must be one of {known}, got {status!r}") from None
         conn = await self._client.connection()
-        return await conn.registry("list", status, workflow_name, search, limit)  # type: ignore[no-any-return]
-
-
-class WorkflowDescription(pydantic.BaseModel):
-    """What ``handle.describe()`` returns: the latest run of a workflow id."""
-
-    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
-
-    workflow_id: str
-    run_id: str
-    workflow_name: str
-    task_queue: str
-    status: int
-    """0 completed; > 0 running (open obligations); < 0 failed, cancelled, terminated."""
-    state: str
-    """running, completed, failed, cancelled, terminated, continued, or stuck (the run
-    cannot be replayed by the code this host has: see ``error``)."""
-    started_at: float
-    updated_at: float
-    host: str
-    attempt: int
-    parent: str | None
-    search: dict[str, Any]
-    enrich: dict[str, Any]
-    memo: dict[str, Any]
-    pending: list[dict[str, Any]]
-    """Open obligations: ``{"seq", "kind", ...}`` for each activity, timer, wait, child."""
-    outcome: dict[str, Any] | None
-    error: str | None = None
-    """Why a ``stuck`` run cannot run (its replay failed, or its code cannot be loaded)."""
+        return await conn.registry().list(ListRequest(
+            status=state, workflow_name=workflow_name, search=search, limit=limit))
 
 
 class AsyncWorkflowHandle:
@@ -335,16 +323,17 @@ class AsyncWorkflowHandle:
     def workflow_name(self) -> str | None:
         return self._workflow_name
 
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def _on_host(self, call: Callable[[HostAPI], Awaitable[T]]) -> T:
+        """Makes ``call`` on the workflow's host, finding it again when it moved."""
         conn = await self._client.connection()
-        for attempt in range(_RELOCATE_ATTEMPTS):
+        for delay in itertools.islice(_backoff.delays(cap=1.0), _RELOCATE_ATTEMPTS):
             if self._host is None:
                 self._host = await conn.locate(self.workflow_id)
             try:
-                return await conn.call_host(self._host, method, *args)
+                return await call(conn.host(self._host))
             except NotHereError:
                 self._host = None
-                await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
+                await asyncio.sleep(delay)
         raise RaylineError(f"workflow {self.workflow_id}: no host answers for it")
 
     async def result(self, throw_on_error: bool = True, timeout: Duration | None = None) -> Any:
@@ -359,7 +348,7 @@ class AsyncWorkflowHandle:
         seconds = optional_duration(timeout, what="result timeout")
         work = self._outcome()
         outcome = await (asyncio.wait_for(work, seconds) if seconds is not None else work)
-        self.run_id = outcome.get("run_id", self.run_id)
+        self.run_id = outcome.run_id
         value, error = _settle(outcome)
         if error is None:
             return value
@@ -367,10 +356,10 @@ class AsyncWorkflowHandle:
             raise error
         return error
 
-    async def _outcome(self) -> dict[str, Any]:
+    async def _outcome(self) -> RunOutcome:
         """The latest run's outcome: asked together with other handles' waits when the
         host is known, else (or once the workflow moved) by ``_call``."""
-        outcome: dict[str, Any]
+        outcome: RunOutcome
         if self._host is not None:
             conn = await self._client.connection()
             try:
@@ -378,8 +367,7 @@ class AsyncWorkflowHandle:
                 return outcome
             except NotHereError:
                 self._host = None
-        outcome = await self._call("result", self.workflow_id, None, True)
-        return outcome
+        return await self._on_host(lambda host: host.result(self.workflow_id, None, True))
 
     async def signal(self, signal_id: str, data: Any = None, expire: Duration = "10m") -> None:
         """Delivers a signal; returns once it is durable. Buffered in order for ``expire``
@@ -394,26 +382,25 @@ class AsyncWorkflowHandle:
         seconds = optional_duration(expire, what="signal expire")
         if buffer_if_missing and self._host is None:
             conn = await self._client.connection()
-            host = await conn.registry("locate_or_none", self.workflow_id)
+            host = await conn.registry().locate_or_none(self.workflow_id)
             if host is None:
                 host = await conn.place("default", self.workflow_id, False)
             self._host = host
         request_id = uuid.uuid4().hex  # the same on every retry: the host records it once
-        await self._call("signal", self.workflow_id, signal_id, payload, seconds, request_id,
-                         buffer_if_missing)
+        await self._on_host(lambda host: host.signal(
+            self.workflow_id, signal_id, payload, seconds, request_id, buffer_if_missing))
 
     async def cancel(self) -> None:
         """Cooperative cancel: the workflow sees ``CancelledFailure`` and may clean up."""
-        await self._call("cancel", self.workflow_id, None)
+        await self._on_host(lambda host: host.cancel(self.workflow_id, None))
 
     async def terminate(self, reason: str | None = None) -> None:
         """Stops the workflow now; no workflow code runs after this."""
-        await self._call("terminate", self.workflow_id, reason)
+        await self._on_host(lambda host: host.terminate(self.workflow_id, reason))
 
     async def describe(self) -> WorkflowDescription:
         """Status, task queue, times, parent, search fields and pending work."""
-        info = WorkflowDescription.model_validate(
-            await self._call("describe", self.workflow_id))
+        info = await self._on_host(lambda host: host.describe(self.workflow_id))
         self._workflow_name = info.workflow_name
         return info
 
@@ -425,7 +412,8 @@ class AsyncWorkflowHandle:
         """``{done, response, error}`` of the latest run; with metadata, times and ids too."""
         info = await self.describe()
         outcome = info.outcome
-        state: dict[str, Any] = {"done": outcome is not None and outcome["status"] != "continued",
+        state: dict[str, Any] = {"done": outcome is not None
+                                 and outcome.status is not RunStatus.CONTINUED,
                                  "response": None, "error": None}
         if outcome is not None:
             value, error = _settle(outcome)
@@ -448,7 +436,7 @@ class AsyncWorkflowHandle:
 
     async def query(self, name: str, *args: Any) -> Any:
         """Calls the workflow's query handler ``name`` on its live state."""
-        return await self._call("query", self.workflow_id, name, args)
+        return await self._on_host(lambda host: host.query(self.workflow_id, name, args))
 
     def _runs(self) -> RunStore:
         return RunStore(open_store(self._client.storage_url), self._client.namespace)
@@ -496,20 +484,17 @@ class AsyncWorkflowHandle:
         return await asyncio.to_thread(build)
 
 
-def _settle(outcome: dict[str, Any]) -> tuple[Any, BaseException | None]:
+def _settle(outcome: RunOutcome) -> tuple[Any, BaseException | None]:
     """(value, error) for a run's outcome."""
-    status = outcome["status"]
-    if status == "completed":
-        return _serde.decode(outcome["result"]), None
-    if status == "terminated":
-        return None, WorkflowTerminatedError(outcome.get("reason") or "workflow terminated")
-    if status == "continued":
+    if outcome.status is RunStatus.COMPLETED:
+        return _serde.decode(outcome.result or {"j": None}), None
+    if outcome.status is RunStatus.TERMINATED:
+        return None, WorkflowTerminatedError(outcome.reason or "workflow terminated")
+    if outcome.status is RunStatus.CONTINUED or outcome.failure is None:
         return None, None
-    failure = outcome["failure"]
-    error = WorkflowFailedError(failure["message"], cause_type=failure["type"],
-                                code=failure["code"], stack=failure["stack"])
-    if status == "cancelled":
-        error.__cause__ = CancelledFailure(failure["message"])
+    error = failures.workflow_error(outcome.failure)
+    if outcome.status is RunStatus.CANCELLED:
+        error.__cause__ = CancelledFailure(outcome.failure.message)
     return None, error
 
 

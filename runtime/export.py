@@ -4,6 +4,12 @@
   with back-references from each completion to what it completes, and a summary.
 - :class:`DurableJobExport` (``handle.export()``): HotMesh's sections ``data``, ``state``,
   ``status``, ``timeline`` (one entry per marker key) and ``transitions`` (one per batch).
+
+Invariants:
+- Exports only read: they never modify storage (a torn last batch is left out, not
+  set aside), so exporting a running workflow cannot disturb it.
+- Exports never unpickle a payload unless asked (``unpickling(True)``): a pickled value
+  shows as its type and size, read from the pickle's opcodes without running them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 from pydantic import BaseModel, Field
 
 from . import _serde
-from .engine.execution import outcome_of
+from .messages import RunOutcome
 from .storage.runs import RunStore
 from .timeline import Batch, WorkflowStarted, fields_of
 
@@ -248,14 +254,14 @@ def build_execution(started: WorkflowStarted, batches: list[Batch], *, mode: str
         for event in events:
             if event.event_type == "child_workflow_execution_started":
                 event.children = load_child(event.attributes["child_workflow_id"])
-    outcome = outcome_of(batches[-1]) if batches else None
+    outcome = RunOutcome.of(batches[-1]) if batches else None
     acts, kids = builder.activities, builder.children
     system = sum(1 for e in builder.events if e.is_system and
                  e.event_type == "activity_task_scheduled")
     return WorkflowExecution(
         workflow_id=started.workflow_id, run_id=started.run_id,
         workflow_name=started.workflow_name, task_queue=started.task_queue,
-        status=outcome["status"] if outcome else "running", start_time=_iso(started.time),
+        status=outcome.status.value if outcome else "running", start_time=_iso(started.time),
         close_time=_iso(batches[-1].time) if outcome else None, events=events,
         summary=Summary(
             total_events=len(events),
@@ -272,7 +278,7 @@ def build_export(started: WorkflowStarted, batches: list[Batch], *,
     """The run as a ``DurableJobExport`` with the sections asked for."""
     sections = set(allow or ("data", "state", "status", "timeline", "transitions"))
     sections -= set(block or ())
-    outcome = outcome_of(batches[-1]) if batches else None
+    outcome = RunOutcome.of(batches[-1]) if batches else None
     search, enrich = fields_of(started, batches)
     timeline: dict[int, dict[str, Any]] = {}  # by sequence number, in call order
     for batch in batches:
@@ -292,11 +298,12 @@ def build_export(started: WorkflowStarted, batches: list[Batch], *,
     if "data" in sections:
         export.data = {**search, **enrich}
     if "status" in sections:
-        export.status = int(outcome["code"]) if outcome else 1
+        export.status = outcome.code if outcome else 1
     if "state" in sections:
-        export.state = {"done": outcome is not None, "status": outcome["status"] if outcome
-                        else "running", "response": _decode_quietly(outcome["result"])
-                        if outcome and "result" in outcome and values else None}
+        export.state = {"done": outcome is not None,
+                        "status": outcome.status.value if outcome else "running",
+                        "response": _decode_quietly(outcome.result)
+                        if outcome and outcome.result is not None and values else None}
     if "timeline" in sections:
         export.timeline = list(timeline.values())
     if "transitions" in sections:

@@ -194,6 +194,13 @@ class HostStats(_Message):
     stuck: int
 
 
+class RegistryStats(_Message):
+    calls: dict[str, int]
+    """How many calls of each kind the registry answered (it should be off hot paths)."""
+    directory: int
+    hosts: list[str]
+
+
 class RegistryInfo(_Message):
     storage: str
     namespace: str

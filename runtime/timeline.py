@@ -4,6 +4,13 @@ A run's timeline is its run record (``WorkflowStarted``) followed by batches. A 
 is one activation: the events the workflow was given (in the order it saw them) and
 the commands it answered with. Replay feeds each batch's events back to the core and
 checks that the commands come out the same.
+
+Invariants:
+- Every stored object carries ``v`` (``TIMELINE_VERSION``); a reader refuses an object
+  of a newer version rather than guess (``IncompatibleTimelineError``). New fields are
+  optional with defaults, so this version reads what earlier ones wrote.
+- Models are frozen and forbid unknown fields: what is read is exactly what was written.
+- A batch names its run and sequence number, so an object in the wrong place is caught.
 """
 
 from __future__ import annotations

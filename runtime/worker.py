@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from . import _serde
 from ._activity import as_activity
+from ._code import CodeRef
 from ._definition import as_workflow
+from ._validate import validate_task_queue
 from .client import AsyncClient, Client
 from .errors import InvalidInputError
-from .storage import validate_id
 
 
 class Worker:
@@ -40,19 +40,15 @@ class Worker:
     @staticmethod
     async def _create(client: AsyncClient, task_queue: str, workflows: Sequence[Any],
                       activities: Sequence[Any], hosts: int) -> Worker:
-        validate_id(task_queue, what="task queue")
+        validate_task_queue(task_queue)
         if not isinstance(hosts, int) or hosts < 1:
             raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
         for fn in activities:
             as_activity(fn)
-        refs: dict[str, dict[str, Any]] = {}
+        refs: dict[str, CodeRef] = {}
         for fn in workflows:
             definition = as_workflow(fn)
-            if definition.code is not None:
-                refs[definition.name] = {"code": definition.code}
-            else:
-                refs[definition.name] = {"code_pickle": _serde.pickle_b64(
-                    definition, what=f"workflow {definition.name!r}")}
+            refs[definition.name] = CodeRef.of(definition)
         conn = await client.connection()
-        names = await conn.registry("configure", task_queue, hosts, refs)
+        names = await conn.registry().configure(task_queue, hosts, refs)
         return Worker(task_queue, names, sorted(refs))

@@ -15,12 +15,11 @@ import importlib
 import sys
 import types
 import uuid as _uuid
-import weakref
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import _serde
 from ._activity import ActivityDefinition, as_activity
+from ._code import CodeRef
 from ._definition import WorkflowDefinition, as_workflow, define
 from ._durations import Duration, optional_duration, parse_duration
 from ._options import ActivityOptions
@@ -126,21 +125,14 @@ async def condition(signal_id: str, timeout: Duration | None = None) -> Any:
     return await _runtime("condition").condition(signal_id, seconds)
 
 
-_PICKLED: weakref.WeakKeyDictionary[WorkflowDefinition[Any, Any], str] = \
-    weakref.WeakKeyDictionary()
-
-
 def _child_ref(fn_or_name: Any) -> tuple[str, tuple[str | None, str | None]]:
     """(name, (import path, pickled definition)) of a child workflow; a name alone is
     resolved by the child's host among the workflows registered on its queue."""
     if isinstance(fn_or_name, str):
         return fn_or_name, (None, None)
     definition: WorkflowDefinition[Any, Any] = as_workflow(fn_or_name)
-    if definition.code is not None:
-        return definition.name, (definition.code, None)
-    if definition not in _PICKLED:  # defined in __main__ or a function: kept by value
-        _PICKLED[definition] = _serde.pickle_b64(definition, what=f"workflow {definition.name!r}")
-    return definition.name, (None, _PICKLED[definition])
+    code = CodeRef.of(definition)
+    return definition.name, (code.path, code.pickled)
 
 
 def _child_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -151,22 +143,26 @@ def _child_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def _start_child(fn_or_name: Any, args: tuple[Any, ...], workflow_id: str | None,
+                 task_queue: str | None, options: dict[str, Any], *, wait: bool,
+                 what: str) -> tuple[asyncio.Future[str], asyncio.Future[Any]]:
+    name, code = _child_ref(fn_or_name)
+    return _runtime(what).start_child(name, code, args, workflow_id, task_queue,
+                                      _child_options(options), wait=wait)
+
+
 async def execute_child(fn_or_name: Any, *args: Any, workflow_id: str | None = None,
                         task_queue: str | None = None, **options: Any) -> Any:
     """Starts a child workflow and returns its result."""
-    name, code = _child_ref(fn_or_name)
-    _, result = _runtime("execute_child").start_child(
-        name, code, args, workflow_id, task_queue, _child_options(options), wait=True)
-    return await result
+    return await _start_child(fn_or_name, args, workflow_id, task_queue, options, wait=True,
+                              what="execute_child")[1]
 
 
 async def start_child(fn_or_name: Any, *args: Any, workflow_id: str | None = None,
                       task_queue: str | None = None, **options: Any) -> str:
     """Starts a child workflow and returns its workflow id without waiting for it."""
-    name, code = _child_ref(fn_or_name)
-    started, _ = _runtime("start_child").start_child(
-        name, code, args, workflow_id, task_queue, _child_options(options), wait=False)
-    return await started
+    return await _start_child(fn_or_name, args, workflow_id, task_queue, options, wait=False,
+                              what="start_child")[0]
 
 
 async def signal(workflow_id: str, signal_id: str, data: Any = None) -> None:

@@ -29,26 +29,23 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import aiorwlock
 
-from .. import _backoff
+from .. import _backoff, timeline
 from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
 from .._options import ActivityOptions
 from ..core.instance import WorkflowInstance, replay_timeline
 from ..errors import ConflictError, WorkflowClosedError
 from ..failures import failure_from
+from ..messages import RunOutcome, RunStatus
 from ..storage.runs import RunStore
 from ..timeline import (
     CLOSING_COMMANDS,
     ActivityFailed,
     Batch,
     CancelActivity,
-    CancelChild,
-    CancelExternal,
     CancelRequested,
     CancelTimer,
     Command,
-    CompleteWorkflow,
-    ContinueAsNewWorkflow,
     Event,
     ExternalResolved,
     FailWorkflow,
@@ -68,12 +65,6 @@ log = logging.getLogger("rayline.execution")
 
 Mail = tuple[Event, "asyncio.Future[None] | None"]
 """An event in a workflow execution's mailbox, with the future its sender awaits (if any)."""
-
-STATUS_COMPLETED = 0
-STATUS_FAILED = -1
-STATUS_CANCELLED = -2
-STATUS_TERMINATED = -3
-
 
 class Environment(Protocol):
     """What a workflow execution needs from the host it lives in."""
@@ -98,26 +89,6 @@ class Environment(Protocol):
     def background(self, work: Awaitable[Any]) -> None: ...
 
 
-def outcome_of(batch: Batch) -> dict[str, Any] | None:
-    """The run's outcome if ``batch`` closed it, else ``None``."""
-    if batch.terminated is not None:
-        return {"status": "terminated", "code": STATUS_TERMINATED,
-                "reason": batch.terminated.reason, "time": batch.time}
-    for command in batch.commands:
-        if isinstance(command, CompleteWorkflow):
-            return {"status": "completed", "code": STATUS_COMPLETED, "result": command.result,
-                    "time": batch.time}
-        if isinstance(command, FailWorkflow):
-            cancelled = command.failure.kind == "cancelled"
-            return {"status": "cancelled" if cancelled else "failed",
-                    "code": STATUS_CANCELLED if cancelled else STATUS_FAILED,
-                    "failure": command.failure.model_dump(), "time": batch.time}
-        if isinstance(command, ContinueAsNewWorkflow):
-            return {"status": "continued", "code": STATUS_COMPLETED, "time": batch.time,
-                    "args": command.args}
-    return None
-
-
 class Execution:
     """One workflow execution (see the module docstring)."""
 
@@ -130,7 +101,7 @@ class Execution:
         self.run_id = started.run_id
         self.lock = aiorwlock.RWLock()
         self.instance: WorkflowInstance | None = None
-        self.outcome: dict[str, Any] | None = None
+        self.outcome: RunOutcome | None = None
         self.closed = asyncio.Event()
         self.fenced = False
         self.updated_at = started.time
@@ -216,10 +187,10 @@ class Execution:
         self._next_batch = len(batches) + 1
         self.batches_written = len(batches)
         self.updated_at = batches[-1].time if batches else self.started.time
-        outcome = outcome_of(batches[-1]) if batches else None
+        outcome = RunOutcome.of(batches[-1]) if batches else None
         if outcome is not None:
             self._closed_fields = fields_of(self.started, batches)
-            if outcome["status"] == "continued":
+            if outcome.status is RunStatus.CONTINUED:
                 try:
                     self.instance, _ = replay_timeline(self.definition, self.started, batches)
                 except Exception:  # the run is closed: carry over nothing rather than fail
@@ -335,16 +306,16 @@ class Execution:
                 self._spawn(command.seq, self.env.start_child(self, command))
             elif isinstance(command, SignalExternal):
                 self._spawn(command.seq, self.env.signal_external(self, command))
-            elif isinstance(command, CancelExternal):
+            elif isinstance(command, timeline.CancelExternal):
                 self._spawn(command.seq, self.env.cancel_external(self, command.seq,
                                                                   command.workflow_id))
-            elif isinstance(command, CancelChild):  # outlives this run if it closes now
+            elif isinstance(command, timeline.CancelChild):  # outlives this run if it closes
                 self.env.background(self.env.cancel_external(self, command.seq,
                                                              command.workflow_id))
             elif isinstance(command, UpsertFields):
                 self.env.on_fields(self)
             elif isinstance(command, CLOSING_COMMANDS):
-                outcome = outcome_of(Batch(seq=0, run_id=self.run_id, time=self.updated_at,
+                outcome = RunOutcome.of(Batch(seq=0, run_id=self.run_id, time=self.updated_at,
                                            commands=[command]))
                 assert outcome is not None
                 self._finish(outcome)
@@ -413,11 +384,11 @@ class Execution:
             task.cancel()
         self._tasks.clear()
 
-    def _finish(self, outcome: dict[str, Any], notify: bool = True) -> None:
+    def _finish(self, outcome: RunOutcome, notify: bool = True) -> None:
         self.outcome = outcome
         if self._closed_fields is None:
             self._closed_fields = self.fields()
-        if outcome["status"] == "continued":
+        if outcome.status is RunStatus.CONTINUED:
             rest: list[Mail] = []
             self.carried = self._unconsumed()
             for item in self._mailbox:
@@ -453,7 +424,7 @@ class Execution:
                           terminated=Terminated(reason=reason), owner=self.env.host_name)
             if not await self._persist(batch):
                 return
-            outcome = outcome_of(batch)
+            outcome = RunOutcome.of(batch)
             assert outcome is not None
             self._finish(outcome)
 
@@ -466,7 +437,7 @@ class Execution:
 
     def status(self) -> int:
         if self.outcome is not None:
-            return int(self.outcome["code"])
+            return self.outcome.code
         assert self.instance is not None
         return max(1, self.instance.open_obligations())
 

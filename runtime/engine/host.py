@@ -40,10 +40,11 @@ import random
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
-from .. import _backoff, _serde
+from .. import _backoff
 from .._activity import ActivityDefinition, ActivityInfo
+from .._code import CodeRef
 from .._definition import WorkflowDefinition, as_workflow
 from .._options import ActivityOptions
 from .._validate import validate_fields, validate_task_queue
@@ -56,26 +57,37 @@ from ..errors import (
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
+from ..messages import (
+    HostStats,
+    RunOutcome,
+    RunStatus,
+    RunSummary,
+    StartReply,
+    StartRequest,
+    WorkflowDescription,
+)
 from ..storage.runs import RunStore, validate_id
 from ..timeline import (
     Batch,
     CancelRequested,
     Event,
-    ParentRef,
+    Payload,
+    SignalExternal,
     SignalReceived,
+    StartChild,
     Terminated,
     WorkflowStarted,
     fields_of,
 )
+from . import reuse
 from .activities import run_with_retries
-from .execution import Execution, Mail, outcome_of
+from .api import HostAPI
+from .execution import Execution, Mail
 from .parking import ParkingLot
 from .routing import Routing, child_event
 
 log = logging.getLogger("rayline.host")
 
-ID_REUSE_POLICIES = ("allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate",
-                     "terminate_if_running")
 KEEP_FINISHED = 2_000  # closed runs kept in memory for result() and describe()
 PARK_AFTER = float(os.environ.get("RAYLINE_PARK_AFTER", "2"))
 
@@ -85,10 +97,10 @@ class Backend(Protocol):
 
     def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                     options: ActivityOptions, info: ActivityInfo) -> Any: ...
-    async def call_host(self, host: str, method: str, *args: Any) -> Any: ...
+    def host(self, name: str) -> HostAPI: ...
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str: ...
     async def locate(self, workflow_id: str) -> str: ...
-    def report(self, record: dict[str, Any]) -> None: ...
+    def report(self, summary: RunSummary) -> None: ...
 
 
 class Stuck:
@@ -103,7 +115,7 @@ class Stuck:
         raise self.error
 
 
-class Host(Routing):
+class Host:
     """Runs workflow executions (see the module docstring)."""
 
     def __init__(self, name: str, runs: RunStore, backend: Backend,
@@ -121,9 +133,11 @@ class Host(Routing):
         self._continuing: dict[str, asyncio.Task[Execution | None]] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._retaking: dict[str, asyncio.Future[None]] = {}
-        self._closers: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._closers: dict[str, list[asyncio.Future[RunOutcome]]] = {}
         self._markers: dict[str, asyncio.Future[Any]] = {}
         self.parking = ParkingLot(self, park_after)
+        self.routing = Routing(name, backend, self, lambda workflow_id: workflow_id in
+                               self.executions)
         self._background: set[asyncio.Future[Any]] = set()
         self._code_cache: dict[str, WorkflowDefinition[Any, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rayline-io")
@@ -255,19 +269,19 @@ class Host(Routing):
         return execution
 
     def _definition_of(self, started: WorkflowStarted) -> WorkflowDefinition[Any, Any]:
-        return self._resolve(started.workflow_name, started.code, started.code_pickle,
+        return self._resolve(started.workflow_name,
+                             CodeRef.stored(started.code, started.code_pickle),
                              started.task_queue)
 
-    def _resolve(self, name: str | None, code: str | None, code_pickle: str | None,
+    def _resolve(self, name: str | None, code: CodeRef | None,
                  task_queue: str) -> WorkflowDefinition[Any, Any]:
-        ref = code_pickle or code
-        if ref:
-            cached = self._code_cache.get(ref)
+        if code is not None:
+            cached = self._code_cache.get(code.key)
             if cached is None:
-                cached = self._load_code(code, code_pickle)
+                cached = as_workflow(code.load())
                 if len(self._code_cache) > 1000:
                     self._code_cache.clear()
-                self._code_cache[ref] = cached
+                self._code_cache[code.key] = cached
             return cached
         if name and name in self.names:
             return self.names[name]
@@ -275,30 +289,17 @@ class Host(Routing):
         raise InvalidInputError(
             f"unknown workflow_name {name!r} on task queue {task_queue!r} (registered: {known})")
 
-    @staticmethod
-    def _load_code(code: str | None, code_pickle: str | None) -> WorkflowDefinition[Any, Any]:
-        if code_pickle:
-            return as_workflow(_serde.unpickle_b64(code_pickle))
-        assert code is not None
-        try:
-            return as_workflow(_serde.resolve_path(code))
-        except (ImportError, AttributeError) as exc:
-            raise InvalidInputError(f"cannot import workflow code {code!r}: {exc}") from exc
-
     # -------------------------------------------------------------------- start
 
-    async def start(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def start(self, request: StartRequest) -> StartReply:
         """Starts a run. ``request`` is what ``client.workflow.start`` sends."""
         await self._ready.wait()
-        workflow_id = validate_id(request["workflow_id"])
-        validate_task_queue(request["task_queue"])
-        policy = request.get("id_reuse_policy") or "allow_duplicate"
-        if policy not in ID_REUSE_POLICIES:
-            raise InvalidInputError(f"id_reuse_policy must be one of {ID_REUSE_POLICIES}")
-        validate_fields(request.get("search"), what="search")
-        validate_fields(request.get("memo"), what="memo")
-        definition = self._resolve(request.get("workflow_name"), request.get("code"),
-                                   request.get("code_pickle"), request["task_queue"])
+        workflow_id = validate_id(request.workflow_id)
+        validate_task_queue(request.task_queue)
+        reuse.policy_of(request)
+        validate_fields(request.search, what="search")
+        validate_fields(request.memo, what="memo")
+        definition = self._resolve(request.workflow_name, request.code, request.task_queue)
         if workflow_id in self._starting:
             await asyncio.wait([self._starting[workflow_id]])
             if workflow_id in self._starting:
@@ -306,32 +307,31 @@ class Host(Routing):
         starting = asyncio.get_running_loop().create_future()
         self._starting[workflow_id] = starting
         try:
-            reply = await self._start(workflow_id, policy, definition, request)
+            reply = await self._start(workflow_id, definition, request)
         finally:
             del self._starting[workflow_id]
             if not starting.done():
                 starting.set_result(None)
         return reply
 
-    async def start_many(self, requests: list[dict[str, Any]]
-                         ) -> list[dict[str, Any] | BaseException]:
+    async def start_many(self, requests: list[StartRequest]
+                         ) -> list[StartReply | BaseException]:
         """``start`` for each request, concurrently; a failed start's error in its place."""
         return await asyncio.gather(*(self.start(r) for r in requests), return_exceptions=True)
 
-    async def _start(self, workflow_id: str, policy: str,
-                     definition: WorkflowDefinition[Any, Any],
-                     request: dict[str, Any]) -> dict[str, Any]:
+    async def _start(self, workflow_id: str, definition: WorkflowDefinition[Any, Any],
+                     request: StartRequest) -> StartReply:
         early = await self.read(lambda: list(self.runs.take_early_signals(workflow_id)),
                                 quick=True)
-        if self._actor(workflow_id) is None and workflow_id not in self.parking \
+        if self._execution(workflow_id) is None and workflow_id not in self.parking \
                 and workflow_id not in self.stuck:
             # an id this host does not know: most likely new, so create run 1 outright;
             # the exclusive create tells us if it exists after all
             reply = await self._try_start(workflow_id, 1, definition, request, early)
             if reply is not None:
                 return reply
-        epoch = await self._check_reuse(workflow_id, policy, request)
-        if isinstance(epoch, dict):
+        epoch = await self._check_reuse(workflow_id, request)
+        if isinstance(epoch, StartReply):
             return epoch  # the same start again, or a parent re-issuing it: attach
         reply = await self._try_start(workflow_id, epoch, definition, request, early)
         if reply is None:
@@ -339,28 +339,26 @@ class Host(Routing):
         return reply
 
     async def _try_start(self, workflow_id: str, epoch: int,
-                         definition: WorkflowDefinition[Any, Any], request: dict[str, Any],
+                         definition: WorkflowDefinition[Any, Any], request: StartRequest,
                          early: list[tuple[str, SignalReceived]],
                          carried: Sequence[Mail] = (), *,
-                         attempts: int | None = 6) -> dict[str, Any] | None:
+                         attempts: int | None = 6) -> StartReply | None:
         """Runs the first activation and writes run ``epoch``; None if that run exists."""
-        parent = request.get("parent")
+        code = request.code
         started = WorkflowStarted(
             workflow_id=workflow_id, run_id=uuid.UUID(int=self._rng.getrandbits(128)).hex,
             epoch=epoch, workflow_name=definition.name,
-            code=request.get("code") or (None if request.get("code_pickle") else definition.code),
-            code_pickle=request.get("code_pickle"), args=request.get("args", []),
-            task_queue=request["task_queue"], host=self.host_name, time=self.now(),
-            seed=self._rng.getrandbits(63), attempt=request.get("attempt", 1),
-            parent=ParentRef(**parent) if parent else None,
-            continued_from=request.get("continued_from"), search=request.get("search") or {},
-            memo=request.get("memo") or {}, options=request.get("options") or {},
-            request_id=request.get("request_id"),
+            code=code.path if code is not None else definition.code,
+            code_pickle=code.pickled if code is not None else None, args=request.args,
+            task_queue=request.task_queue, host=self.host_name, time=self.now(),
+            seed=self._rng.getrandbits(63), attempt=request.attempt, parent=request.parent,
+            continued_from=request.continued_from, search=request.search, memo=request.memo,
+            options=request.options, request_id=request.request_id,
         )
         execution = Execution(self, definition, started)
-        events: list[Event] = [SignalReceived(signal_id=s["signal_id"], data=s["data"],
-                                              request_id=s.get("request_id"))
-                               for s in request.get("signals", [])]
+        events: list[Event] = [SignalReceived(signal_id=s.signal_id, data=s.data,
+                                              request_id=s.request_id)
+                               for s in request.signals]
         events += [event for event, _ in carried]
         events += [signal for _, signal in early]
         first = execution.prepare(events)
@@ -377,7 +375,7 @@ class Host(Routing):
         self._report(execution)
         consumed = {key for key, _ in early}
         self.background(self._take_late_signals(execution, consumed))
-        return {"workflow_id": workflow_id, "run_id": started.run_id, "host": self.host_name}
+        return StartReply(workflow_id=workflow_id, run_id=started.run_id, host=self.host_name)
 
     async def _create(self, started: WorkflowStarted, first: Batch,
                       attempts: int | None) -> None:
@@ -388,7 +386,7 @@ class Host(Routing):
         try:
             await self.read(self.runs.create_run, started, first, attempts=attempts)
         except BaseException:
-            if self._actor(workflow_id) is None and workflow_id not in self.parking:
+            if self._execution(workflow_id) is None and workflow_id not in self.parking:
                 try:  # the marker names no run of ours: remove it (best effort)
                     await self.read(self.runs.clear_open, self.host_name, workflow_id,
                                     attempts=3)
@@ -418,16 +416,16 @@ class Host(Routing):
         except Exception:
             log.exception("host %s: early signals of %s", self.host_name, workflow_id)
 
-    def _stored_latest(self, workflow_id: str) -> tuple[WorkflowStarted, dict[str, Any] | None]:
+    def _stored_latest(self, workflow_id: str) -> tuple[WorkflowStarted, RunOutcome | None]:
         started, batches = self.runs.load(workflow_id)
-        return started, (outcome_of(batches[-1]) if batches else None)
+        return started, (RunOutcome.of(batches[-1]) if batches else None)
 
-    async def _check_reuse(self, workflow_id: str, policy: str,
-                           request: dict[str, Any]) -> int | dict[str, Any]:
+    async def _check_reuse(self, workflow_id: str,
+                           request: StartRequest) -> int | StartReply:
         """The epoch of the new run under ``policy``, or the reply attaching the caller to
         the run it started before: the same request again, or a parent re-issuing a
         child's start after a recovery."""
-        execution = self._actor(workflow_id)
+        execution = self._execution(workflow_id)
         stuck = self.stuck.get(workflow_id)
         if execution is not None and not execution.fenced:
             started, outcome = execution.started, execution.outcome
@@ -437,44 +435,33 @@ class Host(Routing):
             return 1
         else:
             started, outcome = await self.read(self._stored_latest, workflow_id)
-        parent = request.get("parent")
-        request_id = request.get("request_id")
-        same_request = request_id is not None and started.request_id == request_id
-        same_parent = parent is not None and started.parent is not None and \
-            started.parent.model_dump() == parent
-        if same_request or same_parent:
-            return {"workflow_id": workflow_id, "run_id": started.run_id,
-                    "host": started.host, "outcome": outcome}
-        running = outcome is None or outcome["status"] == "continued"
-        if policy == "reject_duplicate":
-            raise DuplicateWorkflowError(workflow_id, "id_reuse_policy=reject_duplicate")
-        if running and policy == "terminate_if_running":
+        decision = reuse.decide(request, started, outcome)
+        if decision.action == "attach":
+            return StartReply(workflow_id=workflow_id, run_id=started.run_id,
+                              host=started.host, outcome=outcome)
+        if decision.action == "refuse":
+            raise DuplicateWorkflowError(workflow_id, decision.reason)
+        if decision.action == "terminate":
             reason = "terminated by a new start (terminate_if_running)"
-            if execution is not None and execution.outcome is None:  # here: not via terminate(),
-                await execution.terminate(reason)                # which waits for this start
+            if execution is not None and execution.outcome is None:  # here: not via
+                await execution.terminate(reason)  # terminate(), which waits for this start
             elif stuck is not None:
                 await self._terminate_stuck(workflow_id, reason)
             else:
-                await self.backend.call_host(started.host, "terminate", workflow_id, reason)
-        elif running:
-            raise DuplicateWorkflowError(workflow_id, "a run is still open")
-        elif policy == "allow_duplicate_failed_only" and outcome is not None \
-                and outcome["status"] == "completed":
-            raise DuplicateWorkflowError(workflow_id, "last run completed "
-                                         "(id_reuse_policy=allow_duplicate_failed_only)")
-        return started.epoch + 1
+                await self.routing.host(started.host).terminate(workflow_id, reason)
+        return decision.epoch
 
     async def _latest_outcome(self, workflow_id: str) -> tuple[WorkflowStarted,
-                                                               dict[str, Any] | None]:
+                                                               RunOutcome | None]:
         await self._settled(workflow_id)
-        execution = self._actor(workflow_id)
+        execution = self._execution(workflow_id)
         if execution is not None and not execution.fenced:
             return execution.started, execution.outcome
         return await self.read(self._stored_latest, workflow_id)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ requests
 
-    def _actor(self, workflow_id: str) -> Execution | None:
+    def _execution(self, workflow_id: str) -> Execution | None:
         return self.executions.get(workflow_id) or self._finished.get(workflow_id)
 
     async def _settled(self, workflow_id: str) -> None:
@@ -503,12 +490,12 @@ class Host(Routing):
         return self.executions.get(workflow_id)
 
     async def result(self, workflow_id: str, run_id: str | None = None,
-                     follow: bool = True) -> dict[str, Any]:
+                     follow: bool = True) -> RunOutcome:
         """Waits for the run to close and returns its outcome (following continue-as-new)."""
         await self._ready.wait()
         await self._live(workflow_id, wake=False)
         while True:
-            execution = self._actor(workflow_id)
+            execution = self._execution(workflow_id)
             if workflow_id in self.parking.parked and (run_id is None or execution is None
                                                or execution.run_id == run_id):
                 outcome = await self._wait_close(workflow_id)
@@ -519,27 +506,27 @@ class Host(Routing):
             elif execution.outcome is None:
                 outcome = await self._wait_close(workflow_id)
             else:
-                outcome = {**execution.outcome, "run_id": execution.run_id}
-            if outcome["status"] != "continued" or not follow:
+                outcome = execution.outcome
+            if outcome.status is not RunStatus.CONTINUED or not follow:
                 return outcome
             await self._settled(workflow_id)
-            latest = self._actor(workflow_id)
-            if latest is None or latest.run_id == outcome["run_id"]:
+            latest = self._execution(workflow_id)
+            if latest is None or latest.run_id == outcome.run_id:
                 stuck = self.stuck.get(workflow_id)
                 if stuck is not None:
                     stuck.raise_()
                 raise NotHereError(f"workflow {workflow_id}: its next run is not here")
             run_id = None
 
-    def _wait_close(self, workflow_id: str) -> asyncio.Future[dict[str, Any]]:
+    def _wait_close(self, workflow_id: str) -> asyncio.Future[RunOutcome]:
         """Resolves with the run's outcome when it closes (parked or not)."""
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[RunOutcome] = asyncio.get_running_loop().create_future()
         waiting = [f for f in self._closers.get(workflow_id, []) if not f.done()]  # given up
         self._closers[workflow_id] = [*waiting, future]
         return future
 
     def _resolve_closers(self, workflow_id: str,
-                         outcome: dict[str, Any] | Exception | None) -> None:
+                         outcome: RunOutcome | Exception | None) -> None:
         for future in self._closers.pop(workflow_id, []):
             if future.done():
                 continue
@@ -550,7 +537,7 @@ class Host(Routing):
             else:
                 future.set_result(outcome)
 
-    async def results(self, workflow_ids: list[str]) -> list[dict[str, Any] | Exception | None]:
+    async def results(self, workflow_ids: list[str]) -> list[RunOutcome | Exception | None]:
         """``result`` for several workflows: waits until at least one has an outcome (or
         an error), then returns each one's, ``None`` for those still running."""
         waits = {workflow_id: asyncio.ensure_future(self.result(workflow_id))
@@ -563,22 +550,22 @@ class Host(Routing):
             for wait in waits.values():
                 wait.cancel()
 
-    async def _stored_outcome(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
+    async def _stored_outcome(self, workflow_id: str, run_id: str | None) -> RunOutcome:
         started, outcome = await self._latest_outcome(workflow_id)
         if run_id is not None and started.run_id != run_id:
             for epoch in reversed(await self.read(self.runs.epochs, workflow_id)):
                 record, batches = await self.read(self.runs.load, workflow_id, epoch)
                 if record.run_id == run_id:
-                    outcome = outcome_of(batches[-1]) if batches else None
+                    outcome = RunOutcome.of(batches[-1]) if batches else None
                     started = record
                     break
             else:
                 raise WorkflowNotFoundError(workflow_id, f"no run {run_id}")
         if outcome is None:
             raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
-        return {**outcome, "run_id": started.run_id}
+        return outcome
 
-    async def signal(self, workflow_id: str, signal_id: str, data: dict[str, Any],
+    async def signal(self, workflow_id: str, signal_id: str, data: Payload,
                      expire: float | None = None, request_id: str | None = None,
                      buffer_if_missing: bool = False) -> None:
         """Delivers a signal; returns once it is durable in the workflow's timeline (or,
@@ -599,8 +586,8 @@ class Host(Routing):
                 # a start created the run meanwhile and may have read the buffer before
                 # this signal was in it: deliver it (a repeat is dropped by request id)
                 remaining = None if expire_at is None else max(0.0, expire_at - self.now())
-                await self._route(workflow_id, "signal", workflow_id, signal_id, data,
-                                  remaining, event.request_id)
+                await self.routing.route(workflow_id, lambda host: host.signal(
+                    workflow_id, signal_id, data, remaining, event.request_id))
                 if key is not None:
                     await self.read(self.runs.delete, key, quick=True)
             return
@@ -608,7 +595,7 @@ class Host(Routing):
 
     async def _closed_or_elsewhere(self, workflow_id: str, action: str) -> None:
         started, outcome = await self._latest_outcome(workflow_id)
-        if outcome is not None and outcome["status"] != "continued":
+        if outcome is not None and outcome.status is not RunStatus.CONTINUED:
             raise WorkflowClosedError(workflow_id, action)
         raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
 
@@ -649,41 +636,41 @@ class Host(Routing):
         assert execution is not None
         return await execution.query(name, args)
 
-    async def describe(self, workflow_id: str) -> dict[str, Any]:
+    async def describe(self, workflow_id: str) -> WorkflowDescription:
         """Status, times, fields and pending work of the latest run."""
         await self._ready.wait()
         stuck = self.stuck.get(workflow_id)
         if stuck is None:
             await self._live(workflow_id)
             stuck = self.stuck.get(workflow_id)
-        execution = self._actor(workflow_id)
+        execution = self._execution(workflow_id)
         error = None
         if stuck is not None:
             started, batches = stuck.started, stuck.batches
             (search, enrich), pending, outcome = fields_of(started, batches), [], None
-            status, updated = 1, batches[-1].time if batches else started.time
+            state, updated = RunStatus.STUCK, batches[-1].time if batches else started.time
+            status = state.code
             error = f"{type(stuck.error).__name__}: {stuck.error}"
         elif execution is not None and not execution.fenced:
             search, enrich = execution.fields()
             started, outcome, status = execution.started, execution.outcome, execution.status()
             pending, updated = execution.pending(), execution.updated_at
+            state = outcome.status if outcome else RunStatus.RUNNING
         else:
             started, batches = await self.read(self.runs.load, workflow_id)
-            outcome = outcome_of(batches[-1]) if batches else None
+            outcome = RunOutcome.of(batches[-1]) if batches else None
             if outcome is None:
                 raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
             (search, enrich), pending = fields_of(started, batches), []
-            status, updated = int(outcome["code"]), outcome["time"]
-        return {
-            "workflow_id": workflow_id, "run_id": started.run_id,
-            "workflow_name": started.workflow_name, "task_queue": started.task_queue,
-            "status": status, "outcome": outcome, "started_at": started.time,
-            "state": "stuck" if stuck else outcome["status"] if outcome else "running",
-            "error": error,
-            "updated_at": updated, "host": started.host, "attempt": started.attempt,
-            "parent": started.parent.workflow_id if started.parent else None,
-            "search": search, "enrich": enrich, "memo": started.memo, "pending": pending,
-        }
+            state, status, updated = outcome.status, outcome.code, outcome.time
+        return WorkflowDescription(
+            workflow_id=workflow_id, run_id=started.run_id,
+            workflow_name=started.workflow_name, task_queue=started.task_queue,
+            status=status, outcome=outcome, started_at=started.time, state=state, error=error,
+            updated_at=updated, host=started.host, attempt=started.attempt,
+            parent=started.parent.workflow_id if started.parent else None,
+            search=search, enrich=enrich, memo=started.memo, pending=pending,
+        )
 
     async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
         """An event from elsewhere in the cluster (a child's completion) for run
@@ -699,10 +686,10 @@ class Host(Routing):
             return
         await execution.deliver_durably(event)
 
-    def stats(self) -> dict[str, Any]:
-        return {"host": self.host_name, "running": len(self.executions),
-                "parked": len(self.parking), "finished_cached": len(self._finished),
-                "stuck": len(self.stuck)}
+    async def stats(self) -> HostStats:
+        return HostStats(host=self.host_name, running=len(self.executions),
+                         parked=len(self.parking), finished_cached=len(self._finished),
+                         stuck=len(self.stuck))
 
     def abandon(self) -> None:
         """Stops every execution and timer here without writing anything: what a host
@@ -727,6 +714,16 @@ class Host(Routing):
 
         return run_with_retries(seq, definition.name, options, attempt)
 
+    def start_child(self, execution: Execution, command: StartChild) -> Awaitable[Event | None]:
+        return self.routing.start_child(execution, command)
+
+    def signal_external(self, execution: Execution, command: SignalExternal) -> Awaitable[Event]:
+        return self.routing.signal_external(execution, command)
+
+    def cancel_external(self, execution: Execution, seq: int,
+                        workflow_id: str) -> Awaitable[Event]:
+        return self.routing.cancel_external(execution, seq, workflow_id)
+
     def on_fields(self, execution: Execution) -> None:
         self._report(execution)
 
@@ -739,12 +736,12 @@ class Host(Routing):
         while len(self._finished) > KEEP_FINISHED:
             self._finished.popitem(last=False)
         assert execution.outcome is not None
-        if execution.outcome["status"] == "continued":
+        if execution.outcome.status is RunStatus.CONTINUED:
             task = asyncio.ensure_future(self._continue(execution))
             self._continuing[workflow_id] = task
             task.add_done_callback(lambda t: self._continuing.get(workflow_id) is t
                                    and self._continuing.pop(workflow_id))
-        self._resolve_closers(workflow_id, {**execution.outcome, "run_id": execution.run_id})
+        self._resolve_closers(workflow_id, execution.outcome)
         self.background(self._after_close(execution))
 
     def on_fenced(self, execution: Execution, unwritten: list[Mail]) -> None:
@@ -814,12 +811,12 @@ class Host(Routing):
         outcome = execution.outcome
         assert outcome is not None
         self._report(execution)
-        if outcome["status"] == "continued":
+        if outcome.status is RunStatus.CONTINUED:
             return  # the next run takes over the open marker
         parent = execution.started.parent
         if parent is not None:
             event = child_event(parent.seq, outcome)
-            await self.deliver_to(parent.workflow_id, parent.host, event, parent.run_id)
+            await self.routing.deliver_to(parent.workflow_id, parent.host, event, parent.run_id)
         try:
             await self.read(self.runs.clear_open, self.host_name, execution.workflow_id)
         except Exception as exc:  # left behind: a restart replays the close, harmlessly
@@ -832,11 +829,11 @@ class Host(Routing):
         assert execution.outcome is not None
         s = execution.started
         carried, execution.carried = execution.carried, []
-        request = {"workflow_id": s.workflow_id, "workflow_name": s.workflow_name,
-                   "code": s.code, "code_pickle": s.code_pickle, "args": execution.outcome["args"],
-                   "task_queue": s.task_queue, "search": execution.fields()[0], "memo": s.memo,
-                   "options": s.options, "continued_from": s.run_id,
-                   "parent": s.parent.model_dump() if s.parent else None}
+        request = StartRequest(
+            workflow_id=s.workflow_id, workflow_name=s.workflow_name,
+            code=CodeRef.stored(s.code, s.code_pickle), args=execution.outcome.args,
+            task_queue=s.task_queue, search=execution.fields()[0], memo=s.memo,
+            options=s.options, continued_from=s.run_id, parent=s.parent)
         try:
             reply = await self._try_start(s.workflow_id, s.epoch + 1, execution.definition,
                                           request, [], carried, attempts=None)
@@ -846,31 +843,30 @@ class Host(Routing):
             return None
         if reply is None:  # made before a crash: the run after it exists already
             self._fail_mail(carried, NotHereError(f"workflow {s.workflow_id} moved on"))
-        return self._actor(s.workflow_id)
+        return self._execution(s.workflow_id)
 
     def _report(self, execution: Execution) -> None:
         search, _ = execution.fields()
-        self.backend.report({
-            "workflow_id": execution.workflow_id, "run_id": execution.run_id,
-            "workflow_name": execution.started.workflow_name, "host": self.host_name,
-            "task_queue": execution.started.task_queue, "status": execution.status(),
-            "state": execution.outcome["status"] if execution.outcome else "running",
-            "started_at": execution.started.time, "search": search,
-        })
+        outcome = execution.outcome
+        self.backend.report(RunSummary(
+            workflow_id=execution.workflow_id, run_id=execution.run_id,
+            workflow_name=execution.started.workflow_name, host=self.host_name,
+            task_queue=execution.started.task_queue, status=execution.status(),
+            state=outcome.status if outcome else RunStatus.RUNNING,
+            started_at=execution.started.time, search=search))
 
     def _report_stuck(self, workflow_id: str) -> None:
         stuck = self.stuck[workflow_id]
         started = stuck.started
-        self.backend.report({
-            "workflow_id": workflow_id, "run_id": started.run_id,
-            "workflow_name": started.workflow_name, "host": self.host_name,
-            "task_queue": started.task_queue, "status": 1, "state": "stuck",
-            "started_at": started.time, "search": fields_of(started, stuck.batches)[0],
-            "error": f"{type(stuck.error).__name__}: {stuck.error}",
-        })
+        self.backend.report(RunSummary(
+            workflow_id=workflow_id, run_id=started.run_id,
+            workflow_name=started.workflow_name, host=self.host_name,
+            task_queue=started.task_queue, status=RunStatus.STUCK.code, state=RunStatus.STUCK,
+            started_at=started.time, search=fields_of(started, stuck.batches)[0],
+            error=f"{type(stuck.error).__name__}: {stuck.error}"))
 
 
-def _finished_value(task: asyncio.Task[dict[str, Any]]) -> dict[str, Any] | Exception | None:
+def _finished_value(task: asyncio.Task[RunOutcome]) -> RunOutcome | Exception | None:
     """A finished task's result or exception; ``None`` if it had not finished."""
     if not task.done() or task.cancelled():
         return None

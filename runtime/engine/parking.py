@@ -21,21 +21,33 @@ import asyncio
 import heapq
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _backoff
 
 if TYPE_CHECKING:
     from .execution import Execution
-    from .host import Host
 
 log = logging.getLogger("rayline.host")
+
+
+class Owner(Protocol):
+    """What the parking lot needs from its host, and nothing more."""
+
+    host_name: str
+    executions: dict[str, Execution]
+    """The live executions: parking removes one; waking puts it back (``resume_run``)."""
+
+    def now(self) -> float: ...
+    async def resume_run(self, workflow_id: str) -> Execution: ...
+    def write_marker(self, workflow_id: str, parked_until: float | None = None) -> None: ...
+    def background(self, work: Any) -> None: ...
 
 
 class ParkingLot:
     """The parked runs of one host."""
 
-    def __init__(self, host: Host, park_after: float | None) -> None:
+    def __init__(self, host: Owner, park_after: float | None) -> None:
         self.host = host
         self.park_after = park_after
         self.parked: dict[str, float] = {}

@@ -11,10 +11,12 @@ is over), for as long as the host lives, and again by the child's host after a r
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
 
 from .. import _backoff
+from .._code import CodeRef
 from ..errors import (
     DuplicateWorkflowError,
     InvalidInputError,
@@ -24,49 +26,57 @@ from ..errors import (
     WorkflowNotFoundError,
 )
 from ..failures import failure_from, terminated
+from ..messages import RunOutcome, RunStatus, StartRequest
 from ..timeline import (
     ChildCompleted,
     ChildFailed,
     ChildStarted,
     Event,
     ExternalResolved,
-    Failure,
+    ParentRef,
     SignalExternal,
     StartChild,
 )
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
+    from .api import HostAPI
     from .execution import Execution
     from .host import Backend
 
 log = logging.getLogger("rayline.host")
 
 class Routing:
-    """Mixed into ``Host``: the commands that reach other workflows."""
+    """The commands of a host's executions that reach other workflows (and the host's
+    own, when the other workflow lives here)."""
 
-    host_name: str
-    backend: Backend
-    executions: dict[str, Execution]
+    def __init__(self, host_name: str, backend: Backend, local: HostAPI,
+                 is_here: Callable[[str], bool]) -> None:
+        self.host_name = host_name
+        self.backend = backend
+        self.local = local
+        self.is_here = is_here
 
-    deliver: Callable[[str, Event, str | None], Awaitable[None]]  # the host's own
+    def host(self, name: str) -> HostAPI:
+        return self.local if name == self.host_name else self.backend.host(name)
 
     async def start_child(self, execution: Execution, command: StartChild) -> Event | None:
         queue = command.task_queue or execution.started.task_queue
         dedicated = bool(command.options.get("dedicated"))
-        request: dict[str, Any] = {
-            "workflow_id": command.workflow_id, "workflow_name": command.workflow_name,
-            "code": command.code, "code_pickle": command.code_pickle, "args": command.args,
-            "task_queue": queue,
-            "parent": {"workflow_id": execution.workflow_id, "run_id": execution.run_id,
-                       "seq": command.seq, "host": self.host_name},
-            **{k: command.options[k] for k in ("search", "memo", "id_reuse_policy")
-               if k in command.options},
-        }
-        request["request_id"] = f"{execution.workflow_id}:{execution.run_id}:child-{command.seq}"
+        options = command.options
+        request = StartRequest(
+            workflow_id=command.workflow_id, workflow_name=command.workflow_name,
+            code=CodeRef.stored(command.code, command.code_pickle), args=command.args,
+            task_queue=queue, search=options.get("search") or {},
+            memo=options.get("memo") or {}, id_reuse_policy=options.get("id_reuse_policy"),
+            parent=ParentRef(workflow_id=execution.workflow_id, run_id=execution.run_id,
+                             seq=command.seq, host=self.host_name),
+            request_id=f"{execution.workflow_id}:{execution.run_id}:child-{command.seq}")
         for delay in _backoff.delays():
             try:
                 host = await self.backend.place(queue, command.workflow_id, dedicated)
-                reply = await self.backend.call_host(host, "start", request)
+                reply = await self.host(host).start(request)
                 break
             except (DuplicateWorkflowError, InvalidInputError) as exc:
                 return ChildFailed(seq=command.seq, failure=failure_from(exc))
@@ -76,9 +86,9 @@ class Routing:
                 log.warning("workflow %s: starting child %s failed (%s); again in %.2fs",
                             execution.workflow_id, command.workflow_id, exc, delay)
                 await asyncio.sleep(delay)
-        started = ChildStarted(seq=command.seq, workflow_id=reply["workflow_id"],
-                               run_id=reply["run_id"])
-        outcome = reply.get("outcome")
+        started = ChildStarted(seq=command.seq, workflow_id=reply.workflow_id,
+                               run_id=reply.run_id)
+        outcome = reply.outcome
         if outcome is None:
             return started
         # re-attached to a child that already finished: its start, then its outcome
@@ -88,31 +98,32 @@ class Routing:
 
     async def signal_external(self, execution: Execution, command: SignalExternal) -> Event:
         try:
-            await self._route(command.workflow_id, "signal", command.workflow_id,
-                              command.signal_id, command.data, None, command.request_id)
+            await self.route(command.workflow_id, lambda host: host.signal(
+                command.workflow_id, command.signal_id, command.data, None,
+                command.request_id))
         except RaylineError as exc:
             return ExternalResolved(seq=command.seq, failure=failure_from(exc))
         return ExternalResolved(seq=command.seq)
 
     async def cancel_external(self, execution: Execution, seq: int, workflow_id: str) -> Event:
         try:
-            await self._route(workflow_id, "cancel", workflow_id, f"by {execution.workflow_id}")
+            await self.route(workflow_id,
+                             lambda host: host.cancel(workflow_id, f"by {execution.workflow_id}"))
         except WorkflowClosedError:
             pass
         except RaylineError as exc:
             return ExternalResolved(seq=seq, failure=failure_from(exc))
         return ExternalResolved(seq=seq)
 
-    async def _route(self, workflow_id: str, method: str, *args: Any) -> Any:
-        """Calls ``method`` on whichever host runs ``workflow_id``, following moves."""
-        for attempt in range(20):
-            if workflow_id in self.executions:
-                return await getattr(self, method)(*args)
+    async def route(self, workflow_id: str, call: Callable[[HostAPI], Awaitable[T]]) -> T:
+        """Makes ``call`` on whichever host runs ``workflow_id``, following moves."""
+        for delay in itertools.islice(_backoff.delays(cap=1.0), 20):
             try:
-                host = await self.backend.locate(workflow_id)
-                return await self.backend.call_host(host, method, *args)
+                if self.is_here(workflow_id):
+                    return await call(self.local)
+                return await call(self.host(await self.backend.locate(workflow_id)))
             except NotHereError:
-                await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
+                await asyncio.sleep(delay)
         raise WorkflowNotFoundError(workflow_id, "no host has it")
 
     async def deliver_to(self, workflow_id: str, host: str, event: Event,
@@ -121,10 +132,7 @@ class Routing:
         until it is durable there or that run is over; never gives up."""
         for attempt, delay in enumerate(_backoff.delays()):
             try:
-                if host == self.host_name:
-                    await self.deliver(workflow_id, event, run_id)
-                else:
-                    await self.backend.call_host(host, "deliver", workflow_id, event, run_id)
+                await self.host(host).deliver(workflow_id, event, run_id)
                 return
             except WorkflowClosedError:
                 return
@@ -139,10 +147,11 @@ class Routing:
                     continue  # try the same host again
 
 
-def child_event(seq: int, outcome: dict[str, Any]) -> Event:
+def child_event(seq: int, outcome: RunOutcome) -> Event:
     """What a parent records when its child closed with ``outcome``."""
-    if outcome["status"] == "completed":
-        return ChildCompleted(seq=seq, result=outcome["result"])
-    if outcome["status"] == "terminated":
-        return ChildFailed(seq=seq, failure=terminated(outcome.get("reason")))
-    return ChildFailed(seq=seq, failure=Failure(**outcome["failure"]))
+    if outcome.status is RunStatus.COMPLETED and outcome.result is not None:
+        return ChildCompleted(seq=seq, result=outcome.result)
+    if outcome.status is RunStatus.TERMINATED:
+        return ChildFailed(seq=seq, failure=terminated(outcome.reason))
+    assert outcome.failure is not None, outcome
+    return ChildFailed(seq=seq, failure=outcome.failure)

@@ -28,8 +28,8 @@ def test_registry_crash_loses_nothing(client: rayline.Client, namespace: str,
     again = client.workflow.get_handle("survivor")
     again.signal("finish")
     assert handle.result(timeout=60) == 1
-    wait_until(lambda: [r["state"] for r in client.workflow.list()
-                        if r["workflow_id"] == "survivor"] == ["completed"])
+    wait_until(lambda: [r.state for r in client.workflow.list()
+                        if r.workflow_id == "survivor"] == ["completed"])
 
 
 RESTART_SCRIPT = textwrap.dedent("""
@@ -97,7 +97,7 @@ def test_cli_resume_and_list(client: rayline.Client, namespace: str, storage: st
 
     client.workflow.execute(wf.add_one, args=[1], workflow_id="listed")
     assert main(["resume", "--storage", storage, "--namespace", namespace]) == 0
-    wait_until(lambda: any(r["workflow_id"] == "listed" for r in client.workflow.list()))
+    wait_until(lambda: any(r.workflow_id == "listed" for r in client.workflow.list()))
     assert main(["list", "--storage", storage, "--namespace", namespace]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
              if line.startswith("{")]

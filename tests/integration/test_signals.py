@@ -138,10 +138,10 @@ def test_search_enrich_query_and_list(client: rayline.Client, marks: str) -> Non
     assert handle.describe().pending == [{"seq": 5, "kind": "wait", "signal_id": "finish"}]
     with pytest.raises(rayline.QueryError, match="no query handler 'nope'"):
         handle.query("nope")
-    wait_until(lambda: any(r["workflow_id"] == "tracked"
+    wait_until(lambda: any(r.workflow_id == "tracked"
                            for r in client.workflow.list(search={"region": "eu"})))
     handle.signal("finish")
     assert handle.result() == 1
-    wait_until(lambda: [r["workflow_id"] for r in client.workflow.list(status="completed")]
+    wait_until(lambda: [r.workflow_id for r in client.workflow.list(status="completed")]
                == ["tracked"])
     assert handle.query_state(["region"]) == {"region": "eu"}

@@ -303,3 +303,9 @@ async def collector(total: int, seen: list[object]) -> list[object]:
         if len(seen) % 2 == 0 and len(seen) < total:
             workflow.continue_as_new(total, seen)
     return seen
+
+
+@rayline.workflow(name="versioned")
+async def versioned_before_patch() -> str:
+    """``versioned`` as it was before the ``v2`` patch: no patch call, no durable call."""
+    return "old"

@@ -11,8 +11,10 @@ from typing import Any
 from rayline._activity import ActivityDefinition, ActivityInfo
 from rayline._options import ActivityOptions
 from rayline.engine.activities import Outcome, invoke_async
+from rayline.engine.api import HostAPI
 from rayline.engine.host import Host
 from rayline.errors import NotHereError
+from rayline.messages import RegistryInfo, RunSummary
 from rayline.storage import RunStore
 
 
@@ -20,15 +22,15 @@ class LocalBackend:
     def __init__(self) -> None:
         self.hosts: dict[str, Host] = {}
         self.executions: list[tuple[str, int, int]] = []
-        self.reports: list[dict[str, Any]] = []
+        self.reports: list[RunSummary] = []
 
     async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                           options: ActivityOptions, info: ActivityInfo) -> Outcome:
         self.executions.append((info.workflow_id, info.seq, info.attempt))
         return await invoke_async(definition.fn, args, info)
 
-    async def call_host(self, host: str, method: str, *args: Any) -> Any:
-        return await getattr(self.hosts[host], method)(*args)
+    def host(self, name: str) -> HostAPI:
+        return self.hosts[name]
 
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
         return sorted(self.hosts)[0]
@@ -40,8 +42,8 @@ class LocalBackend:
                 return name
         raise NotHereError(workflow_id)
 
-    def report(self, record: dict[str, Any]) -> None:
-        self.reports.append(record)
+    def report(self, summary: RunSummary) -> None:
+        self.reports.append(summary)
 
 
 async def make_host(runs: RunStore, backend: LocalBackend | None = None,
@@ -62,22 +64,30 @@ class LocalConnection:
     def __init__(self, backend: LocalBackend) -> None:
         self.backend = backend
 
-    async def open(self) -> dict[str, Any]:
-        return {}
+    async def open(self) -> RegistryInfo:
+        return RegistryInfo(storage="memory://", namespace="test", resumed=0)
 
-    async def registry(self, method: str, *args: Any) -> Any:
-        if method == "locate_or_none":
-            try:
-                return await self.backend.locate(args[0])
-            except NotHereError:
-                return None
-        raise NotImplementedError(method)
+    def registry(self) -> LocalRegistry:
+        return LocalRegistry(self.backend)
 
-    async def call_host(self, host: str, method: str, *args: Any) -> Any:
-        return await self.backend.call_host(host, method, *args)
+    def host(self, name: str) -> HostAPI:
+        return self.backend.host(name)
 
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
         return await self.backend.place(task_queue, workflow_id, dedicated)
 
     async def locate(self, workflow_id: str) -> str:
         return await self.backend.locate(workflow_id)
+
+
+class LocalRegistry:
+    """The part of ``RegistryAPI`` the client tests use."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.backend = backend
+
+    async def locate_or_none(self, workflow_id: str) -> str | None:
+        try:
+            return await self.backend.locate(workflow_id)
+        except NotHereError:
+            return None

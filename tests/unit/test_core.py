@@ -212,17 +212,24 @@ def test_replay_with_changed_code_raises_non_determinism() -> None:
 
 
 def test_patched_is_true_live_and_false_for_runs_recorded_before_it() -> None:
-    script = Script(flows.versioned)
-    commands = script.step()
+    live = Script(flows.versioned)
+    commands = live.step()
     assert commands[0] == RecordPatch(patch_id="v2")
-    script.run_to_end()
-    assert_replays(script)
-    old = Script(flows.one_step, 1)  # a run recorded without the patch
+    assert [type(c) for c in commands[1:]] == [ScheduleActivity]
+    live.run_to_end()
+    assert result_of(live) == "new"
+    assert_replays(live)
+    # a run recorded by the code as it was before the patch: no RecordPatch, no durable call
+    old = Script(flows.versioned_before_patch)
     old.run_to_end()
-    old.definition = flows.versioned
-    # the old run recorded an activity, not the patch: replay takes the old branch
-    with pytest.raises(NonDeterminismError):
-        old.replay()
+    assert result_of(old) == "old"
+    assert not any(isinstance(c, RecordPatch) for b in old.batches for c in b.commands)
+    old.definition = flows.versioned  # the patched code replays it
+    instance, unfinished = old.replay()
+    assert unfinished == []
+    assert isinstance(instance.closing, CompleteWorkflow)
+    assert _serde.decode(instance.closing.result) == "old"
+    assert instance.activate([], old.time) == []
 
 
 def test_continue_as_new_closes_the_run_with_new_args() -> None:

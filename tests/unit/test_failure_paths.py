@@ -25,7 +25,7 @@ from rayline.storage import MemoryStore, RunStore
 
 from . import flows
 from .local import LocalBackend, LocalConnection, make_host
-from .test_host import _crash, request, value
+from .test_host import request, value
 
 
 def run(coro_fn: Callable[[], Awaitable[Any]], timeout: float = 20) -> Any:
@@ -146,7 +146,7 @@ def test_3_a_host_fenced_by_its_own_zombie_takes_the_run_back() -> None:
         await live.start(request(flows.waits_many, 3))
         zombie = await make_host(runs)  # an old incarnation of the same host, still writing
         await zombie.signal("wf", "item", _serde.encode("from zombie"))
-        _crash(zombie)  # ...and then it dies
+        zombie.abandon()  # ...and then it dies
         await live.signal("wf", "item", _serde.encode("a"))  # fenced, retaken, delivered
         await live.signal("wf", "item", _serde.encode("b"))
         assert value(await live.result("wf")) == ["from zombie", "a", "b"]
@@ -197,7 +197,7 @@ def test_5_a_continued_child_reaches_its_parent_after_a_restart() -> None:
         await host.start(request(flows.parent_of_waiting_child, workflow_id="p"))
         await until(lambda: runs.epochs("cw") == [1, 2, 3] and "cw" in host.executions
                     and host.executions["cw"].pending() != [])
-        _crash(host)
+        host.abandon()
         fresh = await make_host(runs)
         await fresh.signal("cw", "go", _serde.encode("hi"))
         assert value(await fresh.result("p")) == "parent got hi"
@@ -261,7 +261,7 @@ def test_8_a_fire_and_forget_child_that_finished_before_recovery_does_not_hang()
         await until(lambda: runs.epochs("ff-child") == [1])
         assert value(await host.result("ff-child")) == 2
         await until(lambda: host.executions["p"].pending() != [])
-        _crash(host)
+        host.abandon()
         # the parent's batch recording the child's start is lost (it crashed before it)
         started = runs.read_run("p")
         names = runs.store.list(f"t/wf/p/t/{started.epoch:08d}")
@@ -287,7 +287,7 @@ def test_9_a_run_that_no_longer_replays_is_stuck_visibly_and_resumes_when_fixed(
         await host.start(request(flows.switchable))
         await until(lambda: host.executions["wf"].pending() == [
             {"seq": 2, "kind": "wait", "signal_id": "go"}])
-        _crash(host)
+        host.abandon()
         flows.MODE["version"] = 2  # a non-deterministic change is deployed
         backend = LocalBackend()
         fresh = await make_host(runs, backend)
@@ -296,8 +296,8 @@ def test_9_a_run_that_no_longer_replays_is_stuck_visibly_and_resumes_when_fixed(
         with pytest.raises(NonDeterminismError):
             await fresh.result("wf")
         info = await fresh.describe("wf")
-        assert info["state"] == "stuck" and "NonDeterminismError" in info["error"]
-        assert backend.reports[-1]["state"] == "stuck"
+        assert info.state == "stuck" and "NonDeterminismError" in (info.error or "")
+        assert backend.reports[-1].state == "stuck"
         flows.MODE["version"] = 1  # the fix is deployed
         await fresh.recover()
         await fresh.signal("wf", "go", _serde.encode("fixed"))
@@ -318,11 +318,11 @@ def test_9_a_stuck_run_can_be_terminated() -> None:
         await host.start(request(flows.switchable))
         await until(lambda: host.executions["wf"].pending() != [] and
                     host.executions["wf"].pending()[0]["kind"] == "wait")
-        _crash(host)
+        host.abandon()
         flows.MODE["version"] = 2
         fresh = await make_host(runs)
         await fresh.terminate("wf", "bad deploy")
-        assert (await fresh.result("wf"))["status"] == "terminated"
+        assert (await fresh.result("wf")).status == "terminated"
         await until(lambda: runs.open_workflows("h0") == [])
 
     try:
@@ -426,7 +426,8 @@ def test_low_system_exit_in_workflow_code_fails_that_workflow_only() -> None:
         host = await make_host(runs)
         await host.start(request(flows.exits, workflow_id="x"))
         outcome = await host.result("x")
-        assert outcome["status"] == "failed" and "SystemExit" in outcome["failure"]["type"]
+        assert outcome.status == "failed" and outcome.failure is not None
+        assert "SystemExit" in outcome.failure.type
         await host.start(request(flows.one_step, 1, workflow_id="y"))
         assert value(await host.result("y")) == 2
 
@@ -488,7 +489,7 @@ def test_suspected_a_start_or_signal_sent_again_is_answered_once() -> None:
         host = await make_host(runs)
         first = await host.start(request(flows.waits_many, 2, request_id="start-1"))
         again = await host.start(request(flows.waits_many, 2, request_id="start-1"))
-        assert again["run_id"] == first["run_id"]
+        assert again.run_id == first.run_id
         for _ in range(2):  # the host died between the write and the reply; sent again
             await host.signal("wf", "item", _serde.encode("once"), None, "sig-1")
         await host.signal("wf", "item", _serde.encode("twice"), None, "sig-2")
@@ -511,12 +512,20 @@ def test_suspected_a_childs_outcome_is_delivered_however_long_the_parent_is_away
 
         left = 40
 
-        async def call_host(self, host: str, method: str, *args: Any) -> Any:
-            if method == "deliver" and self.left > 0:
-                self.left -= 1
-                from rayline.errors import NotHereError
-                raise NotHereError("host restarting")
-            return await super().call_host(host, method, *args)
+        def host(self, name: str) -> Any:
+            real, backend = super().host(name), self
+
+            class Flaky:
+                def __getattr__(self, attr: str) -> Any:
+                    return getattr(real, attr)
+
+                async def deliver(self, *args: Any) -> None:
+                    if backend.left > 0:
+                        backend.left -= 1
+                        from rayline.errors import NotHereError
+                        raise NotHereError("host restarting")
+                    await real.deliver(*args)
+            return Flaky()
 
     async def main() -> None:
         backend = Unreachable()

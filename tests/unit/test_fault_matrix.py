@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from rayline import _serde
+from rayline._code import CodeRef
 from rayline.engine.host import Host
 from rayline.errors import (
     DuplicateWorkflowError,
@@ -39,6 +40,7 @@ from rayline.errors import (
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
+from rayline.messages import RunOutcome, StartRequest
 from rayline.storage import LocalStore, MemoryStore, RunStore, Store
 
 from . import fault_flows
@@ -144,8 +146,8 @@ class Flow:
     scenario: Scenario
     workflow_id: str
     signals: list[Signal] = field(default_factory=list)
-    outcome: dict[str, Any] | None = None
-    kid_outcome: dict[str, Any] | None = None
+    outcome: RunOutcome | None = None
+    kid_outcome: RunOutcome | None = None
 
     @property
     def target(self) -> str:
@@ -214,11 +216,12 @@ class Driver:
             self.host = backend.hosts[HOST]
         return self.host
 
-    def request(self, flow: Flow) -> dict[str, Any]:
+    def request(self, flow: Flow) -> StartRequest:
         fn = flow.scenario.flow
-        return {"workflow_id": flow.workflow_id, "workflow_name": fn.name, "code": fn.code,
-                "args": _serde.encode_args((*flow.scenario.args, self.pause), what="test"),
-                "task_queue": "default"}
+        return StartRequest(
+            workflow_id=flow.workflow_id, workflow_name=fn.name, code=CodeRef.of(fn),
+            args=_serde.encode_args((*flow.scenario.args, self.pause), what="test"),
+            task_queue="default")
 
     async def _attempts(self, what: str, call: Callable[[], Awaitable[Any]],
                         stop: tuple[type[BaseException], ...]) -> tuple[bool, Any]:
@@ -331,7 +334,7 @@ class Driver:
         if workflow_id in host.executions or workflow_id in host.parking or actor is None \
                 or actor.outcome is None:
             return False
-        if actor.outcome["status"] != "continued":
+        if actor.outcome.status != "continued":
             return True
         successor = host._continuing.get(workflow_id)
         return successor is not None and successor.done()  # the next run could not start
@@ -378,12 +381,12 @@ class Driver:
         """Right result; acknowledged signals consumed once, in the result and stored."""
         datas = [s.data for s in flow.signals]
         if flow.outcome is not None:
-            if flow.outcome.get("status") != "completed":
-                failure = flow.outcome.get("failure") or {}
-                self.fail("WRONG_RESULT", f"{flow.workflow_id} {flow.outcome.get('status')}: "
-                          f"{failure.get('type')}: {str(failure.get('message'))[:160]}")
+            failure = flow.outcome.failure
+            if flow.outcome.status != "completed" or flow.outcome.result is None:
+                self.fail("WRONG_RESULT", f"{flow.workflow_id} {flow.outcome.status}: "
+                          f"{failure and failure.type}: {str(failure and failure.message)[:160]}")
             else:
-                got = _serde.decode(flow.outcome["result"])
+                got = _serde.decode(flow.outcome.result)
                 want = flow.scenario.expected(datas)
                 if got != want:
                     self.fail("WRONG_RESULT", f"{flow.workflow_id}: {got!r} != {want!r}")

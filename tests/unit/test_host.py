@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from typing import Any, Awaitable, Callable
 
 import pytest
 
 from rayline import _serde
+from rayline._code import CodeRef
 from rayline.core import replay_timeline
-from rayline.engine.host import Host
 from rayline.errors import (
     CorruptTimelineError,
     DuplicateWorkflowError,
@@ -20,6 +21,7 @@ from rayline.errors import (
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
+from rayline.messages import StartReply, StartRequest
 from rayline.storage import LocalStore, MemoryStore, RunStore
 
 from . import flows
@@ -30,9 +32,36 @@ def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(asyncio.wait_for(coro_fn(), 20))
 
 
-def request(fn: Any, *args: Any, workflow_id: str = "wf", **extra: Any) -> dict[str, Any]:
-    return {"workflow_id": workflow_id, "workflow_name": fn.name, "code": fn.code,
-            "args": _serde.encode_args(args, what="test"), "task_queue": "default", **extra}
+async def until(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    """Waits until ``predicate()`` holds; fails the test after ``timeout`` seconds."""
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def holds(predicate: Callable[[], bool], duration: float) -> None:
+    """Checks that ``predicate()`` stays true for ``duration`` seconds (that nothing
+    happens), failing as soon as it does not."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + duration
+    while loop.time() < end:
+        assert predicate()
+        await asyncio.sleep(0.01)
+    assert predicate()
+
+
+def recorded_events(runs: RunStore, workflow_id: str) -> list[str]:
+    """The types of the events in the stored timeline of the run's latest epoch."""
+    started = runs.read_run(workflow_id)
+    return [e.type for b in runs.read_batches(workflow_id, started.epoch, started.run_id)
+            for e in b.events]
+
+
+def request(fn: Any, *args: Any, workflow_id: str = "wf", **extra: Any) -> StartRequest:
+    return StartRequest(workflow_id=workflow_id, workflow_name=fn.name, code=CodeRef.of(fn),
+                        args=_serde.encode_args(args, what="test"), task_queue="default",
+                        **extra)
 
 
 @pytest.fixture
@@ -63,8 +92,8 @@ def test_a_workflow_runs_and_fences_over_s3(s3_url: str) -> None:
 
 
 def value(outcome: dict[str, Any]) -> Any:
-    assert outcome["status"] == "completed", outcome
-    return _serde.decode(outcome["result"])
+    assert outcome.status == "completed" and outcome.result is not None, outcome
+    return _serde.decode(outcome.result)
 
 
 def test_start_result_and_stored_timeline_replays_without_new_commands(runs: RunStore) -> None:
@@ -87,10 +116,9 @@ def test_recovery_after_host_loss_does_not_rerun_recorded_activities(runs: RunSt
         backend = LocalBackend()
         host = await make_host(runs, backend)
         await host.start(request(flows.step_then_wait, 1))
-        while host.executions["wf"].status() != 1 or not backend.executions:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        _crash(host)
+        # the first activity ran and its result is durable; the run waits for "go"
+        await until(lambda: "activity_completed" in recorded_events(runs, "wf"))
+        host.abandon()
         backend2 = LocalBackend()
         fresh = await make_host(runs, backend2)
         assert "wf" in fresh.executions
@@ -101,15 +129,6 @@ def test_recovery_after_host_loss_does_not_rerun_recorded_activities(runs: RunSt
         assert [e[1] for e in backend2.executions] == [3]
 
     run(main)
-
-
-def _crash(host: Host) -> None:
-    """What a dead process leaves: storage only. Stop the old actors' work."""
-    for actor in host.executions.values():
-        actor._stop_work()
-        if actor._loop_task is not None:
-            actor._loop_task.cancel()
-    host.executions.clear()
 
 
 def test_two_owners_of_one_run_the_second_writer_is_fenced(runs: RunStore) -> None:
@@ -129,6 +148,8 @@ def test_two_owners_of_one_run_the_second_writer_is_fenced(runs: RunStore) -> No
         started = runs.read_run("wf")
         owners = [b.owner for b in runs.read_batches("wf", started.epoch, started.run_id)]
         assert owners == ["h0", "h1", "h1"]  # the stale owner wrote nothing after the move
+
+    run(main)
 
 
 def test_torn_last_batch_is_set_aside_and_a_torn_middle_batch_is_refused(
@@ -196,7 +217,8 @@ def test_start_many_returns_each_reply_or_error_in_its_place(runs: RunStore) -> 
         replies = await host.start_many([request(flows.one_step, 1, workflow_id="a"),
                                          request(flows.waits, None, workflow_id="a"),
                                          request(flows.one_step, 2, workflow_id="b")])
-        assert replies[0]["workflow_id"] == "a" and replies[2]["workflow_id"] == "b"
+        assert isinstance(replies[0], StartReply) and isinstance(replies[2], StartReply)
+        assert replies[0].workflow_id == "a" and replies[2].workflow_id == "b"
         assert isinstance(replies[1], DuplicateWorkflowError)
         assert [value(await host.result(w)) for w in ("a", "b")] == [2, 3]
 
@@ -233,7 +255,7 @@ def test_duplicate_ids_and_reuse_policies(runs: RunStore) -> None:
         reply = await host.start(request(flows.one_step, 5))
         assert value(await host.result("wf")) == 6
         assert runs.epochs("wf") == [1, 2, 3]
-        assert reply["run_id"] == runs.read_run("wf").run_id
+        assert reply.run_id == runs.read_run("wf").run_id
 
     run(main)
 
@@ -255,10 +277,11 @@ def test_unknown_workflow_name_names_what_is_registered(runs: RunStore) -> None:
         host = await make_host(runs)
         host.register([flows.one_step])
         with pytest.raises(InvalidInputError, match="unknown workflow_name 'nope'.*one_step"):
-            await host.start({"workflow_id": "x", "workflow_name": "nope", "args": [],
-                              "task_queue": "default"})
-        await host.start({"workflow_id": "y", "workflow_name": "one_step",
-                          "args": _serde.encode_args((1,), what="t"), "task_queue": "default"})
+            await host.start(StartRequest(workflow_id="x", workflow_name="nope",
+                                          task_queue="default"))
+        await host.start(StartRequest(workflow_id="y", workflow_name="one_step",
+                                      args=_serde.encode_args((1,), what="t"),
+                                      task_queue="default"))
         assert value(await host.result("y")) == 2
 
     run(main)
@@ -284,13 +307,13 @@ def test_terminate_stops_the_run_and_twice_is_an_error(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.waits, None))
-        await asyncio.sleep(0.02)
+        await until(lambda: [p["kind"] for p in host.executions["wf"].pending()] == ["wait"])
         await host.terminate("wf", "operator said so")
         outcome = await host.result("wf")
-        assert outcome["status"] == "terminated" and outcome["reason"] == "operator said so"
+        assert outcome.status == "terminated" and outcome.reason == "operator said so"
         with pytest.raises(WorkflowClosedError):
             await host.terminate("wf")
-        assert (await host.describe("wf"))["status"] < 0
+        assert (await host.describe("wf")).status < 0
 
     run(main)
 
@@ -334,14 +357,13 @@ def test_a_timer_that_came_due_while_nothing_ran_fires_on_recovery(runs: RunStor
     async def main() -> None:
         host = await make_host(runs, clock=clock)
         await host.start(request(flows.sleeper, 3600))
-        while not host.executions["wf"].batches_written:
-            await asyncio.sleep(0.01)
-        _crash(host)
+        await until(lambda: host.executions["wf"].batches_written > 0)
+        host.abandon()
         clock.now += 3601  # an hour passes with no host running
         fresh = await make_host(runs, clock=clock)
         # the hour-long timer fires at once; the 1 s asyncio.sleep after it is fresh
-        while fresh.executions["wf"].pending() != [{"seq": 2, "kind": "asyncio_timer"}]:
-            await asyncio.sleep(0.01)
+        await until(lambda: fresh.executions["wf"].pending()
+                    == [{"seq": 2, "kind": "asyncio_timer"}])
         started = runs.read_run("wf")
         batches = runs.read_batches("wf", started.epoch, started.run_id)
         timer = next(c for c in batches[-1].commands if c.type == "start_timer")
@@ -350,21 +372,15 @@ def test_a_timer_that_came_due_while_nothing_ran_fires_on_recovery(runs: RunStor
     run(main)
 
 
-async def wait_for(predicate: Callable[[], bool]) -> None:
-    while not predicate():
-        await asyncio.sleep(0.01)
-
-
 def test_idle_runs_are_parked_and_woken_by_their_timer_or_a_signal(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs, park_after=0.05)
         await host.start(request(flows.sleeper, 0.4, workflow_id="sleepy"))
         await host.start(request(flows.step_then_wait, 1, workflow_id="waiting"))
-        await wait_for(lambda: {"sleepy", "waiting"} <= set(host.parking.parked))
+        await until(lambda: {"sleepy", "waiting"} <= set(host.parking.parked))
         assert "sleepy" not in host.executions and host.parking.parked["waiting"] == float("inf")
         result = asyncio.ensure_future(host.result("waiting"))  # waits without waking
-        await asyncio.sleep(0.1)
-        assert "waiting" in host.parking.parked and not result.done()
+        await holds(lambda: "waiting" in host.parking.parked and not result.done(), 0.1)
         await host.signal("waiting", "go", _serde.encode("hello"))
         assert value(await result) == [2, "hello", 3]
         assert value(await host.result("sleepy")) == 0.4  # woken by its timer
@@ -378,9 +394,10 @@ def test_a_restarted_host_keeps_parked_runs_parked_until_due(runs: RunStore) -> 
     async def main() -> None:
         host = await make_host(runs, park_after=0.01, clock=clock)
         await host.start(request(flows.waits, None, workflow_id="w"))
-        await wait_for(lambda: "w" in host.parking.parked)
-        await asyncio.sleep(0.05)  # the parked hint is written in the background
-        _crash(host)
+        await until(lambda: "w" in host.parking.parked)
+        # the parked hint is written in the background: wait until it is in storage
+        await until(lambda: runs.open_workflows("h0") == [("w", math.inf)])
+        host.abandon()
         fresh = await make_host(runs, park_after=0.01, clock=clock)
         assert fresh.parking.parked == {"w": float("inf")} and fresh.executions == {}
         await fresh.signal("w", "go", _serde.encode(7))
@@ -394,8 +411,8 @@ def test_execution_timeout_terminates_a_run_that_is_still_open(runs: RunStore) -
         host = await make_host(runs, park_after=0.01)
         await host.start(request(flows.waits, None, options={"execution_timeout": 0.3}))
         outcome = await host.result("wf")
-        assert outcome["status"] == "terminated"
-        assert outcome["reason"] == "execution_timeout exceeded"
+        assert outcome.status == "terminated"
+        assert outcome.reason == "execution_timeout exceeded"
 
     run(main)
 
@@ -408,7 +425,7 @@ def test_cancel_from_another_workflow_and_cancel_reaching_a_child(runs: RunStore
         assert value(await host.result("killer")) == "cancel sent"
         assert value(await host.result("victim")) == "cancelled:refunded"
         await host.start(request(flows.parent_cancelled_with_child, workflow_id="p"))
-        await wait_for(lambda: "the-child" in host.executions)
+        await until(lambda: "the-child" in host.executions)
         await host.cancel("p")
         assert value(await host.result("p")) == "parent saw cancel"
         assert value(await host.result("the-child")) == "cancelled:refunded"
@@ -420,7 +437,7 @@ def test_a_parent_parks_while_its_child_runs_and_wakes_for_its_result(runs: RunS
     async def main() -> None:
         host = await make_host(runs, park_after=0.05)
         await host.start(request(flows.parent_waits_for_child, workflow_id="mom"))
-        await wait_for(lambda: "mom" in host.parking.parked and "mom-kid" in host.parking.parked)
+        await until(lambda: "mom" in host.parking.parked and "mom-kid" in host.parking.parked)
         await host.signal("mom-kid", "go", _serde.encode("done"))
         assert value(await host.result("mom")) == "child said done"
         started = runs.read_run("mom")
@@ -444,7 +461,7 @@ def test_a_start_on_a_host_that_does_not_know_the_id_respects_the_run_elsewhere(
         await first.signal("x", "go", _serde.encode(1))
         await first.result("x")
         reply = await other.start(request(flows.one_step, 1, workflow_id="x"))
-        assert value(await other.result("x")) == 2 and reply["host"] == "h1"
+        assert value(await other.result("x")) == 2 and reply.host == "h1"
         assert runs.epochs("x") == [1, 2]
 
     run(main)
@@ -464,9 +481,10 @@ def test_a_child_defined_where_it_cannot_be_imported_travels_by_value(runs: RunS
 
     async def main() -> None:
         host = await make_host(runs)
-        await host.start({"workflow_id": "lp", "workflow_name": "local_parent",
-                          "code_pickle": _serde.pickle_b64(local_parent),
-                          "args": _serde.encode_args((5,), what="t"), "task_queue": "default"})
+        await host.start(StartRequest(workflow_id="lp", workflow_name="local_parent",
+                                      code=CodeRef(pickled=_serde.pickle_b64(local_parent)),
+                                      args=_serde.encode_args((5,), what="t"),
+                                      task_queue="default"))
         assert value(await host.result("lp")) == 16
 
     run(main)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import pickle
+import pkgutil
 import subprocess
 import sys
+from types import ModuleType
+from typing import Any, Callable
 
+import cloudpickle
 import pytest
 
 import rayline
@@ -33,37 +38,105 @@ def test_the_runtime_imports_without_ray() -> None:
     assert out.stdout.strip() == "ok", out.stderr
 
 
-ERRORS = [
-    errors.RaylineError("x"),
-    errors.InvalidInputError("bad"),
-    errors.SerializationError("cannot"),
-    errors.WorkflowNotFoundError("wf", "gone"),
-    errors.DuplicateWorkflowError("wf", "open"),
-    errors.WorkflowClosedError("wf", "signal"),
-    errors.WorkflowFailedError("boom", cause_type="builtins.ValueError", code=500, stack="s"),
-    errors.WorkflowTerminatedError("stopped"),
-    errors.ActivityError("m", activity="a", cause_type="KeyError", stack="s", attempt=3),
-    errors.MaxedError("m", activity="a", attempt=5, code=597),
-    errors.TimeoutFailure("t", activity="a", code=596),
-    errors.FatalError("no retry"),
-    errors.IncompatibleTimelineError("newer"),
-    errors.NonDeterminismError("diverged"),
-    errors.NotHereError("moved"),
-    errors.QueryError("q"),
-    errors.StorageError("disk"),
-    errors.ConflictError("fenced"),
-    errors.CorruptTimelineError("torn"),
-    errors.CancelledFailure("cancelled"),
-    errors.ContinueAsNew((1, 2)),
-]
+def error_classes() -> list[type[BaseException]]:
+    """Every exception class defined in ``rayline.errors``, found rather than listed."""
+    return [v for v in vars(errors).values()
+            if inspect.isclass(v) and issubclass(v, BaseException)
+            and v.__module__ == errors.__name__]
 
 
-@pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
-def test_every_error_survives_pickling_with_its_fields(error: BaseException) -> None:
-    copy = pickle.loads(pickle.dumps(error))
-    assert type(copy) is type(error)
-    assert str(copy) == str(error)
+# constructor arguments for the error classes whose __init__ needs more than a message
+ERROR_ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
+    "WorkflowNotFoundError": (("wf", "gone"), {}),
+    "DuplicateWorkflowError": (("wf", "open"), {}),
+    "WorkflowClosedError": (("wf", "signal"), {}),
+    "WorkflowFailedError": (("boom",), {"cause_type": "builtins.ValueError", "code": 501,
+                                        "stack": "s"}),
+    "WorkflowTerminatedError": (("stopped",), {"stack": "s"}),
+    "ActivityError": (("m",), {"activity": "a", "cause_type": "KeyError", "stack": "s",
+                               "attempt": 3}),
+    "MaxedError": (("m",), {"activity": "a", "attempt": 5, "code": 597}),
+    "TimeoutFailure": (("t",), {"activity": "a", "code": 596}),
+    "ContinueAsNew": (((1, 2),), {}),
+}
+
+
+def build_error(cls: type[BaseException]) -> BaseException:
+    args, kwargs = ERROR_ARGS.get(cls.__name__, (("a message",), {}))
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as exc:
+        problem = str(exc)
+    pytest.fail(f"cannot build {cls.__name__}{args}: add its arguments to ERROR_ARGS ({problem})")
+
+
+def test_error_args_name_only_existing_errors() -> None:
+    assert set(ERROR_ARGS) <= {cls.__name__ for cls in error_classes()}
+
+
+@pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps],
+                         ids=["pickle", "cloudpickle"])
+@pytest.mark.parametrize("cls", error_classes(), ids=lambda cls: cls.__name__)
+def test_every_error_survives_pickling_with_its_fields(
+    cls: type[BaseException], dumps: Callable[[object], bytes]
+) -> None:
+    error = build_error(cls)
+    copy = pickle.loads(dumps(error))
+    assert type(copy) is cls
+    assert copy.args == error.args
     assert copy.__dict__ == error.__dict__
+    assert str(copy) == str(error)
+
+
+def public_modules() -> dict[str, ModuleType]:
+    """``rayline`` and every public module under it, except ``rayline.actors`` (it needs Ray).
+
+    Walks the package's directories without importing anything private or Ray's.
+    """
+    found: dict[str, ModuleType] = {rayline.__name__: rayline}
+    todo = [rayline]
+    while todo:
+        package = todo.pop()
+        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            last = info.name.rsplit(".", 1)[-1]
+            if last.startswith("_") or info.name == "rayline.actors":
+                continue
+            module = importlib.import_module(info.name)
+            found[info.name] = module
+            if info.ispkg:
+                todo.append(module)
+    return found
+
+
+def defined_in(obj: object) -> str:
+    return obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", "")
+
+
+def test_every_public_name_has_exactly_one_public_home() -> None:
+    modules = public_modules()
+    assert {"rayline.workflow", "rayline.errors", "rayline.storage", "rayline.client",
+            "rayline.export", "rayline.worker"} <= set(modules)
+    assert "rayline.actors" not in modules
+    exported = {name: getattr(rayline, name) for name in rayline.__all__}
+    # one public name per object at the top level: no aliases
+    aliases = [name for name, obj in exported.items()
+               if [n for n, o in exported.items() if o is obj] != [name]]
+    assert aliases == [], f"one object under several names: {aliases}"
+    for name, obj in exported.items():
+        home = defined_in(obj)
+        assert home == "rayline" or home.startswith("rayline."), (name, home)
+        # defined once: no other public module defines another object by this name
+        definers = {m for m, module in modules.items()
+                    if defined_in(getattr(module, name, None)) == m}
+        assert definers <= {home}, f"{name} is defined in {sorted(definers)}"
+        # exported once: only its own public module (or none, when it is defined in a private
+        # module) lists it in __all__, beside the top-level re-export
+        exporters = {m for m, module in modules.items() if m != "rayline"
+                     for listed in getattr(module, "__all__", ())
+                     if listed == name or getattr(module, listed, None) is obj}
+        allowed = {home} if home in modules else set()
+        extra = sorted(exporters - allowed)
+        assert extra == [], f"{name} (defined in {home}) is also exported by {extra}"
 
 
 def test_control_flow_is_not_swallowed_by_except_exception() -> None:
