@@ -125,16 +125,6 @@ class StartReply(_Message):
     """Set when the start attached to a run that had already closed."""
 
 
-class SignalRequest(_Message):
-    workflow_id: str
-    signal_id: str
-    data: Payload
-    expire: float | None = None
-    """Seconds the signal waits for the workflow to take it."""
-    request_id: str | None = None
-    buffer_if_missing: bool = False
-
-
 class RunSummary(_Message):
     """One run in the index: what hosts report to the registry and ``list()`` returns."""
 

@@ -699,8 +699,9 @@ class Host:
             execution.abandon()
         self.executions.clear()
         self.parking.abandon()
-        for task in list(self._background):
+        for task in [*self._background, *self._continuing.values()]:
             task.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)  # queued writes die with it
 
     # ----------------------------------------------- environment: commands
 

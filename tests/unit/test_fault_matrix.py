@@ -169,22 +169,8 @@ def described(exc: BaseException) -> str:
 
 
 def crash(host: Host) -> None:
-    """What a dead process leaves: storage only. Stops the old host's actors (as
-    ``_crash`` in test_host.py does), its parking timer and its background work."""
-    for actor in host.executions.values():
-        actor._stop_work()
-        if actor._loop_task is not None:
-            actor._loop_task.cancel()
-    host.executions.clear()
-    lot = host.parking
-    if lot._timer is not None:
-        lot._timer[1].cancel()
-        lot._timer = None
-    lot.parked.clear()
-    lot._heap.clear()
-    for task in [*host._background, *host._continuing.values()]:
-        task.cancel()
-    host._pool.shutdown(wait=False, cancel_futures=True)  # its queued writes die with it
+    """What a dead process leaves: storage only."""
+    host.abandon()
 
 
 class Driver:
