@@ -55,10 +55,10 @@ async def park_and_measure(client: object, namespace: str, n: int) -> dict[str, 
     proc = psutil.Process(await host.__ray_call__.remote(lambda self: os.getpid()))
 
     async def until_parked(count: int) -> None:
-        while (await host.stats.remote())["parked"] < count:
+        while (await host.stats.remote()).parked < count:
             await asyncio.sleep(0.25)
 
-    base = (await host.stats.remote())["parked"]
+    base = (await host.stats.remote()).parked
     before = proc.memory_info().rss
     first = await _start_all(client, bench_defs.parked, n // 2, "park-a")
     await until_parked(base + n // 2)
