@@ -16,6 +16,7 @@ Everything rayline raises on purpose descends from one of two roots::
     │   └── TimeoutFailure                    an activity or wait timed out, code 596
     ├── FatalError                            raise in an activity: never retried, code 598
     ├── NonDeterminismError                   replay disagrees with the timeline
+    ├── DeadlockError                         workflow code blocked its host's event loop
     ├── QueryError                            a query handler is missing or raised
     └── StorageError
         ├── ConflictError                     another owner wrote the run (fencing)
@@ -32,6 +33,7 @@ processes), through one ``__reduce__`` on the mixin below.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 
@@ -181,6 +183,22 @@ class FatalError(RaylineError):
 
 class NonDeterminismError(RaylineError):
     """Replaying the workflow's code issued different calls than its timeline records."""
+
+
+class DeadlockError(RaylineError):
+    """Workflow code held its host's event loop too long (a blocking call in a workflow):
+    the workflow fails with it. Use an activity, ``workflow.sleep`` or a ``local=True``
+    activity instead."""
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is None:  # raised into the blocked thread by the host's watchdog
+            message = DEADLOCK_MESSAGES.pop(threading.get_ident(),
+                                            "workflow code blocked its host's event loop")
+        super().__init__(message)
+
+
+DEADLOCK_MESSAGES: dict[int, str] = {}
+"""What the watchdog found, by thread, for the ``DeadlockError`` it raises there."""
 
 
 class QueryError(RaylineError):

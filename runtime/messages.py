@@ -174,6 +174,9 @@ class WorkflowDescription(pydantic.BaseModel):
     outcome: RunOutcome | None
     error: str | None = None
     """Why a ``stuck`` run cannot run (its replay failed, or its code cannot be loaded)."""
+    blocked: str | None = None
+    """The last report of this workflow's code blocking its host's event loop: how
+    long, where (the stack), and how to fix it."""
 
 
 class HostStats(_Message):

@@ -60,6 +60,7 @@ from ..timeline import (
     WorkflowStarted,
     fields_of,
 )
+from .watchdog import Watchdog
 
 log = logging.getLogger("rayline.execution")
 
@@ -71,6 +72,7 @@ class Environment(Protocol):
 
     runs: RunStore
     host_name: str
+    watchdog: Watchdog
 
     def now(self) -> float: ...
     def io(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
@@ -131,9 +133,15 @@ class Execution:
     def _activate(self, instance: WorkflowInstance, events: list[Event],
                   now: float) -> list[Command]:
         """Runs the core; whatever workflow code raises fails this run and nothing else."""
+        watchdog = self.env.watchdog
         try:
-            return instance.activate(events, now)
+            watchdog.enter(self.workflow_id)
+            try:
+                return instance.activate(events, now)
+            finally:
+                watchdog.leave()
         except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt too
+            watchdog.leave()  # again: the watchdog's error may have landed in the first
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.exception("workflow %s: activation failed", self.workflow_id)

@@ -85,6 +85,7 @@ from .api import HostAPI
 from .execution import Execution, Mail
 from .parking import ParkingLot
 from .routing import Routing, child_event
+from .watchdog import Watchdog
 
 log = logging.getLogger("rayline.host")
 
@@ -121,7 +122,8 @@ class Host:
     def __init__(self, name: str, runs: RunStore, backend: Backend,
                  workflows: list[WorkflowDefinition[Any, Any]] | None = None,
                  clock: Callable[[], float] = time.time,
-                 park_after: float | None = PARK_AFTER) -> None:
+                 park_after: float | None = PARK_AFTER,
+                 watchdog: Watchdog | None = None) -> None:
         self.host_name = name
         self.clock = clock
         self.runs = runs
@@ -129,6 +131,9 @@ class Host:
         self.executions: dict[str, Execution] = {}
         self.names: dict[str, WorkflowDefinition[Any, Any]] = {}
         self.stuck: dict[str, Stuck] = {}
+        self.blocked: dict[str, str] = {}
+        """The watchdog's last report per workflow that blocked the event loop."""
+        self.watchdog = watchdog or Watchdog(self._on_blocked)
         self._finished: collections.OrderedDict[str, Execution] = collections.OrderedDict()
         self._continuing: dict[str, asyncio.Task[Execution | None]] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
@@ -667,6 +672,7 @@ class Host:
             workflow_id=workflow_id, run_id=started.run_id,
             workflow_name=started.workflow_name, task_queue=started.task_queue,
             status=status, outcome=outcome, started_at=started.time, state=state, error=error,
+            blocked=self.blocked.get(workflow_id),
             updated_at=updated, host=started.host, attempt=started.attempt,
             parent=started.parent.workflow_id if started.parent else None,
             search=search, enrich=enrich, memo=started.memo, pending=pending,
@@ -690,6 +696,12 @@ class Host:
         return HostStats(host=self.host_name, running=len(self.executions),
                          parked=len(self.parking), finished_cached=len(self._finished),
                          stuck=len(self.stuck))
+
+    def _on_blocked(self, workflow_id: str, message: str) -> None:
+        """From the watchdog's thread: a dict assignment, safe without the loop."""
+        self.blocked[workflow_id] = message
+        while len(self.blocked) > KEEP_FINISHED:
+            self.blocked.pop(next(iter(self.blocked)), None)
 
     def abandon(self) -> None:
         """Stops every execution and timer here without writing anything: what a host
@@ -766,10 +778,13 @@ class Host:
             owner = batches[-1].owner if batches else started.host
             if owner and owner != self.host_name:
                 log.warning("host %s: %s is now owned by %s", self.host_name, workflow_id, owner)
-                self._fail_mail(unwritten, NotHereError(f"workflow {workflow_id} runs on "
-                                                        f"{owner}"))
-                self._resolve_closers(workflow_id, None)
-                await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
+                try:  # not ours to recover any more (a stale marker would only cost a replay)
+                    await self.read(self.runs.clear_open, self.host_name, workflow_id,
+                                    attempts=3)
+                finally:
+                    self._fail_mail(unwritten, NotHereError(f"workflow {workflow_id} runs on "
+                                                            f"{owner}"))
+                    self._resolve_closers(workflow_id, None)
                 return
             try:
                 execution = self._revive(started, batches)

@@ -145,3 +145,15 @@ def test_search_enrich_query_and_list(client: rayline.Client, marks: str) -> Non
     wait_until(lambda: [r.workflow_id for r in client.workflow.list(status="completed")]
                == ["tracked"])
     assert handle.query_state(["region"]) == {"region": "eu"}
+
+
+def test_a_workflow_blocking_its_host_is_reported_and_its_neighbour_goes_on(
+        client: rayline.Client) -> None:
+    neighbour = client.workflow.start(wf.wait_once, args=[None], workflow_id="neighbour")
+    sleepy = client.workflow.start(wf.blocks, args=[3.0], workflow_id="sleepy")
+    wait_until(lambda: sleepy.describe().blocked is not None)
+    report = sleepy.describe().blocked or ""
+    assert "workflow sleepy" in report and "time.sleep(seconds)" in report
+    neighbour.signal("go", "still here")
+    assert neighbour.result() == "still here"
+    assert sleepy.result() == "woke"

@@ -196,3 +196,9 @@ async def parent_of_two(folder: str) -> list[object]:
     await workflow.sleep(0.1)
     got = await workflow.condition("extra", timeout=5)
     return [first[-1], got]
+
+
+@rayline.workflow
+async def blocks(seconds: float) -> str:
+    time.sleep(seconds)  # the slip the host's watchdog reports
+    return "woke"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import pydantic
 
@@ -309,3 +310,17 @@ async def collector(total: int, seen: list[object]) -> list[object]:
 async def versioned_before_patch() -> str:
     """``versioned`` as it was before the ``v2`` patch: no patch call, no durable call."""
     return "old"
+
+
+@rayline.workflow
+async def blocks(seconds: float) -> str:
+    time.sleep(seconds)  # the slip the watchdog is for (workflow.sleep was meant)
+    return "woke"
+
+
+@rayline.workflow
+async def spins(seconds: float) -> str:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # pure Python that never yields
+        pass
+    return "spun"
