@@ -12,19 +12,9 @@ from typing import Any, Awaitable, Callable, TypeVar
 import ray
 
 from rayline import _backoff
+from rayline import messages as m
 from rayline._code import CodeRef
 from rayline.errors import NotHereError
-from rayline.messages import (
-    HostStats,
-    ListRequest,
-    RegistryInfo,
-    RegistryStats,
-    RunOutcome,
-    RunSummary,
-    StartReply,
-    StartRequest,
-    WorkflowDescription,
-)
 from rayline.timeline import Event, Payload
 
 from ._names import REGISTRY, call, get_actor, pick
@@ -96,20 +86,20 @@ class _Proxy:
 class RayHost(_Proxy):
     """``HostAPI`` of one host actor, by name."""
 
-    async def start(self, request: StartRequest) -> StartReply:
+    async def start(self, request: m.StartRequest) -> m.StartReply:
         return await self._call(lambda h: h.start.remote(request))  # type: ignore[no-any-return]
 
-    async def start_many(self, requests: list[StartRequest]
-                         ) -> list[StartReply | BaseException]:
+    async def start_many(self, requests: list[m.StartRequest]
+                         ) -> list[m.StartReply | BaseException]:
         return await self._call(  # type: ignore[no-any-return]
             lambda h: h.start_many.remote(requests))
 
     async def result(self, workflow_id: str, run_id: str | None = None,
-                     follow: bool = True) -> RunOutcome:
+                     follow: bool = True) -> m.RunOutcome:
         return await self._call(  # type: ignore[no-any-return]
             lambda h: h.result.remote(workflow_id, run_id, follow))
 
-    async def results(self, workflow_ids: list[str]) -> list[RunOutcome | Exception | None]:
+    async def results(self, workflow_ids: list[str]) -> list[m.RunOutcome | Exception | None]:
         return await self._call(  # type: ignore[no-any-return]
             lambda h: h.results.remote(workflow_ids))
 
@@ -128,14 +118,14 @@ class RayHost(_Proxy):
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         return await self._call(lambda h: h.query.remote(workflow_id, name, args))
 
-    async def describe(self, workflow_id: str) -> WorkflowDescription:
+    async def describe(self, workflow_id: str) -> m.WorkflowDescription:
         return await self._call(  # type: ignore[no-any-return]
             lambda h: h.describe.remote(workflow_id))
 
     async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
         await self._call(lambda h: h.deliver.remote(workflow_id, event, run_id))
 
-    async def stats(self) -> HostStats:
+    async def stats(self) -> m.HostStats:
         return await self._call(lambda h: h.stats.remote())  # type: ignore[no-any-return]
 
 
@@ -145,7 +135,7 @@ class RayRegistry(_Proxy):
     def __init__(self, directory: ActorDirectory) -> None:
         super().__init__(directory, REGISTRY)
 
-    async def ready(self) -> RegistryInfo:
+    async def ready(self) -> m.RegistryInfo:
         return await self._call(lambda r: r.ready.remote())  # type: ignore[no-any-return]
 
     async def hosts_for(self, task_queue: str) -> list[str]:
@@ -172,13 +162,13 @@ class RayRegistry(_Proxy):
         return await self._call(  # type: ignore[no-any-return]
             lambda r: r.locate_or_none.remote(workflow_id))
 
-    async def report(self, summaries: list[RunSummary]) -> None:
+    async def report(self, summaries: list[m.RunSummary]) -> None:
         await self._call(lambda r: r.report.remote(summaries))
 
-    async def list(self, request: ListRequest) -> list[RunSummary]:
+    async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
         return await self._call(lambda r: r.list.remote(request))  # type: ignore[no-any-return]
 
-    async def stats(self) -> RegistryStats:
+    async def stats(self) -> m.RegistryStats:
         return await self._call(lambda r: r.stats.remote())  # type: ignore[no-any-return]
 
     async def resume_all(self) -> int:
