@@ -9,7 +9,6 @@ import ray
 from ray.exceptions import RayTaskError
 
 from rayline.errors import RaylineError
-from rayline.storage.runs import id_key
 
 REGISTRY = "registry"
 HOST_CONCURRENCY = 100_000
@@ -17,16 +16,6 @@ HOST_CONCURRENCY = 100_000
 
 def ray_namespace(namespace: str) -> str:
     return f"rayline-{namespace}"
-
-
-def pool_host(task_queue: str, index: int) -> str:
-    return f"host-{task_queue}-{index}"
-
-
-def dedicated_host(workflow_id: str) -> str:
-    """``host-dedicated-<id>``; an id too long or too odd for an actor or folder name is
-    named by its digest instead (as storage names it)."""
-    return f"host-dedicated-{id_key(workflow_id)}"
 
 
 def pick(hosts: list[str], workflow_id: str) -> str:

@@ -1,0 +1,191 @@
+"""The registry: where each workflow lives, the hosts of each task queue, and the index
+behind ``client.workflow.list`` (``RegistryAPI``).
+
+It is off the hot path: clients ask it for a queue's host names once and then call hosts
+directly; hosts tell it about starts and closes in batches, without waiting. Hosts are
+started through a ``Launcher`` (Ray detached actors in ``rayline.actors``).
+
+Invariants:
+- Everything it knows can be rebuilt from storage: a queue's size and registered
+  workflows and each host's queue are config documents, written before the host is
+  started; the index is rebuilt from the timelines on first use.
+- ``resume_all`` (run when the registry starts) makes sure every host with open markers
+  is up; each host resumes its own runs. It is idempotent: hosts are named, and starting
+  one that runs already does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any, Callable, Protocol
+
+from .._code import CodeRef
+from .._validate import validate_task_queue
+from ..errors import InvalidInputError, WorkflowNotFoundError
+from ..messages import ListRequest, RegistryInfo, RegistryStats, RunSummary
+from ..storage.runs import RunStore, id_key, validate_id
+from .index import Index
+
+log = logging.getLogger("rayline.registry")
+
+
+def pool_host(task_queue: str, index: int) -> str:
+    """The name of host ``index`` of a task queue's pool."""
+    return f"host-{task_queue}-{index}"
+
+
+def dedicated_host(workflow_id: str) -> str:
+    """``host-dedicated-<id>``; an id too long or too odd for an actor or folder name is
+    named by its digest instead (as storage names it)."""
+    return f"host-dedicated-{id_key(workflow_id)}"
+
+
+class Launcher(Protocol):
+    """Starts hosts: in Ray, a named detached host actor."""
+
+    async def launch(self, name: str, workflows: dict[str, CodeRef]) -> None:
+        """Starts host ``name`` (or finds it running) and returns once it is ready."""
+
+    async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
+        """Tells running host ``name`` about workflows registered by name."""
+
+
+class Registry:
+    """One per rayline namespace (see the module docstring)."""
+
+    def __init__(self, runs: RunStore, storage_url: str, launcher: Launcher,
+                 io: Callable[..., Any] | None = None) -> None:
+        self.runs = runs
+        self.storage_url = storage_url
+        self.launcher = launcher
+        self.index = Index()
+        self.hosts: set[str] = set()
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._indexed = False
+        self._lock = asyncio.Lock()
+        self._io = io or (lambda fn, *args: asyncio.to_thread(fn, *args))
+        self._resumed: asyncio.Future[int] | None = None
+
+    def start(self) -> None:
+        """Resumes unfinished runs in the background (``ready`` waits for it)."""
+        self._resumed = asyncio.ensure_future(self.resume_all())
+
+    async def ready(self) -> RegistryInfo:
+        resumed = await self._resumed if self._resumed is not None else 0
+        return RegistryInfo(storage=self.storage_url, namespace=self.runs.namespace,
+                            resumed=resumed)
+
+    async def stats(self) -> RegistryStats:
+        return RegistryStats(calls=dict(self.calls), directory=len(self.index),
+                             hosts=sorted(self.hosts))
+
+    # --------------------------------------------------------------- hosts
+
+    async def ensure_host(self, name: str) -> None:
+        """Starts host ``name`` if it is not running (from its stored config)."""
+        async with self._lock:
+            if name in self.hosts:
+                return
+            config = await self._io(self.runs.get_config, f"host:{name}")
+            if config is None:
+                raise InvalidInputError(f"unknown host {name!r}")
+            await self._launch(name, config["task_queue"])
+
+    async def _launch(self, name: str, task_queue: str) -> None:
+        queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
+        await self._io(self.runs.put_config, f"host:{name}", {"task_queue": task_queue})
+        workflows = {n: _code_ref(ref) for n, ref in queue.get("workflows", {}).items()}
+        await self.launcher.launch(name, workflows)
+        self.hosts.add(name)
+
+    async def hosts_for(self, task_queue: str) -> list[str]:
+        """The pool of hosts for a task queue, started on first use (1 host by default)."""
+        self.calls["hosts_for"] += 1
+        validate_task_queue(task_queue)
+        config = await self._io(self.runs.get_config, f"queue:{task_queue}")
+        if config is None:
+            return await self.configure(task_queue, 1, {})
+        names = [pool_host(task_queue, i) for i in range(config["hosts"])]
+        for name in names:
+            if name not in self.hosts:
+                async with self._lock:
+                    if name not in self.hosts:
+                        await self._launch(name, task_queue)
+        return names
+
+    async def configure(self, task_queue: str, hosts: int,
+                        workflows: dict[str, CodeRef]) -> list[str]:
+        """``Worker.create``: sets the pool size and registered workflows of a queue."""
+        validate_task_queue(task_queue)
+        if not isinstance(hosts, int) or hosts < 1:
+            raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
+        async with self._lock:
+            config = await self._io(self.runs.get_config, f"queue:{task_queue}") or {
+                "hosts": 0, "workflows": {}}
+            config["hosts"] = max(config["hosts"], hosts)
+            config["workflows"].update({n: ref.model_dump() for n, ref in workflows.items()})
+            await self._io(self.runs.put_config, f"queue:{task_queue}", config)
+            names = [pool_host(task_queue, i) for i in range(config["hosts"])]
+            for name in names:
+                if name in self.hosts:
+                    await self.launcher.register(name, workflows)
+                else:
+                    await self._launch(name, task_queue)
+        return names
+
+    async def dedicated_host(self, workflow_id: str, task_queue: str = "default") -> str:
+        name = dedicated_host(validate_id(workflow_id))
+        async with self._lock:
+            if name not in self.hosts:
+                await self._launch(name, task_queue)
+        return name
+
+    # ----------------------------------------------------------- directory
+
+    async def locate(self, workflow_id: str) -> str:
+        self.calls["locate"] += 1
+        summary = self.index.get(workflow_id)
+        if summary is not None:
+            return summary.host
+        started = await self._io(self.runs.read_run, validate_id(workflow_id))
+        return str(started.host)
+
+    async def locate_or_none(self, workflow_id: str) -> str | None:
+        try:
+            return await self.locate(workflow_id)
+        except WorkflowNotFoundError:
+            return None
+
+    async def report(self, summaries: list[RunSummary]) -> None:
+        self.calls["report"] += 1
+        self.index.record(summaries)
+
+    async def list(self, request: ListRequest) -> list[RunSummary]:
+        """Workflows in the index, newest first, filtered by state, name and search fields."""
+        self.calls["list"] += 1
+        if not self._indexed:
+            await self._io(self.index.rebuild, self.runs)
+            self._indexed = True
+        return self.index.select(request)
+
+    # -------------------------------------------------------------- resume
+
+    async def resume_all(self) -> int:
+        """Makes sure every host with unfinished runs is up (each resumes its own runs)."""
+        names = await self._io(self.runs.open_hosts)
+        for name in names:
+            try:
+                await self.ensure_host(name)
+            except Exception:
+                log.exception("registry: cannot resume host %s", name)
+        return len(names)
+
+
+def _code_ref(stored: dict[str, Any]) -> CodeRef:
+    """A registered workflow's code as the queue's config keeps it (also the form older
+    versions wrote: ``code`` / ``code_pickle``)."""
+    if "code" in stored or "code_pickle" in stored:
+        return CodeRef(path=stored.get("code"), pickled=stored.get("code_pickle"))
+    return CodeRef.model_validate(stored)

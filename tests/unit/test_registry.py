@@ -1,0 +1,108 @@
+"""The registry over real storage, with hosts started through a recording launcher (the
+``Launcher`` protocol rayline owns)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from rayline._code import CodeRef
+from rayline.engine.registry import Registry
+from rayline.errors import InvalidInputError
+from rayline.messages import RunStatus, RunSummary
+from rayline.storage import MemoryStore, RunStore
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.launched: list[tuple[str, dict[str, CodeRef]]] = []
+        self.registered: list[tuple[str, dict[str, CodeRef]]] = []
+
+    async def launch(self, name: str, workflows: dict[str, CodeRef]) -> None:
+        self.launched.append((name, workflows))
+
+    async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
+        self.registered.append((name, workflows))
+
+
+def _registry(runs: RunStore) -> tuple[Registry, Launcher]:
+    launcher = Launcher()
+    return Registry(runs, runs.store.url, launcher), launcher
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+@pytest.fixture
+def runs() -> RunStore:
+    return RunStore(MemoryStore(f"r-{uuid.uuid4().hex}"), "t")
+
+
+def test_pools_grow_once_and_register_workflows_on_running_hosts(runs: RunStore) -> None:
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        assert await registry.hosts_for("q") == ["host-q-0"]
+        assert await registry.hosts_for("q") == ["host-q-0"]
+        assert [name for name, _ in launcher.launched] == ["host-q-0"]
+        ref = CodeRef(path="tests.unit.flows:one_step")
+        assert await registry.configure("q", 2, {"one": ref}) == ["host-q-0", "host-q-1"]
+        assert launcher.registered == [("host-q-0", {"one": ref})]
+        assert launcher.launched[-1] == ("host-q-1", {"one": ref})
+        with pytest.raises(InvalidInputError, match="positive"):
+            await registry.configure("q", 0, {})
+
+    run(main())
+
+
+def test_a_new_registry_resumes_the_hosts_with_open_runs(runs: RunStore) -> None:
+    async def main() -> None:
+        registry, _ = _registry(runs)
+        await registry.configure("q", 1, {"one": CodeRef(path="m:f")})
+        runs.mark_open("host-q-0", "wf")
+        fresh, launcher = _registry(runs)  # a whole-cluster restart
+        fresh.start()
+        assert (await fresh.ready()).resumed == 1
+        assert launcher.launched == [("host-q-0", {"one": CodeRef(path="m:f")})]
+        with pytest.raises(InvalidInputError, match="unknown host"):
+            await fresh.ensure_host("host-nowhere-0")
+
+    run(main())
+
+
+def test_queue_configs_written_by_earlier_versions_still_load(runs: RunStore) -> None:
+    async def main() -> None:
+        runs.put_config("queue:old", {"hosts": 1, "workflows": {"f": {"code": "m:f"}}})
+        registry, launcher = _registry(runs)
+        await registry.hosts_for("old")
+        assert launcher.launched == [("host-old-0", {"f": CodeRef(path="m:f")})]
+
+    run(main())
+
+
+def test_dedicated_hosts_of_long_ids_get_short_names(runs: RunStore) -> None:
+    async def main() -> None:
+        registry, _ = _registry(runs)
+        assert await registry.dedicated_host("solo") == "host-dedicated-solo"
+        name = await registry.dedicated_host("job:" + "x" * 400)
+        assert name.startswith("host-dedicated-~") and len(name) < 100
+
+    run(main())
+
+
+def test_locate_by_report_then_by_storage_and_list_by_state(runs: RunStore) -> None:
+    async def main() -> None:
+        registry, _ = _registry(runs)
+        assert await registry.locate_or_none("nobody") is None
+        await registry.report([RunSummary(
+            workflow_id="a", run_id="r", workflow_name="f", host="host-q-1", task_queue="q",
+            status=1, state=RunStatus.STUCK, started_at=1.0)])
+        assert await registry.locate("a") == "host-q-1"
+        from rayline.messages import ListRequest
+        stuck = await registry.list(ListRequest(status=RunStatus.STUCK))
+        assert [s.workflow_id for s in stuck] == ["a"]
+
+    run(main())
