@@ -63,7 +63,13 @@ def main() -> None:
             handle.result()
         time.sleep(0.1)
     print("progress:", handle.query("progress"))
+    # the index behind list() is fed by hosts' reports, a few tens of ms behind the run
+    deadline = time.monotonic() + 10
     waiting = client.workflow.list(search={"stage": "awaiting approval"})
+    while handle.workflow_id not in [r.workflow_id for r in waiting] \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+        waiting = client.workflow.list(search={"stage": "awaiting approval"})
     print("awaiting approval:", [r.workflow_id for r in waiting])
     handle.signal("approve", {"by": "alice"})
     print("result:", handle.result())
