@@ -326,19 +326,22 @@ class Host:
 
     async def _start(self, workflow_id: str, definition: WorkflowDefinition[Any, Any],
                      request: StartRequest) -> StartReply:
-        early = await self.read(lambda: list(self.runs.take_early_signals(workflow_id)),
-                                quick=True)
+        # signals buffered for an id that had no run yet belong to its first run only
+        early: list[tuple[str, SignalReceived]] = []
         if self._execution(workflow_id) is None and workflow_id not in self.parking \
                 and workflow_id not in self.stuck:
             # an id this host does not know: most likely new, so create run 1 outright;
             # the exclusive create tells us if it exists after all
+            early = await self.read(lambda: list(self.runs.take_early_signals(workflow_id)),
+                                    quick=True)
             reply = await self._try_start(workflow_id, 1, definition, request, early)
             if reply is not None:
                 return reply
         epoch = await self._check_reuse(workflow_id, request)
         if isinstance(epoch, StartReply):
             return epoch  # the same start again, or a parent re-issuing it: attach
-        reply = await self._try_start(workflow_id, epoch, definition, request, early)
+        reply = await self._try_start(workflow_id, epoch, definition, request,
+                                      early if epoch == 1 else [])
         if reply is None:
             raise DuplicateWorkflowError(workflow_id, "started concurrently elsewhere")
         return reply
@@ -378,8 +381,8 @@ class Host:
         self._finished.pop(workflow_id, None)
         execution.launch(first)
         self._report(execution)
-        consumed = {key for key, _ in early}
-        self.background(self._take_late_signals(execution, consumed))
+        if epoch == 1:  # a signal buffered while run 1 was being created is still due
+            self.background(self._take_late_signals(execution, {key for key, _ in early}))
         return StartReply(workflow_id=workflow_id, run_id=started.run_id, host=self.host_name)
 
     async def _create(self, started: WorkflowStarted, first: Batch,

@@ -568,3 +568,23 @@ def test_exports_show_pickled_values_by_type_and_size_without_unpickling(
     with export.unpickling(True):
         assert "Opaque object" in export._decode_quietly(payload)
     assert len(calls) == 1  # only when asked
+
+
+def test_10_a_signal_buffered_for_the_first_run_never_reaches_a_later_one() -> None:
+    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
+
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.signal("once", "go", _serde.encode("early"), None, "r1", True)
+        await host.start(request(flows.waits, None, workflow_id="once"))
+        assert value(await host.result("once")) == "early"
+        host.abandon()
+        # the buffer was not tidied before the host died: the signal is still there
+        from rayline.timeline import SignalReceived
+        runs.buffer_early_signal("once", SignalReceived(
+            signal_id="go", data=_serde.encode("early"), request_id="r1"))
+        fresh = await make_host(runs)
+        await fresh.start(request(flows.waits, 0.2, workflow_id="once"))
+        assert value(await fresh.result("once")) is False  # run 2 waited in vain
+
+    run(main)
