@@ -112,7 +112,9 @@ PATHS = (
     Path("append-signal", "append", "live", "waiting"),  # the batch holding a signal
     Path("clear-close", "clear", "live", "start"),
     Path("list-start", "list", "live", "start"),  # early signals of a new run
-    Path("list-nested", "list", "live", "nested", ("child", "continue")),
+    # a child's start lists its id's early signals; the next run of a continue-as-new
+    # does not (signals buffered before an id had a run are for its first run only)
+    Path("list-nested", "list", "live", "nested", ("child",)),
     Path("park_hint-park", "park_hint", "park", "start"),
     Path("read-wake", "read", "park", "parked"),  # waking replays the timeline
     Path("list-wake", "list", "park", "parked"),
