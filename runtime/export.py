@@ -254,7 +254,7 @@ def build_execution(started: WorkflowStarted, batches: list[Batch], *, mode: str
         for event in events:
             if event.event_type == "child_workflow_execution_started":
                 event.children = load_child(event.attributes["child_workflow_id"])
-    outcome = RunOutcome.of(batches[-1]) if batches else None
+    outcome = RunOutcome.of_run(batches)
     acts, kids = builder.activities, builder.children
     system = sum(1 for e in builder.events if e.is_system and
                  e.event_type == "activity_task_scheduled")
@@ -278,7 +278,7 @@ def build_export(started: WorkflowStarted, batches: list[Batch], *,
     """The run as a ``DurableJobExport`` with the sections asked for."""
     sections = set(allow or ("data", "state", "status", "timeline", "transitions"))
     sections -= set(block or ())
-    outcome = RunOutcome.of(batches[-1]) if batches else None
+    outcome = RunOutcome.of_run(batches)
     search, enrich = fields_of(started, batches)
     timeline: dict[int, dict[str, Any]] = {}  # by sequence number, in call order
     for batch in batches:

@@ -8,7 +8,7 @@ and ``RegistryAPI`` (``rayline.engine.api``), which the engine implements.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Sequence
 
 import pydantic
 
@@ -68,6 +68,11 @@ class RunOutcome(_Message):
     @property
     def code(self) -> int:
         return self.status.code
+
+    @classmethod
+    def of_run(cls, batches: Sequence[Batch]) -> RunOutcome | None:
+        """How the run whose timeline is ``batches`` closed; ``None`` while it is open."""
+        return cls.of(batches[-1]) if batches else None
 
     @classmethod
     def of(cls, batch: Batch) -> RunOutcome | None:

@@ -1,4 +1,5 @@
-"""The workflow execution: one asyncio execution per workflow execution, living in a host.
+"""An execution: one workflow execution as an asyncio actor (its own mailbox, state and
+lock), living in a host.
 
 Invariants (storage write order and crash recovery):
 - Events reach the execution through its mailbox. One activation takes everything in the
@@ -195,7 +196,7 @@ class Execution:
         self._next_batch = len(batches) + 1
         self.batches_written = len(batches)
         self.updated_at = batches[-1].time if batches else self.started.time
-        outcome = RunOutcome.of(batches[-1]) if batches else None
+        outcome = RunOutcome.of_run(batches)
         if outcome is not None:
             self._closed_fields = fields_of(self.started, batches)
             if outcome.status is RunStatus.CONTINUED:

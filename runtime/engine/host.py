@@ -1,6 +1,6 @@
 """The host: many workflow executions in one process, and the rules for starting them.
 
-A host is what a detached Ray host execution runs (``rayline.executions.host``); it holds no
+A host is what a detached Ray host actor runs (``rayline.actors.host``); it holds no
 Ray code itself. Ray-specific work (running an activity attempt, calling another host,
 placing a new workflow, telling the registry) goes through the small ``Backend``
 protocol, so the whole host runs in unit tests with an in-process backend.
@@ -111,6 +111,11 @@ class Stuck:
         self.started = started
         self.batches = batches
         self.error = error
+
+    @property
+    def reason(self) -> str:
+        """Why it cannot run, as ``describe()`` and the index show it."""
+        return f"{type(self.error).__name__}: {self.error}"
 
     def raise_(self) -> None:
         raise self.error
@@ -426,7 +431,7 @@ class Host:
 
     def _stored_latest(self, workflow_id: str) -> tuple[WorkflowStarted, RunOutcome | None]:
         started, batches = self.runs.load(workflow_id)
-        return started, (RunOutcome.of(batches[-1]) if batches else None)
+        return started, RunOutcome.of_run(batches)
 
     async def _check_reuse(self, workflow_id: str,
                            request: StartRequest) -> int | StartReply:
@@ -564,7 +569,7 @@ class Host:
             for epoch in reversed(await self.read(self.runs.epochs, workflow_id)):
                 record, batches = await self.read(self.runs.load, workflow_id, epoch)
                 if record.run_id == run_id:
-                    outcome = RunOutcome.of(batches[-1]) if batches else None
+                    outcome = RunOutcome.of_run(batches)
                     started = record
                     break
             else:
@@ -658,7 +663,7 @@ class Host:
             (search, enrich), pending, outcome = fields_of(started, batches), [], None
             state, updated = RunStatus.STUCK, batches[-1].time if batches else started.time
             status = state.code
-            error = f"{type(stuck.error).__name__}: {stuck.error}"
+            error = stuck.reason
         elif execution is not None and not execution.fenced:
             search, enrich = execution.fields()
             started, outcome, status = execution.started, execution.outcome, execution.status()
@@ -666,7 +671,7 @@ class Host:
             state = outcome.status if outcome else RunStatus.RUNNING
         else:
             started, batches = await self.read(self.runs.load, workflow_id)
-            outcome = RunOutcome.of(batches[-1]) if batches else None
+            outcome = RunOutcome.of_run(batches)
             if outcome is None:
                 raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
             (search, enrich), pending = fields_of(started, batches), []
@@ -882,7 +887,7 @@ class Host:
             workflow_name=started.workflow_name, host=self.host_name,
             task_queue=started.task_queue, status=RunStatus.STUCK.code, state=RunStatus.STUCK,
             started_at=started.time, search=fields_of(started, stuck.batches)[0],
-            error=f"{type(stuck.error).__name__}: {stuck.error}"))
+            error=stuck.reason))
 
 
 def _finished_value(task: asyncio.Task[RunOutcome]) -> RunOutcome | Exception | None:

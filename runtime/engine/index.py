@@ -48,7 +48,7 @@ class Index:
             if loaded is None or loaded[0].workflow_id in self.summaries:
                 continue
             started, batches = loaded
-            outcome = RunOutcome.of(batches[-1]) if batches else None
+            outcome = RunOutcome.of_run(batches)
             state = outcome.status if outcome else RunStatus.RUNNING
             self.summaries[started.workflow_id] = RunSummary(
                 workflow_id=started.workflow_id, run_id=started.run_id,
