@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import aiorwlock
 
-from .. import _backoff, timeline
+from .. import _backoff
 from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
 from .._options import ActivityOptions
@@ -44,6 +44,8 @@ from ..timeline import (
     ActivityFailed,
     Batch,
     CancelActivity,
+    CancelChild,
+    CancelExternal,
     CancelRequested,
     CancelTimer,
     Command,
@@ -315,10 +317,10 @@ class Execution:
                 self._spawn(command.seq, self.env.start_child(self, command))
             elif isinstance(command, SignalExternal):
                 self._spawn(command.seq, self.env.signal_external(self, command))
-            elif isinstance(command, timeline.CancelExternal):
+            elif isinstance(command, CancelExternal):
                 self._spawn(command.seq, self.env.cancel_external(self, command.seq,
                                                                   command.workflow_id))
-            elif isinstance(command, timeline.CancelChild):  # outlives this run if it closes
+            elif isinstance(command, CancelChild):  # outlives this run if it closes now
                 self.env.background(self.env.cancel_external(self, command.seq,
                                                              command.workflow_id))
             elif isinstance(command, UpsertFields):

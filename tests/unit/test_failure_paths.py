@@ -85,6 +85,12 @@ def fail_times(n: int, error: Callable[[], BaseException], when: Callable[[str],
     return hook
 
 
+@pytest.fixture
+def runs() -> RunStore:
+    """A fresh in-memory namespace for the test."""
+    return RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
+
+
 def signals_recorded(runs: RunStore, workflow_id: str) -> list[Any]:
     out = []
     for epoch in runs.epochs(workflow_id):
@@ -137,9 +143,7 @@ def test_2_a_write_that_landed_but_reported_failure_does_not_fence_its_owner() -
 # ---------------------------------------------------------------- defect 3
 
 
-def test_3_a_host_fenced_by_its_own_zombie_takes_the_run_back() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_3_a_host_fenced_by_its_own_zombie_takes_the_run_back(runs: RunStore) -> None:
     async def main() -> None:
         live = await make_host(runs)
         await live.start(request(flows.waits_many, 3))
@@ -153,9 +157,7 @@ def test_3_a_host_fenced_by_its_own_zombie_takes_the_run_back() -> None:
     run(main)
 
 
-def test_3_a_host_fenced_by_another_host_sends_callers_there() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_3_a_host_fenced_by_another_host_sends_callers_there(runs: RunStore) -> None:
     async def main() -> None:
         backend = LocalBackend()
         first = await make_host(runs, backend, name="h0")
@@ -176,9 +178,7 @@ def test_3_a_host_fenced_by_another_host_sends_callers_there() -> None:
 # ---------------------------------------------------------------- defect 5
 
 
-def test_5_a_child_that_continues_as_new_reaches_its_parent() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_5_a_child_that_continues_as_new_reaches_its_parent(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.parent_of_continuing_child, workflow_id="p"))
@@ -188,9 +188,7 @@ def test_5_a_child_that_continues_as_new_reaches_its_parent() -> None:
     run(main)
 
 
-def test_5_a_continued_child_reaches_its_parent_after_a_restart() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_5_a_continued_child_reaches_its_parent_after_a_restart(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.parent_of_waiting_child, workflow_id="p"))
@@ -207,8 +205,7 @@ def test_5_a_continued_child_reaches_its_parent_after_a_restart() -> None:
 # ---------------------------------------------------------------- defect 6
 
 
-def test_6_idempotency_keys_differ_per_run_and_hold_across_retries() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
+def test_6_idempotency_keys_differ_per_run_and_hold_across_retries(runs: RunStore) -> None:
     flows.KEYS.clear()
 
     async def main() -> None:
@@ -227,8 +224,7 @@ def test_6_idempotency_keys_differ_per_run_and_hold_across_retries() -> None:
 # ---------------------------------------------------------------- defect 7
 
 
-def test_7_workflows_defined_in_a_loop_each_run_their_own_code() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
+def test_7_workflows_defined_in_a_loop_each_run_their_own_code(runs: RunStore) -> None:
 
     def make(i: int) -> Any:
         async def numbered() -> int:
@@ -251,9 +247,8 @@ def test_7_workflows_defined_in_a_loop_each_run_their_own_code() -> None:
 # ---------------------------------------------------------------- defect 8
 
 
-def test_8_a_fire_and_forget_child_that_finished_before_recovery_does_not_hang() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_8_a_fire_and_forget_child_that_finished_before_recovery_does_not_hang(
+        runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.fire_and_forget_parent, workflow_id="p"))
@@ -277,8 +272,8 @@ def test_8_a_fire_and_forget_child_that_finished_before_recovery_does_not_hang()
 # ---------------------------------------------------------------- defect 9
 
 
-def test_9_a_run_that_no_longer_replays_is_stuck_visibly_and_resumes_when_fixed() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
+def test_9_a_run_that_no_longer_replays_is_stuck_visibly_and_resumes_when_fixed(
+        runs: RunStore) -> None:
     flows.MODE["version"] = 1
 
     async def main() -> None:
@@ -308,8 +303,7 @@ def test_9_a_run_that_no_longer_replays_is_stuck_visibly_and_resumes_when_fixed(
         flows.MODE["version"] = 1
 
 
-def test_9_a_stuck_run_can_be_terminated() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
+def test_9_a_stuck_run_can_be_terminated(runs: RunStore) -> None:
     flows.MODE["version"] = 1
 
     async def main() -> None:
@@ -400,9 +394,7 @@ def test_12_a_parked_run_whose_wake_read_fails_still_wakes() -> None:
 # ---------------------------------------------------------------- defect 16
 
 
-def test_16_signals_sent_during_continue_as_new_reach_the_next_runs_once() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_16_signals_sent_during_continue_as_new_reach_the_next_runs_once(runs: RunStore) -> None:
     async def main() -> list[Any]:
         host = await make_host(runs)
         await host.start(request(flows.collector, 12, [], workflow_id="col"))
@@ -418,9 +410,7 @@ def test_16_signals_sent_during_continue_as_new_reach_the_next_runs_once() -> No
 # ---------------------------------------------------------------- low
 
 
-def test_low_system_exit_in_workflow_code_fails_that_workflow_only() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_low_system_exit_in_workflow_code_fails_that_workflow_only(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.exits, workflow_id="x"))
@@ -436,8 +426,7 @@ def test_low_system_exit_in_workflow_code_fails_that_workflow_only() -> None:
 @pytest.mark.parametrize("field", ["search", "memo"])
 @pytest.mark.parametrize("bad", [float("nan"), {1, 2}])
 def test_low_a_bad_memo_or_search_value_is_refused_before_anything_is_written(
-        field: str, bad: Any) -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
+        runs: RunStore, field: str, bad: Any) -> None:
 
     async def main() -> None:
         host = await make_host(runs)
@@ -463,9 +452,7 @@ def test_low_client_refuses_an_empty_id_a_long_queue_and_bad_fields() -> None:
     run(main)
 
 
-def test_low_continue_as_new_and_parking_keep_bounded_state() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_low_continue_as_new_and_parking_keep_bounded_state(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.continues, 5))
@@ -481,9 +468,7 @@ def test_low_continue_as_new_and_parking_keep_bounded_state() -> None:
 # ------------------------------------------------------------- suspected
 
 
-def test_suspected_a_start_or_signal_sent_again_is_answered_once() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_suspected_a_start_or_signal_sent_again_is_answered_once(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
         first = await host.start(request(flows.waits_many, 2, request_id="start-1"))
@@ -499,12 +484,11 @@ def test_suspected_a_start_or_signal_sent_again_is_answered_once() -> None:
 
 
 def test_suspected_a_childs_outcome_is_delivered_however_long_the_parent_is_away(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        runs: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
     from rayline import _backoff
 
     monkeypatch.setattr(_backoff, "FIRST", 0.001)
     monkeypatch.setattr(_backoff, "CAP", 0.002)
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
 
     class Unreachable(LocalBackend):
         """The parent's host does not answer deliveries 40 times (more than 30)."""
@@ -570,9 +554,7 @@ def test_exports_show_pickled_values_by_type_and_size_without_unpickling(
     assert len(calls) == 1  # only when asked
 
 
-def test_10_a_signal_buffered_for_the_first_run_never_reaches_a_later_one() -> None:
-    runs = RunStore(MemoryStore(f"m-{uuid.uuid4().hex}"), "t")
-
+def test_10_a_signal_buffered_for_the_first_run_never_reaches_a_later_one(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.signal("once", "go", _serde.encode("early"), None, "r1", True)
