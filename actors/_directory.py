@@ -14,8 +14,9 @@ import ray
 from rayline import _backoff
 from rayline import messages as m
 from rayline._code import CodeRef
+from rayline._serde import Payload
 from rayline.errors import NotHereError
-from rayline.timeline import Event, Payload
+from rayline.timeline import Event
 
 from ._names import REGISTRY, call, get_actor, pick
 

@@ -15,6 +15,7 @@ import ray
 
 from rayline._code import CodeRef
 from rayline._definition import as_workflow
+from rayline._serde import Payload
 from rayline.engine.host import Host
 from rayline.messages import (
     HostStats,
@@ -24,7 +25,7 @@ from rayline.messages import (
     WorkflowDescription,
 )
 from rayline.storage import RunStore, open_store
-from rayline.timeline import Event, Payload
+from rayline.timeline import Event
 
 from .backend import RayBackend
 

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import JsonValue
+
 from ._durations import Duration, optional_duration, parse_duration
 from .errors import InvalidInputError
 
@@ -63,8 +65,9 @@ class RetryPolicy:
         short = error_type.rsplit(".", 1)[-1]
         return not any(t in (error_type, short) for t in self.non_retryable_error_types)
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_json(self) -> dict[str, JsonValue]:
+        return {**dataclasses.asdict(self),
+                "non_retryable_error_types": list(self.non_retryable_error_types)}
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,8 @@ class ActivityOptions:
     def retry_policy(self) -> RetryPolicy:
         return self.retry or RetryPolicy()
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> dict[str, JsonValue]:
+        out: dict[str, JsonValue] = {
             k: v for k, v in dataclasses.asdict(self).items() if v not in (None, {}) and k != "ray"
         }
         if self.retry is not None:

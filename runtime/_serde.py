@@ -16,10 +16,29 @@ from typing import Any
 
 import cloudpickle
 import pydantic
+from pydantic import JsonValue
+from typing_extensions import TypedDict
 
 from .errors import SerializationError
 
-Payload = dict[str, Any]
+
+class Payload(TypedDict, total=False):
+    """One stored value: exactly one of the shapes below (the JSON keys are short because
+    timelines hold many of them)."""
+
+    j: Any
+    """A JSON value; with ``m`` or ``d``, the fields of that model or dataclass."""
+    m: str
+    """Import path of the pydantic model ``j`` holds."""
+    d: str
+    """Import path of the dataclass ``j`` holds."""
+    p: str
+    """base64 cloudpickle of anything else."""
+
+
+Fields = dict[str, JsonValue]
+"""Named JSON values: search fields, memo, enrich fields (checked by ``validate_fields``)."""
+
 
 _JSON_SCALARS = (str, int, bool, type(None))
 

@@ -53,6 +53,7 @@ from .messages import (
     WorkflowDescription,
 )
 from .storage import RunStore, open_store, validate_id
+from .timeline import RunOptions
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -241,8 +242,8 @@ class AsyncWorkflowClient:
             args=_serde.encode_args(checked, what=f"workflow {name!r}"),
             id_reuse_policy=options.get("id_reuse_policy"),
             search=options.get("search") or {}, memo=options.get("memo") or {},
-            options={k: optional_duration(options[k], what=k)
-                     for k in ("execution_timeout",) if options.get(k)},
+            options=RunOptions(execution_timeout=optional_duration(
+                options.get("execution_timeout") or None, what="execution_timeout")),
             signals=[SignalIn(signal_id=s, data=_serde.encode(d, what=f"signal {s!r}"),
                               request_id=uuid.uuid4().hex) for s, d in signals or ()],
             request_id=uuid.uuid4().hex)

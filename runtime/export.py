@@ -112,7 +112,7 @@ class _Builder:
         self.events.append(event)
         return event
 
-    def value(self, payload: dict[str, Any]) -> Any:
+    def value(self, payload: _serde.Payload) -> Any:
         return None if self.omit_results else _decode_quietly(payload)
 
     def batch(self, batch: Batch) -> None:
@@ -189,7 +189,7 @@ _UNPICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar("rayline_unpick
                                                                   default=False)
 
 
-def _decode_quietly(payload: dict[str, Any]) -> Any:
+def _decode_quietly(payload: _serde.Payload) -> Any:
     """A payload's value for an export. A pickled value is shown as its type and size,
     never unpickled (that would run code from storage), unless the export asked for it."""
     if "p" in payload and not _UNPICKLE.get():

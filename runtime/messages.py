@@ -8,11 +8,12 @@ and ``RegistryAPI`` (``rayline.engine.api``), which the engine implements.
 from __future__ import annotations
 
 import enum
-from typing import Any, Sequence
+from typing import Literal, Sequence
 
 import pydantic
 
 from ._code import CodeRef
+from ._serde import Fields, Payload
 from .timeline import (
     Batch,
     CompleteWorkflow,
@@ -20,7 +21,7 @@ from .timeline import (
     Failure,
     FailWorkflow,
     ParentRef,
-    Payload,
+    RunOptions,
 )
 
 
@@ -110,9 +111,9 @@ class StartRequest(_Message):
     workflow_name: str | None = None
     code: CodeRef | None = None
     args: list[Payload] = []
-    search: dict[str, Any] = {}
-    memo: dict[str, Any] = {}
-    options: dict[str, Any] = {}
+    search: Fields = {}
+    memo: Fields = {}
+    options: RunOptions = RunOptions()
     id_reuse_policy: str | None = None
     signals: list[SignalIn] = []
     parent: ParentRef | None = None
@@ -141,15 +142,27 @@ class RunSummary(_Message):
     status: int
     state: RunStatus
     started_at: float
-    search: dict[str, Any] = {}
+    search: Fields = {}
     error: str | None = None
 
 
 class ListRequest(_Message):
     status: RunStatus | None = None
     workflow_name: str | None = None
-    search: dict[str, Any] | None = None
+    search: Fields | None = None
     limit: int = 1000
+
+
+WorkKind = Literal["activity", "timer", "wait", "child", "external", "asyncio_timer"]
+
+
+class PendingWork(_Message):
+    """One open obligation of a running run (``describe().pending``)."""
+
+    seq: int
+    kind: WorkKind
+    signal_id: str | None = None
+    """For a ``wait``: the signal it waits for."""
 
 
 class WorkflowDescription(pydantic.BaseModel):
@@ -171,11 +184,11 @@ class WorkflowDescription(pydantic.BaseModel):
     host: str
     attempt: int
     parent: str | None
-    search: dict[str, Any]
-    enrich: dict[str, Any]
-    memo: dict[str, Any]
-    pending: list[dict[str, Any]]
-    """Open obligations: ``{"seq", "kind", ...}`` for each activity, timer, wait, child."""
+    search: Fields
+    enrich: Fields
+    memo: Fields
+    pending: list[PendingWork]
+    """Open obligations: each activity, timer, signal wait and child the run awaits."""
     outcome: RunOutcome | None
     error: str | None = None
     """Why a ``stuck`` run cannot run (its replay failed, or its code cannot be loaded)."""

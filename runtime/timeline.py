@@ -15,11 +15,12 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-Payload = dict[str, Any]
+from ._serde import Fields, Payload
+
 TIMELINE_VERSION = 1
 
 
@@ -41,6 +42,22 @@ class Failure(_Model):
     """The failure this one was raised from (``raise ... from``), if any."""
 
 
+class RunOptions(_Model):
+    """Options a run keeps in its record."""
+
+    execution_timeout: float | None = None
+    """Seconds from the run's start after which it is terminated."""
+
+
+class ChildOptions(_Model):
+    """How a parent asked for its child to be started."""
+
+    search: Fields = {}
+    memo: Fields = {}
+    id_reuse_policy: str | None = None
+    dedicated: bool = False
+
+
 class ParentRef(_Model):
     workflow_id: str
     run_id: str
@@ -52,6 +69,9 @@ class ParentRef(_Model):
 
 
 class ActivityCompleted(_Model):
+    """An activity attempt returned; ``result`` is its value and ``attempt`` the try that
+    succeeded (retries before it are not recorded: only the outcome is)."""
+
     type: Literal["activity_completed"] = "activity_completed"
     seq: int
     result: Payload
@@ -59,17 +79,24 @@ class ActivityCompleted(_Model):
 
 
 class ActivityFailed(_Model):
+    """An activity gave up: its last attempt failed and the retry policy allows no more."""
+
     type: Literal["activity_failed"] = "activity_failed"
     seq: int
     failure: Failure
 
 
 class TimerFired(_Model):
+    """The timer of ``StartTimer`` number ``seq`` came due."""
+
     type: Literal["timer_fired"] = "timer_fired"
     seq: int
 
 
 class SignalReceived(_Model):
+    """A signal arrived. ``request_id`` makes a signal sent twice count once; a signal that
+    came before the workflow waited for it may carry ``expire_at`` (see ``DropSignal``)."""
+
     type: Literal["signal_received"] = "signal_received"
     signal_id: str
     data: Payload
@@ -78,11 +105,16 @@ class SignalReceived(_Model):
 
 
 class CancelRequested(_Model):
+    """Someone asked the run to cancel; the workflow sees ``CancelledError`` at its next
+    durable call."""
+
     type: Literal["cancel_requested"] = "cancel_requested"
     reason: str | None = None
 
 
 class ChildStarted(_Model):
+    """The child of ``StartChild`` number ``seq`` has a run."""
+
     type: Literal["child_started"] = "child_started"
     seq: int
     workflow_id: str
@@ -90,12 +122,17 @@ class ChildStarted(_Model):
 
 
 class ChildCompleted(_Model):
+    """The child of ``StartChild`` number ``seq`` returned ``result``."""
+
     type: Literal["child_completed"] = "child_completed"
     seq: int
     result: Payload
 
 
 class ChildFailed(_Model):
+    """The child of ``StartChild`` number ``seq`` could not start, failed, was cancelled or
+    was terminated."""
+
     type: Literal["child_failed"] = "child_failed"
     seq: int
     failure: Failure
@@ -122,19 +159,27 @@ Event = Annotated[
 
 
 class ScheduleActivity(_Model):
+    """Run an activity. ``seq`` numbers every durable call of the run in the order the
+    workflow made it; the event that answers carries the same number."""
+
     type: Literal["schedule_activity"] = "schedule_activity"
     seq: int
     activity: str
     args: list[Payload]
-    options: dict[str, Any] = {}
+    options: Fields = {}
+    """The activity's options as ``ActivityOptions.to_json`` wrote them."""
 
 
 class CancelActivity(_Model):
+    """Stop waiting for activity ``seq`` (its attempt is abandoned)."""
+
     type: Literal["cancel_activity"] = "cancel_activity"
     seq: int
 
 
 class StartTimer(_Model):
+    """A durable sleep of ``duration`` seconds, due at ``fire_at`` (the run's clock)."""
+
     type: Literal["start_timer"] = "start_timer"
     seq: int
     fire_at: float
@@ -151,11 +196,16 @@ class StartWait(_Model):
 
 
 class CancelTimer(_Model):
+    """The timer ``seq`` is no longer wanted."""
+
     type: Literal["cancel_timer"] = "cancel_timer"
     seq: int
 
 
 class StartChild(_Model):
+    """Start a child workflow, by import path (``code``), by value (``code_pickle``) or by
+    name on the child's task queue. ``wait`` is False for ``start_child`` (fire and forget)."""
+
     type: Literal["start_child"] = "start_child"
     seq: int
     workflow_name: str
@@ -164,17 +214,21 @@ class StartChild(_Model):
     task_queue: str | None = None
     code: str | None = None
     code_pickle: str | None = None
-    options: dict[str, Any] = {}
+    options: ChildOptions = ChildOptions()
     wait: bool = True
 
 
 class CancelChild(_Model):
+    """Ask child ``workflow_id`` (started by command ``seq``) to cancel."""
+
     type: Literal["cancel_child"] = "cancel_child"
     seq: int
     workflow_id: str
 
 
 class SignalExternal(_Model):
+    """Send a signal to another workflow, exactly once (``request_id`` dedupes a resend)."""
+
     type: Literal["signal_external"] = "signal_external"
     seq: int
     workflow_id: str
@@ -184,19 +238,26 @@ class SignalExternal(_Model):
 
 
 class CancelExternal(_Model):
+    """Ask another workflow, not a child, to cancel."""
+
     type: Literal["cancel_external"] = "cancel_external"
     seq: int
     workflow_id: str
 
 
 class UpsertFields(_Model):
+    """Set search fields (``indexed``) or enrich fields on the run."""
+
     type: Literal["upsert_fields"] = "upsert_fields"
     seq: int = 0
-    fields: dict[str, Any]
+    fields: Fields
     indexed: bool
 
 
 class RecordPatch(_Model):
+    """``workflow.patched(patch_id)`` answered True: later replays of this run take the new
+    branch too."""
+
     type: Literal["record_patch"] = "record_patch"
     patch_id: str
 
@@ -210,16 +271,22 @@ class DropSignal(_Model):
 
 
 class CompleteWorkflow(_Model):
+    """The workflow returned."""
+
     type: Literal["complete_workflow"] = "complete_workflow"
     result: Payload
 
 
 class FailWorkflow(_Model):
+    """The workflow raised."""
+
     type: Literal["fail_workflow"] = "fail_workflow"
     failure: Failure
 
 
 class ContinueAsNewWorkflow(_Model):
+    """The run closes and a new run of the same id starts with ``args``."""
+
     type: Literal["continue_as_new"] = "continue_as_new"
     args: list[Payload]
 
@@ -256,9 +323,9 @@ class WorkflowStarted(_Model):
     attempt: int = 1
     parent: ParentRef | None = None
     continued_from: str | None = None
-    search: dict[str, Any] = {}
-    memo: dict[str, Any] = {}
-    options: dict[str, Any] = {}
+    search: Fields = {}
+    memo: Fields = {}
+    options: RunOptions = RunOptions()
     request_id: str | None = None
     """The id of the start request that made this run: a start sent again is answered
     with this run instead of a duplicate."""
@@ -298,10 +365,9 @@ class RunRecord(_Model):
 BATCH_ADAPTER: TypeAdapter[Batch] = TypeAdapter(Batch)
 
 
-def fields_of(started: WorkflowStarted, batches: list[Batch]) -> tuple[dict[str, Any],
-                                                                        dict[str, Any]]:
+def fields_of(started: WorkflowStarted, batches: list[Batch]) -> tuple[Fields, Fields]:
     """The run's ``search`` and ``enrich`` fields as its timeline left them."""
-    search, enrich = dict(started.search), dict[str, Any]()
+    search, enrich = dict(started.search), Fields()
     for batch in batches:
         for command in batch.commands:
             if isinstance(command, UpsertFields):

@@ -18,13 +18,17 @@ import uuid as _uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import pydantic
+
 from ._activity import ActivityDefinition, as_activity
 from ._code import CodeRef
 from ._definition import WorkflowDefinition, as_workflow, define
 from ._durations import Duration, optional_duration, parse_duration
 from ._options import ActivityOptions
+from ._validate import validate_fields
 from .core.instance import WorkflowInfo, WorkflowInstance, _shielded
 from .errors import ContinueAsNew, InvalidInputError
+from .timeline import ChildOptions
 
 __all__ = [
     "ExternalWorkflowHandle",
@@ -135,12 +139,16 @@ def _child_ref(fn_or_name: Any) -> tuple[str, tuple[str | None, str | None]]:
     return definition.name, (code.path, code.pickled)
 
 
-def _child_options(options: dict[str, Any]) -> dict[str, Any]:
-    allowed = {"search", "memo", "dedicated", "id_reuse_policy"}
-    unknown = set(options) - allowed
+def _child_options(options: dict[str, Any]) -> ChildOptions:
+    unknown = set(options) - set(ChildOptions.model_fields)
     if unknown:
         raise InvalidInputError(f"unknown child workflow option(s): {', '.join(sorted(unknown))}")
-    return options
+    validate_fields(options.get("search"), what="search")
+    validate_fields(options.get("memo"), what="memo")
+    try:
+        return ChildOptions(**options)
+    except pydantic.ValidationError as exc:
+        raise InvalidInputError(f"child workflow options: {exc}") from None
 
 
 def _start_child(fn_or_name: Any, args: tuple[Any, ...], workflow_id: str | None,

@@ -41,6 +41,7 @@ from ..errors import (
     RaylineError,
 )
 from ..failures import activity_error, child_error, failure_from
+from ..messages import PendingWork, WorkKind
 from ..timeline import (
     ActivityCompleted,
     ActivityFailed,
@@ -52,6 +53,7 @@ from ..timeline import (
     CancelTimer,
     ChildCompleted,
     ChildFailed,
+    ChildOptions,
     ChildStarted,
     Command,
     CompleteWorkflow,
@@ -82,7 +84,7 @@ _MAX_STEPS = 1_000_000
 class _Pending:
     """One open obligation: a durable call the workflow is waiting on."""
 
-    kind: str
+    kind: WorkKind
     future: asyncio.Future[Any]
     cancellable: bool
     command: Command | None = None
@@ -302,7 +304,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
     def _cancelled_now(self) -> bool:
         return self._cancel_requested and _shielded.get() == 0
 
-    def _open(self, kind: str, seq: int, command: Command | None,
+    def _open(self, kind: WorkKind, seq: int, command: Command | None,
               future: asyncio.Future[Any] | None = None, **extra: Any) -> _Pending:
         future = future if future is not None else self.create_future()
         pending = _Pending(kind, future, _shielded.get() == 0, command, extra=extra)
@@ -393,7 +395,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def start_child(
         self, name: str, code: tuple[str | None, str | None], args: tuple[Any, ...],
-        workflow_id: str | None, task_queue: str | None, options: dict[str, Any], wait: bool,
+        workflow_id: str | None, task_queue: str | None, options: ChildOptions, wait: bool,
     ) -> tuple[asyncio.Future[str], asyncio.Future[Any]]:
         """Starts a child; ``code`` is (import path, pickled definition), either or none."""
         payloads = _serde.encode_args(args, what=f"child workflow {name!r}")
@@ -495,9 +497,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         """HotMesh's semaphore: pending activities, timers, conditions and children."""
         return len(self._pending)
 
-    def pending_summary(self) -> list[dict[str, Any]]:
-        return [{"seq": seq, "kind": p.kind, **({"signal_id": p.extra["signal_id"]}
-                                                 if "signal_id" in p.extra else {})}
+    def pending_summary(self) -> list[PendingWork]:
+        return [PendingWork(seq=seq, kind=p.kind, signal_id=p.extra.get("signal_id"))
                 for seq, p in sorted(self._pending.items())]
 
     def unfinished_commands(self) -> list[Command]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .._code import CodeRef
+from .._serde import Payload
 from ..messages import (
     HostStats,
     ListRequest,
@@ -22,7 +23,7 @@ from ..messages import (
     StartRequest,
     WorkflowDescription,
 )
-from ..timeline import Event, Payload
+from ..timeline import Event
 
 
 class HostAPI(Protocol):

@@ -31,43 +31,20 @@ from typing import Any, Awaitable, Callable, Protocol
 import aiorwlock
 
 from .. import _backoff
+from .. import timeline as tl
 from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
 from .._options import ActivityOptions
 from ..core.instance import WorkflowInstance, replay_timeline
 from ..errors import ConflictError, WorkflowClosedError
 from ..failures import failure_from
-from ..messages import RunOutcome, RunStatus
+from ..messages import PendingWork, RunOutcome, RunStatus
 from ..storage.runs import RunStore
-from ..timeline import (
-    CLOSING_COMMANDS,
-    ActivityFailed,
-    Batch,
-    CancelActivity,
-    CancelChild,
-    CancelExternal,
-    CancelRequested,
-    CancelTimer,
-    Command,
-    Event,
-    ExternalResolved,
-    FailWorkflow,
-    ScheduleActivity,
-    SignalExternal,
-    SignalReceived,
-    StartChild,
-    StartTimer,
-    Terminated,
-    TimerFired,
-    UpsertFields,
-    WorkflowStarted,
-    fields_of,
-)
 from .watchdog import Watchdog
 
 log = logging.getLogger("rayline.execution")
 
-Mail = tuple[Event, "asyncio.Future[None] | None"]
+Mail = tuple[tl.Event, "asyncio.Future[None] | None"]
 """An event in a workflow execution's mailbox, with the future its sender awaits (if any)."""
 
 class Environment(Protocol):
@@ -80,13 +57,13 @@ class Environment(Protocol):
     def now(self) -> float: ...
     def io(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
     def run_activity(self, execution: Execution, seq: int, definition: ActivityDefinition[Any, Any],
-                     args: tuple[Any, ...], options: ActivityOptions) -> Awaitable[Event]: ...
+                     args: tuple[Any, ...], options: ActivityOptions) -> Awaitable[tl.Event]: ...
     def start_child(self, execution: Execution,
-                    command: StartChild) -> Awaitable[Event | None]: ...
+                    command: tl.StartChild) -> Awaitable[tl.Event | None]: ...
     def signal_external(self, execution: Execution,
-                        command: SignalExternal) -> Awaitable[Event]: ...
+                        command: tl.SignalExternal) -> Awaitable[tl.Event]: ...
     def cancel_external(self, execution: Execution, seq: int,
-                        workflow_id: str) -> Awaitable[Event]: ...
+                        workflow_id: str) -> Awaitable[tl.Event]: ...
     def on_fields(self, execution: Execution) -> None: ...
     def on_closed(self, execution: Execution) -> None: ...
     def on_idle(self, execution: Execution) -> None: ...
@@ -98,7 +75,7 @@ class Execution:
     """One workflow execution (see the module docstring)."""
 
     def __init__(self, env: Environment, definition: WorkflowDefinition[Any, Any],
-                 started: WorkflowStarted) -> None:
+                 started: tl.WorkflowStarted) -> None:
         self.env = env
         self.definition = definition
         self.started = started
@@ -125,16 +102,16 @@ class Execution:
 
     # -------------------------------------------------------------- lifecycle
 
-    def prepare(self, events: list[Event]) -> Batch:
+    def prepare(self, events: list[tl.Event]) -> tl.Batch:
         """Runs a new run's first activation; nothing is written or carried out yet."""
         self.instance = WorkflowInstance(self.definition, self.started)  # type: ignore[abstract]
         now = self.env.now()
         commands = self._activate(self.instance, events, now)
-        return Batch(seq=1, run_id=self.run_id, time=now, events=events, commands=commands,
-                     owner=self.env.host_name)
+        return tl.Batch(seq=1, run_id=self.run_id, time=now, events=events, commands=commands,
+                        owner=self.env.host_name)
 
-    def _activate(self, instance: WorkflowInstance, events: list[Event],
-                  now: float) -> list[Command]:
+    def _activate(self, instance: WorkflowInstance, events: list[tl.Event],
+                  now: float) -> list[tl.Command]:
         """Runs the core; whatever workflow code raises fails this run and nothing else."""
         watchdog = self.env.watchdog
         try:
@@ -148,13 +125,13 @@ class Execution:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.exception("workflow %s: activation failed", self.workflow_id)
-            instance.closing = FailWorkflow(failure=failure_from(exc))
+            instance.closing = tl.FailWorkflow(failure=failure_from(exc))
             return [instance.closing]
 
     @property
     def deadline(self) -> float | None:
         """When ``execution_timeout`` ends the run, if it has one."""
-        timeout = self.started.options.get("execution_timeout")
+        timeout = self.started.options.execution_timeout
         return None if timeout is None else self.started.time + float(timeout)
 
     def _arm_deadline(self) -> None:
@@ -174,7 +151,7 @@ class Execution:
         except WorkflowClosedError:
             pass
 
-    def launch(self, first: Batch) -> None:
+    def launch(self, first: tl.Batch) -> None:
         """Once the run object holding ``first`` is durable: act on it, start the loop."""
         self._next_batch = 2
         self.batches_written = 1
@@ -185,7 +162,7 @@ class Execution:
         if self.parkable():
             self.env.on_idle(self)
 
-    def resume(self, batches: list[Batch]) -> None:
+    def resume(self, batches: list[tl.Batch]) -> None:
         """Rebuilds the run from its timeline and carries out what was left undone.
 
         A closed run is not replayed (its outcome and fields come from the timeline),
@@ -200,7 +177,7 @@ class Execution:
         self.updated_at = batches[-1].time if batches else self.started.time
         outcome = RunOutcome.of_run(batches)
         if outcome is not None:
-            self._closed_fields = fields_of(self.started, batches)
+            self._closed_fields = tl.fields_of(self.started, batches)
             if outcome.status is RunStatus.CONTINUED:
                 try:
                     self.instance, _ = replay_timeline(self.definition, self.started, batches)
@@ -219,7 +196,7 @@ class Execution:
         if self.parkable():
             self.env.on_idle(self)
 
-    def deliver(self, event: Event, ack: asyncio.Future[None] | None = None) -> None:
+    def deliver(self, event: tl.Event, ack: asyncio.Future[None] | None = None) -> None:
         """Puts an event in the mailbox; ``ack`` resolves once it is durable."""
         if self.outcome is not None:
             if ack is not None and not ack.done():
@@ -228,7 +205,7 @@ class Execution:
         self._mailbox.append((event, ack))
         self._wakeup.set()
 
-    async def deliver_durably(self, event: Event) -> None:
+    async def deliver_durably(self, event: tl.Event) -> None:
         """Delivers ``event`` and returns once it is in the timeline."""
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.deliver(event, ack)
@@ -249,8 +226,9 @@ class Execution:
                 now = self.env.now()
                 commands = self._activate(instance, events, now)
                 if events or commands or self._first:
-                    batch = Batch(seq=self._next_batch, run_id=self.run_id, time=now,
-                                  events=events, commands=commands, owner=self.env.host_name)
+                    batch = tl.Batch(seq=self._next_batch, run_id=self.run_id, time=now,
+                                     events=events, commands=commands,
+                                     owner=self.env.host_name)
                     if not await self._persist(batch, items):
                         return
                 self._first = False
@@ -261,7 +239,7 @@ class Execution:
             if self.parkable():
                 self.env.on_idle(self)
 
-    async def _persist(self, batch: Batch, items: list[Mail] | None = None) -> bool:
+    async def _persist(self, batch: tl.Batch, items: list[Mail] | None = None) -> bool:
         """Writes ``batch``, retrying every failure but a conflict with backoff; False when
         another owner wrote this batch first (this execution is then fenced)."""
         schedule = _backoff.delays()
@@ -295,43 +273,44 @@ class Execution:
 
     # --------------------------------------------------------------- commands
 
-    def _execute(self, commands: list[Command]) -> None:
+    def _execute(self, commands: list[tl.Command]) -> None:
         for command in commands:
             if self.outcome is not None or self.instance is None:
                 return  # closed (or terminated meanwhile): nothing more is carried out
-            if isinstance(command, ScheduleActivity):
+            if isinstance(command, tl.ScheduleActivity):
                 definition, args, options = self.instance.activity_call(command.seq)
                 self._spawn(command.seq, self.env.run_activity(self, command.seq, definition,
                                                                args, options), definition.name)
-            elif isinstance(command, StartTimer):
+            elif isinstance(command, tl.StartTimer):
                 self._arm(command)
-            elif isinstance(command, CancelTimer):
+            elif isinstance(command, tl.CancelTimer):
                 handle = self._timers.pop(command.seq, None)
                 if handle is not None:
                     handle.cancel()
-            elif isinstance(command, CancelActivity):
+            elif isinstance(command, tl.CancelActivity):
                 task = self._tasks.pop(command.seq, None)
                 if task is not None:
                     task.cancel()
-            elif isinstance(command, StartChild):
+            elif isinstance(command, tl.StartChild):
                 self._spawn(command.seq, self.env.start_child(self, command))
-            elif isinstance(command, SignalExternal):
+            elif isinstance(command, tl.SignalExternal):
                 self._spawn(command.seq, self.env.signal_external(self, command))
-            elif isinstance(command, CancelExternal):
+            elif isinstance(command, tl.CancelExternal):
                 self._spawn(command.seq, self.env.cancel_external(self, command.seq,
                                                                   command.workflow_id))
-            elif isinstance(command, CancelChild):  # outlives this run if it closes now
+            elif isinstance(command, tl.CancelChild):  # outlives this run if it closes now
                 self.env.background(self.env.cancel_external(self, command.seq,
                                                              command.workflow_id))
-            elif isinstance(command, UpsertFields):
+            elif isinstance(command, tl.UpsertFields):
                 self.env.on_fields(self)
-            elif isinstance(command, CLOSING_COMMANDS):
-                outcome = RunOutcome.of(Batch(seq=0, run_id=self.run_id, time=self.updated_at,
-                                           commands=[command]))
+            elif isinstance(command, tl.CLOSING_COMMANDS):
+                outcome = RunOutcome.of(tl.Batch(seq=0, run_id=self.run_id, time=self.updated_at,
+                                              commands=[command]))
                 assert outcome is not None
                 self._finish(outcome)
 
-    def _spawn(self, seq: int, work: Awaitable[Event | None], activity: str | None = None) -> None:
+    def _spawn(self, seq: int, work: Awaitable[tl.Event | None],
+               activity: str | None = None) -> None:
         async def run() -> None:
             try:
                 event = await work
@@ -341,9 +320,9 @@ class Execution:
                 log.exception("workflow %s: command %d failed", self.workflow_id, seq)
                 failure = failure_from(exc)
                 if activity is None:
-                    event = ExternalResolved(seq=seq, failure=failure)
+                    event = tl.ExternalResolved(seq=seq, failure=failure)
                 else:
-                    event = ActivityFailed(
+                    event = tl.ActivityFailed(
                         seq=seq, failure=failure.model_copy(update={"activity": activity}))
             self._tasks.pop(seq, None)
             if event is not None:
@@ -351,14 +330,14 @@ class Execution:
 
         self._tasks[seq] = asyncio.create_task(run())
 
-    def _arm(self, command: StartTimer) -> None:
+    def _arm(self, command: tl.StartTimer) -> None:
         delay = max(0.0, command.fire_at - self.env.now())
         loop = asyncio.get_running_loop()
         self._timers[command.seq] = loop.call_later(delay, self._fire, command.seq)
 
     def _fire(self, seq: int) -> None:
         self._timers.pop(seq, None)
-        self.deliver(TimerFired(seq=seq))
+        self.deliver(tl.TimerFired(seq=seq))
 
     # ---------------------------------------------------------------- parking
 
@@ -403,7 +382,7 @@ class Execution:
             rest: list[Mail] = []
             self.carried = self._unconsumed()
             for item in self._mailbox:
-                is_for_the_id = isinstance(item[0], (SignalReceived, CancelRequested))
+                is_for_the_id = isinstance(item[0], (tl.SignalReceived, tl.CancelRequested))
                 (self.carried if is_for_the_id else rest).append(item)
             self._mailbox = rest
         self.instance = None  # a closed run keeps its outcome and fields, not its coroutine
@@ -431,8 +410,9 @@ class Execution:
             if self.outcome is not None:
                 raise WorkflowClosedError(self.workflow_id, "terminate")
             now = self.env.now()
-            batch = Batch(seq=self._next_batch, run_id=self.run_id, time=now,
-                          terminated=Terminated(reason=reason), owner=self.env.host_name)
+            batch = tl.Batch(seq=self._next_batch, run_id=self.run_id, time=now,
+                             terminated=tl.Terminated(reason=reason),
+                             owner=self.env.host_name)
             if not await self._persist(batch):
                 return
             outcome = RunOutcome.of(batch)
@@ -459,7 +439,7 @@ class Execution:
             return dict(self.started.search), {}
         return dict(self.instance.search_fields), dict(self.instance.enrich_fields)
 
-    def pending(self) -> list[dict[str, Any]]:
+    def pending(self) -> list[PendingWork]:
         if self.instance is None or self.outcome is not None:
             return []
         return self.instance.pending_summary()

@@ -47,6 +47,7 @@ from .._activity import ActivityDefinition, ActivityInfo
 from .._code import CodeRef
 from .._definition import WorkflowDefinition, as_workflow
 from .._options import ActivityOptions
+from .._serde import Payload
 from .._validate import validate_fields, validate_task_queue
 from ..errors import (
     DuplicateWorkflowError,
@@ -71,7 +72,6 @@ from ..timeline import (
     Batch,
     CancelRequested,
     Event,
-    Payload,
     SignalExternal,
     SignalReceived,
     StartChild,

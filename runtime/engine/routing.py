@@ -63,19 +63,18 @@ class Routing:
 
     async def start_child(self, execution: Execution, command: StartChild) -> Event | None:
         queue = command.task_queue or execution.started.task_queue
-        dedicated = bool(command.options.get("dedicated"))
         options = command.options
         request = StartRequest(
             workflow_id=command.workflow_id, workflow_name=command.workflow_name,
             code=CodeRef.stored(command.code, command.code_pickle), args=command.args,
-            task_queue=queue, search=options.get("search") or {},
-            memo=options.get("memo") or {}, id_reuse_policy=options.get("id_reuse_policy"),
+            task_queue=queue, search=options.search, memo=options.memo,
+            id_reuse_policy=options.id_reuse_policy,
             parent=ParentRef(workflow_id=execution.workflow_id, run_id=execution.run_id,
                              seq=command.seq, host=self.host_name),
             request_id=f"{execution.workflow_id}:{execution.run_id}:child-{command.seq}")
         for delay in _backoff.delays():
             try:
-                host = await self.backend.place(queue, command.workflow_id, dedicated)
+                host = await self.backend.place(queue, command.workflow_id, options.dedicated)
                 reply = await self.host(host).start(request)
                 break
             except (DuplicateWorkflowError, InvalidInputError) as exc:

@@ -10,6 +10,7 @@ import pytest
 import ray
 
 import rayline
+from rayline.messages import PendingWork
 from rayline.storage import RunStore, open_store
 
 from . import wf
@@ -135,7 +136,7 @@ def test_search_enrich_query_and_list(client: rayline.Client, marks: str) -> Non
     assert handle.query("n") == 1
     assert handle.query_state() == {"region": "eu", "step": 1, "note": "half way"}
     assert handle.status() == 1  # one open obligation: the condition
-    assert handle.describe().pending == [{"seq": 5, "kind": "wait", "signal_id": "finish"}]
+    assert handle.describe().pending == [PendingWork(seq=5, kind="wait", signal_id="finish")]
     with pytest.raises(rayline.QueryError, match="no query handler 'nope'"):
         handle.query("nope")
     wait_until(lambda: any(r.workflow_id == "tracked"

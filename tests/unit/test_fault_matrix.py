@@ -304,7 +304,7 @@ class Driver:
         for flow in flows:
             in_lot = host.parking.parked.get(flow.target) == math.inf
             actor = host.executions.get(flow.target)
-            live = actor is not None and any(p["kind"] == "wait" for p in actor.pending())
+            live = actor is not None and any(p.kind == "wait" for p in actor.pending())
             if parked is True and not (in_lot and not host.executions):
                 return False
             if parked is False and not live:

@@ -21,8 +21,9 @@ from rayline.errors import (
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
-from rayline.messages import StartReply, StartRequest
+from rayline.messages import PendingWork, StartReply, StartRequest
 from rayline.storage import LocalStore, MemoryStore, RunStore
+from rayline.timeline import RunOptions
 
 from . import flows
 from .local import LocalBackend, make_host
@@ -307,7 +308,7 @@ def test_terminate_stops_the_run_and_twice_is_an_error(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.waits, None))
-        await until(lambda: [p["kind"] for p in host.executions["wf"].pending()] == ["wait"])
+        await until(lambda: [p.kind for p in host.executions["wf"].pending()] == ["wait"])
         await host.terminate("wf", "operator said so")
         outcome = await host.result("wf")
         assert outcome.status == "terminated" and outcome.reason == "operator said so"
@@ -363,7 +364,7 @@ def test_a_timer_that_came_due_while_nothing_ran_fires_on_recovery(runs: RunStor
         fresh = await make_host(runs, clock=clock)
         # the hour-long timer fires at once; the 1 s asyncio.sleep after it is fresh
         await until(lambda: fresh.executions["wf"].pending()
-                    == [{"seq": 2, "kind": "asyncio_timer"}])
+                    == [PendingWork(seq=2, kind="asyncio_timer")])
         started = runs.read_run("wf")
         batches = runs.read_batches("wf", started.epoch, started.run_id)
         timer = next(c for c in batches[-1].commands if c.type == "start_timer")
@@ -409,7 +410,7 @@ def test_a_restarted_host_keeps_parked_runs_parked_until_due(runs: RunStore) -> 
 def test_execution_timeout_terminates_a_run_that_is_still_open(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs, park_after=0.01)
-        await host.start(request(flows.waits, None, options={"execution_timeout": 0.3}))
+        await host.start(request(flows.waits, None, options=RunOptions(execution_timeout=0.3)))
         outcome = await host.result("wf")
         assert outcome.status == "terminated"
         assert outcome.reason == "execution_timeout exceeded"
