@@ -11,8 +11,10 @@ import inspect
 import pathlib
 from typing import Any
 
+import pydantic
 import pytest
 
+from rayline import messages, timeline
 from rayline.engine import api, reuse
 from rayline.engine.host import Host
 from rayline.errors import InvalidInputError
@@ -125,3 +127,18 @@ def test_reuse_rules(request_fields: dict[str, Any], latest_fields: dict[str, An
 def test_an_unknown_reuse_policy_is_refused_by_name() -> None:
     with pytest.raises(InvalidInputError, match="id_reuse_policy must be one of"):
         reuse.decide(_request(id_reuse_policy="sometimes"), _latest(), None)
+
+
+def _models(module: Any) -> list[type[pydantic.BaseModel]]:
+    return [v for v in vars(module).values() if isinstance(v, type)
+            and issubclass(v, pydantic.BaseModel) and v.__module__ == module.__name__]
+
+
+@pytest.mark.parametrize("module", [messages, timeline], ids=lambda m: m.__name__)
+def test_no_message_or_stored_record_has_an_untyped_dict_field(module: Any) -> None:
+    models = _models(module)
+    assert len(models) > 5
+    for model in models:
+        for name, info in model.model_fields.items():
+            shown = repr(info.annotation)
+            assert "dict[str, typing.Any]" not in shown, f"{model.__name__}.{name}: {shown}"
