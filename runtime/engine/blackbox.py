@@ -22,6 +22,7 @@ import os
 import tempfile
 from typing import NamedTuple
 
+
 class Suspect(NamedTuple):
     workflow_id: str
     deaths: int
