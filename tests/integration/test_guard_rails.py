@@ -15,9 +15,6 @@ from . import wf
 from .test_foundation import wait_until
 
 
-# Until a leak it leaves behind is found (the next module's num_cpus=0 Ray task then does
-# not start), these two run with -m soak, not in make test.
-@pytest.mark.soak
 def test_a_strict_workflow_that_blocks_its_host_fails_with_deadlock(
         client: rayline.Client) -> None:
     neighbour = client.workflow.start(wf.neighbour, args=["signal"], workflow_id="calm")
@@ -51,7 +48,6 @@ def test_a_call_that_breaks_replay_is_reported_and_fails_when_strict(
     assert "workflow.random()" in str(failed.value)
 
 
-@pytest.mark.soak
 @pytest.mark.parametrize("on_replay", [False, True], ids=["on-signal", "on-replay"])
 def test_a_workflow_that_kills_its_host_is_quarantined_and_50_neighbours_complete(
         client: rayline.Client, namespace: str, storage: str, tmp_path: Any,
