@@ -39,11 +39,8 @@ def test_a_call_that_breaks_replay_is_reported_and_fails_when_strict(
     assert len(slips) == 1 and "random.random()" in slips[0] and "workflow.random()" in slips[0]
     strict = rayline.Client(storage=client.storage_url, namespace=client.namespace,
                             strict=True)
-    try:
-        with pytest.raises(rayline.WorkflowFailedError) as failed:
-            strict.workflow.start(wf.calls_random, workflow_id="strict").result()
-    finally:
-        strict.close()
+    with pytest.raises(rayline.WorkflowFailedError) as failed:
+        strict.workflow.start(wf.calls_random, workflow_id="strict").result()
     assert failed.value.cause_type.endswith("NonDeterministicCallError"), failed.value
     assert "workflow.random()" in str(failed.value)
 
@@ -55,7 +52,7 @@ def test_a_workflow_that_kills_its_host_is_quarantined_and_50_neighbours_complet
     flag = str(tmp_path / "kill")
     open(flag, "w").close()
     bad = client.workflow.start(wf.poison, args=[flag, on_replay], workflow_id="poison")
-    wait_until(lambda: [p.kind for p in bad.describe().pending] == ["wait"])
+    wait_until(lambda: bad.describe().pending != [])
     kinds = ["signal"] * 20 + ["sleep"] * 15 + ["activity"] * 15
     neighbours = [client.workflow.start(wf.neighbour, args=[kind], workflow_id=f"n{i}")
                   for i, kind in enumerate(kinds)]
