@@ -16,7 +16,6 @@ import ray
 from rayline._code import CodeRef
 from rayline._definition import as_workflow
 from rayline._serde import Payload
-from rayline.core import guards
 from rayline.engine.host import Host
 from rayline.messages import (
     HostStats,
@@ -41,7 +40,6 @@ class HostActor:
     async def __init__(  # type: ignore[misc]  # Ray runs it on the actor's loop
             self, name: str, storage_url: str, namespace: str,
             workflows: dict[str, CodeRef]) -> None:
-        guards.install()  # before any workflow module is imported
         runs = RunStore(open_store(storage_url), namespace)
         definitions = [as_workflow(ref.load()) for ref in workflows.values()]
         self.host = Host(name, runs, RayBackend(namespace), definitions)

@@ -6,8 +6,7 @@ outside world only through rayline (``workflow.now()``, ``workflow.random()``,
 usual slips (the wall clock, ``time.sleep``, the ``random`` module's functions,
 ``uuid.uuid4``, starting threads, and file, network and process I/O through the standard
 library) and report each with its rayline replacement: a warning in the host's log by
-default, a ``NonDeterministicCallError`` raised at the call when the run is strict
-(``DeadlockError`` for ``time.sleep``, which would also block the host).
+default, a ``NonDeterministicCallError`` raised at the call when the run is strict.
 
 How: ``install()`` swaps the guarded module functions for thin wrappers (``datetime`` for
 a subclass that forwards everything and is equal in ``isinstance``) and adds one audit
@@ -37,7 +36,7 @@ import uuid as _uuid
 from types import FrameType
 from typing import Any, Callable
 
-from ..errors import DeadlockError, NonDeterministicCallError
+from ..errors import NonDeterministicCallError
 
 log = logging.getLogger("rayline.guards")
 
@@ -200,8 +199,6 @@ def warn_once(workflow: str, call: str, replacement: str, site: str) -> str:
 
 
 def refuse(call: str, replacement: str, site: str) -> None:
-    """A strict run's slip: ``time.sleep`` blocks the host (``DeadlockError``, before it
-    sleeps), anything else breaks replay (``NonDeterministicCallError``)."""
-    error = DeadlockError if call == "time.sleep()" else NonDeterministicCallError
-    raise error(f"{call} at {site} is not allowed in workflow code (the run is strict): "
-                f"use {replacement}")
+    raise NonDeterministicCallError(
+        f"{call} at {site} is not allowed in workflow code (the run is strict): "
+        f"use {replacement}")

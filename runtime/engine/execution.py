@@ -86,7 +86,6 @@ class Execution:
         self.lock = aiorwlock.RWLock()
         self.instance: WorkflowInstance | None = None
         self.outcome: RunOutcome | None = None
-        self.slips: list[str] = []
         self.closed = asyncio.Event()
         self.fenced = False
         self.updated_at = started.time
@@ -390,8 +389,6 @@ class Execution:
                 is_for_the_id = isinstance(item[0], (tl.SignalReceived, tl.CancelRequested))
                 (self.carried if is_for_the_id else rest).append(item)
             self._mailbox = rest
-        if self.instance is not None:
-            self.slips = self.instance.slips
         self.instance = None  # a closed run keeps its outcome and fields, not its coroutine
         self._stop_work()
         for _, ack in self._mailbox:
@@ -445,10 +442,6 @@ class Execution:
         if self.instance is None:
             return dict(self.started.search), {}
         return dict(self.instance.search_fields), dict(self.instance.enrich_fields)
-
-    def guard_reports(self) -> list[str]:
-        """What the determinism guards reported of this run's code (kept after it closes)."""
-        return list(self.instance.slips if self.instance is not None else self.slips)
 
     def pending(self) -> list[PendingWork]:
         if self.instance is None or self.outcome is not None:

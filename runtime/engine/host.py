@@ -751,7 +751,7 @@ class Host:
             search, enrich = execution.fields()
             started, outcome, status = execution.started, execution.outcome, execution.status()
             pending, updated = execution.pending(), execution.updated_at
-            slips = execution.guard_reports()
+            slips = list(execution.instance.slips) if execution.instance else []
             state = outcome.status if outcome else RunStatus.RUNNING
         else:
             started, batches = await self.read(self.runs.load, workflow_id)
