@@ -22,7 +22,6 @@ import os
 import tempfile
 from typing import NamedTuple
 
-
 class Suspect(NamedTuple):
     workflow_id: str
     deaths: int

@@ -231,7 +231,7 @@ class Host:
             suspect = await self._count_the_death()
             quarantined = await self._quarantined()
             owned = await self.read(self.runs.open_workflows, self.host_name, attempts=None)
-            owned.sort(key=lambda item: item[0] == suspect)  # the suspect last
+            pass
             for workflow_id, parked_until in owned:
                 if workflow_id in self.executions or workflow_id in self.parking:
                     continue

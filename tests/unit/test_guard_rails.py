@@ -13,17 +13,12 @@ import pytest
 from rayline import _serde
 from rayline.errors import InvalidInputError, QuarantinedError
 from rayline.messages import RunStatus
-from rayline.storage import LocalStore, RunStore
+from rayline.storage import RunStore
 from rayline.timeline import RunOptions
 
 from . import flows
 from .local import LocalBackend, make_host
-from .test_host import request, value
-
-
-@pytest.fixture
-def runs(tmp_path: Any) -> RunStore:
-    return RunStore(LocalStore(str(tmp_path), fsync=False), "test")
+from .test_host import request, runs, value  # noqa: F401  (runs is a fixture)
 
 
 def run(coro_fn: Callable[[], Awaitable[Any]], timeout: float = 20) -> Any:
