@@ -76,9 +76,6 @@ class HostActor:
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
         await self.host.terminate(workflow_id, reason)
 
-    async def release(self, workflow_id: str) -> None:
-        await self.host.release(workflow_id)
-
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         return await self.host.query(workflow_id, name, args)
 

@@ -40,7 +40,6 @@ from ..errors import ConflictError, WorkflowClosedError
 from ..failures import failure_from
 from ..messages import PendingWork, RunOutcome, RunStatus
 from ..storage.runs import RunStore
-from .blackbox import Blackbox
 from .watchdog import Watchdog
 
 log = logging.getLogger("rayline.execution")
@@ -54,7 +53,6 @@ class Environment(Protocol):
     runs: RunStore
     host_name: str
     watchdog: Watchdog
-    blackbox: Blackbox
 
     def now(self) -> float: ...
     def io(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
@@ -115,14 +113,12 @@ class Execution:
     def _activate(self, instance: WorkflowInstance, events: list[tl.Event],
                   now: float) -> list[tl.Command]:
         """Runs the core; whatever workflow code raises fails this run and nothing else."""
-        watchdog, blackbox = self.env.watchdog, self.env.blackbox
+        watchdog = self.env.watchdog
         try:
-            watchdog.enter(self.workflow_id, strict=self.started.options.strict)
-            blackbox.running(self.workflow_id)
+            watchdog.enter(self.workflow_id)
             try:
                 return instance.activate(events, now)
             finally:
-                blackbox.idle()
                 watchdog.leave()
         except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt too
             watchdog.leave()  # again: the watchdog's error may have landed in the first
