@@ -58,6 +58,12 @@ class ChildOptions(_Model):
     dedicated: bool = False
 
 
+class _Step(_Model):
+    """An event or command about durable call number ``seq`` of a run."""
+
+    seq: int
+
+
 class ParentRef(_Model):
     workflow_id: str
     run_id: str
@@ -68,29 +74,26 @@ class ParentRef(_Model):
 # Events: what the outside world tells a workflow.
 
 
-class ActivityCompleted(_Model):
+class ActivityCompleted(_Step):
     """An activity attempt returned; ``result`` is its value and ``attempt`` the try that
     succeeded (retries before it are not recorded: only the outcome is)."""
 
     type: Literal["activity_completed"] = "activity_completed"
-    seq: int
     result: Payload
     attempt: int = 1
 
 
-class ActivityFailed(_Model):
+class ActivityFailed(_Step):
     """An activity gave up: its last attempt failed and the retry policy allows no more."""
 
     type: Literal["activity_failed"] = "activity_failed"
-    seq: int
     failure: Failure
 
 
-class TimerFired(_Model):
+class TimerFired(_Step):
     """The timer of ``StartTimer`` number ``seq`` came due."""
 
     type: Literal["timer_fired"] = "timer_fired"
-    seq: int
 
 
 class SignalReceived(_Model):
@@ -112,37 +115,33 @@ class CancelRequested(_Model):
     reason: str | None = None
 
 
-class ChildStarted(_Model):
+class ChildStarted(_Step):
     """The child of ``StartChild`` number ``seq`` has a run."""
 
     type: Literal["child_started"] = "child_started"
-    seq: int
     workflow_id: str
     run_id: str
 
 
-class ChildCompleted(_Model):
+class ChildCompleted(_Step):
     """The child of ``StartChild`` number ``seq`` returned ``result``."""
 
     type: Literal["child_completed"] = "child_completed"
-    seq: int
     result: Payload
 
 
-class ChildFailed(_Model):
+class ChildFailed(_Step):
     """The child of ``StartChild`` number ``seq`` could not start, failed, was cancelled or
     was terminated."""
 
     type: Literal["child_failed"] = "child_failed"
-    seq: int
     failure: Failure
 
 
-class ExternalResolved(_Model):
+class ExternalResolved(_Step):
     """A signal or cancel sent to another workflow was delivered (or failed)."""
 
     type: Literal["external_resolved"] = "external_resolved"
-    seq: int
     failure: Failure | None = None
 
 
@@ -158,56 +157,50 @@ Event = Annotated[
 # Commands: what a workflow asks for.
 
 
-class ScheduleActivity(_Model):
+class ScheduleActivity(_Step):
     """Run an activity. ``seq`` numbers every durable call of the run in the order the
     workflow made it; the event that answers carries the same number."""
 
     type: Literal["schedule_activity"] = "schedule_activity"
-    seq: int
     activity: str
     args: list[Payload]
     options: Fields = {}
     """The activity's options as ``ActivityOptions.to_json`` wrote them."""
 
 
-class CancelActivity(_Model):
+class CancelActivity(_Step):
     """Stop waiting for activity ``seq`` (its attempt is abandoned)."""
 
     type: Literal["cancel_activity"] = "cancel_activity"
-    seq: int
 
 
-class StartTimer(_Model):
+class StartTimer(_Step):
     """A durable sleep of ``duration`` seconds, due at ``fire_at`` (the run's clock)."""
 
     type: Literal["start_timer"] = "start_timer"
-    seq: int
     fire_at: float
     duration: float
 
 
-class StartWait(_Model):
+class StartWait(_Step):
     """The workflow began waiting for a signal (no action: recorded for replay and export)."""
 
     type: Literal["start_wait"] = "start_wait"
-    seq: int
     signal_id: str
     timeout: float | None = None
 
 
-class CancelTimer(_Model):
+class CancelTimer(_Step):
     """The timer ``seq`` is no longer wanted."""
 
     type: Literal["cancel_timer"] = "cancel_timer"
-    seq: int
 
 
-class StartChild(_Model):
+class StartChild(_Step):
     """Start a child workflow, by import path (``code``), by value (``code_pickle``) or by
     name on the child's task queue. ``wait`` is False for ``start_child`` (fire and forget)."""
 
     type: Literal["start_child"] = "start_child"
-    seq: int
     workflow_name: str
     workflow_id: str
     args: list[Payload]
@@ -218,30 +211,27 @@ class StartChild(_Model):
     wait: bool = True
 
 
-class CancelChild(_Model):
+class CancelChild(_Step):
     """Ask child ``workflow_id`` (started by command ``seq``) to cancel."""
 
     type: Literal["cancel_child"] = "cancel_child"
-    seq: int
     workflow_id: str
 
 
-class SignalExternal(_Model):
+class SignalExternal(_Step):
     """Send a signal to another workflow, exactly once (``request_id`` dedupes a resend)."""
 
     type: Literal["signal_external"] = "signal_external"
-    seq: int
     workflow_id: str
     signal_id: str
     data: Payload
     request_id: str
 
 
-class CancelExternal(_Model):
+class CancelExternal(_Step):
     """Ask another workflow, not a child, to cancel."""
 
     type: Literal["cancel_external"] = "cancel_external"
-    seq: int
     workflow_id: str
 
 
