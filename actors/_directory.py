@@ -15,7 +15,7 @@ from rayline import _backoff
 from rayline import messages as m
 from rayline._code import CodeRef
 from rayline._serde import Payload
-from rayline.errors import NotHereError
+from rayline.errors import HostDiedError
 from rayline.timeline import Event
 
 from ._names import REGISTRY, call, get_actor, pick
@@ -47,7 +47,11 @@ class ActorDirectory:
         return RayHost(self, name)
 
     async def call(self, name: str, invoke: Invoke) -> Any:
-        """``invoke(handle)`` on actor ``name``, waiting out restarts (about 30 s)."""
+        """``invoke(handle)`` on actor ``name``, waiting out restarts (about 30 s).
+
+        Raises:
+            HostDiedError: the actor kept dying or did not come back in that time.
+        """
         for delay in itertools.islice(_backoff.delays(cap=1.0), 40):
             try:
                 handle = self.handle(name)
@@ -60,7 +64,8 @@ class ActorDirectory:
                 return await call(invoke(handle))
             except UNAVAILABLE:
                 await asyncio.sleep(delay)
-        raise NotHereError(f"actor {name} does not answer")
+        raise HostDiedError(f"{name} died while handling the call and did not come back "
+                            "in time (the call may or may not have taken effect)")
 
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
         """The host a new workflow goes to: its own, or one of its queue's pool."""
@@ -115,6 +120,9 @@ class RayHost(_Proxy):
 
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
         await self._call(lambda h: h.terminate.remote(workflow_id, reason))
+
+    async def release(self, workflow_id: str) -> None:
+        await self._call(lambda h: h.release.remote(workflow_id))
 
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         return await self._call(lambda h: h.query.remote(workflow_id, name, args))

@@ -16,6 +16,7 @@ import ray
 from rayline._code import CodeRef
 from rayline._definition import as_workflow
 from rayline._serde import Payload
+from rayline.core import guards
 from rayline.engine.host import Host
 from rayline.messages import (
     HostStats,
@@ -40,6 +41,7 @@ class HostActor:
     async def __init__(  # type: ignore[misc]  # Ray runs it on the actor's loop
             self, name: str, storage_url: str, namespace: str,
             workflows: dict[str, CodeRef]) -> None:
+        guards.install()  # before any workflow module is imported
         runs = RunStore(open_store(storage_url), namespace)
         definitions = [as_workflow(ref.load()) for ref in workflows.values()]
         self.host = Host(name, runs, RayBackend(namespace), definitions)
@@ -75,6 +77,9 @@ class HostActor:
 
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
         await self.host.terminate(workflow_id, reason)
+
+    async def release(self, workflow_id: str) -> None:
+        await self.host.release(workflow_id)
 
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         return await self.host.query(workflow_id, name, args)

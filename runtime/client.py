@@ -36,6 +36,7 @@ from ._validate import validate_args, validate_fields, validate_task_queue
 from .engine.api import HostAPI, RegistryAPI
 from .errors import (
     CancelledFailure,
+    HostDiedError,
     InvalidInputError,
     NotHereError,
     RaylineError,
@@ -60,7 +61,7 @@ A = TypeVar("A")
 R = TypeVar("R")
 _RELOCATE_ATTEMPTS = 30
 _BATCH = 128
-_START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout")
+_START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout", "strict")
 
 
 class Connection(Protocol):
@@ -141,8 +142,11 @@ class AsyncClient:
     """
 
     def __init__(self, address: str | None = None, storage: str | None = None,
-                 namespace: str = "default", *, connection: Connection | None = None) -> None:
+                 namespace: str = "default", *, connection: Connection | None = None,
+                 strict: bool = False) -> None:
         self.namespace = validate_id(namespace, what="namespace")
+        self.strict = strict
+        """The default of ``start(strict=...)``: guard-rail slips fail the run."""
         self.storage_url = open_store(storage).url
         self.address = address
         self._connection = connection
@@ -210,7 +214,9 @@ class AsyncWorkflowClient:
             task_queue: the host pool that runs it.
             dedicated: run it in a detached Ray actor of its own.
             **options: ``id_reuse_policy``, ``search``, ``memo``, ``execution_timeout``
-                (the run is terminated when it has not finished by then).
+                (the run is terminated when it has not finished by then), ``strict``
+                (default the client's: code that breaks replay or blocks the host fails
+                the run instead of being logged; children inherit it).
 
         Raises:
             InvalidInputError: a bad id, option, or argument (naming it).
@@ -243,7 +249,8 @@ class AsyncWorkflowClient:
             id_reuse_policy=options.get("id_reuse_policy"),
             search=options.get("search") or {}, memo=options.get("memo") or {},
             options=RunOptions(execution_timeout=optional_duration(
-                options.get("execution_timeout") or None, what="execution_timeout")),
+                options.get("execution_timeout") or None, what="execution_timeout"),
+                strict=bool(options.get("strict", self._client.strict))),
             signals=[SignalIn(signal_id=s, data=_serde.encode(d, what=f"signal {s!r}"),
                               request_id=uuid.uuid4().hex) for s, d in signals or ()],
             request_id=uuid.uuid4().hex)
@@ -332,6 +339,8 @@ class AsyncWorkflowHandle:
                 self._host = await conn.locate(self.workflow_id)
             try:
                 return await call(conn.host(self._host))
+            except HostDiedError:
+                raise  # a bounded wait already happened: tell the caller
             except NotHereError:
                 self._host = None
                 await asyncio.sleep(delay)
@@ -366,6 +375,8 @@ class AsyncWorkflowHandle:
             try:
                 outcome = await self._client._results.call(conn, self._host, self.workflow_id)
                 return outcome
+            except HostDiedError:
+                raise
             except NotHereError:
                 self._host = None
         return await self._on_host(lambda host: host.result(self.workflow_id, None, True))
@@ -398,6 +409,15 @@ class AsyncWorkflowHandle:
     async def terminate(self, reason: str | None = None) -> None:
         """Stops the workflow now; no workflow code runs after this."""
         await self._on_host(lambda host: host.terminate(self.workflow_id, reason))
+
+    async def release(self) -> None:
+        """Lets a quarantined workflow (``describe().state == "quarantined"``) load and
+        run again, once the code that crashed its host is fixed.
+
+        Raises:
+            InvalidInputError: the workflow is not quarantined.
+        """
+        await self._on_host(lambda host: host.release(self.workflow_id))
 
     async def describe(self) -> WorkflowDescription:
         """Status, task queue, times, parent, search fields and pending work."""
@@ -554,12 +574,14 @@ class Client:
     """
 
     def __init__(self, address: str | None = None, storage: str | None = None,
-                 namespace: str = "default", *, connection: Connection | None = None) -> None:
+                 namespace: str = "default", *, connection: Connection | None = None,
+                 strict: bool = False) -> None:
         self._runner = _LoopThread()
         if connection is None:  # join or start Ray from the caller's (main) thread
             actors = importlib.import_module("rayline.actors")
             connection = actors.connect(address, open_store(storage).url, namespace)
-        self.aio = AsyncClient(address, storage, namespace, connection=connection)
+        self.aio = AsyncClient(address, storage, namespace, connection=connection,
+                               strict=strict)
         self.namespace = self.aio.namespace
         self.storage_url = self.aio.storage_url
         self.workflow = WorkflowClient(self.aio.workflow, self._runner)

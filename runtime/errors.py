@@ -9,6 +9,7 @@ Everything rayline raises on purpose descends from one of two roots::
     ├── DuplicateWorkflowError
     ├── WorkflowClosedError                   signal/terminate to a finished workflow
     ├── NotHereError                          the run is not on the host asked: look again
+    │   └── HostDiedError                     its host died while handling the call
     ├── WorkflowFailedError                   result() of a failed workflow (cause, code, stack)
     │   └── WorkflowTerminatedError           code 410
     ├── ActivityError                         an activity failed (type, message, stack)
@@ -17,6 +18,8 @@ Everything rayline raises on purpose descends from one of two roots::
     ├── FatalError                            raise in an activity: never retried, code 598
     ├── NonDeterminismError                   replay disagrees with the timeline
     ├── DeadlockError                         workflow code blocked its host's event loop
+    ├── NonDeterministicCallError             a strict run's code called time, random, I/O
+    ├── QuarantinedError                      the run crashed its host; held until released
     ├── QueryError                            a query handler is missing or raised
     └── StorageError
         ├── ConflictError                     another owner wrote the run (fencing)
@@ -195,6 +198,23 @@ class DeadlockError(RaylineError):
             message = DEADLOCK_MESSAGES.pop(threading.get_ident(),
                                             "workflow code blocked its host's event loop")
         super().__init__(message)
+
+
+class NonDeterministicCallError(RaylineError):
+    """A strict run's workflow code called something replay cannot repeat (the wall clock,
+    ``time.sleep``, the ``random`` module, ``uuid.uuid4``, threads, I/O). The message
+    names the call, where it was made and the rayline replacement."""
+
+
+class QuarantinedError(RaylineError):
+    """The run's replay or activation coincided with its host's death more than once in a
+    row, so it is no longer loaded: fix the code, then ``handle.release()`` (or
+    ``rayline workflow release ID``), or terminate it."""
+
+
+class HostDiedError(NotHereError):
+    """The host handling the call died and did not come back in time (the call may or
+    may not have taken effect)."""
 
 
 DEADLOCK_MESSAGES: dict[int, str] = {}

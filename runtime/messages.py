@@ -30,10 +30,12 @@ class _Message(pydantic.BaseModel):
 
 
 class RunStatus(str, enum.Enum):
-    """Where a run is: open (running, or stuck: it cannot be replayed) or how it closed."""
+    """Where a run is: open (running; stuck: it cannot be replayed; quarantined: it
+    crashed its host and is held until released) or how it closed."""
 
     RUNNING = "running"
     STUCK = "stuck"
+    QUARANTINED = "quarantined"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -46,7 +48,8 @@ class RunStatus(str, enum.Enum):
         return _CODES[self]
 
 
-_CODES = {RunStatus.RUNNING: 1, RunStatus.STUCK: 1, RunStatus.COMPLETED: 0,
+_CODES = {RunStatus.RUNNING: 1, RunStatus.STUCK: 1, RunStatus.QUARANTINED: 1,
+          RunStatus.COMPLETED: 0,
           RunStatus.CONTINUED: 0, RunStatus.FAILED: -1, RunStatus.CANCELLED: -2,
           RunStatus.TERMINATED: -3}
 
@@ -192,6 +195,9 @@ class WorkflowDescription(pydantic.BaseModel):
     outcome: RunOutcome | None
     error: str | None = None
     """Why a ``stuck`` run cannot run (its replay failed, or its code cannot be loaded)."""
+    slips: list[str] = []
+    """What the determinism guards reported of this run's code: each call that breaks
+    replay, where it was made, and what to use instead."""
     blocked: str | None = None
     """The last report of this workflow's code blocking its host's event loop: how
     long, where (the stack), and how to fix it."""

@@ -47,6 +47,10 @@ class RunOptions(_Model):
 
     execution_timeout: float | None = None
     """Seconds from the run's start after which it is terminated."""
+    strict: bool = False
+    """Guard-rail slips fail the run instead of being logged: a call that breaks replay
+    raises ``NonDeterministicCallError``, and blocking the event loop past the warning
+    threshold raises ``DeadlockError``."""
 
 
 class ChildOptions(_Model):

@@ -73,6 +73,7 @@ from ..timeline import (
     UpsertFields,
     WorkflowStarted,
 )
+from . import guards
 
 log = logging.getLogger("rayline.core")
 
@@ -136,6 +137,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self._patches: dict[str, bool] = {}
         self._recorded_patches = frozenset(recorded_patches)
         self._queries: dict[str, Callable[..., Any]] = {}
+        self.slips: list[str] = []
+        """What the determinism guards reported of this run's code (distinct, at most 10)."""
 
     # ----------------------------------------------------------------- activation
 
@@ -147,6 +150,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             return []
         previous = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self)
+        guards.activating(self._slip)
         try:
             if self._main is None:
                 self._start_main()
@@ -154,9 +158,17 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 self._apply(event)
             self._run_ready()
         finally:
+            guards.done()
             asyncio.events._set_running_loop(previous)
         commands, self._commands = self._commands, []
         return commands
+
+    def _slip(self, call: str, replacement: str, site: str) -> None:
+        if self.started.options.strict:
+            guards.refuse(call, replacement, site)
+        message = guards.warn_once(self.started.workflow_name, call, replacement, site)
+        if message not in self.slips and len(self.slips) < 10:
+            self.slips.append(message)
 
     def _start_main(self) -> None:
         try:

@@ -40,6 +40,7 @@ from ..errors import ConflictError, WorkflowClosedError
 from ..failures import failure_from
 from ..messages import PendingWork, RunOutcome, RunStatus
 from ..storage.runs import RunStore
+from .blackbox import Blackbox
 from .watchdog import Watchdog
 
 log = logging.getLogger("rayline.execution")
@@ -53,6 +54,7 @@ class Environment(Protocol):
     runs: RunStore
     host_name: str
     watchdog: Watchdog
+    blackbox: Blackbox
 
     def now(self) -> float: ...
     def io(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
@@ -84,6 +86,7 @@ class Execution:
         self.lock = aiorwlock.RWLock()
         self.instance: WorkflowInstance | None = None
         self.outcome: RunOutcome | None = None
+        self.slips: list[str] = []
         self.closed = asyncio.Event()
         self.fenced = False
         self.updated_at = started.time
@@ -113,12 +116,14 @@ class Execution:
     def _activate(self, instance: WorkflowInstance, events: list[tl.Event],
                   now: float) -> list[tl.Command]:
         """Runs the core; whatever workflow code raises fails this run and nothing else."""
-        watchdog = self.env.watchdog
+        watchdog, blackbox = self.env.watchdog, self.env.blackbox
         try:
-            watchdog.enter(self.workflow_id)
+            watchdog.enter(self.workflow_id, strict=self.started.options.strict)
+            blackbox.running(self.workflow_id)
             try:
                 return instance.activate(events, now)
             finally:
+                blackbox.idle()
                 watchdog.leave()
         except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt too
             watchdog.leave()  # again: the watchdog's error may have landed in the first
@@ -385,6 +390,8 @@ class Execution:
                 is_for_the_id = isinstance(item[0], (tl.SignalReceived, tl.CancelRequested))
                 (self.carried if is_for_the_id else rest).append(item)
             self._mailbox = rest
+        if self.instance is not None:
+            self.slips = self.instance.slips
         self.instance = None  # a closed run keeps its outcome and fields, not its coroutine
         self._stop_work()
         for _, ack in self._mailbox:
@@ -438,6 +445,10 @@ class Execution:
         if self.instance is None:
             return dict(self.started.search), {}
         return dict(self.instance.search_fields), dict(self.instance.enrich_fields)
+
+    def guard_reports(self) -> list[str]:
+        """What the determinism guards reported of this run's code (kept after it closes)."""
+        return list(self.instance.slips if self.instance is not None else self.slips)
 
     def pending(self) -> list[PendingWork]:
         if self.instance is None or self.outcome is not None:

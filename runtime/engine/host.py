@@ -49,10 +49,12 @@ from .._definition import WorkflowDefinition, as_workflow
 from .._options import ActivityOptions
 from .._serde import Payload
 from .._validate import validate_fields, validate_task_queue
+from ..core import guards
 from ..errors import (
     DuplicateWorkflowError,
     InvalidInputError,
     NotHereError,
+    QuarantinedError,
     RaylineError,
     StorageError,
     WorkflowClosedError,
@@ -82,10 +84,14 @@ from ..timeline import (
 from . import reuse
 from .activities import run_with_retries
 from .api import HostAPI
+from .blackbox import Blackbox
 from .execution import Execution, Mail
 from .parking import ParkingLot
 from .routing import Routing, child_event
-from .watchdog import Watchdog
+from .watchdog import STRICT, Watchdog
+
+QUARANTINE_AFTER = int(os.environ.get("RAYLINE_QUARANTINE_AFTER", "2"))
+"""Host deaths in a row during one run's code after which that run is quarantined."""
 
 log = logging.getLogger("rayline.host")
 
@@ -113,6 +119,11 @@ class Stuck:
         self.error = error
 
     @property
+    def state(self) -> RunStatus:
+        quarantined = isinstance(self.error, QuarantinedError)
+        return RunStatus.QUARANTINED if quarantined else RunStatus.STUCK
+
+    @property
     def reason(self) -> str:
         """Why it cannot run, as ``describe()`` and the index show it."""
         return f"{type(self.error).__name__}: {self.error}"
@@ -128,8 +139,11 @@ class Host:
                  workflows: list[WorkflowDefinition[Any, Any]] | None = None,
                  clock: Callable[[], float] = time.time,
                  park_after: float | None = PARK_AFTER,
-                 watchdog: Watchdog | None = None) -> None:
+                 watchdog: Watchdog | None = None, strict: bool = STRICT,
+                 blackbox: Blackbox | None = None) -> None:
         self.host_name = name
+        self.strict = strict
+        """Every run started here is strict (``RunOptions.strict``), as RAYLINE_STRICT=1."""
         self.clock = clock
         self.runs = runs
         self.backend = backend
@@ -139,6 +153,9 @@ class Host:
         self.blocked: dict[str, str] = {}
         """The watchdog's last report per workflow that blocked the event loop."""
         self.watchdog = watchdog or Watchdog(self._on_blocked)
+        guards.install()
+        self.blackbox = blackbox or Blackbox.for_host(runs.store.url, runs.namespace, name)
+        self.quarantine_after = QUARANTINE_AFTER
         self._finished: collections.OrderedDict[str, Execution] = collections.OrderedDict()
         self._continuing: dict[str, asyncio.Task[Execution | None]] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
@@ -206,13 +223,20 @@ class Host:
         return sorted(self.names)
 
     async def recover(self) -> int:
-        """Resumes every unfinished run this host owns (stuck ones are tried again);
-        returns how many. Listing is retried until storage answers."""
+        """Resumes every unfinished run this host owns (stuck ones are tried again), the
+        run whose code was running when the last host died last, and quarantined ones
+        not at all; returns how many. Listing is retried until storage answers."""
         resumed = 0
         try:
+            suspect = await self._count_the_death()
+            quarantined = await self._quarantined()
             owned = await self.read(self.runs.open_workflows, self.host_name, attempts=None)
+            owned.sort(key=lambda item: item[0] == suspect)  # the suspect last
             for workflow_id, parked_until in owned:
                 if workflow_id in self.executions or workflow_id in self.parking:
+                    continue
+                if workflow_id in quarantined:
+                    await self._hold(workflow_id, quarantined[workflow_id])
                     continue
                 if parked_until is not None and workflow_id not in self.stuck:
                     self.parking.add(workflow_id, parked_until)
@@ -229,6 +253,59 @@ class Host:
         finally:
             self._ready.set()
         return resumed
+
+    async def _count_the_death(self) -> str | None:
+        """The run to recover last (its code was running when the last host died), after
+        quarantining it when that has happened ``quarantine_after`` times in a row."""
+        found = self.blackbox.after_restart()
+        if found is None:
+            return None
+        workflow_id, deaths, just_died = found
+        if just_died:
+            log.error("host %s: the last host process died while running the code of "
+                      "workflow %s (%d time(s) in a row)", self.host_name, workflow_id, deaths)
+        if just_died and deaths >= self.quarantine_after:
+            quarantined = await self._quarantined()
+            quarantined[workflow_id] = (f"its code was running when its host died, {deaths} "
+                                        "times in a row")
+            await self.read(self.runs.put_config, self._quarantine_key, quarantined,
+                            attempts=None)
+        return workflow_id
+
+    @property
+    def _quarantine_key(self) -> str:
+        return f"quarantine:{self.host_name}"
+
+    async def _quarantined(self) -> dict[str, str]:
+        """The runs of this host held from loading, with why (kept in storage)."""
+        found = await self.read(self.runs.get_config, self._quarantine_key, attempts=None)
+        return {str(k): str(v) for k, v in (found or {}).items()}
+
+    async def _hold(self, workflow_id: str, reason: str) -> None:
+        """Keeps a quarantined run as stuck: read, never replayed."""
+        started, batches = await self.read(self._load_owned, workflow_id, attempts=None)
+        self.stuck[workflow_id] = Stuck(started, batches, QuarantinedError(
+            f"workflow {workflow_id} is quarantined: {reason}. Fix its code, then release "
+            "it (handle.release(), rayline workflow release ID), or terminate it"))
+        self._report_stuck(workflow_id)
+        log.error("host %s: workflow %s is quarantined: %s", self.host_name, workflow_id,
+                  reason)
+
+    async def release(self, workflow_id: str) -> None:
+        """Lets a quarantined run load again (after its code was fixed) and resumes it."""
+        await self._ready.wait()
+        quarantined = await self._quarantined()
+        if workflow_id not in quarantined:
+            if workflow_id in self.stuck or workflow_id in self.parking \
+                    or self._execution(workflow_id) is not None:
+                raise InvalidInputError(f"workflow {workflow_id} is not quarantined")
+            raise NotHereError(f"workflow {workflow_id} is not on host {self.host_name}")
+        del quarantined[workflow_id]
+        await self.read(self.runs.put_config, self._quarantine_key, quarantined,
+                        attempts=None)
+        self.blackbox.forgive(workflow_id)
+        self.stuck.pop(workflow_id, None)
+        await self.resume_run(workflow_id)
 
     async def _resume_later(self, workflow_id: str) -> None:
         """Keeps trying to resume a run whose timeline could not be read."""
@@ -263,7 +340,11 @@ class Host:
         workflow_id = started.workflow_id
         try:
             execution = Execution(self, self._definition_of(started), started)
-            execution.resume(batches)
+            self.blackbox.running(workflow_id)
+            try:
+                execution.resume(batches)
+            finally:
+                self.blackbox.idle()
         except Exception as exc:
             self.stuck[workflow_id] = Stuck(started, batches, exc)
             self.executions.pop(workflow_id, None)
@@ -366,7 +447,9 @@ class Host:
             task_queue=request.task_queue, host=self.host_name, time=self.now(),
             seed=self._rng.getrandbits(63), attempt=request.attempt, parent=request.parent,
             continued_from=request.continued_from, search=request.search, memo=request.memo,
-            options=request.options, request_id=request.request_id,
+            options=request.options.model_copy(update={"strict": True})
+            if self.strict and not request.options.strict else request.options,
+            request_id=request.request_id,
         )
         execution = Execution(self, definition, started)
         events: list[Event] = [SignalReceived(signal_id=s.signal_id, data=s.data,
@@ -657,17 +740,18 @@ class Host:
             await self._live(workflow_id)
             stuck = self.stuck.get(workflow_id)
         execution = self._execution(workflow_id)
-        error = None
+        error, slips = None, list[str]()
         if stuck is not None:
             started, batches = stuck.started, stuck.batches
             (search, enrich), pending, outcome = fields_of(started, batches), [], None
-            state, updated = RunStatus.STUCK, batches[-1].time if batches else started.time
+            state, updated = stuck.state, batches[-1].time if batches else started.time
             status = state.code
             error = stuck.reason
         elif execution is not None and not execution.fenced:
             search, enrich = execution.fields()
             started, outcome, status = execution.started, execution.outcome, execution.status()
             pending, updated = execution.pending(), execution.updated_at
+            slips = execution.guard_reports()
             state = outcome.status if outcome else RunStatus.RUNNING
         else:
             started, batches = await self.read(self.runs.load, workflow_id)
@@ -680,7 +764,7 @@ class Host:
             workflow_id=workflow_id, run_id=started.run_id,
             workflow_name=started.workflow_name, task_queue=started.task_queue,
             status=status, outcome=outcome, started_at=started.time, state=state, error=error,
-            blocked=self.blocked.get(workflow_id),
+            blocked=self.blocked.get(workflow_id), slips=slips,
             updated_at=updated, host=started.host, attempt=started.attempt,
             parent=started.parent.workflow_id if started.parent else None,
             search=search, enrich=enrich, memo=started.memo, pending=pending,
@@ -885,7 +969,7 @@ class Host:
         self.backend.report(RunSummary(
             workflow_id=workflow_id, run_id=started.run_id,
             workflow_name=started.workflow_name, host=self.host_name,
-            task_queue=started.task_queue, status=RunStatus.STUCK.code, state=RunStatus.STUCK,
+            task_queue=started.task_queue, status=RunStatus.STUCK.code, state=stuck.state,
             started_at=started.time, search=fields_of(started, stuck.batches)[0],
             error=stuck.reason))
 

@@ -34,6 +34,7 @@ from ..timeline import (
     Event,
     ExternalResolved,
     ParentRef,
+    RunOptions,
     SignalExternal,
     StartChild,
 )
@@ -69,6 +70,7 @@ class Routing:
             code=CodeRef.stored(command.code, command.code_pickle), args=command.args,
             task_queue=queue, search=options.search, memo=options.memo,
             id_reuse_policy=options.id_reuse_policy,
+            options=RunOptions(strict=execution.started.options.strict),
             parent=ParentRef(workflow_id=execution.workflow_id, run_id=execution.run_id,
                              seq=command.seq, host=self.host_name),
             request_id=f"{execution.workflow_id}:{execution.run_id}:child-{command.seq}")

@@ -52,13 +52,16 @@ class Watchdog:
         self._open: tuple[str, float, int] | None = None  # workflow id, since, thread
         self._warned = False
         self._raised = False
+        self._fail_after = self.fail_after
         self.message = ""
         _Monitor.watch(self)
 
-    def enter(self, workflow_id: str) -> None:
+    def enter(self, workflow_id: str, *, strict: bool = False) -> None:
+        """An activation of ``workflow_id`` begins; a strict one fails at ``warn_after``."""
         with self._lock:
             self._open = (workflow_id, time.monotonic(), threading.get_ident())
             self._warned = self._raised = False
+            self._fail_after = self.warn_after if strict else self.fail_after
 
     def leave(self) -> None:
         with self._lock:
@@ -80,10 +83,10 @@ class Watchdog:
                                 f"{held:.1f}s at:\n{_stack(thread)}{HINT}")
                 log.warning("%s", self.message)
                 self.report(workflow_id, self.message)
-            if held >= self.fail_after and not self._raised:
+            if held >= self._fail_after and not self._raised:
                 self._raised = True
                 self.message = (f"workflow {workflow_id} held its host's event loop for "
-                                f"{held:.1f}s (limit {self.fail_after:g}s) at:\n"
+                                f"{held:.1f}s (limit {self._fail_after:g}s) at:\n"
                                 f"{_stack(thread)}{HINT}")
                 DEADLOCK_MESSAGES[thread] = self.message
                 _raise_in(thread, DeadlockError)

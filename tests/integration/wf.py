@@ -202,3 +202,46 @@ async def parent_of_two(folder: str) -> list[object]:
 async def blocks(seconds: float) -> str:
     time.sleep(seconds)  # the slip the host's watchdog reports
     return "woke"
+
+
+@rayline.workflow
+async def calls_random() -> float:
+    import random
+    return random.random()  # the slip the determinism guards report
+
+
+@rayline.workflow
+async def spins(steps: int) -> int:
+    total = 0
+    for i in range(steps):  # pure Python: blocks the loop, interruptible
+        total += i
+    return total
+
+
+@rayline.workflow
+async def poison(flag: str, on_replay: bool) -> str:
+    """Kills its host process while the file ``flag`` exists: when it takes its signal,
+    or (``on_replay``) whenever its timeline is replayed."""
+    await workflow.execute_activity(doze, 0.0)
+    if on_replay and workflow.info().is_replaying and os.path.exists(flag):
+        os._exit(3)
+    value = await workflow.condition("go")
+    if not on_replay and os.path.exists(flag):
+        os._exit(3)
+    return f"survived {value}"
+
+
+@rayline.workflow
+async def neighbour(kind: str) -> str:
+    if kind == "signal":
+        return str(await workflow.condition("go"))
+    if kind == "sleep":
+        await workflow.sleep(4)
+        return "slept"
+    return str(await workflow.execute_activity(doze, 4.0))
+
+
+@rayline.activity
+def doze(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

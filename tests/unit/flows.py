@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
+import logging
+import random
 import time
+import uuid
 
 import pydantic
 
@@ -324,3 +328,25 @@ async def spins(seconds: float) -> str:
     while time.monotonic() < end:  # pure Python that never yields
         pass
     return "spun"
+
+
+@rayline.workflow
+async def slips(kind: str) -> str:
+    """Calls what breaks replay (or, for ``logging``/``workflow``, what does not)."""
+    if kind == "random":
+        random.random()
+    elif kind == "datetime":
+        datetime.datetime.now()
+    elif kind == "time":
+        time.time()
+    elif kind == "uuid":
+        uuid.uuid4()
+    elif kind == "open":
+        with open(__file__) as f:
+            f.read(1)
+    elif kind == "logging":
+        logging.getLogger("tests.flows").warning("logging is fine in a workflow")
+    elif kind == "workflow":
+        workflow.now(), workflow.random(), workflow.uuid4()
+    await workflow.sleep(0.01)
+    return kind
