@@ -151,10 +151,10 @@ class RayRegistry(_Proxy):
         return await self._call(  # type: ignore[no-any-return]
             lambda r: r.hosts_for.remote(task_queue))
 
-    async def configure(self, task_queue: str, hosts: int,
-                        workflows: dict[str, CodeRef]) -> list[str]:
+    async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
+                        options: m.HostOptions | None = None) -> list[str]:
         return await self._call(  # type: ignore[no-any-return]
-            lambda r: r.configure.remote(task_queue, hosts, workflows))
+            lambda r: r.configure.remote(task_queue, hosts, workflows, options))
 
     async def dedicated_host(self, workflow_id: str, task_queue: str) -> str:
         return await self._call(  # type: ignore[no-any-return]

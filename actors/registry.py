@@ -9,7 +9,8 @@ import ray
 
 from rayline._code import CodeRef
 from rayline.engine.registry import Registry
-from rayline.messages import ListRequest, RegistryInfo, RegistryStats, RunSummary
+from rayline.errors import InvalidInputError
+from rayline.messages import HostOptions, ListRequest, RegistryInfo, RegistryStats, RunSummary
 from rayline.storage import RunStore, open_store
 
 from ._names import detached
@@ -24,9 +25,23 @@ class RayLauncher:
         self.namespace = namespace
         self.handles: dict[str, Any] = {}
 
-    async def launch(self, name: str, workflows: dict[str, CodeRef]) -> None:
+    def check(self, task_queue: str, options: HostOptions) -> None:
+        if options.memory is None:
+            return
+        nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+        largest = max((node["Resources"].get("memory", 0) for node in nodes
+                       if node["Alive"]), default=0)
+        if options.memory > largest:
+            raise InvalidInputError(
+                f"task queue {task_queue!r}: memory={options.memory} bytes per host is more "
+                f"than any node of the cluster has for Ray ({int(largest)} bytes at most), "
+                "so its hosts could never start")
+
+    async def launch(self, name: str, workflows: dict[str, CodeRef],
+                     options: HostOptions) -> None:
+        extra = {} if options.memory is None else {"memory": options.memory}
         handle = HostActor.options(  # type: ignore[attr-defined]  # a ray.remote class
-            **detached(self.namespace, name), scheduling_strategy="SPREAD").remote(
+            **detached(self.namespace, name, **extra), scheduling_strategy="SPREAD").remote(
             name, self.storage_url, self.namespace, workflows)
         await handle.ready.remote()
         self.handles[name] = handle
@@ -58,9 +73,9 @@ class RegistryActor:
     async def hosts_for(self, task_queue: str) -> list[str]:
         return await self.registry.hosts_for(task_queue)
 
-    async def configure(self, task_queue: str, hosts: int,
-                        workflows: dict[str, CodeRef]) -> list[str]:
-        return await self.registry.configure(task_queue, hosts, workflows)
+    async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
+                        options: HostOptions | None = None) -> list[str]:
+        return await self.registry.configure(task_queue, hosts, workflows, options)
 
     async def dedicated_host(self, workflow_id: str, task_queue: str = "default") -> str:
         return await self.registry.dedicated_host(workflow_id, task_queue)

@@ -203,6 +203,16 @@ class WorkflowDescription(pydantic.BaseModel):
     long, where (the stack), and how to fix it."""
 
 
+class HostOptions(_Message):
+    """How the hosts of a task queue are created (``Worker.create``)."""
+
+    memory: int | None = None
+    """Bytes of memory Ray reserves for each host process of the queue (Ray's ``memory``
+    option): Ray places a host only where that much is free and counts it as used, so one
+    queue's hosts cannot take the memory another queue was promised. ``None``: no
+    reservation."""
+
+
 class HostStats(_Message):
     host: str
     running: int

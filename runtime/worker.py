@@ -10,6 +10,7 @@ from ._definition import as_workflow
 from ._validate import validate_task_queue
 from .client import AsyncClient, Client
 from .errors import InvalidInputError
+from .messages import HostOptions
 
 
 class Worker:
@@ -26,23 +27,31 @@ class Worker:
     @staticmethod
     def create(client: Client | AsyncClient, task_queue: str = "default",
                workflows: Sequence[Any] = (), activities: Sequence[Any] = (),
-               hosts: int = 1) -> Any:
+               hosts: int = 1, memory: int | None = None) -> Any:
         """Registers ``workflows`` under their names and makes sure ``hosts`` hosts run.
+
+        ``memory`` (bytes) is reserved by Ray for each host process of the queue (Ray's
+        ``memory`` option), for the hosts started from then on: a queue whose workflows
+        hold much in memory cannot crowd out another queue's hosts. A size larger than
+        any node has is refused.
 
         With a sync ``Client`` this returns the ``Worker``; with an ``AsyncClient`` it
         returns a coroutine to await. ``activities`` are checked, not registered: a
         workflow reaches its activities through its own code.
         """
         coro = Worker._create(client.aio if isinstance(client, Client) else client,
-                              task_queue, workflows, activities, hosts)
+                              task_queue, workflows, activities, hosts, memory)
         return client.run(coro) if isinstance(client, Client) else coro
 
     @staticmethod
     async def _create(client: AsyncClient, task_queue: str, workflows: Sequence[Any],
-                      activities: Sequence[Any], hosts: int) -> Worker:
+                      activities: Sequence[Any], hosts: int, memory: int | None) -> Worker:
         validate_task_queue(task_queue)
         if not isinstance(hosts, int) or hosts < 1:
             raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
+        if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)
+                                   or memory <= 0):
+            raise InvalidInputError(f"memory must be a positive int of bytes, got {memory!r}")
         for fn in activities:
             as_activity(fn)
         refs: dict[str, CodeRef] = {}
@@ -50,5 +59,6 @@ class Worker:
             definition = as_workflow(fn)
             refs[definition.name] = CodeRef.of(definition)
         conn = await client.connection()
-        names = await conn.registry().configure(task_queue, hosts, refs)
+        options = None if memory is None else HostOptions(memory=memory)
+        names = await conn.registry().configure(task_queue, hosts, refs, options)
         return Worker(task_queue, names, sorted(refs))

@@ -24,7 +24,7 @@ from typing import Any, Callable, Protocol
 from .._code import CodeRef
 from .._validate import validate_task_queue
 from ..errors import InvalidInputError, WorkflowNotFoundError
-from ..messages import ListRequest, RegistryInfo, RegistryStats, RunSummary
+from ..messages import HostOptions, ListRequest, RegistryInfo, RegistryStats, RunSummary
 from ..storage.runs import RunStore, id_key, validate_id
 from .index import Index
 
@@ -45,7 +45,11 @@ def dedicated_host(workflow_id: str) -> str:
 class Launcher(Protocol):
     """Starts hosts: in Ray, a named detached host actor."""
 
-    async def launch(self, name: str, workflows: dict[str, CodeRef]) -> None:
+    def check(self, task_queue: str, options: HostOptions) -> None:
+        """Raises ``InvalidInputError`` when no node could ever hold a host so created."""
+
+    async def launch(self, name: str, workflows: dict[str, CodeRef],
+                     options: HostOptions) -> None:
         """Starts host ``name`` (or finds it running) and returns once it is ready."""
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
@@ -97,7 +101,7 @@ class Registry:
         queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
         await self._io(self.runs.put_config, f"host:{name}", {"task_queue": task_queue})
         workflows = {n: _code_ref(ref) for n, ref in queue.get("workflows", {}).items()}
-        await self.launcher.launch(name, workflows)
+        await self.launcher.launch(name, workflows, HostOptions(memory=queue.get("memory")))
         self.hosts.add(name)
 
     async def hosts_for(self, task_queue: str) -> list[str]:
@@ -115,16 +119,22 @@ class Registry:
                         await self._launch(name, task_queue)
         return names
 
-    async def configure(self, task_queue: str, hosts: int,
-                        workflows: dict[str, CodeRef]) -> list[str]:
-        """``Worker.create``: sets the pool size and registered workflows of a queue."""
+    async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
+                        options: HostOptions | None = None) -> list[str]:
+        """``Worker.create``: sets the pool size, registered workflows and host options of
+        a queue. New options apply to the hosts started from then on (a running host
+        keeps what Ray gave it)."""
         validate_task_queue(task_queue)
         if not isinstance(hosts, int) or hosts < 1:
             raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
+        if options is not None:
+            self.launcher.check(task_queue, options)  # before anything is stored
         async with self._lock:
             config = await self._io(self.runs.get_config, f"queue:{task_queue}") or {
                 "hosts": 0, "workflows": {}}
             config["hosts"] = max(config["hosts"], hosts)
+            if options is not None and options.memory is not None:
+                config["memory"] = options.memory
             config["workflows"].update({n: ref.model_dump() for n, ref in workflows.items()})
             await self._io(self.runs.put_config, f"queue:{task_queue}", config)
             names = [pool_host(task_queue, i) for i in range(config["hosts"])]

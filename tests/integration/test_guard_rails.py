@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import pytest
+import ray
 
 import rayline
 from rayline.messages import RunStatus
@@ -80,3 +81,16 @@ def test_a_workflow_that_kills_its_host_is_quarantined_and_50_neighbours_complet
     bad.release()
     bad.signal("go", "at last")  # the one that killed the host never became durable
     assert bad.result() == "survived at last"
+
+
+def test_a_task_queue_reserves_memory_for_each_of_its_hosts(client: rayline.Client) -> None:
+    with pytest.raises(rayline.InvalidInputError, match="memory=.* more than any node"):
+        rayline.Worker.create(client, task_queue="huge", memory=2**50)
+    mib = 2**20
+    before = ray.available_resources().get("memory", 0)
+    rayline.Worker.create(client, task_queue="lean", workflows=[wf.order], hosts=2,
+                          memory=64 * mib)
+    wait_until(lambda: before - ray.available_resources().get("memory", 0) == 128 * mib)
+    handle = client.workflow.start(wf.add_one, args=[1], task_queue="lean")
+    assert handle.result() == 2
+    assert handle.describe().task_queue == "lean"

@@ -12,7 +12,7 @@ import pytest
 from rayline._code import CodeRef
 from rayline.engine.registry import Registry
 from rayline.errors import InvalidInputError
-from rayline.messages import RunStatus, RunSummary
+from rayline.messages import HostOptions, RunStatus, RunSummary
 from rayline.storage import MemoryStore, RunStore
 
 
@@ -20,9 +20,16 @@ class Launcher:
     def __init__(self) -> None:
         self.launched: list[tuple[str, dict[str, CodeRef]]] = []
         self.registered: list[tuple[str, dict[str, CodeRef]]] = []
+        self.options: dict[str, HostOptions] = {}
 
-    async def launch(self, name: str, workflows: dict[str, CodeRef]) -> None:
+    def check(self, task_queue: str, options: HostOptions) -> None:
+        if options.memory is not None and options.memory > 2**30:
+            raise InvalidInputError("more than any node has")
+
+    async def launch(self, name: str, workflows: dict[str, CodeRef],
+                     options: HostOptions) -> None:
         self.launched.append((name, workflows))
+        self.options[name] = options
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         self.registered.append((name, workflows))
@@ -54,6 +61,30 @@ def test_pools_grow_once_and_register_workflows_on_running_hosts(runs: RunStore)
         assert launcher.launched[-1] == ("host-q-1", {"one": ref})
         with pytest.raises(InvalidInputError, match="positive"):
             await registry.configure("q", 0, {})
+
+    run(main())
+
+
+def test_a_queues_host_memory_is_kept_and_given_to_every_host_it_starts(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        with pytest.raises(InvalidInputError, match="more than any node"):
+            await registry.configure("big", 1, {}, HostOptions(memory=2**40))
+        assert runs.get_config("queue:big") is None  # refused before anything was stored
+        lean = HostOptions(memory=2**28)
+        await registry.configure("lean", 2, {}, lean)
+        assert await registry.dedicated_host("solo", "lean") == "host-dedicated-solo"
+        assert launcher.options == {"host-lean-0": lean, "host-lean-1": lean,
+                                    "host-dedicated-solo": lean}
+        await registry.configure("lean", 2, {})  # no options given: the memory stays
+        runs.mark_open("host-lean-1", "wf")
+        fresh, relaunched = _registry(runs)  # a whole-cluster restart
+        fresh.start()
+        await fresh.ready()
+        assert relaunched.options == {"host-lean-1": lean}
+        assert (await fresh.hosts_for("default")) == ["host-default-0"]
+        assert relaunched.options["host-default-0"] == HostOptions()
 
     run(main())
 
