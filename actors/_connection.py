@@ -4,13 +4,15 @@ cluster."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import ray
 
+from rayline import versions
 from rayline.errors import InvalidInputError
-from rayline.messages import RegistryInfo
+from rayline.messages import CodeVersion, RegistryInfo
 
 from ._directory import ActorDirectory
 from ._names import REGISTRY, detached
@@ -20,11 +22,13 @@ from .registry import RegistryActor
 class RayConnection(ActorDirectory):
     """The client's view of one rayline namespace on a Ray cluster."""
 
-    def __init__(self, storage_url: str, namespace: str) -> None:
+    def __init__(self, storage_url: str, namespace: str, version: str | None = None) -> None:
         super().__init__(namespace)
         self.storage_url = storage_url
+        self._explicit = None if version is None else versions.validate_version(version)
 
     async def open(self) -> RegistryInfo:
+        self.version = current_version(self._explicit)
         registry = RegistryActor.options(  # type: ignore[attr-defined]  # ray.remote class
             **detached(self.namespace, REGISTRY)).remote(
             self.storage_url, self.namespace)
@@ -51,7 +55,15 @@ def ensure_ray(address: str | None) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
 
 
-def connect(address: str | None, storage_url: str, namespace: str) -> RayConnection:
+def current_version(explicit: str | None = None) -> CodeVersion:
+    """This driver's code version (see ``rayline.versions``): ``explicit``, else its Ray
+    job's ``runtime_env``, else the source of the modules it has imported."""
+    env = json.loads(json.dumps(dict(ray.get_runtime_context().runtime_env), default=str))
+    return versions.of_runtime_env(env, explicit) or versions.of_source()
+
+
+def connect(address: str | None, storage_url: str, namespace: str,
+            version: str | None = None) -> RayConnection:
     """A connection object; ``await connection.open()`` before use."""
     ensure_ray(address)
-    return RayConnection(storage_url, namespace)
+    return RayConnection(storage_url, namespace, version)

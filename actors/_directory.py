@@ -29,8 +29,10 @@ Invoke = Callable[[Any], Any]  # handle -> ObjectRef: one named method's .remote
 class ActorDirectory:
     """Cached handles to a namespace's registry and hosts, with retries across restarts."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, version: m.CodeVersion | None = None) -> None:
         self.namespace = namespace
+        self.version = version
+        """The code version new workflows placed from here run (``None``: unversioned)."""
         self._handles: dict[str, Any] = {}
         self._pools: dict[str, list[str]] = {}
 
@@ -68,12 +70,14 @@ class ActorDirectory:
                             "in time (the call may or may not have taken effect)")
 
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
-        """The host a new workflow goes to: its own, or one of its queue's pool."""
+        """The host a new workflow goes to: its own, or one of its queue's pool, of this
+        directory's code version."""
         if dedicated:
-            return await self.registry().dedicated_host(workflow_id, task_queue)
+            return await self.registry().dedicated_host(workflow_id, task_queue, self.version)
         hosts = self._pools.get(task_queue)
         if hosts is None:
-            hosts = self._pools[task_queue] = await self.registry().hosts_for(task_queue)
+            hosts = self._pools[task_queue] = await self.registry().hosts_for(
+                task_queue, self.version)
         return pick(hosts, workflow_id)
 
     async def locate(self, workflow_id: str) -> str:
@@ -147,18 +151,21 @@ class RayRegistry(_Proxy):
     async def ready(self) -> m.RegistryInfo:
         return await self._call(lambda r: r.ready.remote())  # type: ignore[no-any-return]
 
-    async def hosts_for(self, task_queue: str) -> list[str]:
+    async def hosts_for(self, task_queue: str,
+                        version: m.CodeVersion | None = None) -> list[str]:
         return await self._call(  # type: ignore[no-any-return]
-            lambda r: r.hosts_for.remote(task_queue))
+            lambda r: r.hosts_for.remote(task_queue, version))
 
     async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
-                        options: m.HostOptions | None = None) -> list[str]:
+                        options: m.HostOptions | None = None,
+                        version: m.CodeVersion | None = None) -> list[str]:
         return await self._call(  # type: ignore[no-any-return]
-            lambda r: r.configure.remote(task_queue, hosts, workflows, options))
+            lambda r: r.configure.remote(task_queue, hosts, workflows, options, version))
 
-    async def dedicated_host(self, workflow_id: str, task_queue: str) -> str:
+    async def dedicated_host(self, workflow_id: str, task_queue: str,
+                             version: m.CodeVersion | None = None) -> str:
         return await self._call(  # type: ignore[no-any-return]
-            lambda r: r.dedicated_host.remote(workflow_id, task_queue))
+            lambda r: r.dedicated_host.remote(workflow_id, task_queue, version))
 
     async def ensure_host(self, name: str) -> None:
         await self._call(lambda r: r.ensure_host.remote(name))

@@ -20,7 +20,7 @@ from ray.exceptions import RayError
 from rayline._activity import ActivityDefinition, ActivityInfo
 from rayline._options import ActivityOptions
 from rayline.engine.activities import Outcome, invoke_async, run_sync_or_async
-from rayline.messages import RunSummary
+from rayline.messages import CodeVersion, RunSummary
 
 from ._directory import ActorDirectory
 from ._names import REGISTRY
@@ -50,8 +50,8 @@ class ActivityRunner:
 class RayBackend(ActorDirectory):
     """Backend for a host running inside a Ray actor."""
 
-    def __init__(self, namespace: str) -> None:
-        super().__init__(namespace)
+    def __init__(self, namespace: str, version: CodeVersion | None = None) -> None:
+        super().__init__(namespace, version)
         self._reports: dict[str, RunSummary] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._runners: list[Any] = []

@@ -1,8 +1,10 @@
 """The detached host actor: a thin Ray shell around ``rayline.engine.host.Host``.
 
-Named ``host-<task_queue>-<n>`` (a pool) or ``host-dedicated-<workflow_id>``, in the Ray
-namespace ``rayline-<namespace>``; ``max_restarts=-1``, so Ray restarts it after a crash
-with the same constructor arguments, and it resumes its runs from storage.
+Named ``host-<task_queue>-<version>-<n>`` (a pool) or
+``host-dedicated-<version>-<workflow_id>``, in the Ray namespace ``rayline-<namespace>``,
+and created with its code version's ``runtime_env``; ``max_restarts=-1``, so Ray
+restarts it after a crash with the same constructor arguments, and it resumes its runs
+from storage.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rayline._serde import Payload
 from rayline.core import guards
 from rayline.engine.host import Host
 from rayline.messages import (
+    CodeVersion,
     HostStats,
     RunOutcome,
     StartReply,
@@ -40,11 +43,12 @@ class HostActor:
 
     async def __init__(  # type: ignore[misc]  # Ray runs it on the actor's loop
             self, name: str, storage_url: str, namespace: str,
-            workflows: dict[str, CodeRef]) -> None:
+            workflows: dict[str, CodeRef], version: CodeVersion | None = None) -> None:
         guards.install()  # before any workflow module is imported
         runs = RunStore(open_store(storage_url), namespace)
         definitions = [as_workflow(ref.load()) for ref in workflows.values()]
-        self.host = Host(name, runs, RayBackend(namespace), definitions)
+        self.host = Host(name, runs, RayBackend(namespace, version), definitions,
+                         version=version.id if version else None)
         self._recovery = asyncio.get_running_loop().create_task(self.host.recover())
 
     async def ready(self) -> int:

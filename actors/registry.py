@@ -10,7 +10,14 @@ import ray
 from rayline._code import CodeRef
 from rayline.engine.registry import Registry
 from rayline.errors import InvalidInputError
-from rayline.messages import HostOptions, ListRequest, RegistryInfo, RegistryStats, RunSummary
+from rayline.messages import (
+    CodeVersion,
+    HostOptions,
+    ListRequest,
+    RegistryInfo,
+    RegistryStats,
+    RunSummary,
+)
 from rayline.storage import RunStore, open_store
 
 from ._names import detached
@@ -37,12 +44,14 @@ class RayLauncher:
                 f"than any node of the cluster has for Ray ({int(largest)} bytes at most), "
                 "so its hosts could never start")
 
-    async def launch(self, name: str, workflows: dict[str, CodeRef],
-                     options: HostOptions) -> None:
-        extra = {} if options.memory is None else {"memory": options.memory}
+    async def launch(self, name: str, workflows: dict[str, CodeRef], options: HostOptions,
+                     version: CodeVersion | None) -> None:
+        extra: dict[str, Any] = {} if options.memory is None else {"memory": options.memory}
+        if version is not None and version.runtime_env:
+            extra["runtime_env"] = version.runtime_env
         handle = HostActor.options(  # type: ignore[attr-defined]  # a ray.remote class
             **detached(self.namespace, name, **extra), scheduling_strategy="SPREAD").remote(
-            name, self.storage_url, self.namespace, workflows)
+            name, self.storage_url, self.namespace, workflows, version)
         await handle.ready.remote()
         self.handles[name] = handle
 
@@ -70,15 +79,17 @@ class RegistryActor:
     async def ensure_host(self, name: str) -> None:
         await self.registry.ensure_host(name)
 
-    async def hosts_for(self, task_queue: str) -> list[str]:
-        return await self.registry.hosts_for(task_queue)
+    async def hosts_for(self, task_queue: str, version: CodeVersion | None = None) -> list[str]:
+        return await self.registry.hosts_for(task_queue, version)
 
     async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
-                        options: HostOptions | None = None) -> list[str]:
-        return await self.registry.configure(task_queue, hosts, workflows, options)
+                        options: HostOptions | None = None,
+                        version: CodeVersion | None = None) -> list[str]:
+        return await self.registry.configure(task_queue, hosts, workflows, options, version)
 
-    async def dedicated_host(self, workflow_id: str, task_queue: str = "default") -> str:
-        return await self.registry.dedicated_host(workflow_id, task_queue)
+    async def dedicated_host(self, workflow_id: str, task_queue: str = "default",
+                             version: CodeVersion | None = None) -> str:
+        return await self.registry.dedicated_host(workflow_id, task_queue, version)
 
     async def locate(self, workflow_id: str) -> str:
         return await self.registry.locate(workflow_id)

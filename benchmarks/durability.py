@@ -51,7 +51,10 @@ async def park_and_measure(client: object, namespace: str, n: int) -> dict[str, 
     import psutil
     import ray
 
-    host = ray.get_actor("host-default-0", namespace=f"rayline-{namespace}")
+    first = await client.workflow.start(bench_defs.one, args=[1])  # type: ignore[attr-defined]
+    await first.result()
+    name = (await first.describe()).host  # the host of this code version's pool
+    host = ray.get_actor(name, namespace=f"rayline-{namespace}")
     proc = psutil.Process(await host.__ray_call__.remote(lambda self: os.getpid()))
 
     async def until_parked(count: int) -> None:

@@ -133,7 +133,8 @@ class RaylineBench:
             handles = await asyncio.gather(*(
                 client.workflow.start(self.defs.wait_signal, workflow_id=f"w7-{i}")
                 for i in range(n)))
-            host = ray.get_actor("host-default-0", namespace=f"rayline-{self.namespace}")
+            name = (await handles[0].describe()).host  # the pool of this code version
+            host = ray.get_actor(name, namespace=f"rayline-{self.namespace}")
             killed = time.perf_counter()
             ray.kill(host, no_restart=False)
             await asyncio.gather(*(h.signal("go", 1) for h in handles))

@@ -43,6 +43,7 @@ from .errors import (
     WorkflowTerminatedError,
 )
 from .messages import (
+    CodeVersion,
     ListRequest,
     RegistryInfo,
     RunOutcome,
@@ -55,6 +56,7 @@ from .messages import (
 )
 from .storage import RunStore, open_store, validate_id
 from .timeline import RunOptions
+from .versions import validate_version
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -66,6 +68,9 @@ _START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout", "str
 
 class Connection(Protocol):
     """What the client needs from a cluster (see ``rayline.actors.RayConnection``)."""
+
+    version: CodeVersion | None
+    """The code version of the workflows this connection places (known once open)."""
 
     async def open(self) -> RegistryInfo: ...
     def registry(self) -> RegistryAPI: ...
@@ -139,12 +144,16 @@ class AsyncClient:
         storage: where timelines live: a path, ``file://``, ``s3://bucket/prefix``,
             ``memory://``; default ``$RAYLINE_STORAGE`` or ``./.rayline``.
         namespace: isolates workflows, hosts and storage (Ray namespace ``rayline-<ns>``).
+        version: the code version of the workflows this client starts (see
+            ``rayline.versions``); by default derived from the Ray job's ``runtime_env``,
+            else from the source of the driver's own modules.
     """
 
     def __init__(self, address: str | None = None, storage: str | None = None,
                  namespace: str = "default", *, connection: Connection | None = None,
-                 strict: bool = False) -> None:
+                 strict: bool = False, version: str | None = None) -> None:
         self.namespace = validate_id(namespace, what="namespace")
+        self.version = None if version is None else validate_version(version)
         self.strict = strict
         """The default of ``start(strict=...)``: guard-rail slips fail the run."""
         self.storage_url = open_store(storage).url
@@ -169,7 +178,7 @@ class AsyncClient:
                 if self._connection is None:
                     actors = importlib.import_module("rayline.actors")
                     self._connection = actors.connect(self.address, self.storage_url,
-                                                      self.namespace)
+                                                      self.namespace, self.version)
                 await self._connection.open()
                 self._opened = True
         assert self._connection is not None
@@ -575,13 +584,14 @@ class Client:
 
     def __init__(self, address: str | None = None, storage: str | None = None,
                  namespace: str = "default", *, connection: Connection | None = None,
-                 strict: bool = False) -> None:
+                 strict: bool = False, version: str | None = None) -> None:
         self._runner = _LoopThread()
         if connection is None:  # join or start Ray from the caller's (main) thread
             actors = importlib.import_module("rayline.actors")
-            connection = actors.connect(address, open_store(storage).url, namespace)
+            connection = actors.connect(address, open_store(storage).url, namespace,
+                                        None if version is None else validate_version(version))
         self.aio = AsyncClient(address, storage, namespace, connection=connection,
-                               strict=strict)
+                               strict=strict, version=version)
         self.namespace = self.aio.namespace
         self.storage_url = self.aio.storage_url
         self.workflow = WorkflowClient(self.aio.workflow, self._runner)

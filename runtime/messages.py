@@ -147,6 +147,7 @@ class RunSummary(_Message):
     started_at: float
     search: Fields = {}
     error: str | None = None
+    version: str | None = None
 
 
 class ListRequest(_Message):
@@ -201,6 +202,17 @@ class WorkflowDescription(pydantic.BaseModel):
     blocked: str | None = None
     """The last report of this workflow's code blocking its host's event loop: how
     long, where (the stack), and how to fix it."""
+    version: str | None = None
+    """The code version the run runs (``None``: started before versions were kept)."""
+
+
+class CodeVersion(_Message):
+    """The code a run runs (see ``rayline.versions``): hosts of a version are created with
+    its ``runtime_env``, so their processes import exactly that code."""
+
+    id: str
+    runtime_env: Fields = {}
+    """Ray's ``runtime_env`` of the version's hosts (and, inherited, their activities)."""
 
 
 class HostOptions(_Message):

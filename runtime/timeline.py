@@ -323,6 +323,8 @@ class WorkflowStarted(_Model):
     request_id: str | None = None
     """The id of the start request that made this run: a start sent again is answered
     with this run instead of a duplicate."""
+    version: str | None = None
+    """The code version of the host that started the run: it resumes only there."""
 
 
 class Terminated(_Model):

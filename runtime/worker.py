@@ -60,5 +60,5 @@ class Worker:
             refs[definition.name] = CodeRef.of(definition)
         conn = await client.connection()
         options = None if memory is None else HostOptions(memory=memory)
-        names = await conn.registry().configure(task_queue, hosts, refs, options)
+        names = await conn.registry().configure(task_queue, hosts, refs, options, conn.version)
         return Worker(task_queue, names, sorted(refs))

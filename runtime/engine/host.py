@@ -140,8 +140,10 @@ class Host:
                  clock: Callable[[], float] = time.time,
                  park_after: float | None = PARK_AFTER,
                  watchdog: Watchdog | None = None, strict: bool = STRICT,
-                 blackbox: Blackbox | None = None) -> None:
+                 blackbox: Blackbox | None = None, version: str | None = None) -> None:
         self.host_name = name
+        self.version = version
+        """The code version of this host's process: every run it starts records it."""
         self.strict = strict
         """Every run started here is strict (``RunOptions.strict``), as RAYLINE_STRICT=1."""
         self.clock = clock
@@ -449,7 +451,7 @@ class Host:
             continued_from=request.continued_from, search=request.search, memo=request.memo,
             options=request.options.model_copy(update={"strict": True})
             if self.strict and not request.options.strict else request.options,
-            request_id=request.request_id,
+            request_id=request.request_id, version=self.version,
         )
         execution = Execution(self, definition, started)
         events: list[Event] = [SignalReceived(signal_id=s.signal_id, data=s.data,
@@ -768,6 +770,7 @@ class Host:
             updated_at=updated, host=started.host, attempt=started.attempt,
             parent=started.parent.workflow_id if started.parent else None,
             search=search, enrich=enrich, memo=started.memo, pending=pending,
+            version=started.version,
         )
 
     async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
@@ -961,7 +964,8 @@ class Host:
             workflow_name=execution.started.workflow_name, host=self.host_name,
             task_queue=execution.started.task_queue, status=execution.status(),
             state=outcome.status if outcome else RunStatus.RUNNING,
-            started_at=execution.started.time, search=search))
+            started_at=execution.started.time, search=search,
+            version=execution.started.version))
 
     def _report_stuck(self, workflow_id: str) -> None:
         stuck = self.stuck[workflow_id]
@@ -971,7 +975,7 @@ class Host:
             workflow_name=started.workflow_name, host=self.host_name,
             task_queue=started.task_queue, status=RunStatus.STUCK.code, state=stuck.state,
             started_at=started.time, search=fields_of(started, stuck.batches)[0],
-            error=stuck.reason))
+            error=stuck.reason, version=started.version))
 
 
 def _finished_value(task: asyncio.Task[RunOutcome]) -> RunOutcome | Exception | None:

@@ -54,4 +54,5 @@ class Index:
                 workflow_id=started.workflow_id, run_id=started.run_id,
                 workflow_name=started.workflow_name, host=started.host,
                 task_queue=started.task_queue, started_at=started.time, state=state,
-                status=state.code, search=fields_of(started, batches)[0])
+                status=state.code, search=fields_of(started, batches)[0],
+                version=started.version)

@@ -1,14 +1,15 @@
-"""The registry: where each workflow lives, the hosts of each task queue, and the index
-behind ``client.workflow.list`` (``RegistryAPI``).
+"""The registry: where each workflow lives, the hosts of each task queue and code
+version, and the index behind ``client.workflow.list`` (``RegistryAPI``).
 
 It is off the hot path: clients ask it for a queue's host names once and then call hosts
 directly; hosts tell it about starts and closes in batches, without waiting. Hosts are
 started through a ``Launcher`` (Ray detached actors in ``rayline.actors``).
 
 Invariants:
-- Everything it knows can be rebuilt from storage: a queue's size and registered
-  workflows and each host's queue are config documents, written before the host is
-  started; the index is rebuilt from the timelines on first use.
+- Everything it knows can be rebuilt from storage: a queue's size, host options and
+  registered workflows, each host's queue and code version, and each version's
+  ``runtime_env`` are config documents, written before the host is started; the index
+  is rebuilt from the timelines on first use.
 - ``resume_all`` (run when the registry starts) makes sure every host with open markers
   is up; each host resumes its own runs. It is idempotent: hosts are named, and starting
   one that runs already does nothing.
@@ -24,22 +25,31 @@ from typing import Any, Callable, Protocol
 from .._code import CodeRef
 from .._validate import validate_task_queue
 from ..errors import InvalidInputError, WorkflowNotFoundError
-from ..messages import HostOptions, ListRequest, RegistryInfo, RegistryStats, RunSummary
+from ..messages import (
+    CodeVersion,
+    HostOptions,
+    ListRequest,
+    RegistryInfo,
+    RegistryStats,
+    RunSummary,
+)
 from ..storage.runs import RunStore, id_key, validate_id
 from .index import Index
 
 log = logging.getLogger("rayline.registry")
 
 
-def pool_host(task_queue: str, index: int) -> str:
-    """The name of host ``index`` of a task queue's pool."""
-    return f"host-{task_queue}-{index}"
+def pool_host(task_queue: str, index: int, version: str | None = None) -> str:
+    """The name of host ``index`` of a task queue's pool for a code version."""
+    return f"host-{task_queue}-{index}" if version is None else \
+        f"host-{task_queue}-{version}-{index}"
 
 
-def dedicated_host(workflow_id: str) -> str:
-    """``host-dedicated-<id>``; an id too long or too odd for an actor or folder name is
-    named by its digest instead (as storage names it)."""
-    return f"host-dedicated-{id_key(workflow_id)}"
+def dedicated_host(workflow_id: str, version: str | None = None) -> str:
+    """``host-dedicated-[<version>-]<id>``; an id too long or too odd for an actor or
+    folder name is named by its digest instead (as storage names it)."""
+    prefix = "host-dedicated-" if version is None else f"host-dedicated-{version}-"
+    return prefix + id_key(workflow_id)
 
 
 class Launcher(Protocol):
@@ -48,9 +58,10 @@ class Launcher(Protocol):
     def check(self, task_queue: str, options: HostOptions) -> None:
         """Raises ``InvalidInputError`` when no node could ever hold a host so created."""
 
-    async def launch(self, name: str, workflows: dict[str, CodeRef],
-                     options: HostOptions) -> None:
-        """Starts host ``name`` (or finds it running) and returns once it is ready."""
+    async def launch(self, name: str, workflows: dict[str, CodeRef], options: HostOptions,
+                     version: CodeVersion | None) -> None:
+        """Starts host ``name`` (or finds it running) with the code of ``version`` and
+        returns once it is ready."""
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         """Tells running host ``name`` about workflows registered by name."""
@@ -66,6 +77,7 @@ class Registry:
         self.launcher = launcher
         self.index = Index()
         self.hosts: set[str] = set()
+        self._versions: set[str] = set()
         self.calls: collections.Counter[str] = collections.Counter()
         self._indexed = False
         self._lock = asyncio.Lock()
@@ -95,35 +107,48 @@ class Registry:
             config = await self._io(self.runs.get_config, f"host:{name}")
             if config is None:
                 raise InvalidInputError(f"unknown host {name!r}")
-            await self._launch(name, config["task_queue"])
+            version = None
+            if config.get("version") is not None:
+                stored = await self._io(self.runs.get_config, f"version:{config['version']}")
+                version = CodeVersion(id=config["version"], **(stored or {}))
+            await self._launch(name, config["task_queue"], version)
 
-    async def _launch(self, name: str, task_queue: str) -> None:
+    async def _launch(self, name: str, task_queue: str, version: CodeVersion | None) -> None:
         queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
-        await self._io(self.runs.put_config, f"host:{name}", {"task_queue": task_queue})
+        if version is not None and version.id not in self._versions:
+            await self._io(self.runs.put_config, f"version:{version.id}",
+                           {"runtime_env": version.runtime_env})
+            self._versions.add(version.id)
+        await self._io(self.runs.put_config, f"host:{name}", {
+            "task_queue": task_queue, "version": version.id if version else None})
         workflows = {n: _code_ref(ref) for n, ref in queue.get("workflows", {}).items()}
-        await self.launcher.launch(name, workflows, HostOptions(memory=queue.get("memory")))
+        await self.launcher.launch(name, workflows, HostOptions(memory=queue.get("memory")),
+                                   version)
         self.hosts.add(name)
 
-    async def hosts_for(self, task_queue: str) -> list[str]:
-        """The pool of hosts for a task queue, started on first use (1 host by default)."""
+    async def hosts_for(self, task_queue: str, version: CodeVersion | None = None) -> list[str]:
+        """The pool of hosts for a task queue and code version, started on first use (1
+        host by default)."""
         self.calls["hosts_for"] += 1
         validate_task_queue(task_queue)
         config = await self._io(self.runs.get_config, f"queue:{task_queue}")
         if config is None:
-            return await self.configure(task_queue, 1, {})
-        names = [pool_host(task_queue, i) for i in range(config["hosts"])]
+            return await self.configure(task_queue, 1, {}, version=version)
+        vid = version.id if version else None
+        names = [pool_host(task_queue, i, vid) for i in range(config["hosts"])]
         for name in names:
             if name not in self.hosts:
                 async with self._lock:
                     if name not in self.hosts:
-                        await self._launch(name, task_queue)
+                        await self._launch(name, task_queue, version)
         return names
 
     async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
-                        options: HostOptions | None = None) -> list[str]:
+                        options: HostOptions | None = None,
+                        version: CodeVersion | None = None) -> list[str]:
         """``Worker.create``: sets the pool size, registered workflows and host options of
-        a queue. New options apply to the hosts started from then on (a running host
-        keeps what Ray gave it)."""
+        a queue, and starts its pool for ``version``. New options apply to the hosts
+        started from then on (a running host keeps what Ray gave it)."""
         validate_task_queue(task_queue)
         if not isinstance(hosts, int) or hosts < 1:
             raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
@@ -137,19 +162,21 @@ class Registry:
                 config["memory"] = options.memory
             config["workflows"].update({n: ref.model_dump() for n, ref in workflows.items()})
             await self._io(self.runs.put_config, f"queue:{task_queue}", config)
-            names = [pool_host(task_queue, i) for i in range(config["hosts"])]
+            vid = version.id if version else None
+            names = [pool_host(task_queue, i, vid) for i in range(config["hosts"])]
             for name in names:
                 if name in self.hosts:
                     await self.launcher.register(name, workflows)
                 else:
-                    await self._launch(name, task_queue)
+                    await self._launch(name, task_queue, version)
         return names
 
-    async def dedicated_host(self, workflow_id: str, task_queue: str = "default") -> str:
-        name = dedicated_host(validate_id(workflow_id))
+    async def dedicated_host(self, workflow_id: str, task_queue: str = "default",
+                             version: CodeVersion | None = None) -> str:
+        name = dedicated_host(validate_id(workflow_id), version.id if version else None)
         async with self._lock:
             if name not in self.hosts:
-                await self._launch(name, task_queue)
+                await self._launch(name, task_queue, version)
         return name
 
     # ----------------------------------------------------------- directory

@@ -62,5 +62,5 @@ def marks(tmp_path: Any) -> str:
     return str(folder)
 
 
-def host_actor(namespace: str, name: str = "host-default-0") -> Any:
+def host_actor(namespace: str, name: str) -> Any:
     return ray.get_actor(name, namespace=ray_namespace(namespace))

@@ -47,7 +47,7 @@ def test_killing_the_host_mid_run_loses_nothing_and_reruns_no_recorded_activity(
         return done
 
     wait_until(lambda: {"g1", "g2", "g3"} <= recorded())
-    ray.kill(host_actor(namespace), no_restart=False)
+    ray.kill(host_actor(namespace, handle.describe().host), no_restart=False)
     before_kill = recorded()
     assert handle.result(timeout=60) == [2, 11, 101, 115, 116]
     for name in before_kill:
@@ -138,19 +138,23 @@ def test_unknown_id_is_not_found(client: rayline.Client) -> None:
 def test_worker_registers_names_and_start_by_name(client: rayline.Client,
                                                   namespace: str) -> None:
     worker = rayline.Worker.create(client, task_queue="orders", workflows=[wf.order], hosts=2)
-    assert worker.hosts == ["host-orders-0", "host-orders-1"]
     handle = client.workflow.start(workflow_name="orderWorkflow", task_queue="orders",
                                    args=["order-123"], workflow_id="order-123")
     assert handle.result() == "order order-123 done"
-    assert handle.describe().task_queue == "orders"
+    described = handle.describe()
+    assert described.task_queue == "orders" and described.version is not None
+    # the pool of the queue for this client's code version
+    assert worker.hosts == [f"host-orders-{described.version}-{i}" for i in range(2)]
+    assert described.host in worker.hosts
 
 
 def test_dedicated_workflow_gets_its_own_host_actor(client: rayline.Client,
                                                     namespace: str) -> None:
     handle = client.workflow.start(wf.add_one, args=[1], workflow_id="solo", dedicated=True)
     assert handle.result() == 2
-    assert host_actor(namespace, "host-dedicated-solo") is not None
-    assert handle.describe().host == "host-dedicated-solo"
+    described = handle.describe()
+    assert described.host == f"host-dedicated-{described.version}-solo"
+    assert host_actor(namespace, described.host) is not None
     long_id = "job:" + "x" * 400  # too long for an actor or folder name as it is
     handle = client.workflow.start(wf.add_one, args=[2], workflow_id=long_id, dedicated=True)
     assert handle.result() == 3

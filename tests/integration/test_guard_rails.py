@@ -62,7 +62,7 @@ def test_a_workflow_that_kills_its_host_is_quarantined_and_50_neighbours_complet
                   for i, kind in enumerate(kinds)]
     if on_replay:  # once it is parked, the signal's wake replays it (and kills the host)
         runs = RunStore(open_store(storage), namespace)
-        wait_until(lambda: dict(runs.open_workflows("host-default-0")).get("poison")
+        wait_until(lambda: dict(runs.open_workflows(bad.describe().host)).get("poison")
                    is not None)
     with pytest.raises(rayline.QuarantinedError, match="release"):
         bad.signal("go", "now")  # its host dies twice, then the run is held

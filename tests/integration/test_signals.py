@@ -60,7 +60,7 @@ def test_sleep_survives_a_host_kill_and_keeps_its_wake_up_time(
         client: rayline.Client, namespace: str, storage: str) -> None:
     handle = client.workflow.start(wf.nap, args=[2.0], workflow_id="napper")
     time.sleep(0.5)
-    ray.kill(host_actor(namespace), no_restart=False)
+    ray.kill(host_actor(namespace, handle.describe().host), no_restart=False)
     assert handle.result(timeout=60) == 2.0
     batches = batches_of(storage, namespace, "napper")
     timers = [c for b in batches for c in b.commands if c.type == "start_timer"]

@@ -63,6 +63,7 @@ class LocalConnection:
 
     def __init__(self, backend: LocalBackend) -> None:
         self.backend = backend
+        self.version = None  # in-process hosts run this process's code
 
     async def open(self) -> RegistryInfo:
         return RegistryInfo(storage="memory://", namespace="test", resumed=0)

@@ -12,7 +12,7 @@ import pytest
 from rayline._code import CodeRef
 from rayline.engine.registry import Registry
 from rayline.errors import InvalidInputError
-from rayline.messages import HostOptions, RunStatus, RunSummary
+from rayline.messages import CodeVersion, HostOptions, RunStatus, RunSummary
 from rayline.storage import MemoryStore, RunStore
 
 
@@ -21,15 +21,17 @@ class Launcher:
         self.launched: list[tuple[str, dict[str, CodeRef]]] = []
         self.registered: list[tuple[str, dict[str, CodeRef]]] = []
         self.options: dict[str, HostOptions] = {}
+        self.versions: dict[str, CodeVersion | None] = {}
 
     def check(self, task_queue: str, options: HostOptions) -> None:
         if options.memory is not None and options.memory > 2**30:
             raise InvalidInputError("more than any node has")
 
-    async def launch(self, name: str, workflows: dict[str, CodeRef],
-                     options: HostOptions) -> None:
+    async def launch(self, name: str, workflows: dict[str, CodeRef], options: HostOptions,
+                     version: CodeVersion | None) -> None:
         self.launched.append((name, workflows))
         self.options[name] = options
+        self.versions[name] = version
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         self.registered.append((name, workflows))
@@ -85,6 +87,30 @@ def test_a_queues_host_memory_is_kept_and_given_to_every_host_it_starts(
         assert relaunched.options == {"host-lean-1": lean}
         assert (await fresh.hosts_for("default")) == ["host-default-0"]
         assert relaunched.options["host-default-0"] == HostOptions()
+
+    run(main())
+
+
+def test_each_code_version_has_its_own_pool_and_resumes_with_its_own_code(
+        runs: RunStore) -> None:
+    v1 = CodeVersion(id="v1", runtime_env={"working_dir": "gcs://_ray_pkg_1.zip"})
+    v2 = CodeVersion(id="v2", runtime_env={"working_dir": "gcs://_ray_pkg_2.zip"})
+
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        assert await registry.hosts_for("q", v1) == ["host-q-v1-0"]
+        assert await registry.configure("q", 2, {}, version=v2) == ["host-q-v2-0",
+                                                                     "host-q-v2-1"]
+        assert await registry.hosts_for("q", v1) == ["host-q-v1-0", "host-q-v1-1"]
+        assert await registry.dedicated_host("solo", "q", v2) == "host-dedicated-v2-solo"
+        assert launcher.versions == {"host-q-v1-0": v1, "host-q-v2-0": v2, "host-q-v2-1": v2,
+                                     "host-q-v1-1": v1, "host-dedicated-v2-solo": v2}
+        runs.mark_open("host-q-v1-0", "old")
+        runs.mark_open("host-dedicated-v2-solo", "solo")
+        fresh, relaunched = _registry(runs)  # a whole-cluster restart: versions from storage
+        fresh.start()
+        assert (await fresh.ready()).resumed == 2
+        assert relaunched.versions == {"host-q-v1-0": v1, "host-dedicated-v2-solo": v2}
 
     run(main())
 

@@ -1,0 +1,89 @@
+"""Code versions on a real Ray: each driver's runs use its own code, however many drivers
+and projects share the cluster, and a run keeps the code it started with."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import rayline
+
+from .test_foundation import wait_until
+
+DRIVER = os.path.join(os.path.dirname(__file__), "version_driver.py")
+MODULE = '''
+import rayline
+from rayline import workflow
+
+VERSION = "{version}"
+
+
+@rayline.activity
+def act() -> str:
+    return "act-" + VERSION
+
+
+@rayline.workflow
+async def versioned(wait: bool) -> str:
+    if wait:
+        await workflow.condition("go")
+    return "wf-" + VERSION + "/" + await workflow.execute_activity(act)
+'''
+
+
+def _write(folder: Any, module: str, version: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / f"{module}.py").write_text(MODULE.format(version=version))
+
+
+def _drive(cwd: Any, ray_cluster: dict[str, Any], storage: str, namespace: str,
+           module: str, *args: str, working_dir: bool = False) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env.pop("DRIVER_WORKING_DIR", None)
+    if working_dir:
+        env["DRIVER_WORKING_DIR"] = str(cwd)
+    return subprocess.Popen(
+        [sys.executable, DRIVER, ray_cluster["address"], storage, namespace, module, *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _output(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_a_changed_module_runs_as_a_new_version_while_old_runs_finish_on_old_code(
+        client: rayline.Client, ray_cluster: dict[str, Any], storage: str, namespace: str,
+        tmp_path: Any) -> None:
+    project = tmp_path / "project"
+    _write(project, "wfmod", "v1")
+    old = _output(_drive(project, ray_cluster, storage, namespace, "wfmod", "wait", "old"))
+    waiting = client.workflow.get_handle("old")
+    wait_until(lambda: [p.kind for p in waiting.describe().pending] == ["wait"])
+
+    _write(project, "wfmod", "v2")  # edited; a new driver process starts it again
+    new = _output(_drive(project, ray_cluster, storage, namespace, "wfmod", "run"))
+    assert new["result"] == "wf-v2/act-v2"
+    assert new["version"] != old["version"]
+
+    waiting.signal("go", None)
+    assert waiting.result() == "wf-v1/act-v1"  # finished on the code it started with
+    described = waiting.describe()
+    assert described.version == old["version"] and old["version"] in described.host
+    listed = {s.workflow_id: s.version for s in client.workflow.list()}
+    assert listed["old"] == old["version"]
+
+
+def test_two_jobs_with_their_own_working_dirs_run_their_workflows_side_by_side(
+        ray_cluster: dict[str, Any], storage: str, namespace: str, tmp_path: Any) -> None:
+    _write(tmp_path / "a", "moda", "a")
+    _write(tmp_path / "b", "modb", "b")  # neither job has the other's module
+    jobs = [_drive(tmp_path / name, ray_cluster, storage, namespace, f"mod{name}", "run",
+                   working_dir=True) for name in ("a", "b")]
+    a, b = (_output(job) for job in jobs)
+    assert (a["result"], b["result"]) == ("wf-a/act-a", "wf-b/act-b")
+    assert a["version"].startswith("env-") and a["version"] != b["version"]

@@ -1,0 +1,40 @@
+"""A driver process of its own, as a user's script is: joins the test session's Ray (with
+a ``working_dir`` when ``DRIVER_WORKING_DIR`` is set), imports a workflow module from its
+current folder, and starts (``wait``) or runs (``run``) its ``versioned`` workflow.
+
+Prints one JSON line: the run's code version, and its result for ``run``.
+Usage: ``python version_driver.py ADDRESS STORAGE NAMESPACE MODULE wait|run [ID]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+import ray
+
+import rayline
+
+
+def main() -> None:
+    address, storage, namespace, module_name, action, *rest = sys.argv[1:]
+    working_dir = os.environ.get("DRIVER_WORKING_DIR")
+    runtime_env = {"working_dir": working_dir} if working_dir else None
+    ray.init(address=address, logging_level="ERROR", runtime_env=runtime_env)
+    sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    client = rayline.Client(storage=storage, namespace=namespace)
+    workflow_id = rest[0] if rest else None
+    handle = client.workflow.start(module.versioned, args=[action == "wait"],
+                                   workflow_id=workflow_id)
+    out: dict[str, object] = {"version": handle.describe().version}
+    if action == "run":
+        out["result"] = handle.result()
+    client.close()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
