@@ -3,13 +3,16 @@ and the ``Launcher`` that starts hosts as named detached Ray actors."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ray
+from ray.experimental import internal_kv
 
 from rayline._code import CodeRef
+from rayline._serde import Fields
 from rayline.engine.registry import Registry
-from rayline.errors import InvalidInputError
+from rayline.errors import CodeUnavailableError, InvalidInputError
 from rayline.messages import (
     CodeVersion,
     HostOptions,
@@ -31,6 +34,33 @@ class RayLauncher:
         self.storage_url = storage_url
         self.namespace = namespace
         self.handles: dict[str, Any] = {}
+        self.runs = RunStore(open_store(storage_url), namespace)
+        self._kept: set[str] = set()
+
+    def keep_packages(self, version: CodeVersion) -> None:
+        """Ray keeps an uploaded package (``gcs://_ray_pkg_<hash>.zip``) only while it is
+        in use, and a new cluster has none: the first time a version's host is started
+        its packages are copied into storage, and put back into Ray when it lacks them.
+
+        Raises:
+            CodeUnavailableError: a package Ray lacks was never kept.
+        """
+        for uri in _packages(version.runtime_env):
+            if uri in self._kept:
+                continue
+            name = uri.removeprefix("gcs://")
+            data = internal_kv._internal_kv_get(uri)
+            if data is not None:
+                self.runs.put_package(name, data)
+            else:
+                kept = self.runs.get_package(name)
+                if kept is None:
+                    raise CodeUnavailableError(
+                        f"code version {version.id}: package {uri} is gone from Ray and "
+                        "was never kept in storage: start a driver with that code again, "
+                        "or terminate its runs")
+                internal_kv._internal_kv_put(uri, kept)
+            self._kept.add(uri)
 
     def check(self, task_queue: str, options: HostOptions) -> None:
         if options.memory is None:
@@ -48,6 +78,7 @@ class RayLauncher:
                      version: CodeVersion | None) -> None:
         extra: dict[str, Any] = {} if options.memory is None else {"memory": options.memory}
         if version is not None and version.runtime_env:
+            await asyncio.to_thread(self.keep_packages, version)
             extra["runtime_env"] = version.runtime_env
         handle = HostActor.options(  # type: ignore[attr-defined]  # a ray.remote class
             **detached(self.namespace, name, **extra), scheduling_strategy="SPREAD").remote(
@@ -57,6 +88,15 @@ class RayLauncher:
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         await self.handles[name].register.remote(workflows)
+
+
+def _packages(runtime_env: Fields) -> list[str]:
+    """The packages in Ray's own storage a ``runtime_env`` needs (its ``working_dir`` and
+    ``py_modules`` uploaded by a driver); remote URLs (``s3://``, ``https://``) are not
+    Ray's to lose."""
+    modules = runtime_env.get("py_modules")
+    found = [runtime_env.get("working_dir"), *(modules if isinstance(modules, list) else [])]
+    return [uri for uri in found if isinstance(uri, str) and uri.startswith("gcs://")]
 
 
 @ray.remote

@@ -36,6 +36,7 @@ from .client import (
 from .errors import (
     ActivityError,
     CancelledFailure,
+    CodeUnavailableError,
     ConflictError,
     CorruptTimelineError,
     DeadlockError,
@@ -75,6 +76,7 @@ __all__ = [
     "AsyncWorkflowHandle",
     "CancelledFailure",
     "Client",
+    "CodeUnavailableError",
     "ConflictError",
     "CorruptTimelineError",
     "DeadlockError",

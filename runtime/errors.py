@@ -212,6 +212,12 @@ class QuarantinedError(RaylineError):
     ``rayline workflow release ID``), or terminate it."""
 
 
+class CodeUnavailableError(RaylineError):
+    """The code of a run's version cannot be brought back: its package is gone from Ray
+    and was never kept in storage. Start a driver with that code (same ``working_dir``)
+    to bring it back, or terminate the run."""
+
+
 class HostDiedError(NotHereError):
     """The host handling the call died and did not come back in time (the call may or
     may not have taken effect)."""

@@ -8,6 +8,8 @@ Layout under ``<store>/<namespace>/``::
                                   fencing token (a stale owner cannot write seq N twice)
     open/<host>/<id>              marker: this host owns an unfinished run of <id>
     early/<id>/<stamp>            signals sent before the workflow exists
+    packages/<name>               a code version's package (kept for cluster restarts)
+    config/<name>                 queue, host and version documents of the registry
 
 Invariants:
 - Objects are framed as ``RL1 <sha256> <length>\\n<json>``; a torn or altered object
@@ -352,6 +354,22 @@ class RunStore:
 
     def delete(self, key: str) -> None:
         self._io(self.store.delete, key)
+
+    # ------------------------------------------------------------ code packages
+
+    def put_package(self, name: str, data: bytes) -> None:
+        """Keeps a code version's package (a zip Ray made of a ``working_dir`` or module,
+        named by its content) so the version outlives the cluster that had it; keeping
+        the same package again is a no-op."""
+        self._create(f"{self._base}/packages/{id_key(name)}", frame(data))
+
+    def get_package(self, name: str) -> bytes | None:
+        """A kept package, checked against its checksum; ``None`` if it was never kept."""
+        key = f"{self._base}/packages/{id_key(name)}"
+        try:
+            return unframe(self._io(self.store.get, key), key)
+        except FileNotFoundError:
+            return None
 
     # ------------------------------------------------- small config documents
 

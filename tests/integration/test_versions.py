@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from typing import Any
 
 import rayline
@@ -87,3 +88,47 @@ def test_two_jobs_with_their_own_working_dirs_run_their_workflows_side_by_side(
     a, b = (_output(job) for job in jobs)
     assert (a["result"], b["result"]) == ("wf-a/act-a", "wf-b/act-b")
     assert a["version"].startswith("env-") and a["version"] != b["version"]
+
+
+RESTART = textwrap.dedent("""
+    import json, os, subprocess, sys
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from ray.cluster_utils import Cluster
+    driver, storage, root = sys.argv[1:4]
+
+    def drive(address, cwd, *args, working_dir=False):
+        env = {k: v for k, v in os.environ.items() if k != "DRIVER_WORKING_DIR"}
+        if working_dir:
+            env["DRIVER_WORKING_DIR"] = cwd
+        out = subprocess.run([sys.executable, driver, address, storage, "restart", *args],
+                             cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False})
+    versions = {name: drive(cluster.address, os.path.join(root, name), f"mod{name}",
+                            "wait", f"r{name}", working_dir=True)["version"]
+                for name in ("a", "b")}
+    cluster.shutdown()  # the whole cluster goes, and with it the packages Ray had
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False})
+    results = drive(cluster.address, root, "-", "finish", "ra", "rb")
+    cluster.shutdown()
+    print(json.dumps({"versions": versions, "results": results}))
+""")
+
+
+def test_after_a_whole_ray_restart_runs_of_two_versions_resume_on_their_own_code(
+        tmp_path: Any) -> None:
+    _write(tmp_path / "a", "moda", "a")
+    _write(tmp_path / "b", "modb", "b")
+    script = tmp_path / "restart.py"
+    script.write_text(RESTART)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, str(script), DRIVER, str(tmp_path / "store"),
+                          str(tmp_path)], capture_output=True, text=True, timeout=400, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["results"] == {"ra": "wf-a/act-a", "rb": "wf-b/act-b"}
+    assert report["versions"]["a"] != report["versions"]["b"]

@@ -1,9 +1,11 @@
 """A driver process of its own, as a user's script is: joins the test session's Ray (with
 a ``working_dir`` when ``DRIVER_WORKING_DIR`` is set), imports a workflow module from its
-current folder, and starts (``wait``) or runs (``run``) its ``versioned`` workflow.
+current folder, and starts (``wait``) or runs (``run``) its ``versioned`` workflow; or,
+with ``finish``, signals the waiting runs ``ID...`` and collects their results.
 
-Prints one JSON line: the run's code version, and its result for ``run``.
-Usage: ``python version_driver.py ADDRESS STORAGE NAMESPACE MODULE wait|run [ID]``.
+Prints one JSON line: the run's code version, and its result for ``run``; for ``finish``
+each id's result.
+Usage: ``python version_driver.py ADDRESS STORAGE NAMESPACE MODULE wait|run|finish [ID...]``.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ def main() -> None:
     working_dir = os.environ.get("DRIVER_WORKING_DIR")
     runtime_env = {"working_dir": working_dir} if working_dir else None
     ray.init(address=address, logging_level="ERROR", runtime_env=runtime_env)
+    client = rayline.Client(storage=storage, namespace=namespace)
+    if action == "finish":
+        results = {}
+        for workflow_id in rest:
+            handle = client.workflow.get_handle(workflow_id)
+            handle.signal("go", None)
+            results[workflow_id] = handle.result(timeout=120)
+        print(json.dumps(results))
+        return
     sys.path.insert(0, os.getcwd())
     module = importlib.import_module(module_name)
-    client = rayline.Client(storage=storage, namespace=namespace)
     workflow_id = rest[0] if rest else None
     handle = client.workflow.start(module.versioned, args=[action == "wait"],
                                    workflow_id=workflow_id)

@@ -67,3 +67,17 @@ def test_ids_map_to_safe_keys() -> None:
 def test_run_store_refuses_a_bad_namespace() -> None:
     with pytest.raises(InvalidInputError, match="namespace"):
         RunStore(open_store("memory://ns"), "../escape")
+
+
+def test_code_packages_are_kept_once_and_read_back_checked(store: Any) -> None:
+    runs = RunStore(store, "pk")
+    assert runs.get_package("_ray_pkg_ab.zip") is None
+    runs.put_package("_ray_pkg_ab.zip", b"PK\x03\x04 zip bytes")
+    runs.put_package("_ray_pkg_ab.zip", b"PK\x03\x04 zip bytes")  # kept again: a no-op
+    assert runs.get_package("_ray_pkg_ab.zip") == b"PK\x03\x04 zip bytes"
+    with pytest.raises(ConflictError):  # a name is its content: other bytes are refused
+        runs.put_package("_ray_pkg_ab.zip", b"other")
+    key = "pk/packages/" + id_key("_ray_pkg_ab.zip")
+    store.put(key, store.get(key)[:-3])  # torn
+    with pytest.raises(CorruptTimelineError):
+        runs.get_package("_ray_pkg_ab.zip")
