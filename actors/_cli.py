@@ -5,6 +5,10 @@
     rayline workflow release ID [--address auto] [--storage URL] [--namespace NS]
     rayline workflow terminate ID [--reason TEXT] [...]
     rayline workflow describe ID [...]
+    rayline versions [...]
+
+``versions`` lists the code versions with runs: how many in each state, the hosts of
+their open runs, and the ``runtime_env`` that brings their code.
 
 ``release`` lets a quarantined workflow (one whose code crashed its host again and
 again) load and run again, after its code was fixed.
@@ -21,7 +25,7 @@ import rayline
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rayline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["resume", "list", "workflow"])
+    parser.add_argument("command", choices=["resume", "list", "workflow", "versions"])
     parser.add_argument("action", nargs="?", choices=["release", "terminate", "describe"],
                         help="workflow: what to do with workflow ID")
     parser.add_argument("workflow_id", nargs="?", help="workflow: its id")
@@ -48,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"terminated {args.workflow_id}")
         else:
             sys.stdout.write(handle.describe().model_dump_json(indent=2) + "\n")
+    elif args.command == "versions":
+        for version in client.versions():
+            sys.stdout.write(version.model_dump_json() + "\n")
     else:
         for summary in client.workflow.list(status=args.status):
             sys.stdout.write(summary.model_dump_json() + "\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 
 import ray
 
@@ -26,9 +27,22 @@ class RayConnection(ActorDirectory):
         super().__init__(namespace)
         self.storage_url = storage_url
         self._explicit = None if version is None else versions.validate_version(version)
+        self._from_source = False
+        self._modules_seen = -1
+
+    @property
+    def version(self) -> CodeVersion | None:
+        """The driver's code version (see ``current_version``). One taken from the source
+        is taken again whenever the driver has imported more modules since: a workflow
+        module imported after the client was made is part of it."""
+        if self._from_source and len(sys.modules) != self._modules_seen:
+            self._modules_seen = len(sys.modules)
+            self._version = versions.of_source()
+        return self._version
 
     async def open(self) -> RegistryInfo:
-        self.version = current_version(self._explicit)
+        self._version = of_job(self._explicit)
+        self._from_source = self._version is None
         registry = RegistryActor.options(  # type: ignore[attr-defined]  # ray.remote class
             **detached(self.namespace, REGISTRY)).remote(
             self.storage_url, self.namespace)
@@ -55,11 +69,12 @@ def ensure_ray(address: str | None) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
 
 
-def current_version(explicit: str | None = None) -> CodeVersion:
-    """This driver's code version (see ``rayline.versions``): ``explicit``, else its Ray
-    job's ``runtime_env``, else the source of the modules it has imported."""
+def of_job(explicit: str | None = None) -> CodeVersion | None:
+    """This driver's code version when it is ``explicit`` or its Ray job has a
+    ``runtime_env``; ``None`` when the source of its modules decides (see
+    ``rayline.versions``)."""
     env = json.loads(json.dumps(dict(ray.get_runtime_context().runtime_env), default=str))
-    return versions.of_runtime_env(env, explicit) or versions.of_source()
+    return versions.of_runtime_env(env, explicit)
 
 
 def connect(address: str | None, storage_url: str, namespace: str,

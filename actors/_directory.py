@@ -31,10 +31,14 @@ class ActorDirectory:
 
     def __init__(self, namespace: str, version: m.CodeVersion | None = None) -> None:
         self.namespace = namespace
-        self.version = version
-        """The code version new workflows placed from here run (``None``: unversioned)."""
+        self._version = version
         self._handles: dict[str, Any] = {}
-        self._pools: dict[str, list[str]] = {}
+        self._pools: dict[tuple[str, str | None], list[str]] = {}
+
+    @property
+    def version(self) -> m.CodeVersion | None:
+        """The code version new workflows placed from here run (``None``: unversioned)."""
+        return self._version
 
     def handle(self, name: str) -> Any:
         found = self._handles.get(name)
@@ -72,12 +76,13 @@ class ActorDirectory:
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
         """The host a new workflow goes to: its own, or one of its queue's pool, of this
         directory's code version."""
+        version = self.version
         if dedicated:
-            return await self.registry().dedicated_host(workflow_id, task_queue, self.version)
-        hosts = self._pools.get(task_queue)
+            return await self.registry().dedicated_host(workflow_id, task_queue, version)
+        key = (task_queue, version.id if version else None)
+        hosts = self._pools.get(key)
         if hosts is None:
-            hosts = self._pools[task_queue] = await self.registry().hosts_for(
-                task_queue, self.version)
+            hosts = self._pools[key] = await self.registry().hosts_for(task_queue, version)
         return pick(hosts, workflow_id)
 
     async def locate(self, workflow_id: str) -> str:
@@ -180,6 +185,9 @@ class RayRegistry(_Proxy):
 
     async def report(self, summaries: list[m.RunSummary]) -> None:
         await self._call(lambda r: r.report.remote(summaries))
+
+    async def versions(self) -> list[m.VersionSummary]:
+        return await self._call(lambda r: r.versions.remote())  # type: ignore[no-any-return]
 
     async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
         return await self._call(lambda r: r.list.remote(request))  # type: ignore[no-any-return]

@@ -20,6 +20,7 @@ from rayline.messages import (
     RegistryInfo,
     RegistryStats,
     RunSummary,
+    VersionSummary,
 )
 from rayline.storage import RunStore, open_store
 
@@ -139,6 +140,9 @@ class RegistryActor:
 
     async def report(self, summaries: list[RunSummary]) -> None:
         await self.registry.report(summaries)
+
+    async def versions(self) -> list[VersionSummary]:
+        return await self.registry.versions()
 
     async def list(self, request: ListRequest) -> list[RunSummary]:
         return await self.registry.list(request)

@@ -52,6 +52,7 @@ from .messages import (
     SignalIn,
     StartReply,
     StartRequest,
+    VersionSummary,
     WorkflowDescription,
 )
 from .storage import RunStore, open_store, validate_id
@@ -69,8 +70,9 @@ _START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout", "str
 class Connection(Protocol):
     """What the client needs from a cluster (see ``rayline.actors.RayConnection``)."""
 
-    version: CodeVersion | None
-    """The code version of the workflows this connection places (known once open)."""
+    @property
+    def version(self) -> CodeVersion | None:
+        """The code version of the workflows this connection places (once open)."""
 
     async def open(self) -> RegistryInfo: ...
     def registry(self) -> RegistryAPI: ...
@@ -199,6 +201,12 @@ class AsyncClient:
         """Resumes every unfinished workflow found in storage; returns hosts touched."""
         conn = await self.connection()
         return await conn.registry().resume_all()
+
+    async def versions(self) -> list[VersionSummary]:
+        """The code versions with runs in this namespace: runs per state, the hosts of
+        their open runs, and their ``runtime_env``."""
+        conn = await self.connection()
+        return await conn.registry().versions()
 
 
 class AsyncWorkflowClient:
@@ -605,6 +613,9 @@ class Client:
 
     def resume(self) -> int:
         return self._runner.run(self.aio.resume())
+
+    def versions(self) -> list[VersionSummary]:
+        return self._runner.run(self.aio.versions())
 
     def close(self) -> None:
         self._runner.run(self.aio.close())

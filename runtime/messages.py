@@ -215,6 +215,19 @@ class CodeVersion(_Message):
     """Ray's ``runtime_env`` of the version's hosts (and, inherited, their activities)."""
 
 
+class VersionSummary(_Message):
+    """A code version and its runs, as ``client.versions()`` and ``rayline versions``
+    show it."""
+
+    id: str | None
+    """``None``: runs started before versions were kept."""
+    runs: dict[str, int]
+    """How many runs of the version are in each state (running, completed, ...)."""
+    hosts: list[str]
+    """The hosts its open runs live on."""
+    runtime_env: Fields = {}
+
+
 class HostOptions(_Message):
     """How the hosts of a task queue are created (``Worker.create``)."""
 

@@ -32,6 +32,7 @@ from ..messages import (
     RegistryInfo,
     RegistryStats,
     RunSummary,
+    VersionSummary,
 )
 from ..storage.runs import RunStore, id_key, validate_id
 from .index import Index
@@ -198,6 +199,24 @@ class Registry:
     async def report(self, summaries: list[RunSummary]) -> None:
         self.calls["report"] += 1
         self.index.record(summaries)
+
+    async def versions(self) -> list[VersionSummary]:
+        """Every code version with runs in the index: its runs per state and the hosts of
+        its open runs, newest run first."""
+        self.calls["versions"] += 1
+        summaries = await self.list(ListRequest(limit=2**62))
+        grouped: dict[str | None, list[RunSummary]] = {}
+        for summary in summaries:
+            grouped.setdefault(summary.version, []).append(summary)
+        found = []
+        for version, runs in grouped.items():
+            stored = None if version is None else await self._io(
+                self.runs.get_config, f"version:{version}")
+            found.append(VersionSummary(
+                id=version, runs=dict(collections.Counter(r.state.value for r in runs)),
+                hosts=sorted({r.host for r in runs if r.state.code > 0}),
+                runtime_env=(stored or {}).get("runtime_env", {})))
+        return found
 
     async def list(self, request: ListRequest) -> list[RunSummary]:
         """Workflows in the index, newest first, filtered by state, name and search fields."""

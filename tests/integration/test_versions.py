@@ -59,7 +59,9 @@ def _output(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 def test_a_changed_module_runs_as_a_new_version_while_old_runs_finish_on_old_code(
         client: rayline.Client, ray_cluster: dict[str, Any], storage: str, namespace: str,
-        tmp_path: Any) -> None:
+        tmp_path: Any, capsys: Any) -> None:
+    from rayline.actors._cli import main
+
     project = tmp_path / "project"
     _write(project, "wfmod", "v1")
     old = _output(_drive(project, ray_cluster, storage, namespace, "wfmod", "wait", "old"))
@@ -70,6 +72,16 @@ def test_a_changed_module_runs_as_a_new_version_while_old_runs_finish_on_old_cod
     new = _output(_drive(project, ray_cluster, storage, namespace, "wfmod", "run"))
     assert new["result"] == "wf-v2/act-v2"
     assert new["version"] != old["version"]
+
+    def versions() -> dict[str | None, tuple[dict[str, int], list[str]]]:
+        return {v.id: (v.runs, v.hosts) for v in client.versions()}
+
+    wait_until(lambda: versions().get(new["version"], ({}, []))[0] == {"completed": 1})
+    assert versions() == {old["version"]: ({"running": 1}, [waiting.describe().host]),
+                          new["version"]: ({"completed": 1}, [])}
+    main(["versions", "--storage", storage, "--namespace", namespace])
+    listed_versions = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(listed_versions) == sorted([old["version"], new["version"]])
 
     waiting.signal("go", None)
     assert waiting.result() == "wf-v1/act-v1"  # finished on the code it started with

@@ -34,6 +34,7 @@ def main() -> None:
             results[workflow_id] = handle.result(timeout=120)
         print(json.dumps(results))
         return
+    # imported after the client is made, as in a notebook: still part of its version
     sys.path.insert(0, os.getcwd())
     module = importlib.import_module(module_name)
     workflow_id = rest[0] if rest else None

@@ -163,3 +163,27 @@ def test_locate_by_report_then_by_storage_and_list_by_state(runs: RunStore) -> N
         assert [s.workflow_id for s in stuck] == ["a"]
 
     run(main())
+
+
+def test_versions_count_runs_per_state_and_name_the_hosts_of_open_ones(
+        runs: RunStore) -> None:
+    def summary(workflow_id: str, state: RunStatus, version: str | None) -> RunSummary:
+        host = f"host-q-{version}-0" if version else "host-q-0"
+        return RunSummary(workflow_id=workflow_id, run_id="r", workflow_name="f", host=host,
+                          task_queue="q", status=state.code, state=state, started_at=1.0,
+                          version=version)
+
+    async def main() -> None:
+        registry, _ = _registry(runs)
+        await registry.hosts_for("q", CodeVersion(id="v1", runtime_env={"pip": ["x"]}))
+        await registry.report([
+            summary("a", RunStatus.RUNNING, "v1"), summary("b", RunStatus.COMPLETED, "v1"),
+            summary("c", RunStatus.COMPLETED, "v2"), summary("d", RunStatus.STUCK, None)])
+        found = {v.id: v for v in await registry.versions()}
+        assert {k: (v.runs, v.hosts) for k, v in found.items()} == {
+            "v1": ({"running": 1, "completed": 1}, ["host-q-v1-0"]),
+            "v2": ({"completed": 1}, []),
+            None: ({"stuck": 1}, ["host-q-0"])}
+        assert found["v1"].runtime_env == {"pip": ["x"]}  # as the version was stored
+
+    run(main())
