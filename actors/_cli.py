@@ -6,9 +6,12 @@
     rayline workflow terminate ID [--reason TEXT] [...]
     rayline workflow describe ID [...]
     rayline versions [...]
+    rayline retire [...]
 
 ``versions`` lists the code versions with runs: how many in each state, the hosts of
-their open runs, and the ``runtime_env`` that brings their code.
+their open runs, and the ``runtime_env`` that brings their code. ``retire`` stops now
+the idle hosts the registry stops every ``RAYLINE_RETIRE_EVERY`` seconds (300): those of
+a queue's older code versions and dedicated hosts, once they hold no run.
 
 ``release`` lets a quarantined workflow (one whose code crashed its host again and
 again) load and run again, after its code was fixed.
@@ -25,7 +28,8 @@ import rayline
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rayline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["resume", "list", "workflow", "versions"])
+    parser.add_argument("command",
+                        choices=["resume", "list", "workflow", "versions", "retire"])
     parser.add_argument("action", nargs="?", choices=["release", "terminate", "describe"],
                         help="workflow: what to do with workflow ID")
     parser.add_argument("workflow_id", nargs="?", help="workflow: its id")
@@ -52,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"terminated {args.workflow_id}")
         else:
             sys.stdout.write(handle.describe().model_dump_json(indent=2) + "\n")
+    elif args.command == "retire":
+        retired = client.run(client.aio.retire_idle())
+        print(f"retired {len(retired)} idle host(s): {' '.join(retired)}")
     elif args.command == "versions":
         for version in client.versions():
             sys.stdout.write(version.model_dump_json() + "\n")

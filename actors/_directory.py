@@ -68,6 +68,9 @@ class ActorDirectory:
                 continue
             try:
                 return await call(invoke(handle))
+            except ray.exceptions.ActorDiedError:  # for good (a retired host): by name again
+                self._handles.pop(name, None)
+                await asyncio.sleep(delay)
             except UNAVAILABLE:
                 await asyncio.sleep(delay)
         raise HostDiedError(f"{name} died while handling the call and did not come back "
@@ -188,6 +191,9 @@ class RayRegistry(_Proxy):
 
     async def versions(self) -> list[m.VersionSummary]:
         return await self._call(lambda r: r.versions.remote())  # type: ignore[no-any-return]
+
+    async def retire_idle(self) -> list[str]:
+        return await self._call(lambda r: r.retire_idle.remote())  # type: ignore[no-any-return]
 
     async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
         return await self._call(lambda r: r.list.remote(request))  # type: ignore[no-any-return]

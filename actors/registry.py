@@ -4,6 +4,8 @@ and the ``Launcher`` that starts hosts as named detached Ray actors."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from typing import Any
 
 import ray
@@ -16,6 +18,7 @@ from rayline.errors import CodeUnavailableError, InvalidInputError
 from rayline.messages import (
     CodeVersion,
     HostOptions,
+    HostStats,
     ListRequest,
     RegistryInfo,
     RegistryStats,
@@ -24,8 +27,12 @@ from rayline.messages import (
 )
 from rayline.storage import RunStore, open_store
 
-from ._names import detached
+from ._names import detached, get_actor
 from .host import HostActor
+
+log = logging.getLogger("rayline.registry")
+RETIRE_EVERY = float(os.environ.get("RAYLINE_RETIRE_EVERY", "300"))
+"""Seconds between two rounds of retiring idle hosts (old versions, dedicated)."""
 
 
 class RayLauncher:
@@ -90,6 +97,18 @@ class RayLauncher:
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         await self.handles[name].register.remote(workflows)
 
+    async def retire(self, name: str) -> bool:
+        try:
+            handle = self.handles.get(name) or get_actor(self.namespace, name)
+        except ValueError:
+            return True  # gone already
+        stats: HostStats = await handle.stats.remote()
+        if stats.running or stats.parked or stats.stuck:
+            return False
+        ray.kill(handle, no_restart=True)
+        self.handles.pop(name, None)
+        return True
+
 
 def _packages(runtime_env: Fields) -> list[str]:
     """The packages in Ray's own storage a ``runtime_env`` needs (its ``working_dir`` and
@@ -110,6 +129,7 @@ class RegistryActor:
         runs = RunStore(open_store(storage_url), namespace)
         self.registry = Registry(runs, storage_url, RayLauncher(storage_url, namespace))
         self.registry.start()  # resumes every host with unfinished runs
+        self._retiring = asyncio.get_running_loop().create_task(self._retire_now_and_then())
 
     async def ready(self) -> RegistryInfo:
         return await self.registry.ready()
@@ -144,8 +164,19 @@ class RegistryActor:
     async def versions(self) -> list[VersionSummary]:
         return await self.registry.versions()
 
+    async def retire_idle(self) -> list[str]:
+        return await self.registry.retire_idle()
+
     async def list(self, request: ListRequest) -> list[RunSummary]:
         return await self.registry.list(request)
 
     async def resume_all(self) -> int:
         return await self.registry.resume_all()
+
+    async def _retire_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(RETIRE_EVERY)
+            try:
+                await self.registry.retire_idle()
+            except Exception:  # never let the loop die: the next round tries again
+                log.exception("registry: retiring idle hosts failed")

@@ -202,6 +202,11 @@ class AsyncClient:
         conn = await self.connection()
         return await conn.registry().resume_all()
 
+    async def retire_idle(self) -> list[str]:
+        """Stops now the hosts no run needs any more (see ``rayline retire``)."""
+        conn = await self.connection()
+        return await conn.registry().retire_idle()
+
     async def versions(self) -> list[VersionSummary]:
         """The code versions with runs in this namespace: runs per state, the hosts of
         their open runs, and their ``runtime_env``."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any, Callable, Protocol
 
 from .._code import CodeRef
@@ -67,6 +68,9 @@ class Launcher(Protocol):
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         """Tells running host ``name`` about workflows registered by name."""
 
+    async def retire(self, name: str) -> bool:
+        """Stops host ``name`` if it holds no run; whether it is gone."""
+
 
 class Registry:
     """One per rayline namespace (see the module docstring)."""
@@ -111,14 +115,17 @@ class Registry:
             version = None
             if config.get("version") is not None:
                 stored = await self._io(self.runs.get_config, f"version:{config['version']}")
-                version = CodeVersion(id=config["version"], **(stored or {}))
+                version = CodeVersion(id=config["version"],
+                                      runtime_env=(stored or {}).get("runtime_env", {}))
             await self._launch(name, config["task_queue"], version)
 
     async def _launch(self, name: str, task_queue: str, version: CodeVersion | None) -> None:
         queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
         if version is not None and version.id not in self._versions:
-            await self._io(self.runs.put_config, f"version:{version.id}",
-                           {"runtime_env": version.runtime_env})
+            stored = await self._io(self.runs.get_config, f"version:{version.id}")
+            await self._io(self.runs.put_config, f"version:{version.id}", {
+                "runtime_env": version.runtime_env,
+                "since": stored["since"] if stored else time.time()})  # when first seen
             self._versions.add(version.id)
         await self._io(self.runs.put_config, f"host:{name}", {
             "task_queue": task_queue, "version": version.id if version else None})
@@ -179,6 +186,42 @@ class Registry:
             if name not in self.hosts:
                 await self._launch(name, task_queue, version)
         return name
+
+    # ------------------------------------------------------------- retiring
+
+    async def retire_idle(self) -> list[str]:
+        """Stops the hosts no run needs any more and returns their names: the hosts of a
+        queue's older code versions and dedicated hosts, once they hold no run (none
+        live, parked, stuck or open in storage). The newest version of each queue keeps
+        its hosts. A call for a retired host starts it again."""
+        configs = {name: await self._io(self.runs.get_config, f"host:{name}") or {}
+                   for name in sorted(self.hosts)}
+        since: dict[str, float] = {}
+        for known in {str(c["version"]) for c in configs.values() if c.get("version")}:
+            stored = await self._io(self.runs.get_config, f"version:{known}") or {}
+            since[known] = stored.get("since", 0.0)
+        newest: dict[str, tuple[float, str]] = {}  # queue -> (first seen, version)
+        for name, config in configs.items():
+            vid = config.get("version")
+            if vid and not name.startswith("host-dedicated-"):
+                queue = config.get("task_queue", "")
+                newest[queue] = max(newest.get(queue, (0.0, "")), (since[vid], vid))
+        retired = []
+        for name, config in configs.items():
+            vid = config.get("version")
+            dedicated = name.startswith("host-dedicated-")
+            current = newest.get(config.get("task_queue", ""), (0.0, ""))[1]
+            if not dedicated and (not vid or vid == current):
+                continue
+            async with self._lock:
+                if name not in self.hosts or await self._io(self.runs.open_workflows, name):
+                    continue
+                if await self.launcher.retire(name):
+                    self.hosts.discard(name)
+                    retired.append(name)
+        if retired:
+            log.info("registry: retired idle hosts %s", ", ".join(retired))
+        return retired
 
     # ----------------------------------------------------------- directory
 

@@ -10,8 +10,11 @@ import sys
 import textwrap
 from typing import Any
 
+import pytest
+
 import rayline
 
+from .conftest import host_actor
 from .test_foundation import wait_until
 
 DRIVER = os.path.join(os.path.dirname(__file__), "version_driver.py")
@@ -85,6 +88,13 @@ def test_a_changed_module_runs_as_a_new_version_while_old_runs_finish_on_old_cod
 
     waiting.signal("go", None)
     assert waiting.result() == "wf-v1/act-v1"  # finished on the code it started with
+    old_host = waiting.describe().host
+    capsys.readouterr()
+    main(["retire", "--storage", storage, "--namespace", namespace])
+    assert old_host in capsys.readouterr().out  # the older version's host had no run left
+    with pytest.raises(ValueError):
+        host_actor(namespace, old_host)
+    assert client.workflow.get_handle("old").result() == "wf-v1/act-v1"  # started again
     described = waiting.describe()
     assert described.version == old["version"] and old["version"] in described.host
     listed = {s.workflow_id: s.version for s in client.workflow.list()}

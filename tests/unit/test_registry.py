@@ -22,6 +22,8 @@ class Launcher:
         self.registered: list[tuple[str, dict[str, CodeRef]]] = []
         self.options: dict[str, HostOptions] = {}
         self.versions: dict[str, CodeVersion | None] = {}
+        self.busy: set[str] = set()  # hosts that still hold a run in memory
+        self.retired: list[str] = []
 
     def check(self, task_queue: str, options: HostOptions) -> None:
         if options.memory is not None and options.memory > 2**30:
@@ -35,6 +37,12 @@ class Launcher:
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         self.registered.append((name, workflows))
+
+    async def retire(self, name: str) -> bool:
+        if name in self.busy:
+            return False
+        self.retired.append(name)
+        return True
 
 
 def _registry(runs: RunStore) -> tuple[Registry, Launcher]:
@@ -185,5 +193,24 @@ def test_versions_count_runs_per_state_and_name_the_hosts_of_open_ones(
             "v2": ({"completed": 1}, []),
             None: ({"stuck": 1}, ["host-q-0"])}
         assert found["v1"].runtime_env == {"pip": ["x"]}  # as the version was stored
+
+    run(main())
+
+
+def test_idle_hosts_of_older_versions_and_dedicated_hosts_retire(runs: RunStore) -> None:
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        await registry.hosts_for("legacy")  # unversioned: kept
+        await registry.configure("q", 3, {}, version=CodeVersion(id="v1"))
+        await registry.hosts_for("q", CodeVersion(id="v2"))  # the newest version of q
+        await registry.hosts_for("other", CodeVersion(id="v1"))  # v1 is newest there
+        await registry.dedicated_host("solo", "q", CodeVersion(id="v2"))
+        runs.mark_open("host-q-v1-0", "parked")  # a run still open in storage
+        launcher.busy.add("host-q-v1-1")  # a run still in memory
+        assert await registry.retire_idle() == ["host-dedicated-v2-solo", "host-q-v1-2"]
+        assert "host-q-v1-2" not in registry.hosts
+        assert await registry.hosts_for("q", CodeVersion(id="v1")) == [
+            "host-q-v1-0", "host-q-v1-1", "host-q-v1-2"]  # a call starts it again
+        assert "host-q-v1-2" in registry.hosts
 
     run(main())
