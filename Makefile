@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not soak"
 
 test-all: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,jobs]"
 	$(PY) -m pytest -q
 
 chaos: $(STAMP)

@@ -11,20 +11,11 @@ from typing import Any
 import ray
 from ray.experimental import internal_kv
 
+from rayline import messages as m
 from rayline._code import CodeRef
 from rayline._serde import Fields
 from rayline.engine.registry import Registry
 from rayline.errors import CodeUnavailableError, InvalidInputError
-from rayline.messages import (
-    CodeVersion,
-    HostOptions,
-    HostStats,
-    ListRequest,
-    RegistryInfo,
-    RegistryStats,
-    RunSummary,
-    VersionSummary,
-)
 from rayline.storage import RunStore, open_store
 
 from ._names import detached, get_actor
@@ -45,7 +36,7 @@ class RayLauncher:
         self.runs = RunStore(open_store(storage_url), namespace)
         self._kept: set[str] = set()
 
-    def keep_packages(self, version: CodeVersion) -> None:
+    def keep_packages(self, version: m.CodeVersion) -> None:
         """Ray keeps an uploaded package (``gcs://_ray_pkg_<hash>.zip``) only while it is
         in use, and a new cluster has none: the first time a version's host is started
         its packages are copied into storage, and put back into Ray when it lacks them.
@@ -70,7 +61,7 @@ class RayLauncher:
                 internal_kv._internal_kv_put(uri, kept)
             self._kept.add(uri)
 
-    def check(self, task_queue: str, options: HostOptions) -> None:
+    def check(self, task_queue: str, options: m.HostOptions) -> None:
         if options.memory is None:
             return
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
@@ -82,8 +73,8 @@ class RayLauncher:
                 f"than any node of the cluster has for Ray ({int(largest)} bytes at most), "
                 "so its hosts could never start")
 
-    async def launch(self, name: str, workflows: dict[str, CodeRef], options: HostOptions,
-                     version: CodeVersion | None) -> None:
+    async def launch(self, name: str, workflows: dict[str, CodeRef], options: m.HostOptions,
+                     version: m.CodeVersion | None) -> None:
         extra: dict[str, Any] = {} if options.memory is None else {"memory": options.memory}
         if version is not None and version.runtime_env:
             await asyncio.to_thread(self.keep_packages, version)
@@ -102,7 +93,7 @@ class RayLauncher:
             handle = self.handles.get(name) or get_actor(self.namespace, name)
         except ValueError:
             return True  # gone already
-        stats: HostStats = await handle.stats.remote()
+        stats: m.HostStats = await handle.stats.remote()
         if stats.running or stats.parked or stats.stuck:
             return False
         ray.kill(handle, no_restart=True)
@@ -131,25 +122,25 @@ class RegistryActor:
         self.registry.start()  # resumes every host with unfinished runs
         self._retiring = asyncio.get_running_loop().create_task(self._retire_now_and_then())
 
-    async def ready(self) -> RegistryInfo:
+    async def ready(self) -> m.RegistryInfo:
         return await self.registry.ready()
 
-    async def stats(self) -> RegistryStats:
+    async def stats(self) -> m.RegistryStats:
         return await self.registry.stats()
 
     async def ensure_host(self, name: str) -> None:
         await self.registry.ensure_host(name)
 
-    async def hosts_for(self, task_queue: str, version: CodeVersion | None = None) -> list[str]:
+    async def hosts_for(self, task_queue: str, version: m.CodeVersion | None = None) -> list[str]:
         return await self.registry.hosts_for(task_queue, version)
 
     async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
-                        options: HostOptions | None = None,
-                        version: CodeVersion | None = None) -> list[str]:
+                        options: m.HostOptions | None = None,
+                        version: m.CodeVersion | None = None) -> list[str]:
         return await self.registry.configure(task_queue, hosts, workflows, options, version)
 
     async def dedicated_host(self, workflow_id: str, task_queue: str = "default",
-                             version: CodeVersion | None = None) -> str:
+                             version: m.CodeVersion | None = None) -> str:
         return await self.registry.dedicated_host(workflow_id, task_queue, version)
 
     async def locate(self, workflow_id: str) -> str:
@@ -158,16 +149,16 @@ class RegistryActor:
     async def locate_or_none(self, workflow_id: str) -> str | None:
         return await self.registry.locate_or_none(workflow_id)
 
-    async def report(self, summaries: list[RunSummary]) -> None:
+    async def report(self, summaries: list[m.RunSummary]) -> None:
         await self.registry.report(summaries)
 
-    async def versions(self) -> list[VersionSummary]:
+    async def versions(self) -> list[m.VersionSummary]:
         return await self.registry.versions()
 
     async def retire_idle(self) -> list[str]:
         return await self.registry.retire_idle()
 
-    async def list(self, request: ListRequest) -> list[RunSummary]:
+    async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
         return await self.registry.list(request)
 
     async def resume_all(self) -> int:

@@ -142,14 +142,14 @@ class Host:
                  watchdog: Watchdog | None = None, strict: bool = STRICT,
                  blackbox: Blackbox | None = None, version: str | None = None) -> None:
         self.host_name = name
-        self.version = version
-        """The code version of this host's process: every run it starts records it."""
         self.strict = strict
         """Every run started here is strict (``RunOptions.strict``), as RAYLINE_STRICT=1."""
         self.clock = clock
         self.runs = runs
         self.backend = backend
         self.executions: dict[str, Execution] = {}
+        self.version = version
+        """The code version of this host's process: every run it starts records it."""
         self.names: dict[str, WorkflowDefinition[Any, Any]] = {}
         self.stuck: dict[str, Stuck] = {}
         self.blocked: dict[str, str] = {}

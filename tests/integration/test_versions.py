@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -154,3 +155,74 @@ def test_after_a_whole_ray_restart_runs_of_two_versions_resume_on_their_own_code
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["results"] == {"ra": "wf-a/act-a", "rb": "wf-b/act-b"}
     assert report["versions"]["a"] != report["versions"]["b"]
+
+
+JOB = textwrap.dedent("""
+    import json, os, socket, subprocess, sys, time
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from ray.cluster_utils import Cluster
+    from ray.job_submission import JobStatus, JobSubmissionClient
+    driver, storage, job_dir, other_dir = sys.argv[1:5]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "dashboard_port": port})
+    try:
+        deadline = time.time() + 120
+        while True:  # the job API answers once the dashboard and the node's agent are up
+            try:
+                jobs = JobSubmissionClient(f"http://127.0.0.1:{port}")
+                job_id = jobs.submit_job(
+                    entrypoint=f"{sys.executable} version_driver.py auto {storage} job "
+                               "modjob wait by-job",
+                    runtime_env={"working_dir": job_dir,
+                                 "env_vars": {"DRIVER_WORKING_DIR": "-"}})
+                break
+            except (OSError, RuntimeError) as exc:  # refused, or "no available agent"
+                if time.time() > deadline:
+                    raise
+                print("job API not ready:", exc, file=sys.stderr)
+                time.sleep(1)
+        deadline = time.time() + 240
+        while jobs.get_job_status(job_id) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                   JobStatus.STOPPED}:
+            assert time.time() < deadline, "the job did not end"
+            time.sleep(0.5)
+        status, logs = jobs.get_job_status(job_id), jobs.get_job_logs(job_id)
+        assert status == JobStatus.SUCCEEDED, logs[-3000:]
+        started = json.loads(logs.strip().splitlines()[-1])
+        out = subprocess.run(  # a second driver, not a job, with none of the job's code
+            [sys.executable, driver, cluster.address, storage, "job", "-", "finish", "by-job"],
+            cwd=other_dir, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-3000:]
+        print(json.dumps({"version": started["version"],
+                          "results": json.loads(out.stdout.strip().splitlines()[-1])}))
+    finally:
+        cluster.shutdown()
+""")
+
+
+# A cluster with the dashboard (the job API) and its agent beside the session's Ray: on
+# this 2-core machine it took minutes to accept a job during the full suite, so it runs
+# with -m soak (make test-all, which installs the `jobs` extra), not in make test.
+@pytest.mark.soak
+@pytest.mark.timeout(600)
+def test_a_workflow_started_by_a_ray_job_outlives_it_and_another_driver_finishes_it(
+        tmp_path: Any) -> None:
+    job_dir = tmp_path / "job"
+    _write(job_dir, "modjob", "job")
+    shutil.copy(DRIVER, job_dir / "version_driver.py")
+    (tmp_path / "other").mkdir()
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, str(script), DRIVER, str(tmp_path / "store"),
+                          str(job_dir), str(tmp_path / "other")],
+                         capture_output=True, text=True, timeout=400, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["results"] == {"by-job": "wf-job/act-job"}
+    assert report["version"].startswith("env-")  # the job's working_dir is its version

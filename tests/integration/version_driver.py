@@ -22,8 +22,8 @@ import rayline
 
 def main() -> None:
     address, storage, namespace, module_name, action, *rest = sys.argv[1:]
-    working_dir = os.environ.get("DRIVER_WORKING_DIR")
-    runtime_env = {"working_dir": working_dir} if working_dir else None
+    working_dir = os.environ.get("DRIVER_WORKING_DIR")  # "-": a Ray Job, which has one
+    runtime_env = {"working_dir": working_dir} if working_dir not in (None, "-") else None
     ray.init(address=address, logging_level="ERROR", runtime_env=runtime_env)
     client = rayline.Client(storage=storage, namespace=namespace)
     if action == "finish":

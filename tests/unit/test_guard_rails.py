@@ -4,9 +4,8 @@ host deaths are stood in for by an abandoned host whose blackbox names the run).
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -18,23 +17,13 @@ from rayline.timeline import RunOptions
 
 from . import flows
 from .local import LocalBackend, make_host
+from .test_failure_paths import run, until
 from .test_host import request, value
 
 
 @pytest.fixture
 def runs(tmp_path: Any) -> RunStore:
     return RunStore(LocalStore(str(tmp_path), fsync=False), "test")
-
-
-def run(coro_fn: Callable[[], Awaitable[Any]], timeout: float = 20) -> Any:
-    return asyncio.run(asyncio.wait_for(coro_fn(), timeout))
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-    await asyncio.wait_for(poll(), timeout)
 
 
 @pytest.mark.parametrize(("kind", "call", "replacement"), [
