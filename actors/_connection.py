@@ -32,7 +32,7 @@ class RayConnection(ActorDirectory):
 
     @property
     def version(self) -> CodeVersion | None:
-        """The driver's code version (see ``current_version``). One taken from the source
+        """The driver's code version (see ``of_job``). One taken from the source
         is taken again whenever the driver has imported more modules since: a workflow
         module imported after the client was made is part of it."""
         if self._from_source and len(sys.modules) != self._modules_seen:
