@@ -93,7 +93,10 @@ class RayLauncher:
             handle = self.handles.get(name) or get_actor(self.namespace, name)
         except ValueError:
             return True  # gone already
-        stats: m.HostStats = await handle.stats.remote()
+        try:
+            stats: m.HostStats = await handle.stats.remote()
+        except ray.exceptions.RayActorError:  # restarting or dying: ask again next round
+            return False
         if stats.running or stats.parked or stats.stuck:
             return False
         ray.kill(handle, no_restart=True)
