@@ -26,7 +26,7 @@ class RayConnection(ActorDirectory):
     def __init__(self, storage_url: str, namespace: str, version: str | None = None) -> None:
         super().__init__(namespace)
         self.storage_url = storage_url
-        self._explicit = None if version is None else versions.validate_version(version)
+        self._explicit = version  # checked by the client
         self._from_source = False
         self._modules_seen = -1
 

@@ -48,16 +48,19 @@ class RayLauncher:
             if uri in self._kept:
                 continue
             name = uri.removeprefix("gcs://")
-            data = internal_kv._internal_kv_get(uri)
-            if data is not None:
-                self.runs.put_package(name, data)
-            else:
-                kept = self.runs.get_package(name)
-                if kept is None:
+            if not self.runs.has_package(name):
+                data = internal_kv._internal_kv_get(uri)
+                if data is None:
                     raise CodeUnavailableError(
                         f"code version {version.id}: package {uri} is gone from Ray and "
                         "was never kept in storage: start a driver with that code again, "
                         "or terminate its runs")
+                self.runs.put_package(name, data)
+            elif not internal_kv._internal_kv_exists(uri):
+                kept = self.runs.get_package(name)
+                if kept is None:  # removed from storage since it was listed
+                    raise CodeUnavailableError(f"code version {version.id}: package {uri} "
+                                               "was removed from storage")
                 internal_kv._internal_kv_put(uri, kept)
             self._kept.add(uri)
 

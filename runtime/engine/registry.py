@@ -81,8 +81,9 @@ class Registry:
         self.storage_url = storage_url
         self.launcher = launcher
         self.index = Index()
-        self.hosts: set[str] = set()
-        self._versions: set[str] = set()
+        self.hosts: dict[str, tuple[str, str | None]] = {}
+        """Each host started here: its task queue and code version."""
+        self._since: dict[str, float] = {}  # code version -> when it was first seen
         self.calls: collections.Counter[str] = collections.Counter()
         self._indexed = False
         self._lock = asyncio.Lock()
@@ -121,18 +122,19 @@ class Registry:
 
     async def _launch(self, name: str, task_queue: str, version: CodeVersion | None) -> None:
         queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
-        if version is not None and version.id not in self._versions:
-            stored = await self._io(self.runs.get_config, f"version:{version.id}")
+        vid = version.id if version else None
+        if version is not None and version.id not in self._since:
+            stored = await self._io(self.runs.get_config, f"version:{version.id}") or {}
+            since = stored.get("since") or time.time()
             await self._io(self.runs.put_config, f"version:{version.id}", {
-                "runtime_env": version.runtime_env,
-                "since": stored["since"] if stored else time.time()})  # when first seen
-            self._versions.add(version.id)
+                "runtime_env": version.runtime_env, "since": since})
+            self._since[version.id] = since
         await self._io(self.runs.put_config, f"host:{name}", {
-            "task_queue": task_queue, "version": version.id if version else None})
+            "task_queue": task_queue, "version": vid})
         workflows = {n: _code_ref(ref) for n, ref in queue.get("workflows", {}).items()}
         await self.launcher.launch(name, workflows, HostOptions(memory=queue.get("memory")),
                                    version)
-        self.hosts.add(name)
+        self.hosts[name] = (task_queue, vid)
 
     async def hosts_for(self, task_queue: str, version: CodeVersion | None = None) -> list[str]:
         """The pool of hosts for a task queue and code version, started on first use (1
@@ -194,30 +196,21 @@ class Registry:
         queue's older code versions and dedicated hosts, once they hold no run (none
         live, parked, stuck or open in storage). The newest version of each queue keeps
         its hosts. A call for a retired host starts it again."""
-        configs = {name: await self._io(self.runs.get_config, f"host:{name}") or {}
-                   for name in sorted(self.hosts)}
-        since: dict[str, float] = {}
-        for known in {str(c["version"]) for c in configs.values() if c.get("version")}:
-            stored = await self._io(self.runs.get_config, f"version:{known}") or {}
-            since[known] = stored.get("since", 0.0)
+        hosts = sorted(self.hosts.items())
         newest: dict[str, tuple[float, str]] = {}  # queue -> (first seen, version)
-        for name, config in configs.items():
-            vid = config.get("version")
-            if vid and not name.startswith("host-dedicated-"):
-                queue = config.get("task_queue", "")
-                newest[queue] = max(newest.get(queue, (0.0, "")), (since[vid], vid))
+        for name, (queue, vid) in hosts:
+            if vid is not None and not name.startswith("host-dedicated-"):
+                newest[queue] = max(newest.get(queue, (0.0, "")), (self._since[vid], vid))
         retired = []
-        for name, config in configs.items():
-            vid = config.get("version")
+        for name, (queue, vid) in hosts:
             dedicated = name.startswith("host-dedicated-")
-            current = newest.get(config.get("task_queue", ""), (0.0, ""))[1]
-            if not dedicated and (not vid or vid == current):
+            if not dedicated and (vid is None or vid == newest[queue][1]):
                 continue
             async with self._lock:
-                if name not in self.hosts or await self._io(self.runs.open_workflows, name):
+                if name not in self.hosts or await self._io(self.runs.has_open, name):
                     continue
                 if await self.launcher.retire(name):
-                    self.hosts.discard(name)
+                    del self.hosts[name]
                     retired.append(name)
         if retired:
             log.info("registry: retired idle hosts %s", ", ".join(retired))

@@ -320,6 +320,10 @@ class RunStore:
     def open_hosts(self) -> list[str]:
         return self._io(self.store.list, f"{self._base}/open")
 
+    def has_open(self, host: str) -> bool:
+        """Whether ``host`` owns an unfinished run (its markers are listed, not read)."""
+        return bool(self._io(self.store.list, f"{self._base}/open/{host}"))
+
     def open_workflows(self, host: str) -> list[tuple[str, float | None]]:
         """(workflow id, parked-until or None) for each run open on ``host``."""
         prefix = f"{self._base}/open/{host}"
@@ -362,6 +366,10 @@ class RunStore:
         named by its content) so the version outlives the cluster that had it; keeping
         the same package again is a no-op."""
         self._create(f"{self._base}/packages/{id_key(name)}", frame(data))
+
+    def has_package(self, name: str) -> bool:
+        """Whether a package is kept (listed, not read: it may be large)."""
+        return id_key(name) in self._io(self.store.list, f"{self._base}/packages")
 
     def get_package(self, name: str) -> bytes | None:
         """A kept package, checked against its checksum; ``None`` if it was never kept."""

@@ -91,8 +91,13 @@ def test_a_changed_module_runs_as_a_new_version_while_old_runs_finish_on_old_cod
     assert waiting.result() == "wf-v1/act-v1"  # finished on the code it started with
     old_host = waiting.describe().host
     capsys.readouterr()
-    main(["retire", "--storage", storage, "--namespace", namespace])
-    assert old_host in capsys.readouterr().out  # the older version's host had no run left
+
+    def retired() -> str:
+        main(["retire", "--storage", storage, "--namespace", namespace])
+        return capsys.readouterr().out
+
+    # the older version's host has no run left once the closed run has left its memory
+    wait_until(lambda: old_host in retired())
     with pytest.raises(ValueError):
         host_actor(namespace, old_host)
     assert client.workflow.get_handle("old").result() == "wf-v1/act-v1"  # started again

@@ -72,7 +72,9 @@ def test_run_store_refuses_a_bad_namespace() -> None:
 def test_code_packages_are_kept_once_and_read_back_checked(store: Any) -> None:
     runs = RunStore(store, "pk")
     assert runs.get_package("_ray_pkg_ab.zip") is None
+    assert not runs.has_package("_ray_pkg_ab.zip")
     runs.put_package("_ray_pkg_ab.zip", b"PK\x03\x04 zip bytes")
+    assert runs.has_package("_ray_pkg_ab.zip")
     runs.put_package("_ray_pkg_ab.zip", b"PK\x03\x04 zip bytes")  # kept again: a no-op
     assert runs.get_package("_ray_pkg_ab.zip") == b"PK\x03\x04 zip bytes"
     with pytest.raises(ConflictError):  # a name is its content: other bytes are refused

@@ -154,6 +154,8 @@ def test_run_store_surfaces_a_foreign_store_error_as_storage_error() -> None:
         "delete": lambda: runs.delete("test/open/h0/wf"),
         "put_config": lambda: runs.put_config("c", {"a": 1}),
         "get_config": lambda: runs.get_config("c"),
+        "has_open": lambda: runs.has_open("h0"),
+        "has_package": lambda: runs.has_package("_ray_pkg_1.zip"),
         "put_package": lambda: runs.put_package("_ray_pkg_1.zip", b"zip"),
         "get_package": lambda: runs.get_package("_ray_pkg_1.zip"),
     }
