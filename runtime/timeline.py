@@ -120,7 +120,8 @@ class CancelRequested(_Model):
 
 
 class ChildStarted(_Step):
-    """The child of ``StartChild`` number ``seq`` has a run."""
+    """The child of ``StartChild`` number ``seq`` has a run: ``run_id`` is the run the
+    parent follows (a child that continues as new keeps its id, not its run)."""
 
     type: Literal["child_started"] = "child_started"
     workflow_id: str
@@ -128,7 +129,8 @@ class ChildStarted(_Step):
 
 
 class ChildCompleted(_Step):
-    """The child of ``StartChild`` number ``seq`` returned ``result``."""
+    """The child of ``StartChild`` number ``seq`` returned ``result``; the parent's
+    ``execute_child`` call returns it."""
 
     type: Literal["child_completed"] = "child_completed"
     result: Payload
@@ -143,7 +145,8 @@ class ChildFailed(_Step):
 
 
 class ExternalResolved(_Step):
-    """A signal or cancel sent to another workflow was delivered (or failed)."""
+    """A signal or cancel sent to another workflow was delivered, or ``failure`` says why
+    not (no such workflow, or it had closed): the sender's call returns or raises it."""
 
     type: Literal["external_resolved"] = "external_resolved"
     failure: Failure | None = None
@@ -179,7 +182,8 @@ class CancelActivity(_Step):
 
 
 class StartTimer(_Step):
-    """A durable sleep of ``duration`` seconds, due at ``fire_at`` (the run's clock)."""
+    """A durable sleep of ``duration`` seconds, due at ``fire_at`` (the run's clock, so a
+    replay fires it at the same point whatever the wall clock says)."""
 
     type: Literal["start_timer"] = "start_timer"
     fire_at: float
@@ -257,7 +261,8 @@ class RecordPatch(_Model):
 
 
 class DropSignal(_Model):
-    """A buffered signal expired before the workflow waited for it."""
+    """A buffered signal expired (``expire_at``, the run's clock) before the workflow
+    waited for it: replay drops it at the same point."""
 
     type: Literal["drop_signal"] = "drop_signal"
     signal_id: str
@@ -265,21 +270,24 @@ class DropSignal(_Model):
 
 
 class CompleteWorkflow(_Model):
-    """The workflow returned."""
+    """The workflow returned: ``result`` is what every ``result()`` call gets, and what a
+    parent's child call returns."""
 
     type: Literal["complete_workflow"] = "complete_workflow"
     result: Payload
 
 
 class FailWorkflow(_Model):
-    """The workflow raised."""
+    """The workflow raised: ``failure`` is rebuilt (see ``failures``) into the exception
+    that ``result()`` and a parent's child call raise, its cause chained."""
 
     type: Literal["fail_workflow"] = "fail_workflow"
     failure: Failure
 
 
 class ContinueAsNewWorkflow(_Model):
-    """The run closes and a new run of the same id starts with ``args``."""
+    """The run closes and a new run of the same id starts with ``args``; signals this run
+    never consumed are carried to it."""
 
     type: Literal["continue_as_new"] = "continue_as_new"
     args: list[Payload]
