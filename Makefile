@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,jobs]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -22,7 +22,6 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not soak"
 
 test-all: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[dev,jobs]"
 	$(PY) -m pytest -q
 
 chaos: $(STAMP)

@@ -6,10 +6,14 @@
     rayline workflow terminate ID [--reason TEXT] [...]
     rayline workflow describe ID [...]
     rayline versions [...]
+    rayline versions upgrade OLD NEW [--workflow ID ...] [...]
     rayline retire [...]
 
 ``versions`` lists the code versions with runs: how many in each state, the hosts of
-their open runs, and the ``runtime_env`` that brings their code. ``retire`` stops now
+their open runs, and the ``runtime_env`` that brings their code. ``versions upgrade``
+moves the open runs of version OLD to NEW: each is replayed on NEW's code first and
+moved only if that works; it prints what moved and why the others stayed (exit status
+1 when any stayed). ``retire`` stops now
 the idle hosts the registry stops every ``RAYLINE_RETIRE_EVERY`` seconds (300): those of
 a queue's older code versions and dedicated hosts, once they hold no run.
 
@@ -25,22 +29,37 @@ import sys
 import rayline
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--address", default=None, help="Ray address ('auto' joins a cluster)")
+    common.add_argument("--storage", default=None, help="default $RAYLINE_STORAGE or ./.rayline")
+    common.add_argument("--namespace", default="default")
     parser = argparse.ArgumentParser(prog="rayline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command",
-                        choices=["resume", "list", "workflow", "versions", "retire"])
-    parser.add_argument("action", nargs="?", choices=["release", "terminate", "describe"],
-                        help="workflow: what to do with workflow ID")
-    parser.add_argument("workflow_id", nargs="?", help="workflow: its id")
-    parser.add_argument("--reason", default=None, help="workflow terminate: why")
-    parser.add_argument("--address", default=None, help="Ray address ('auto' joins a cluster)")
-    parser.add_argument("--storage", default=None, help="default $RAYLINE_STORAGE or ./.rayline")
-    parser.add_argument("--namespace", default="default")
-    parser.add_argument("--status", default=None, help="list: only workflows in this state")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("resume", parents=[common], help="resume unfinished workflows")
+    listing = commands.add_parser("list", parents=[common], help="workflows, newest first")
+    listing.add_argument("--status", default=None, help="only workflows in this state")
+    workflow = commands.add_parser("workflow", parents=[common], help="one workflow")
+    workflow.add_argument("action", choices=["release", "terminate", "describe"])
+    workflow.add_argument("workflow_id", help="its id")
+    workflow.add_argument("--reason", default=None, help="terminate: why")
+    versions = commands.add_parser("versions", parents=[common],
+                                   help="code versions; upgrade OLD NEW moves runs")
+    versions.add_argument("action", nargs="?", choices=["upgrade"])
+    versions.add_argument("old", nargs="?", help="upgrade: the version its runs leave")
+    versions.add_argument("new", nargs="?", help="upgrade: the version they move to")
+    versions.add_argument("--workflow", action="append", dest="workflow_ids", default=None,
+                          help="upgrade: only this workflow id (repeatable)")
+    commands.add_parser("retire", parents=[common], help="stop idle hosts now")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "workflow" and (args.action is None or args.workflow_id is None):
-        parser.error("workflow needs an action and a workflow ID")
+    if args.command == "versions" and args.action == "upgrade" and not (args.old and args.new):
+        parser.error("versions upgrade needs OLD and NEW")
     client = rayline.Client(address=args.address, storage=args.storage,
                             namespace=args.namespace)
     if args.command == "resume":
@@ -59,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "retire":
         retired = client.run(client.aio.retire_idle())
         print(f"retired {len(retired)} idle host(s): {' '.join(retired)}")
+    elif args.command == "versions" and args.action == "upgrade":
+        report = client.upgrade(args.old, args.new, workflow_ids=args.workflow_ids)
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        return 0 if not report.left else 1
     elif args.command == "versions":
         for version in client.versions():
             sys.stdout.write(version.model_dump_json() + "\n")

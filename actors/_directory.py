@@ -15,10 +15,11 @@ from rayline import _backoff
 from rayline import messages as m
 from rayline._code import CodeRef
 from rayline._serde import Payload
+from rayline.engine.registry import pick
 from rayline.errors import HostDiedError
 from rayline.timeline import Event
 
-from ._names import REGISTRY, call, get_actor, pick
+from ._names import REGISTRY, call, get_actor
 
 T = TypeVar("T")
 UNAVAILABLE = (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError,
@@ -76,16 +77,17 @@ class ActorDirectory:
         raise HostDiedError(f"{name} died while handling the call and did not come back "
                             "in time (the call may or may not have taken effect)")
 
-    async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
+    async def place(self, task_queue: str, workflow_id: str, dedicated: bool,
+                    version: str | None = None) -> str:
         """The host a new workflow goes to: its own, or one of its queue's pool, of this
-        directory's code version."""
-        version = self.version
+        directory's code version or of the known ``version`` asked for."""
+        target: m.CodeVersion | str | None = self.version if version is None else version
         if dedicated:
-            return await self.registry().dedicated_host(workflow_id, task_queue, version)
-        key = (task_queue, version.id if version else None)
+            return await self.registry().dedicated_host(workflow_id, task_queue, target)
+        key = (task_queue, target.id if isinstance(target, m.CodeVersion) else target)
         hosts = self._pools.get(key)
         if hosts is None:
-            hosts = self._pools[key] = await self.registry().hosts_for(task_queue, version)
+            hosts = self._pools[key] = await self.registry().hosts_for(task_queue, target)
         return pick(hosts, workflow_id)
 
     async def locate(self, workflow_id: str) -> str:
@@ -136,6 +138,12 @@ class RayHost(_Proxy):
     async def release(self, workflow_id: str) -> None:
         await self._call(lambda h: h.release.remote(workflow_id))
 
+    async def adopt(self, workflow_id: str) -> str | None:
+        return await self._call(lambda h: h.adopt.remote(workflow_id))  # type: ignore[no-any-return]
+
+    async def let_go(self, workflow_id: str) -> None:
+        await self._call(lambda h: h.let_go.remote(workflow_id))
+
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         return await self._call(lambda h: h.query.remote(workflow_id, name, args))
 
@@ -160,7 +168,7 @@ class RayRegistry(_Proxy):
         return await self._call(lambda r: r.ready.remote())  # type: ignore[no-any-return]
 
     async def hosts_for(self, task_queue: str,
-                        version: m.CodeVersion | None = None) -> list[str]:
+                        version: m.CodeVersion | str | None = None) -> list[str]:
         return await self._call(  # type: ignore[no-any-return]
             lambda r: r.hosts_for.remote(task_queue, version))
 
@@ -171,7 +179,7 @@ class RayRegistry(_Proxy):
             lambda r: r.configure.remote(task_queue, hosts, workflows, options, version))
 
     async def dedicated_host(self, workflow_id: str, task_queue: str,
-                             version: m.CodeVersion | None = None) -> str:
+                             version: m.CodeVersion | str | None = None) -> str:
         return await self._call(  # type: ignore[no-any-return]
             lambda r: r.dedicated_host.remote(workflow_id, task_queue, version))
 
@@ -194,6 +202,11 @@ class RayRegistry(_Proxy):
 
     async def retire_idle(self) -> list[str]:
         return await self._call(lambda r: r.retire_idle.remote())  # type: ignore[no-any-return]
+
+    async def upgrade(self, old: str, new: m.CodeVersion | str,
+                      workflow_ids: list[str] | None = None) -> m.UpgradeReport:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda r: r.upgrade.remote(old, new, workflow_ids))
 
     async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
         return await self._call(lambda r: r.list.remote(request))  # type: ignore[no-any-return]

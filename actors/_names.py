@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import ray
@@ -16,11 +15,6 @@ HOST_CONCURRENCY = 100_000
 
 def ray_namespace(namespace: str) -> str:
     return f"rayline-{namespace}"
-
-
-def pick(hosts: list[str], workflow_id: str) -> str:
-    """Placement of a new workflow in a pool: stable across processes."""
-    return hosts[zlib.crc32(workflow_id.encode()) % len(hosts)]
 
 
 def detached(namespace: str, name: str, **extra: Any) -> dict[str, Any]:

@@ -85,6 +85,12 @@ class HostActor:
     async def release(self, workflow_id: str) -> None:
         await self.host.release(workflow_id)
 
+    async def adopt(self, workflow_id: str) -> str | None:
+        return await self.host.adopt(workflow_id)
+
+    async def let_go(self, workflow_id: str) -> None:
+        await self.host.let_go(workflow_id)
+
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
         return await self.host.query(workflow_id, name, args)
 

@@ -18,6 +18,7 @@ from rayline.engine.registry import Registry
 from rayline.errors import CodeUnavailableError, InvalidInputError
 from rayline.storage import RunStore, open_store
 
+from ._directory import ActorDirectory, RayHost
 from ._names import detached, get_actor
 from .host import HostActor
 
@@ -35,6 +36,7 @@ class RayLauncher:
         self.handles: dict[str, Any] = {}
         self.runs = RunStore(open_store(storage_url), namespace)
         self._kept: set[str] = set()
+        self._directory = ActorDirectory(namespace)
 
     def keep_packages(self, version: m.CodeVersion) -> None:
         """Ray keeps an uploaded package (``gcs://_ray_pkg_<hash>.zip``) only while it is
@@ -91,6 +93,9 @@ class RayLauncher:
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         await self.handles[name].register.remote(workflows)
 
+    def host(self, name: str) -> RayHost:
+        return RayHost(self._directory, name)
+
     async def retire(self, name: str) -> bool:
         try:
             handle = self.handles.get(name) or get_actor(self.namespace, name)
@@ -137,7 +142,8 @@ class RegistryActor:
     async def ensure_host(self, name: str) -> None:
         await self.registry.ensure_host(name)
 
-    async def hosts_for(self, task_queue: str, version: m.CodeVersion | None = None) -> list[str]:
+    async def hosts_for(self, task_queue: str,
+                        version: m.CodeVersion | str | None = None) -> list[str]:
         return await self.registry.hosts_for(task_queue, version)
 
     async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
@@ -146,7 +152,7 @@ class RegistryActor:
         return await self.registry.configure(task_queue, hosts, workflows, options, version)
 
     async def dedicated_host(self, workflow_id: str, task_queue: str = "default",
-                             version: m.CodeVersion | None = None) -> str:
+                             version: m.CodeVersion | str | None = None) -> str:
         return await self.registry.dedicated_host(workflow_id, task_queue, version)
 
     async def locate(self, workflow_id: str) -> str:
@@ -163,6 +169,10 @@ class RegistryActor:
 
     async def retire_idle(self) -> list[str]:
         return await self.registry.retire_idle()
+
+    async def upgrade(self, old: str, new: m.CodeVersion | str,
+                      workflow_ids: list[str] | None = None) -> m.UpgradeReport:
+        return await self.registry.upgrade(old, new, workflow_ids)
 
     async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
         return await self.registry.list(request)

@@ -52,6 +52,7 @@ from .messages import (
     SignalIn,
     StartReply,
     StartRequest,
+    UpgradeReport,
     VersionSummary,
     WorkflowDescription,
 )
@@ -77,7 +78,8 @@ class Connection(Protocol):
     async def open(self) -> RegistryInfo: ...
     def registry(self) -> RegistryAPI: ...
     def host(self, name: str) -> HostAPI: ...
-    async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str: ...
+    async def place(self, task_queue: str, workflow_id: str, dedicated: bool,
+                    version: str | None = None) -> str: ...
     async def locate(self, workflow_id: str) -> str: ...
 
 
@@ -213,6 +215,25 @@ class AsyncClient:
         conn = await self.connection()
         return await conn.registry().versions()
 
+    async def upgrade(self, old: str, new: str | None = None, *,
+                      workflow_ids: list[str] | None = None) -> UpgradeReport:
+        """Moves the open runs of code version ``old`` to version ``new`` (by default
+        this client's own): each run is replayed on the new code first and moved only
+        if that works and none of its activities is running; the report names the runs
+        moved and, for each one left on ``old``, why (a ``NonDeterminismError``: make
+        the change replay-safe with ``workflow.patched()``).
+
+        Raises:
+            InvalidInputError: a bad or unknown version, ``old`` equal to ``new``, or no
+                ``new`` for a client without a code version.
+        """
+        conn = await self.connection()
+        target: CodeVersion | str | None = validate_version(new) if new else conn.version
+        if target is None:
+            raise InvalidInputError("upgrade: name the new code version (this client has "
+                                    "none)")
+        return await conn.registry().upgrade(validate_version(old), target, workflow_ids)
+
 
 class AsyncWorkflowClient:
     """``client.workflow``: start, execute, get_handle, signal, list."""
@@ -224,7 +245,7 @@ class AsyncWorkflowClient:
                     workflow_id: str | None = None, task_queue: str = "default",
                     workflow_name: str | None = None, dedicated: bool = False,
                     signals: list[tuple[str, Any]] | None = None,
-                    **options: Any) -> AsyncWorkflowHandle:
+                    version: str | None = None, **options: Any) -> AsyncWorkflowHandle:
         """Starts a workflow and returns its handle without waiting for it.
 
         Args:
@@ -235,6 +256,9 @@ class AsyncWorkflowClient:
                 most 1,000 characters, no ``/``, ``\\``, ``..`` or control characters.
             task_queue: the host pool that runs it.
             dedicated: run it in a detached Ray actor of its own.
+            version: run it on the hosts of this known code version (``rayline
+                versions``) instead of the client's own, e.g. to keep new runs on the old
+                code during a rollout. Those hosts import that version's code.
             **options: ``id_reuse_policy``, ``search``, ``memo``, ``execution_timeout``
                 (the run is terminated when it has not finished by then), ``strict``
                 (default the client's: code that breaks replay or blocks the host fails
@@ -253,6 +277,8 @@ class AsyncWorkflowClient:
             raise InvalidInputError(f"unknown start option(s): {', '.join(sorted(unknown))}")
         workflow_id = uuid.uuid4().hex if workflow_id is None else validate_id(workflow_id)
         validate_task_queue(task_queue)
+        if version is not None:
+            validate_version(version)
         validate_fields(options.get("search"), what="search")
         validate_fields(options.get("memo"), what="memo")
         code: CodeRef | None = None
@@ -277,7 +303,7 @@ class AsyncWorkflowClient:
                               request_id=uuid.uuid4().hex) for s, d in signals or ()],
             request_id=uuid.uuid4().hex)
         conn = await self._client.connection()
-        host = await conn.place(task_queue, workflow_id, dedicated)
+        host = await conn.place(task_queue, workflow_id, dedicated, version)
         reply = await self._client._starts.call(conn, host, request)
         return AsyncWorkflowHandle(self._client, workflow_id, reply.run_id, name, host)
 
@@ -621,6 +647,10 @@ class Client:
 
     def versions(self) -> list[VersionSummary]:
         return self._runner.run(self.aio.versions())
+
+    def upgrade(self, old: str, new: str | None = None, *,
+                workflow_ids: list[str] | None = None) -> UpgradeReport:
+        return self._runner.run(self.aio.upgrade(old, new, workflow_ids=workflow_ids))
 
     def close(self) -> None:
         self._runner.run(self.aio.close())

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from . import _serde
 from .messages import RunOutcome
 from .storage.runs import RunStore
-from .timeline import Batch, WorkflowStarted, fields_of
+from .timeline import Batch, WorkflowStarted, fields_of, home_of
 
 SYSTEM_ACTIVITY_PREFIX = "rayline."
 
@@ -63,6 +63,8 @@ class WorkflowExecution(BaseModel):
     close_time: str | None
     events: list[ExecutionEvent]
     summary: Summary
+    version: str | None = None
+    """The code version the run runs (the last one an upgrade moved it to)."""
 
 
 class DurableJobExport(BaseModel):
@@ -124,6 +126,9 @@ class _Builder:
         if batch.terminated is not None:
             self.add("workflow_execution_terminated", "workflow", ts,
                      reason=batch.terminated.reason)
+        if batch.version is not None:
+            self.add("workflow_execution_moved", "workflow", ts, host=batch.owner,
+                     version=batch.version)
 
     def _event(self, ev: Any, ts: float) -> None:
         kind = ev.type
@@ -269,6 +274,7 @@ def build_execution(started: WorkflowStarted, batches: list[Batch], *, mode: str
                         "system": system, "user": acts[0] - system},
             child_workflows={"total": kids[0], "completed": kids[1], "failed": kids[2]},
             timers=builder.timers, signals=builder.signals),
+        version=home_of(started, batches)[1],
     )
 
 
@@ -302,6 +308,7 @@ def build_export(started: WorkflowStarted, batches: list[Batch], *,
     if "state" in sections:
         export.state = {"done": outcome is not None,
                         "status": outcome.status.value if outcome else "running",
+                        "version": home_of(started, batches)[1],
                         "response": _decode_quietly(outcome.result)
                         if outcome and outcome.result is not None and values else None}
     if "timeline" in sections:
@@ -309,7 +316,9 @@ def build_export(started: WorkflowStarted, batches: list[Batch], *,
     if "transitions" in sections:
         export.transitions = [{"seq": b.seq, "time": _iso(b.time),
                                "events": [e.type for e in b.events],
-                               "commands": [c.type for c in b.commands]} for b in batches]
+                               "commands": [c.type for c in b.commands],
+                               **({"moved_to": b.version} if b.version else {})}
+                              for b in batches]
     return export
 
 

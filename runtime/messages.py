@@ -228,6 +228,18 @@ class VersionSummary(_Message):
     runtime_env: Fields = {}
 
 
+class UpgradeReport(_Message):
+    """What ``client.upgrade`` / ``rayline versions upgrade`` did: the open runs of
+    version ``old`` now on ``new``, and the ones left on ``old`` with why."""
+
+    old: str
+    new: str
+    moved: list[str] = []
+    left: dict[str, str] = {}
+    """Workflow id -> why it stays (its timeline does not replay on the new code, an
+    activity of it is running, ...)."""
+
+
 class HostOptions(_Message):
     """How the hosts of a task queue are created (``Worker.create``)."""
 

@@ -6,9 +6,14 @@ the commands it answered with. Replay feeds each batch's events back to the core
 checks that the commands come out the same.
 
 Invariants:
-- Every stored object carries ``v`` (``TIMELINE_VERSION``); a reader refuses an object
-  of a newer version rather than guess (``IncompatibleTimelineError``). New fields are
-  optional with defaults, so this version reads what earlier ones wrote.
+- Every stored object carries ``v``: the oldest timeline version that holds what it
+  says (1 unless it uses a later field; ``TIMELINE_VERSION`` is the newest this rayline
+  reads). A reader refuses an object of a newer version rather than guess
+  (``IncompatibleTimelineError``). New fields are optional with defaults, so this
+  version reads what earlier ones wrote.
+- A run's home (its owner host and code version) is the run record's until a batch
+  names another: ``owner`` on every batch, ``version`` on the batch an upgrade wrote
+  (``home_of``).
 - Models are frozen and forbid unknown fields: what is read is exactly what was written.
 - A batch names its run and sequence number, so an object in the wrong place is caught.
 """
@@ -21,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ._serde import Fields, Payload
 
-TIMELINE_VERSION = 1
+TIMELINE_VERSION = 2
+"""The newest timeline format this rayline reads. 2: a batch may name the code version
+its run moved to (``Batch.version``)."""
 
 
 class _Model(BaseModel):
@@ -310,7 +317,7 @@ class WorkflowStarted(_Model):
     """The run record: everything needed to run (or re-run) this execution."""
 
     type: Literal["workflow_started"] = "workflow_started"
-    v: int = TIMELINE_VERSION
+    v: int = 1
     workflow_id: str
     run_id: str
     epoch: int
@@ -345,7 +352,7 @@ class Terminated(_Model):
 class Batch(_Model):
     """One activation, written as one object."""
 
-    v: int = TIMELINE_VERSION
+    v: int = 1
     seq: int
     run_id: str
     time: float
@@ -353,6 +360,9 @@ class Batch(_Model):
     commands: list[Command] = []
     terminated: Terminated | None = None
     owner: str = ""
+    version: str | None = None
+    """Set (with ``v=2``) on the batch that moved the run to a host of this code version
+    (``rayline versions upgrade``); the run's later batches run that version's code."""
 
 
 class RunRecord(_Model):
@@ -367,6 +377,16 @@ class RunRecord(_Model):
 
 
 BATCH_ADAPTER: TypeAdapter[Batch] = TypeAdapter(Batch)
+
+
+def home_of(started: WorkflowStarted, batches: list[Batch]) -> tuple[str, str | None]:
+    """The host that owns the run and the code version it runs: the last batch's owner
+    (the run record's host before any batch names one) and the last version a batch
+    moved it to (else the run record's)."""
+    host = next((b.owner for b in reversed(batches) if b.owner), started.host)
+    version = next((b.version for b in reversed(batches) if b.version is not None),
+                   started.version)
+    return host, version
 
 
 def fields_of(started: WorkflowStarted, batches: list[Batch]) -> tuple[Fields, Fields]:

@@ -89,6 +89,8 @@ class Execution:
         self.slips: list[str] = []
         self.closed = asyncio.Event()
         self.fenced = False
+        self.version = started.version
+        """The code version the run runs (an upgrade may have moved it from its record's)."""
         self.updated_at = started.time
         self.batches_written = 0
         self._next_batch = 1
@@ -179,6 +181,7 @@ class Execution:
         """
         self._next_batch = len(batches) + 1
         self.batches_written = len(batches)
+        self.version = tl.home_of(self.started, batches)[1]
         self.updated_at = batches[-1].time if batches else self.started.time
         outcome = RunOutcome.of_run(batches)
         if outcome is not None:
@@ -266,6 +269,14 @@ class Execution:
         self.batches_written += 1
         self.updated_at = batch.time
         return True
+
+    def fence(self) -> None:
+        """Stops this execution as if another owner had written its next batch: the run
+        moved away (an upgrade wrote its move batch) while it waited here."""
+        if not self.fenced and self.outcome is None:
+            self._fence([])
+            if self._loop_task is not None:
+                self._loop_task.cancel()
 
     def _fence(self, items: list[Mail]) -> None:
         """Stops acting; the events not written (and their senders) go back to the host."""

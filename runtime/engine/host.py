@@ -50,7 +50,9 @@ from .._options import ActivityOptions
 from .._serde import Payload
 from .._validate import validate_fields, validate_task_queue
 from ..core import guards
+from ..core.instance import replay_timeline
 from ..errors import (
+    ConflictError,
     DuplicateWorkflowError,
     InvalidInputError,
     NotHereError,
@@ -71,15 +73,18 @@ from ..messages import (
 )
 from ..storage.runs import RunStore, validate_id
 from ..timeline import (
+    TIMELINE_VERSION,
     Batch,
     CancelRequested,
     Event,
+    ScheduleActivity,
     SignalExternal,
     SignalReceived,
     StartChild,
     Terminated,
     WorkflowStarted,
     fields_of,
+    home_of,
 )
 from . import reuse
 from .activities import run_with_retries
@@ -332,6 +337,10 @@ class Host:
             StorageError: its timeline could not be read (after retries).
         """
         started, batches = await self.read(self._load_owned, workflow_id)
+        owner = home_of(started, batches)[0]
+        if owner != self.host_name:  # it moved (an upgrade) and this marker was left over
+            await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
+            raise NotHereError(f"workflow {workflow_id} runs on {owner}")
         return self._revive(started, batches)
 
     def _load_owned(self, workflow_id: str) -> tuple[WorkflowStarted, list[Batch]]:
@@ -514,9 +523,11 @@ class Host:
         except Exception:
             log.exception("host %s: early signals of %s", self.host_name, workflow_id)
 
-    def _stored_latest(self, workflow_id: str) -> tuple[WorkflowStarted, RunOutcome | None]:
+    def _stored_latest(self, workflow_id: str
+                       ) -> tuple[WorkflowStarted, RunOutcome | None, str]:
+        """The latest run's record, outcome (``None`` while open) and owner host."""
         started, batches = self.runs.load(workflow_id)
-        return started, RunOutcome.of_run(batches)
+        return started, RunOutcome.of_run(batches), home_of(started, batches)[0]
 
     async def _check_reuse(self, workflow_id: str,
                            request: StartRequest) -> int | StartReply:
@@ -526,17 +537,17 @@ class Host:
         execution = self._execution(workflow_id)
         stuck = self.stuck.get(workflow_id)
         if execution is not None and not execution.fenced:
-            started, outcome = execution.started, execution.outcome
+            started, outcome, home = execution.started, execution.outcome, self.host_name
         elif stuck is not None:
-            started, outcome = stuck.started, None
+            started, outcome, home = stuck.started, None, self.host_name
         elif await self.read(self.runs.latest_epoch, workflow_id, quick=True) is None:
             return 1
         else:
-            started, outcome = await self.read(self._stored_latest, workflow_id)
+            started, outcome, home = await self.read(self._stored_latest, workflow_id)
         decision = reuse.decide(request, started, outcome)
         if decision.action == "attach":
             return StartReply(workflow_id=workflow_id, run_id=started.run_id,
-                              host=started.host, outcome=outcome)
+                              host=home, outcome=outcome)
         if decision.action == "refuse":
             raise DuplicateWorkflowError(workflow_id, decision.reason)
         if decision.action == "terminate":
@@ -546,15 +557,16 @@ class Host:
             elif stuck is not None:
                 await self._terminate_stuck(workflow_id, reason)
             else:
-                await self.routing.host(started.host).terminate(workflow_id, reason)
+                await self.routing.host(home).terminate(workflow_id, reason)
         return decision.epoch
 
-    async def _latest_outcome(self, workflow_id: str) -> tuple[WorkflowStarted,
-                                                               RunOutcome | None]:
+    async def _latest_outcome(self, workflow_id: str
+                              ) -> tuple[WorkflowStarted, RunOutcome | None, str]:
+        """``_stored_latest``, from memory when the run is here."""
         await self._settled(workflow_id)
         execution = self._execution(workflow_id)
         if execution is not None and not execution.fenced:
-            return execution.started, execution.outcome
+            return execution.started, execution.outcome, self.host_name
         return await self.read(self._stored_latest, workflow_id)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ requests
@@ -649,7 +661,7 @@ class Host:
                 wait.cancel()
 
     async def _stored_outcome(self, workflow_id: str, run_id: str | None) -> RunOutcome:
-        started, outcome = await self._latest_outcome(workflow_id)
+        started, outcome, home = await self._latest_outcome(workflow_id)
         if run_id is not None and started.run_id != run_id:
             for epoch in reversed(await self.read(self.runs.epochs, workflow_id)):
                 record, batches = await self.read(self.runs.load, workflow_id, epoch)
@@ -660,7 +672,7 @@ class Host:
             else:
                 raise WorkflowNotFoundError(workflow_id, f"no run {run_id}")
         if outcome is None:
-            raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
+            raise NotHereError(f"workflow {workflow_id} runs on {home}")
         return outcome
 
     async def signal(self, workflow_id: str, signal_id: str, data: Payload,
@@ -692,10 +704,10 @@ class Host:
         await self._closed_or_elsewhere(workflow_id, "signal")
 
     async def _closed_or_elsewhere(self, workflow_id: str, action: str) -> None:
-        started, outcome = await self._latest_outcome(workflow_id)
+        _, outcome, home = await self._latest_outcome(workflow_id)
         if outcome is not None and outcome.status is not RunStatus.CONTINUED:
             raise WorkflowClosedError(workflow_id, action)
-        raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
+        raise NotHereError(f"workflow {workflow_id} runs on {home}")
 
     async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
         await self._ready.wait()
@@ -747,19 +759,22 @@ class Host:
             started, batches = stuck.started, stuck.batches
             (search, enrich), pending, outcome = fields_of(started, batches), [], None
             state, updated = stuck.state, batches[-1].time if batches else started.time
+            host, version = self.host_name, home_of(started, batches)[1]
             status = state.code
             error = stuck.reason
         elif execution is not None and not execution.fenced:
             search, enrich = execution.fields()
             started, outcome, status = execution.started, execution.outcome, execution.status()
             pending, updated = execution.pending(), execution.updated_at
+            host, version = self.host_name, execution.version
             slips = execution.guard_reports()
             state = outcome.status if outcome else RunStatus.RUNNING
         else:
             started, batches = await self.read(self.runs.load, workflow_id)
             outcome = RunOutcome.of_run(batches)
+            host, version = home_of(started, batches)
             if outcome is None:
-                raise NotHereError(f"workflow {workflow_id} runs on {started.host}")
+                raise NotHereError(f"workflow {workflow_id} runs on {host}")
             (search, enrich), pending = fields_of(started, batches), []
             state, status, updated = outcome.status, outcome.code, outcome.time
         return WorkflowDescription(
@@ -767,10 +782,10 @@ class Host:
             workflow_name=started.workflow_name, task_queue=started.task_queue,
             status=status, outcome=outcome, started_at=started.time, state=state, error=error,
             blocked=self.blocked.get(workflow_id), slips=slips,
-            updated_at=updated, host=started.host, attempt=started.attempt,
+            updated_at=updated, host=host, attempt=started.attempt,
             parent=started.parent.workflow_id if started.parent else None,
             search=search, enrich=enrich, memo=started.memo, pending=pending,
-            version=started.version,
+            version=version,
         )
 
     async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
@@ -779,7 +794,7 @@ class Host:
         await self._ready.wait()
         execution = await self._live(workflow_id)
         if execution is None:
-            started, outcome = await self._latest_outcome(workflow_id)
+            started, outcome, _ = await self._latest_outcome(workflow_id)
             if outcome is not None or (run_id is not None and started.run_id != run_id):
                 return  # that run is over: nothing waits for this event any more
             raise NotHereError(f"workflow {workflow_id} is not on {self.host_name}")
@@ -809,6 +824,80 @@ class Host:
         for task in [*self._background, *self._continuing.values()]:
             task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)  # queued writes die with it
+
+    # ------------------------------------------------------------------ moving
+
+    async def adopt(self, workflow_id: str) -> str | None:
+        """Moves an open run of another host here, onto this host's code version
+        (``rayline versions upgrade``): replays its timeline on this host's code and, if
+        that works and none of its activities is running, writes a batch naming this host
+        and version (which fences the old host's execution), runs it here and tells the
+        old host to let go. Returns ``None`` once the run is here, else why it stays."""
+        await self._ready.wait()
+        validate_id(workflow_id)
+        await self._settled(workflow_id)
+        if workflow_id in self.executions or workflow_id in self.parking:
+            return None
+        started, batches = await self.read(self.runs.load, workflow_id)
+        owner = home_of(started, batches)[0]
+        if RunOutcome.of_run(batches) is not None:
+            return "it has closed"
+        if owner == self.host_name:  # moved here before (this host restarted since)
+            await self.resume_run(workflow_id)
+            return None
+        try:
+            _, unfinished = replay_timeline(self._definition_of(started), started, batches)
+        except Exception as exc:
+            return (f"its timeline does not replay on code version {self.version}: "
+                    f"{type(exc).__name__}: {exc}")
+        running = [c for c in unfinished if isinstance(c, ScheduleActivity)]
+        if running:
+            return (f"its activity {running[0].activity!r} (call {running[0].seq}) is "
+                    "running: move the run once it has ended")
+        await self.read(self.runs.mark_open, self.host_name, workflow_id, None)
+        move = Batch(v=TIMELINE_VERSION, seq=len(batches) + 1, run_id=started.run_id,
+                     time=self.now(), owner=self.host_name, version=self.version)
+        try:
+            await self.read(self.runs.append, workflow_id, started.epoch, move)
+        except ConflictError:
+            await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
+            return "it went on while it was being moved: try again"
+        execution = self._revive(started, [*batches, move])
+        self._report(execution)
+        try:
+            await self.backend.host(owner).let_go(workflow_id)
+        except Exception as exc:  # its host is away; back, it would find the run gone
+            log.warning("host %s: %s did not let go of %s (%s); removing its marker",
+                        self.host_name, owner, workflow_id, exc)
+            await self.read(self.runs.clear_open, owner, workflow_id, attempts=3)
+        log.info("host %s: took %s over from %s (code version %s)", self.host_name,
+                 workflow_id, owner, self.version)
+        return None
+
+    async def let_go(self, workflow_id: str) -> None:
+        """Forgets a run that another host has taken over (its timeline names that
+        host): the execution here stops without writing, callers waiting here are sent
+        on, and this host's open marker goes. A run this host still owns is kept."""
+        await self._ready.wait()
+        pending = self._markers.get(workflow_id)
+        if pending is not None:
+            await asyncio.wait([pending])
+        await self._settled(workflow_id)
+        started, batches = await self.read(self.runs.load, workflow_id)
+        if home_of(started, batches)[0] == self.host_name:
+            return
+        self.parking.forget(workflow_id)
+        self.stuck.pop(workflow_id, None)
+        execution = self.executions.get(workflow_id)
+        if execution is not None:
+            async with execution.lock.writer:
+                execution.fence()  # _retake clears the marker and redirects callers
+            retaking = self._retaking.get(workflow_id)
+            if retaking is not None:
+                await asyncio.wait([retaking])
+            return
+        await self.read(self.runs.clear_open, self.host_name, workflow_id)
+        self._resolve_closers(workflow_id, None)
 
     # ----------------------------------------------- environment: commands
 
@@ -870,8 +959,8 @@ class Host:
         workflow_id = fenced.workflow_id
         try:
             started, batches = await self.read(self._load_owned, workflow_id, attempts=None)
-            owner = batches[-1].owner if batches else started.host
-            if owner and owner != self.host_name:
+            owner = home_of(started, batches)[0]
+            if owner != self.host_name:
                 log.warning("host %s: %s is now owned by %s", self.host_name, workflow_id, owner)
                 try:  # not ours to recover any more (a stale marker would only cost a replay)
                     await self.read(self.runs.clear_open, self.host_name, workflow_id,
@@ -965,7 +1054,7 @@ class Host:
             task_queue=execution.started.task_queue, status=execution.status(),
             state=outcome.status if outcome else RunStatus.RUNNING,
             started_at=execution.started.time, search=search,
-            version=execution.started.version))
+            version=execution.version))
 
     def _report_stuck(self, workflow_id: str) -> None:
         stuck = self.stuck[workflow_id]
@@ -975,7 +1064,7 @@ class Host:
             workflow_name=started.workflow_name, host=self.host_name,
             task_queue=started.task_queue, status=RunStatus.STUCK.code, state=stuck.state,
             started_at=started.time, search=fields_of(started, stuck.batches)[0],
-            error=stuck.reason, version=started.version))
+            error=stuck.reason, version=home_of(started, stuck.batches)[1]))
 
 
 def _finished_value(task: asyncio.Task[RunOutcome]) -> RunOutcome | Exception | None:

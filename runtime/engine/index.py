@@ -7,7 +7,7 @@ import logging
 
 from ..messages import ListRequest, RunOutcome, RunStatus, RunSummary
 from ..storage.runs import RunStore
-from ..timeline import fields_of
+from ..timeline import fields_of, home_of
 
 log = logging.getLogger("rayline.index")
 
@@ -50,9 +50,10 @@ class Index:
             started, batches = loaded
             outcome = RunOutcome.of_run(batches)
             state = outcome.status if outcome else RunStatus.RUNNING
+            host, version = home_of(started, batches)
             self.summaries[started.workflow_id] = RunSummary(
                 workflow_id=started.workflow_id, run_id=started.run_id,
-                workflow_name=started.workflow_name, host=started.host,
+                workflow_name=started.workflow_name, host=host,
                 task_queue=started.task_queue, started_at=started.time, state=state,
                 status=state.code, search=fields_of(started, batches)[0],
-                version=started.version)
+                version=version)

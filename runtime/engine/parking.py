@@ -86,6 +86,11 @@ class ParkingLot:
         self.parked.clear()
         self._heap.clear()
 
+    def forget(self, workflow_id: str) -> None:
+        """Drops a parked run without waking it (it moved to another host); its entry in
+        the wake heap is skipped when it comes due."""
+        self.parked.pop(workflow_id, None)
+
     def add(self, workflow_id: str, until: float) -> None:
         """Records ``workflow_id`` as parked until ``until`` (``inf``: until signalled)."""
         self.parked[workflow_id] = until

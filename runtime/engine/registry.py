@@ -21,6 +21,7 @@ import asyncio
 import collections
 import logging
 import time
+import zlib
 from typing import Any, Callable, Protocol
 
 from .._code import CodeRef
@@ -33,9 +34,13 @@ from ..messages import (
     RegistryInfo,
     RegistryStats,
     RunSummary,
+    UpgradeReport,
     VersionSummary,
 )
 from ..storage.runs import RunStore, id_key, validate_id
+from ..timeline import home_of
+from ..versions import validate_version
+from .api import HostAPI
 from .index import Index
 
 log = logging.getLogger("rayline.registry")
@@ -45,6 +50,11 @@ def pool_host(task_queue: str, index: int, version: str | None = None) -> str:
     """The name of host ``index`` of a task queue's pool for a code version."""
     return f"host-{task_queue}-{index}" if version is None else \
         f"host-{task_queue}-{version}-{index}"
+
+
+def pick(hosts: list[str], workflow_id: str) -> str:
+    """Placement of a new workflow in a pool: stable across processes."""
+    return hosts[zlib.crc32(workflow_id.encode()) % len(hosts)]
 
 
 def dedicated_host(workflow_id: str, version: str | None = None) -> str:
@@ -67,6 +77,9 @@ class Launcher(Protocol):
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         """Tells running host ``name`` about workflows registered by name."""
+
+    def host(self, name: str) -> HostAPI:
+        """Calls to a running host (the registry moves runs between hosts)."""
 
     async def retire(self, name: str) -> bool:
         """Stops host ``name`` if it holds no run; whether it is gone."""
@@ -136,11 +149,28 @@ class Registry:
                                    version)
         self.hosts[name] = (task_queue, vid)
 
-    async def hosts_for(self, task_queue: str, version: CodeVersion | None = None) -> list[str]:
-        """The pool of hosts for a task queue and code version, started on first use (1
-        host by default)."""
+    async def _known(self, version: CodeVersion | str | None) -> CodeVersion | None:
+        """A code version given by id, as the registry keeps it.
+
+        Raises:
+            InvalidInputError: a bad id, or one no host was ever started with.
+        """
+        if not isinstance(version, str):
+            return version
+        stored = await self._io(self.runs.get_config, f"version:{validate_version(version)}")
+        if stored is None:
+            raise InvalidInputError(
+                f"unknown code version {version!r}: start a client or worker with that code "
+                "first (rayline versions lists the known ones)")
+        return CodeVersion(id=version, runtime_env=stored.get("runtime_env", {}))
+
+    async def hosts_for(self, task_queue: str,
+                        version: CodeVersion | str | None = None) -> list[str]:
+        """The pool of hosts for a task queue and code version (a known version may be
+        given by id), started on first use (1 host by default)."""
         self.calls["hosts_for"] += 1
         validate_task_queue(task_queue)
+        version = await self._known(version)
         config = await self._io(self.runs.get_config, f"queue:{task_queue}")
         if config is None:
             return await self.configure(task_queue, 1, {}, version=version)
@@ -182,7 +212,8 @@ class Registry:
         return names
 
     async def dedicated_host(self, workflow_id: str, task_queue: str = "default",
-                             version: CodeVersion | None = None) -> str:
+                             version: CodeVersion | str | None = None) -> str:
+        version = await self._known(version)
         name = dedicated_host(validate_id(workflow_id), version.id if version else None)
         async with self._lock:
             if name not in self.hosts:
@@ -216,6 +247,51 @@ class Registry:
             log.info("registry: retired idle hosts %s", ", ".join(retired))
         return retired
 
+    # -------------------------------------------------------------- upgrade
+
+    async def upgrade(self, old: str, new: CodeVersion | str,
+                      workflow_ids: list[str] | None = None) -> UpgradeReport:
+        """Moves the open runs of code version ``old`` (or only ``workflow_ids`` of them)
+        to hosts of version ``new`` (a known version's id, or a driver's own version):
+        each goes to the host a new start of its id on ``new`` would (its queue's pool, or
+        a dedicated host), which replays it on the new code first; a run that does not
+        replay, or whose activity is running, stays.
+
+        Raises:
+            InvalidInputError: a bad or unknown version, or ``old`` equal to ``new``.
+        """
+        validate_version(old)
+        target = await self._known(new)
+        assert target is not None
+        if old == target.id:
+            raise InvalidInputError(f"code version {old!r} cannot be upgraded to itself")
+        wanted = None if workflow_ids is None else set(workflow_ids)
+        moved, left = list[str](), dict[str, str]()
+        for name in await self._io(self.runs.open_hosts):
+            config = await self._io(self.runs.get_config, f"host:{name}") or {}
+            if config.get("version") != old:
+                continue
+            for workflow_id, _ in await self._io(self.runs.open_workflows, name):
+                if wanted is not None and workflow_id not in wanted:
+                    continue
+                try:
+                    if name.startswith("host-dedicated-"):
+                        there = await self.dedicated_host(workflow_id, config["task_queue"],
+                                                          target)
+                    else:
+                        there = pick(await self.hosts_for(config["task_queue"], target),
+                                     workflow_id)
+                    why = await self.launcher.host(there).adopt(workflow_id)
+                except Exception as exc:
+                    why = f"{type(exc).__name__}: {exc}"
+                if why is None:
+                    moved.append(workflow_id)
+                else:
+                    left[workflow_id] = why
+        log.info("registry: upgrade %s -> %s moved %d run(s), left %d", old, target.id,
+                 len(moved), len(left))
+        return UpgradeReport(old=old, new=target.id, moved=moved, left=left)
+
     # ----------------------------------------------------------- directory
 
     async def locate(self, workflow_id: str) -> str:
@@ -223,8 +299,8 @@ class Registry:
         summary = self.index.get(workflow_id)
         if summary is not None:
             return summary.host
-        started = await self._io(self.runs.read_run, validate_id(workflow_id))
-        return str(started.host)
+        started, batches = await self._io(self.runs.load, validate_id(workflow_id))
+        return home_of(started, batches)[0]
 
     async def locate_or_none(self, workflow_id: str) -> str | None:
         try:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -45,11 +46,15 @@ def _write(folder: Any, module: str, version: str) -> None:
 
 
 def _drive(cwd: Any, ray_cluster: dict[str, Any], storage: str, namespace: str,
-           module: str, *args: str, working_dir: bool = False) -> subprocess.Popen[str]:
+           module: str, *args: str, working_dir: bool = False,
+           start_version: str | None = None) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env.pop("DRIVER_WORKING_DIR", None)
+    env.pop("DRIVER_START_VERSION", None)
     if working_dir:
         env["DRIVER_WORKING_DIR"] = str(cwd)
+    if start_version:
+        env["DRIVER_START_VERSION"] = start_version
     return subprocess.Popen(
         [sys.executable, DRIVER, ray_cluster["address"], storage, namespace, module, *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -107,6 +112,71 @@ def test_a_changed_module_runs_as_a_new_version_while_old_runs_finish_on_old_cod
     assert listed["old"] == old["version"]
 
 
+UPGRADABLE = MODULE.replace("async def versioned(wait: bool) -> str:\n", """\
+async def versioned(wait: bool, early: bool = False) -> str:
+    if early:  # version 2 calls another activity here, without workflow.patched()
+        await workflow.execute_activity({early})
+""") + """
+
+@rayline.activity
+def other() -> str:
+    return "other"
+"""
+
+
+def test_an_upgrade_moves_the_runs_that_replay_on_the_new_code_and_says_why_not_others(
+        client: rayline.Client, ray_cluster: dict[str, Any], storage: str, namespace: str,
+        tmp_path: Any, capsys: Any) -> None:
+    from rayline.actors._cli import main
+
+    project = tmp_path / "project"
+    project.mkdir()
+
+    def write(version: str) -> None:
+        early = "act" if version == "v1" else "other"
+        (project / "upmod.py").write_text(UPGRADABLE.format(version=version, early=early))
+
+    write("v1")
+    old = [_output(_drive(project, ray_cluster, storage, namespace, "upmod", action, name,
+                          working_dir=True))["version"]
+           for action, name in (("wait", "same"), ("wait-early", "early"))]
+    assert old[0] == old[1]
+    handles = {name: client.workflow.get_handle(name) for name in ("same", "early")}
+    for handle in handles.values():
+        wait_until(lambda h=handle: [p.kind for p in h.describe().pending] == ["wait"])
+    write("v2")
+    new = _output(_drive(project, ray_cluster, storage, namespace, "upmod", "run",
+                         working_dir=True))
+    assert new["result"] == "wf-v2/act-v2" and new["version"] != old[0]
+
+    report = client.upgrade(old[0], new["version"])
+    assert report.moved == ["same"]
+    assert "NonDeterminismError" in report.left["early"]  # it would not replay: it stays
+    moved, stayed = handles["same"].describe(), handles["early"].describe()
+    assert moved.version == new["version"] and new["version"] in moved.host
+    assert stayed.version == old[0] and old[0] in stayed.host
+    listed = {s.workflow_id: s.version for s in client.workflow.list()}
+    assert (listed["same"], listed["early"]) == (new["version"], old[0])
+    exported = handles["same"].export_execution()
+    assert exported["version"] == new["version"]
+    assert "workflow_execution_moved" in [e["event_type"] for e in exported["events"]]
+
+    capsys.readouterr()
+    assert main(["versions", "upgrade", old[0], new["version"], "--storage", storage,
+                 "--namespace", namespace]) == 1  # the one left is still left
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["moved"] == [] and list(printed["left"]) == ["early"]
+
+    pinned = _output(_drive(project, ray_cluster, storage, namespace, "upmod", "run",
+                            working_dir=True, start_version=old[0]))
+    assert pinned == {"version": old[0], "result": "wf-v1/act-v1"}  # v2's driver, v1's code
+
+    for handle in handles.values():
+        handle.signal("go", None)
+    assert handles["same"].result() == "wf-v2/act-v2"  # the rest of it ran the new code
+    assert handles["early"].result() == "wf-v1/act-v1"  # all of it ran the old code
+
+
 def test_two_jobs_with_their_own_working_dirs_run_their_workflows_side_by_side(
         ray_cluster: dict[str, Any], storage: str, namespace: str, tmp_path: Any) -> None:
     _write(tmp_path / "a", "moda", "a")
@@ -162,72 +232,37 @@ def test_after_a_whole_ray_restart_runs_of_two_versions_resume_on_their_own_code
     assert report["versions"]["a"] != report["versions"]["b"]
 
 
-JOB = textwrap.dedent("""
-    import json, os, socket, subprocess, sys, time
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    from ray.cluster_utils import Cluster
-    from ray.job_submission import JobStatus, JobSubmissionClient
-    driver, storage, job_dir, other_dir = sys.argv[1:5]
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "dashboard_port": port})
-    try:
-        deadline = time.time() + 120
-        while True:  # the job API answers once the dashboard and the node's agent are up
-            try:
-                jobs = JobSubmissionClient(f"http://127.0.0.1:{port}")
-                job_id = jobs.submit_job(
-                    entrypoint=f"{sys.executable} version_driver.py auto {storage} job "
-                               "modjob wait by-job",
-                    runtime_env={"working_dir": job_dir,
-                                 "env_vars": {"DRIVER_WORKING_DIR": "-"}})
-                break
-            except (OSError, RuntimeError) as exc:  # refused, or "no available agent"
-                if time.time() > deadline:
-                    raise
-                print("job API not ready:", exc, file=sys.stderr)
-                time.sleep(1)
-        deadline = time.time() + 240
-        while jobs.get_job_status(job_id) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
-                                                   JobStatus.STOPPED}:
-            assert time.time() < deadline, "the job did not end"
-            time.sleep(0.5)
-        status, logs = jobs.get_job_status(job_id), jobs.get_job_logs(job_id)
-        assert status == JobStatus.SUCCEEDED, logs[-3000:]
-        started = json.loads(logs.strip().splitlines()[-1])
-        out = subprocess.run(  # a second driver, not a job, with none of the job's code
-            [sys.executable, driver, cluster.address, storage, "job", "-", "finish", "by-job"],
-            cwd=other_dir, capture_output=True, text=True, timeout=180)
-        assert out.returncode == 0, out.stderr[-3000:]
-        print(json.dumps({"version": started["version"],
-                          "results": json.loads(out.stdout.strip().splitlines()[-1])}))
-    finally:
-        cluster.shutdown()
-""")
-
-
-# A cluster with the dashboard (the job API) and its agent beside the session's Ray: on
-# this 2-core machine it took minutes to accept a job during the full suite, so it runs
-# with -m soak (make test-all, which installs the `jobs` extra), not in make test.
-@pytest.mark.soak
-@pytest.mark.timeout(600)
 def test_a_workflow_started_by_a_ray_job_outlives_it_and_another_driver_finishes_it(
-        tmp_path: Any) -> None:
+        ray_cluster: dict[str, Any], storage: str, namespace: str, tmp_path: Any) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
     job_dir = tmp_path / "job"
     _write(job_dir, "modjob", "job")
     shutil.copy(DRIVER, job_dir / "version_driver.py")
-    (tmp_path / "other").mkdir()
-    script = tmp_path / "job.py"
-    script.write_text(JOB)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, str(script), DRIVER, str(tmp_path / "store"),
-                          str(job_dir), str(tmp_path / "other")],
-                         capture_output=True, text=True, timeout=400, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["results"] == {"by-job": "wf-job/act-job"}
-    assert report["version"].startswith("env-")  # the job's working_dir is its version
+    jobs = JobSubmissionClient(ray_cluster["dashboard"])
+
+    deadline = time.monotonic() + 240
+    while True:  # the job API answers once the node's agent is up
+        try:
+            job_id = jobs.submit_job(
+                entrypoint=f"{sys.executable} version_driver.py auto {storage} {namespace} "
+                           "modjob wait by-job",
+                runtime_env={"working_dir": str(job_dir),
+                             "env_vars": {"DRIVER_WORKING_DIR": "-"}})
+            break
+        except (OSError, RuntimeError):  # refused, or "no available agent"
+            assert time.monotonic() < deadline, "the job API never took the job"
+            time.sleep(1)
+    ended = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    while jobs.get_job_status(job_id) not in ended:
+        assert time.monotonic() < deadline + 240, "the job did not end"
+        time.sleep(0.5)
+    logs = jobs.get_job_logs(job_id)
+    assert jobs.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
+    started = json.loads(logs.strip().splitlines()[-1])
+    assert started["version"].startswith("env-")  # the job's working_dir is its version
+
+    (tmp_path / "other").mkdir()  # a second driver, not a job, with none of the job's code
+    finished = _output(_drive(tmp_path / "other", ray_cluster, storage, namespace, "-",
+                              "finish", "by-job"))
+    assert finished == {"by-job": "wf-job/act-job"}

@@ -1,11 +1,15 @@
 """A driver process of its own, as a user's script is: joins the test session's Ray (with
 a ``working_dir`` when ``DRIVER_WORKING_DIR`` is set), imports a workflow module from its
-current folder, and starts (``wait``) or runs (``run``) its ``versioned`` workflow; or,
+current folder, and starts (``wait``, or ``wait-early`` for the module of the upgrade
+test) or runs (``run``) its ``versioned`` workflow; or,
 with ``finish``, signals the waiting runs ``ID...`` and collects their results.
+
+``DRIVER_START_VERSION`` pins the start to that code version's hosts.
 
 Prints one JSON line: the run's code version, and its result for ``run``; for ``finish``
 each id's result.
-Usage: ``python version_driver.py ADDRESS STORAGE NAMESPACE MODULE wait|run|finish [ID...]``.
+Usage: ``python version_driver.py ADDRESS STORAGE NAMESPACE MODULE wait|wait-early|run|finish
+[ID...]``.
 """
 
 from __future__ import annotations
@@ -38,8 +42,11 @@ def main() -> None:
     sys.path.insert(0, os.getcwd())
     module = importlib.import_module(module_name)
     workflow_id = rest[0] if rest else None
-    handle = client.workflow.start(module.versioned, args=[action == "wait"],
-                                   workflow_id=workflow_id)
+    args: list[bool] = [action in ("wait", "wait-early")]
+    if action == "wait-early":  # the upgrade module's branch before the wait
+        args.append(True)
+    handle = client.workflow.start(module.versioned, args=args, workflow_id=workflow_id,
+                                   version=os.environ.get("DRIVER_START_VERSION"))
     out: dict[str, object] = {"version": handle.describe().version}
     if action == "run":
         out["result"] = handle.result()

@@ -350,3 +350,42 @@ async def slips(kind: str) -> str:
         workflow.now(), workflow.random(), workflow.uuid4()
     await workflow.sleep(0.01)
     return kind
+
+
+GATE = asyncio.Event()
+"""Opened by a test to let ``gated_step`` finish."""
+
+
+@rayline.activity
+async def gated_step() -> str:
+    await GATE.wait()
+    return "through"
+
+
+@rayline.workflow
+async def gated() -> str:
+    return await workflow.execute_activity(gated_step)
+
+
+@rayline.workflow(name="upgradable")
+async def upgradable_v1(early: bool) -> str:
+    """Version 1 of ``upgradable``; ``upgradable_v2`` is its next version."""
+    if early:
+        await workflow.execute_activity(add1, 1)
+    await workflow.condition("go")
+    return "v1"
+
+
+@rayline.workflow(name="upgradable")
+async def upgradable_v2(early: bool) -> str:
+    """Replays version 1's runs that did not take the ``early`` branch: that branch now
+    calls another activity (no ``workflow.patched``), so those runs stay on version 1."""
+    if early:
+        await workflow.execute_activity(double, 1)
+    await workflow.condition("go")
+    return "v2"
+
+
+upgradable = upgradable_v1
+"""What ``tests.unit.flows:upgradable`` imports: a test sets it to ``upgradable_v2`` to be
+the code a new version's host process would import."""

@@ -74,7 +74,8 @@ class LocalConnection:
     def host(self, name: str) -> HostAPI:
         return self.backend.host(name)
 
-    async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
+    async def place(self, task_queue: str, workflow_id: str, dedicated: bool,
+                    version: str | None = None) -> str:
         return await self.backend.place(task_queue, workflow_id, dedicated)
 
     async def locate(self, workflow_id: str) -> str:

@@ -82,7 +82,7 @@ def test_a_workflow_runs_and_fences_over_s3(s3_url: str) -> None:
         await host.start(request(flows.waits_many, 2, workflow_id="two"))
         backend = LocalBackend()
         other = await make_host(runs, backend, name="h1")  # a second owner, from S3
-        await other.resume_run("two")
+        assert await other.adopt("two") is None  # h0, not in its backend, is not told
         await other.signal("two", "item", _serde.encode("a"))
         with pytest.raises(NotHereError, match="h1"):  # fenced: sent where the run went
             await host.signal("two", "item", _serde.encode("stale owner"))
@@ -138,7 +138,9 @@ def test_two_owners_of_one_run_the_second_writer_is_fenced(runs: RunStore) -> No
         first = await make_host(runs, backend, name="h0")
         await first.start(request(flows.waits_many, 2))
         second = await make_host(runs, backend, name="h1")
-        await second.resume_run("wf")  # a second owner resumes the same run
+        del backend.hosts["h0"]  # h0 does not hear that h1 took the run over
+        assert await second.adopt("wf") is None
+        backend.hosts["h0"] = first
         first_actor = first.executions["wf"]
         await second.signal("wf", "item", _serde.encode("a"))
         with pytest.raises(NotHereError):
@@ -148,7 +150,7 @@ def test_two_owners_of_one_run_the_second_writer_is_fenced(runs: RunStore) -> No
         assert value(await second.result("wf")) == ["a", "b"]
         started = runs.read_run("wf")
         owners = [b.owner for b in runs.read_batches("wf", started.epoch, started.run_id)]
-        assert owners == ["h0", "h1", "h1"]  # the stale owner wrote nothing after the move
+        assert owners == ["h0", "h1", "h1", "h1"]  # the move, then nothing from h0
 
     run(main)
 
