@@ -8,6 +8,8 @@
     rayline versions [...]
     rayline versions upgrade OLD NEW [--workflow ID ...] [...]
     rayline retire [...]
+    rayline hosts [...]
+    rayline hosts drain HOST... | --node NODE_ID [...]
 
 ``versions`` lists the code versions with runs: how many in each state, the hosts of
 their open runs, and the ``runtime_env`` that brings their code. ``versions upgrade``
@@ -16,6 +18,10 @@ moved only if that works; it prints what moved and why the others stayed (exit s
 1 when any stayed). ``retire`` stops now
 the idle hosts the registry stops every ``RAYLINE_RETIRE_EVERY`` seconds (300): those of
 a queue's older code versions and dedicated hosts, once they hold no run.
+
+``hosts`` lists every host with its node, live, parked and stuck runs; ``hosts drain``
+moves every run of the hosts named (or of every host on a Ray node) to the rest of
+their pools and stops them, before a node is taken away.
 
 ``release`` lets a quarantined workflow (one whose code crashed its host again and
 again) load and run again, after its code was fixed.
@@ -52,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     versions.add_argument("--workflow", action="append", dest="workflow_ids", default=None,
                           help="upgrade: only this workflow id (repeatable)")
     commands.add_parser("retire", parents=[common], help="stop idle hosts now")
+    hosts = commands.add_parser("hosts", parents=[common],
+                                help="hosts per node; drain HOST... empties and stops them")
+    hosts.add_argument("action", nargs="?", choices=["drain"])
+    hosts.add_argument("names", nargs="*", help="drain: the hosts")
+    hosts.add_argument("--node", default=None, help="drain: every host on this Ray node")
     return parser
 
 
@@ -78,10 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "retire":
         retired = client.run(client.aio.retire_idle())
         print(f"retired {len(retired)} idle host(s): {' '.join(retired)}")
+    elif args.command == "hosts" and args.action == "drain":
+        if not args.names and args.node is None:
+            parser.error("hosts drain needs HOST names or --node NODE_ID")
+        reports = [client.drain(name) for name in args.names]
+        if args.node is not None:
+            reports += client.drain_node(args.node)
+        for report in reports:
+            sys.stdout.write(report.model_dump_json() + "\n")
+        return 0 if all(r.retired for r in reports) else 1
+    elif args.command == "hosts":
+        for stats in client.hosts():
+            sys.stdout.write(stats.model_dump_json() + "\n")
     elif args.command == "versions" and args.action == "upgrade":
-        report = client.upgrade(args.old, args.new, workflow_ids=args.workflow_ids)
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-        return 0 if not report.left else 1
+        upgrade = client.upgrade(args.old, args.new, workflow_ids=args.workflow_ids)
+        sys.stdout.write(upgrade.model_dump_json(indent=2) + "\n")
+        return 0 if not upgrade.left else 1
     elif args.command == "versions":
         for version in client.versions():
             sys.stdout.write(version.model_dump_json() + "\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 import ray
@@ -27,6 +28,10 @@ UNAVAILABLE = (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedErr
 Invoke = Callable[[Any], Any]  # handle -> ObjectRef: one named method's .remote(...)
 
 
+POOL_TTL = 5.0
+"""Seconds a client keeps a pool's host names before asking the registry again."""
+
+
 class ActorDirectory:
     """Cached handles to a namespace's registry and hosts, with retries across restarts."""
 
@@ -34,7 +39,7 @@ class ActorDirectory:
         self.namespace = namespace
         self._version = version
         self._handles: dict[str, Any] = {}
-        self._pools: dict[tuple[str, str | None], list[str]] = {}
+        self._pools: dict[tuple[str, str | None], tuple[float, list[str]]] = {}
 
     @property
     def version(self) -> m.CodeVersion | None:
@@ -78,17 +83,20 @@ class ActorDirectory:
                             "in time (the call may or may not have taken effect)")
 
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool,
-                    version: str | None = None) -> str:
+                    version: str | None = None, fresh: bool = False) -> str:
         """The host a new workflow goes to: its own, or one of its queue's pool, of this
-        directory's code version or of the known ``version`` asked for."""
+        directory's code version or of the known ``version`` asked for. A pool is asked
+        of the registry again after ``POOL_TTL`` seconds (it grows and drains), or at
+        once with ``fresh`` (a host said it takes no new run)."""
         target: m.CodeVersion | str | None = self.version if version is None else version
         if dedicated:
             return await self.registry().dedicated_host(workflow_id, task_queue, target)
         key = (task_queue, target.id if isinstance(target, m.CodeVersion) else target)
-        hosts = self._pools.get(key)
-        if hosts is None:
-            hosts = self._pools[key] = await self.registry().hosts_for(task_queue, target)
-        return pick(hosts, workflow_id)
+        cached = self._pools.get(key)
+        if cached is None or fresh or time.monotonic() - cached[0] > POOL_TTL:
+            hosts = await self.registry().hosts_for(task_queue, target)
+            cached = self._pools[key] = (time.monotonic(), hosts)
+        return pick(cached[1], workflow_id)
 
     async def locate(self, workflow_id: str) -> str:
         return await self.registry().locate(workflow_id)
@@ -138,8 +146,12 @@ class RayHost(_Proxy):
     async def release(self, workflow_id: str) -> None:
         await self._call(lambda h: h.release.remote(workflow_id))
 
-    async def adopt(self, workflow_id: str) -> str | None:
-        return await self._call(lambda h: h.adopt.remote(workflow_id))  # type: ignore[no-any-return]
+    async def adopt(self, workflow_id: str, force: bool = False) -> str | None:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda h: h.adopt.remote(workflow_id, force))
+
+    async def drain(self) -> None:
+        await self._call(lambda h: h.drain.remote())
 
     async def let_go(self, workflow_id: str) -> None:
         await self._call(lambda h: h.let_go.remote(workflow_id))
@@ -172,7 +184,8 @@ class RayRegistry(_Proxy):
         return await self._call(  # type: ignore[no-any-return]
             lambda r: r.hosts_for.remote(task_queue, version))
 
-    async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
+    async def configure(self, task_queue: str, hosts: int | None,
+                        workflows: dict[str, CodeRef],
                         options: m.HostOptions | None = None,
                         version: m.CodeVersion | None = None) -> list[str]:
         return await self._call(  # type: ignore[no-any-return]
@@ -207,6 +220,19 @@ class RayRegistry(_Proxy):
                       workflow_ids: list[str] | None = None) -> m.UpgradeReport:
         return await self._call(  # type: ignore[no-any-return]
             lambda r: r.upgrade.remote(old, new, workflow_ids))
+
+    async def drain(self, name: str) -> m.DrainReport:
+        return await self._call(lambda r: r.drain.remote(name))  # type: ignore[no-any-return]
+
+    async def drain_node(self, node: str) -> list[m.DrainReport]:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda r: r.drain_node.remote(node))
+
+    async def host_stats(self) -> list[m.HostStats]:
+        return await self._call(lambda r: r.host_stats.remote())  # type: ignore[no-any-return]
+
+    async def scale(self) -> dict[str, list[str]]:
+        return await self._call(lambda r: r.scale.remote())  # type: ignore[no-any-return]
 
     async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
         return await self._call(lambda r: r.list.remote(request))  # type: ignore[no-any-return]

@@ -85,8 +85,11 @@ class HostActor:
     async def release(self, workflow_id: str) -> None:
         await self.host.release(workflow_id)
 
-    async def adopt(self, workflow_id: str) -> str | None:
-        return await self.host.adopt(workflow_id)
+    async def adopt(self, workflow_id: str, force: bool = False) -> str | None:
+        return await self.host.adopt(workflow_id, force)
+
+    async def drain(self) -> None:
+        await self.host.drain()
 
     async def let_go(self, workflow_id: str) -> None:
         await self.host.let_go(workflow_id)
@@ -101,4 +104,5 @@ class HostActor:
         await self.host.deliver(workflow_id, event, run_id)
 
     async def stats(self) -> HostStats:
-        return await self.host.stats()
+        stats = await self.host.stats()
+        return stats.model_copy(update={"node": ray.get_runtime_context().get_node_id()})

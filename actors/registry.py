@@ -10,6 +10,11 @@ from typing import Any
 
 import ray
 from ray.experimental import internal_kv
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    NodeLabelSchedulingStrategy,
+    NotIn,
+)
 
 from rayline import messages as m
 from rayline._code import CodeRef
@@ -23,8 +28,12 @@ from ._names import detached, get_actor
 from .host import HostActor
 
 log = logging.getLogger("rayline.registry")
+NODE_ID = "ray.io/node-id"
+"""The label every Ray node has, with its node id."""
 RETIRE_EVERY = float(os.environ.get("RAYLINE_RETIRE_EVERY", "300"))
 """Seconds between two rounds of retiring idle hosts (old versions, dedicated)."""
+SCALE_EVERY = float(os.environ.get("RAYLINE_SCALE_EVERY", "5"))
+"""Seconds between two rounds of sizing the elastic pools (nodes, load)."""
 
 
 class RayLauncher:
@@ -37,6 +46,7 @@ class RayLauncher:
         self.runs = RunStore(open_store(storage_url), namespace)
         self._kept: set[str] = set()
         self._directory = ActorDirectory(namespace)
+        self._avoid: set[str] = set()
 
     def keep_packages(self, version: m.CodeVersion) -> None:
         """Ray keeps an uploaded package (``gcs://_ray_pkg_<hash>.zip``) only while it is
@@ -84,8 +94,19 @@ class RayLauncher:
         if version is not None and version.runtime_env:
             await asyncio.to_thread(self.keep_packages, version)
             extra["runtime_env"] = version.runtime_env
+        strategy: Any = "SPREAD"
+        if options.node is not None:
+            # Ray does not honour a soft node preference for these actors: a hard one, and
+            # no restart by Ray (it could only wait for that node); a host whose node is
+            # gone is started again anywhere by the registry (ensure_host), when called or
+            # in its next round
+            strategy = NodeAffinitySchedulingStrategy(options.node, soft=False)
+            extra["max_restarts"] = 0
+        elif self._avoid:  # drained nodes: anywhere else
+            strategy = NodeLabelSchedulingStrategy(
+                hard={NODE_ID: NotIn(*self._avoid)})  # type: ignore[no-untyped-call]
         handle = HostActor.options(  # type: ignore[attr-defined]  # a ray.remote class
-            **detached(self.namespace, name, **extra), scheduling_strategy="SPREAD").remote(
+            **detached(self.namespace, name, **extra), scheduling_strategy=strategy).remote(
             name, self.storage_url, self.namespace, workflows, version)
         await handle.ready.remote()
         self.handles[name] = handle
@@ -95,6 +116,13 @@ class RayLauncher:
 
     def host(self, name: str) -> RayHost:
         return RayHost(self._directory, name)
+
+    def nodes(self) -> list[str]:
+        found: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+        return [node["NodeID"] for node in found if node["Alive"]]
+
+    def avoid(self, nodes: set[str]) -> None:
+        self._avoid = set(nodes)
 
     async def retire(self, name: str) -> bool:
         try:
@@ -131,7 +159,9 @@ class RegistryActor:
         runs = RunStore(open_store(storage_url), namespace)
         self.registry = Registry(runs, storage_url, RayLauncher(storage_url, namespace))
         self.registry.start()  # resumes every host with unfinished runs
-        self._retiring = asyncio.get_running_loop().create_task(self._retire_now_and_then())
+        loop = asyncio.get_running_loop()
+        self._retiring = loop.create_task(self._now_and_then(RETIRE_EVERY, "retire_idle"))
+        self._scaling = loop.create_task(self._now_and_then(SCALE_EVERY, "scale"))
 
     async def ready(self) -> m.RegistryInfo:
         return await self.registry.ready()
@@ -146,7 +176,8 @@ class RegistryActor:
                         version: m.CodeVersion | str | None = None) -> list[str]:
         return await self.registry.hosts_for(task_queue, version)
 
-    async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
+    async def configure(self, task_queue: str, hosts: int | None,
+                        workflows: dict[str, CodeRef],
                         options: m.HostOptions | None = None,
                         version: m.CodeVersion | None = None) -> list[str]:
         return await self.registry.configure(task_queue, hosts, workflows, options, version)
@@ -174,16 +205,29 @@ class RegistryActor:
                       workflow_ids: list[str] | None = None) -> m.UpgradeReport:
         return await self.registry.upgrade(old, new, workflow_ids)
 
+    async def drain(self, name: str) -> m.DrainReport:
+        return await self.registry.drain(name)
+
+    async def drain_node(self, node: str) -> list[m.DrainReport]:
+        return await self.registry.drain_node(node)
+
+    async def host_stats(self) -> list[m.HostStats]:
+        return await self.registry.host_stats()
+
+    async def scale(self) -> dict[str, list[str]]:
+        return await self.registry.scale()
+
     async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
         return await self.registry.list(request)
 
     async def resume_all(self) -> int:
         return await self.registry.resume_all()
 
-    async def _retire_now_and_then(self) -> None:
+    async def _now_and_then(self, every: float, round_of: str) -> None:
         while True:
-            await asyncio.sleep(RETIRE_EVERY)
+            await asyncio.sleep(every)
             try:
-                await self.registry.retire_idle()
+                await (self.registry.retire_idle() if round_of == "retire_idle"
+                       else self.registry.scale())
             except Exception:  # never let the loop die: the next round tries again
-                log.exception("registry: retiring idle hosts failed")
+                log.exception("registry: a round of %s failed", round_of)

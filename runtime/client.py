@@ -44,6 +44,8 @@ from .errors import (
 )
 from .messages import (
     CodeVersion,
+    DrainReport,
+    HostStats,
     ListRequest,
     RegistryInfo,
     RunOutcome,
@@ -79,7 +81,7 @@ class Connection(Protocol):
     def registry(self) -> RegistryAPI: ...
     def host(self, name: str) -> HostAPI: ...
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool,
-                    version: str | None = None) -> str: ...
+                    version: str | None = None, fresh: bool = False) -> str: ...
     async def locate(self, workflow_id: str) -> str: ...
 
 
@@ -215,6 +217,30 @@ class AsyncClient:
         conn = await self.connection()
         return await conn.registry().versions()
 
+    async def hosts(self) -> list[HostStats]:
+        """Every host of the namespace: its node, live, parked and stuck runs, and
+        whether it is draining."""
+        conn = await self.connection()
+        return await conn.registry().host_stats()
+
+    async def drain(self, host: str) -> DrainReport:
+        """Moves every run of pool host ``host`` to the rest of its pool and stops it
+        (``rayline hosts drain``): before a node is taken away, say. Runs whose activity
+        is running move once it ends (or after ``RAYLINE_DRAIN_WAIT`` seconds, when it
+        runs again on the new host).
+
+        Raises:
+            InvalidInputError: an unknown or dedicated host.
+        """
+        conn = await self.connection()
+        return await conn.registry().drain(host)
+
+    async def drain_node(self, node: str) -> list[DrainReport]:
+        """``drain`` for every pool host on Ray node ``node``, which gets no host from now
+        on (``rayline hosts drain --node``): before the node is taken away."""
+        conn = await self.connection()
+        return await conn.registry().drain_node(node)
+
     async def upgrade(self, old: str, new: str | None = None, *,
                       workflow_ids: list[str] | None = None) -> UpgradeReport:
         """Moves the open runs of code version ``old`` to version ``new`` (by default
@@ -303,8 +329,18 @@ class AsyncWorkflowClient:
                               request_id=uuid.uuid4().hex) for s, d in signals or ()],
             request_id=uuid.uuid4().hex)
         conn = await self._client.connection()
-        host = await conn.place(task_queue, workflow_id, dedicated, version)
-        reply = await self._client._starts.call(conn, host, request)
+        schedule = itertools.islice(_backoff.delays(cap=1.0), _RELOCATE_ATTEMPTS)
+        for attempt, delay in enumerate(schedule):
+            host = await conn.place(task_queue, workflow_id, dedicated, version,
+                                    fresh=attempt > 0)
+            try:
+                reply = await self._client._starts.call(conn, host, request)
+                break
+            except NotHereError:  # a draining host: the pool changed, place it again
+                await asyncio.sleep(delay)
+        else:
+            raise NotHereError(f"no host of task queue {task_queue!r} took workflow "
+                               f"{workflow_id}")
         return AsyncWorkflowHandle(self._client, workflow_id, reply.run_id, name, host)
 
     async def execute(self, workflow: Any = None, **kwargs: Any) -> Any:
@@ -651,6 +687,15 @@ class Client:
     def upgrade(self, old: str, new: str | None = None, *,
                 workflow_ids: list[str] | None = None) -> UpgradeReport:
         return self._runner.run(self.aio.upgrade(old, new, workflow_ids=workflow_ids))
+
+    def hosts(self) -> list[HostStats]:
+        return self._runner.run(self.aio.hosts())
+
+    def drain(self, host: str) -> DrainReport:
+        return self._runner.run(self.aio.drain(host))
+
+    def drain_node(self, node: str) -> list[DrainReport]:
+        return self._runner.run(self.aio.drain_node(node))
 
     def close(self) -> None:
         self._runner.run(self.aio.close())

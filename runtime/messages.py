@@ -240,6 +240,16 @@ class UpgradeReport(_Message):
     activity of it is running, ...)."""
 
 
+class DrainReport(_Message):
+    """What draining a host did (``rayline hosts drain``): the runs moved to the rest of
+    its pool, those that could not move (with why), and whether the host stopped."""
+
+    host: str
+    moved: list[str] = []
+    left: dict[str, str] = {}
+    retired: bool = False
+
+
 class HostOptions(_Message):
     """How the hosts of a task queue are created (``Worker.create``)."""
 
@@ -248,6 +258,9 @@ class HostOptions(_Message):
     option): Ray places a host only where that much is free and counts it as used, so one
     queue's hosts cannot take the memory another queue was promised. ``None``: no
     reservation."""
+    node: str | None = None
+    """A Ray node to start the host on if it can (an elastic pool growing onto a node that
+    joined); set per host by the registry, never kept in the queue's config."""
 
 
 class HostStats(_Message):
@@ -256,6 +269,10 @@ class HostStats(_Message):
     parked: int
     finished_cached: int
     stuck: int
+    draining: bool = False
+    """The host takes no new run: its runs are moving to the rest of its pool."""
+    node: str | None = None
+    """The Ray node the host process runs on."""
 
 
 class RegistryStats(_Message):

@@ -27,8 +27,12 @@ class Worker:
     @staticmethod
     def create(client: Client | AsyncClient, task_queue: str = "default",
                workflows: Sequence[Any] = (), activities: Sequence[Any] = (),
-               hosts: int = 1, memory: int | None = None) -> Any:
-        """Registers ``workflows`` under their names and makes sure ``hosts`` hosts run.
+               hosts: int | None = None, memory: int | None = None) -> Any:
+        """Registers ``workflows`` under their names and starts the queue's hosts.
+
+        ``hosts`` fixes the size of the queue's pool; by default (``None``) the pool is
+        elastic: a host per alive node, more with load (``RAYLINE_HOST_LIVE`` live runs
+        per host, at most ``RAYLINE_MAX_HOSTS``), fewer when nodes go.
 
         ``memory`` (bytes) is reserved by Ray for each host process of the queue (Ray's
         ``memory`` option), for the hosts started from then on: a queue whose workflows
@@ -45,9 +49,11 @@ class Worker:
 
     @staticmethod
     async def _create(client: AsyncClient, task_queue: str, workflows: Sequence[Any],
-                      activities: Sequence[Any], hosts: int, memory: int | None) -> Worker:
+                      activities: Sequence[Any], hosts: int | None,
+                      memory: int | None) -> Worker:
         validate_task_queue(task_queue)
-        if not isinstance(hosts, int) or hosts < 1:
+        if hosts is not None and (not isinstance(hosts, int) or isinstance(hosts, bool)
+                                  or hosts < 1):
             raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
         if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)
                                    or memory <= 0):

@@ -177,6 +177,8 @@ class Host:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rayline-io")
         self._quick = runs.store.quick
         self._ready = asyncio.Event()
+        self.draining = False
+        """Set by ``drain``: new starts are refused (their clients place them again)."""
         self._rng = random.Random()
         self.register(workflows or [])
 
@@ -394,8 +396,14 @@ class Host:
     # -------------------------------------------------------------------- start
 
     async def start(self, request: StartRequest) -> StartReply:
-        """Starts a run. ``request`` is what ``client.workflow.start`` sends."""
+        """Starts a run. ``request`` is what ``client.workflow.start`` sends.
+
+        Raises:
+            NotHereError: the host is draining: the caller places the start again.
+        """
         await self._ready.wait()
+        if self.draining:
+            raise NotHereError(f"host {self.host_name} is draining: it takes no new run")
         workflow_id = validate_id(request.workflow_id)
         validate_task_queue(request.task_queue)
         reuse.policy_of(request)
@@ -805,7 +813,11 @@ class Host:
     async def stats(self) -> HostStats:
         return HostStats(host=self.host_name, running=len(self.executions),
                          parked=len(self.parking), finished_cached=len(self._finished),
-                         stuck=len(self.stuck))
+                         stuck=len(self.stuck), draining=self.draining)
+
+    async def drain(self) -> None:
+        """Takes no new run from now on (the registry is moving this host's runs away)."""
+        self.draining = True
 
     def _on_blocked(self, workflow_id: str, message: str) -> None:
         """From the watchdog's thread: a dict assignment, safe without the loop."""
@@ -827,10 +839,11 @@ class Host:
 
     # ------------------------------------------------------------------ moving
 
-    async def adopt(self, workflow_id: str) -> str | None:
+    async def adopt(self, workflow_id: str, force: bool = False) -> str | None:
         """Moves an open run of another host here, onto this host's code version
-        (``rayline versions upgrade``): replays its timeline on this host's code and, if
-        that works and none of its activities is running, writes a batch naming this host
+        (``rayline versions upgrade``, a drain, a rebalance): replays its timeline on
+        this host's code and, if that works and none of its activities is running (or
+        ``force``: the activity then runs again here), writes a batch naming this host
         and version (which fences the old host's execution), runs it here and tells the
         old host to let go. Returns ``None`` once the run is here, else why it stays."""
         await self._ready.wait()
@@ -851,7 +864,7 @@ class Host:
             return (f"its timeline does not replay on code version {self.version}: "
                     f"{type(exc).__name__}: {exc}")
         running = [c for c in unfinished if isinstance(c, ScheduleActivity)]
-        if running:
+        if running and not force:
             return (f"its activity {running[0].activity!r} (call {running[0].seq}) is "
                     "running: move the run once it has ended")
         await self.read(self.runs.mark_open, self.host_name, workflow_id, None)

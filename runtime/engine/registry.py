@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import logging
+import math
+import os
 import time
-import zlib
 from typing import Any, Callable, Protocol
 
 from .._code import CodeRef
@@ -29,7 +31,9 @@ from .._validate import validate_task_queue
 from ..errors import InvalidInputError, WorkflowNotFoundError
 from ..messages import (
     CodeVersion,
+    DrainReport,
     HostOptions,
+    HostStats,
     ListRequest,
     RegistryInfo,
     RegistryStats,
@@ -45,6 +49,15 @@ from .index import Index
 
 log = logging.getLogger("rayline.registry")
 
+LIVE_PER_HOST = int(os.environ.get("RAYLINE_HOST_LIVE", "1000"))
+"""Live (in-memory) runs per host above which an elastic pool grows."""
+MAX_HOSTS = int(os.environ.get("RAYLINE_MAX_HOSTS", "16"))
+"""The most hosts an elastic pool grows to."""
+NODE_SETTLE = float(os.environ.get("RAYLINE_NODE_SETTLE", "3"))
+"""Seconds a node that joined is known before hosts are placed on it."""
+DRAIN_WAIT = float(os.environ.get("RAYLINE_DRAIN_WAIT", "60"))
+"""Seconds a drain waits for running activities to end before moving their runs anyway."""
+
 
 def pool_host(task_queue: str, index: int, version: str | None = None) -> str:
     """The name of host ``index`` of a task queue's pool for a code version."""
@@ -53,8 +66,21 @@ def pool_host(task_queue: str, index: int, version: str | None = None) -> str:
 
 
 def pick(hosts: list[str], workflow_id: str) -> str:
-    """Placement of a new workflow in a pool: stable across processes."""
-    return hosts[zlib.crc32(workflow_id.encode()) % len(hosts)]
+    """Placement of a new workflow in a pool: the same in every process, and a pool that
+    gains or loses a host changes the choice for only that host's share of the ids
+    (rendezvous hashing)."""
+    return max(hosts, key=lambda host: hashlib.blake2b(f"{host}/{workflow_id}".encode(),
+                                                       digest_size=8).digest())
+
+
+def target_size(nodes: int, live: int) -> int:
+    """The hosts an elastic pool wants: one per alive node, and one per ``LIVE_PER_HOST``
+    live runs, between 1 and ``MAX_HOSTS``."""
+    return max(1, min(MAX_HOSTS, max(nodes, math.ceil(live / LIVE_PER_HOST))))
+
+
+def _pool_key(task_queue: str, vid: str | None) -> str:
+    return f"pool:{task_queue}:{vid or '-'}"
 
 
 def dedicated_host(workflow_id: str, version: str | None = None) -> str:
@@ -81,6 +107,12 @@ class Launcher(Protocol):
     def host(self, name: str) -> HostAPI:
         """Calls to a running host (the registry moves runs between hosts)."""
 
+    def nodes(self) -> list[str]:
+        """The alive nodes of the cluster (an elastic pool has a host per node)."""
+
+    def avoid(self, nodes: set[str]) -> None:
+        """Hosts started from now on go to other nodes than these (drained ones)."""
+
     async def retire(self, name: str) -> bool:
         """Stops host ``name`` if it holds no run; whether it is gone."""
 
@@ -96,6 +128,12 @@ class Registry:
         self.index = Index()
         self.hosts: dict[str, tuple[str, str | None]] = {}
         """Each host started here: its task queue and code version."""
+        self.pools: dict[tuple[str, str | None], list[str]] = {}
+        """The hosts new runs of a queue and version go to (kept as ``pool:`` configs)."""
+        self.draining: set[str] = set()
+        self.drained_nodes: set[str] = set()
+        self._node_seen: dict[str, float] = {}
+        """Nodes drained by ``drain_node``: no host is started there, nor counted."""
         self._since: dict[str, float] = {}  # code version -> when it was first seen
         self.calls: collections.Counter[str] = collections.Counter()
         self._indexed = False
@@ -119,10 +157,10 @@ class Registry:
     # --------------------------------------------------------------- hosts
 
     async def ensure_host(self, name: str) -> None:
-        """Starts host ``name`` if it is not running (from its stored config)."""
+        """Starts host ``name`` if it is not running (from its stored config): a caller
+        found no actor by that name (never started, retired, or its node is gone), so
+        it is started again, anywhere; starting a running host finds it."""
         async with self._lock:
-            if name in self.hosts:
-                return
             config = await self._io(self.runs.get_config, f"host:{name}")
             if config is None:
                 raise InvalidInputError(f"unknown host {name!r}")
@@ -133,7 +171,8 @@ class Registry:
                                       runtime_env=(stored or {}).get("runtime_env", {}))
             await self._launch(name, config["task_queue"], version)
 
-    async def _launch(self, name: str, task_queue: str, version: CodeVersion | None) -> None:
+    async def _launch(self, name: str, task_queue: str, version: CodeVersion | None,
+                      node: str | None = None) -> None:
         queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
         vid = version.id if version else None
         if version is not None and version.id not in self._since:
@@ -145,8 +184,8 @@ class Registry:
         await self._io(self.runs.put_config, f"host:{name}", {
             "task_queue": task_queue, "version": vid})
         workflows = {n: _code_ref(ref) for n, ref in queue.get("workflows", {}).items()}
-        await self.launcher.launch(name, workflows, HostOptions(memory=queue.get("memory")),
-                                   version)
+        await self.launcher.launch(
+            name, workflows, HostOptions(memory=queue.get("memory"), node=node), version)
         self.hosts[name] = (task_queue, vid)
 
     async def _known(self, version: CodeVersion | str | None) -> CodeVersion | None:
@@ -167,49 +206,253 @@ class Registry:
     async def hosts_for(self, task_queue: str,
                         version: CodeVersion | str | None = None) -> list[str]:
         """The pool of hosts for a task queue and code version (a known version may be
-        given by id), started on first use (1 host by default)."""
+        given by id), started on first use: one host per alive node, growing with load
+        (an elastic pool), unless ``Worker.create(hosts=N)`` fixed its size."""
         self.calls["hosts_for"] += 1
         validate_task_queue(task_queue)
         version = await self._known(version)
         config = await self._io(self.runs.get_config, f"queue:{task_queue}")
         if config is None:
-            return await self.configure(task_queue, 1, {}, version=version)
-        vid = version.id if version else None
-        names = [pool_host(task_queue, i, vid) for i in range(config["hosts"])]
-        for name in names:
-            if name not in self.hosts:
-                async with self._lock:
-                    if name not in self.hosts:
-                        await self._launch(name, task_queue, version)
-        return names
+            return await self.configure(task_queue, None, {}, version=version)
+        async with self._lock:
+            pool = await self._pool(task_queue, version, config)
+            if config.get("hosts") and len(pool) < config["hosts"]:  # fixed since made
+                await self._grow(task_queue, version, config["hosts"])
+            await self._launch_spread([n for n in pool if n not in self.hosts], task_queue,
+                                      version)
+        return list(pool)
 
-    async def configure(self, task_queue: str, hosts: int, workflows: dict[str, CodeRef],
-                        options: HostOptions | None = None,
+    async def configure(self, task_queue: str, hosts: int | None,
+                        workflows: dict[str, CodeRef], options: HostOptions | None = None,
                         version: CodeVersion | None = None) -> list[str]:
-        """``Worker.create``: sets the pool size, registered workflows and host options of
-        a queue, and starts its pool for ``version``. New options apply to the hosts
-        started from then on (a running host keeps what Ray gave it)."""
+        """``Worker.create``: registers workflows and host options of a queue, fixes its
+        pool size when ``hosts`` is given (else the pool is elastic), and starts its pool
+        for ``version``. New options apply to the hosts started from then on (a running
+        host keeps what Ray gave it); a smaller size drains the newest hosts."""
         validate_task_queue(task_queue)
-        if not isinstance(hosts, int) or hosts < 1:
+        if hosts is not None and (not isinstance(hosts, int) or isinstance(hosts, bool)
+                                  or hosts < 1):
             raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
         if options is not None:
             self.launcher.check(task_queue, options)  # before anything is stored
         async with self._lock:
             config = await self._io(self.runs.get_config, f"queue:{task_queue}") or {
-                "hosts": 0, "workflows": {}}
-            config["hosts"] = max(config["hosts"], hosts)
+                "hosts": None, "workflows": {}}
+            if hosts is not None:
+                config["hosts"] = hosts
             if options is not None and options.memory is not None:
                 config["memory"] = options.memory
             config["workflows"].update({n: ref.model_dump() for n, ref in workflows.items()})
             await self._io(self.runs.put_config, f"queue:{task_queue}", config)
-            vid = version.id if version else None
-            names = [pool_host(task_queue, i, vid) for i in range(config["hosts"])]
-            for name in names:
-                if name in self.hosts:
-                    await self.launcher.register(name, workflows)
-                else:
-                    await self._launch(name, task_queue, version)
-        return names
+            pool = await self._pool(task_queue, version, config)
+            running = [name for name in pool if name in self.hosts]
+            if hosts is not None and len(pool) < hosts:
+                await self._grow(task_queue, version, hosts)  # started with the workflows
+            for name in running:
+                await self.launcher.register(name, workflows)
+            await self._launch_spread([n for n in pool if n not in self.hosts], task_queue,
+                                      version)
+            extra = pool[hosts:] if hosts is not None else []
+        for name in extra:  # drained in the background: their runs move first
+            asyncio.ensure_future(self._drain_quietly(name))
+        return list(pool if hosts is None else pool[:hosts])
+
+    async def _pool(self, task_queue: str, version: CodeVersion | None,
+                    config: dict[str, Any]) -> list[str]:
+        """The pool's host names (the caller holds the lock), made at first use: the
+        queue's fixed size, else one host per alive node."""
+        vid = version.id if version else None
+        pool = self.pools.get((task_queue, vid))
+        if pool is None:
+            stored = await self._io(self.runs.get_config, _pool_key(task_queue, vid))
+            if stored is not None:
+                pool = list(stored["hosts"])
+            else:
+                nodes = self._nodes()
+                size = config.get("hosts") or target_size(len(nodes), 0)
+                pool = [pool_host(task_queue, i, vid) for i in range(size)]
+                await self._io(self.runs.put_config, _pool_key(task_queue, vid),
+                               {"hosts": pool})
+            self.pools[(task_queue, vid)] = pool
+        return pool
+
+    async def _grow(self, task_queue: str, version: CodeVersion | None, size: int,
+                    nodes: list[str] | None = None) -> list[str]:
+        """Adds hosts (new indexes) to a pool until it has ``size`` and starts them, the
+        first ones on ``nodes`` when they can; the caller holds the lock. Returns the new
+        names."""
+        vid = version.id if version else None
+        pool = self.pools[(task_queue, vid)]
+        taken = {n for n, (q, v) in self.hosts.items() if (q, v) == (task_queue, vid)}
+        added, index = [], 0
+        while len(pool) < size:
+            name = pool_host(task_queue, index, vid)
+            index += 1
+            if name in pool or name in taken or name in self.draining:
+                continue
+            pool.append(name)
+            added.append(name)
+        await self._io(self.runs.put_config, _pool_key(task_queue, vid), {"hosts": pool})
+        await self._launch_spread(added, task_queue, version, nodes)
+        return added
+
+    async def _launch_spread(self, names: list[str], task_queue: str,
+                             version: CodeVersion | None, nodes: list[str] | None = None
+                             ) -> None:
+        """Starts hosts, one per node in turn: first on ``nodes``, then on every alive
+        node not drained (a preference: Ray's ``SPREAD`` alone may put them all on one)."""
+        others = sorted(self._nodes() - set(nodes or []))
+        order = [*(nodes or []), *others]
+        if len(order) < 2:
+            order = []  # one node: nothing to choose, and Ray restarts the host in place
+        for i, name in enumerate(names):
+            await self._launch(name, task_queue, version, order[i % len(order)] if order
+                               else None)
+
+    # ---------------------------------------------------------- elastic pools
+
+    async def scale(self) -> dict[str, list[str]]:
+        """One round of the elastic pools (the newest version of each queue): a pool
+        grows to ``target_size`` of the alive nodes and its live runs, and its parked
+        runs whose place is now a new host move there; a pool larger than its target
+        drains its newest host. Returns the hosts added and drained."""
+        alive = self._nodes()
+        nodes = len(alive)
+        await self._stats(sorted(self.hosts))  # a host no one calls is started again too
+        newest: dict[str, tuple[float, str | None]] = {}
+        for queue, vid in self.pools:
+            since = self._since.get(vid, 0.0) if vid is not None else 0.0
+            newest[queue] = max(newest.get(queue, (-1.0, None)), (since, vid),
+                                key=lambda pair: pair[0])
+        changes: dict[str, list[str]] = {"added": [], "drained": []}
+        for queue, (_, vid) in newest.items():
+            config = await self._io(self.runs.get_config, f"queue:{queue}") or {}
+            if config.get("hosts") is not None:
+                continue  # fixed by Worker.create
+            pool = self.pools[(queue, vid)]
+            stats = await self._stats(pool)
+            want = target_size(nodes, sum(s.running for s in stats))
+            if want > len(pool):
+                version = await self._known(vid)
+                bare = sorted(alive - {s.node for s in stats if s.node})  # joined nodes
+                async with self._lock:
+                    added = await self._grow(queue, version, want, bare)
+                changes["added"] += added
+                await self._rebalance(pool, added)
+            elif want < len(pool):
+                changes["drained"].append(pool[-1])
+                await self.drain(pool[-1])
+        return changes
+
+    def _nodes(self) -> set[str]:
+        """The alive nodes hosts may go to: not drained, and (for a node that joined since
+        the registry first looked) seen for ``NODE_SETTLE`` seconds, so Ray can place on
+        it what the registry asks it to."""
+        now, first = time.monotonic(), not self._node_seen
+        alive = set(self.launcher.nodes()) - self.drained_nodes
+        for node in alive:
+            self._node_seen.setdefault(node, now - NODE_SETTLE if first else now)
+        return {node for node in alive if now - self._node_seen[node] >= NODE_SETTLE}
+
+    async def _stats(self, names: list[str]) -> list[HostStats]:
+        found = await asyncio.gather(*(self.launcher.host(n).stats() for n in names),
+                                     return_exceptions=True)
+        return [s for s in found if isinstance(s, HostStats)]
+
+    async def _rebalance(self, pool: list[str], added: list[str]) -> int:
+        """Moves the parked runs of a pool's older hosts whose place is now one of the
+        ``added`` hosts (rendezvous hashing: about their share); returns how many."""
+        moved = 0
+        for name in [n for n in pool if n not in added]:
+            for workflow_id, parked_until in await self._io(self.runs.open_workflows, name):
+                target = pick(pool, workflow_id)
+                if parked_until is None or target not in added:
+                    continue  # live runs stay: they move when their host drains
+                try:
+                    moved += await self.launcher.host(target).adopt(workflow_id) is None
+                except Exception as exc:
+                    log.warning("registry: moving %s to %s failed: %s", workflow_id, target, exc)
+        if moved:
+            log.info("registry: moved %d parked run(s) to new hosts %s", moved, added)
+        return moved
+
+    async def drain(self, name: str) -> DrainReport:
+        """Empties host ``name`` and stops it: it takes no new run (its callers place
+        them again), every run moves to the rest of its pool (a run whose activity is
+        running once that ends, or after ``RAYLINE_DRAIN_WAIT`` seconds anyway: the
+        activity then runs again), and it retires once it holds nothing. The last host
+        of a pool is replaced first. Returns what moved and what could not.
+
+        Raises:
+            InvalidInputError: an unknown or dedicated host.
+        """
+        async with self._lock:
+            config = await self._io(self.runs.get_config, f"host:{name}")
+            if config is None or name.startswith("host-dedicated-"):
+                raise InvalidInputError(f"cannot drain {name!r}: not a host of a pool")
+            queue, vid = config["task_queue"], config.get("version")
+            version = await self._known(vid)
+            queue_config = await self._io(self.runs.get_config, f"queue:{queue}") or {}
+            pool = await self._pool(queue, version, queue_config)
+            if pool == [name]:
+                await self._grow(queue, version, 2)
+            if name in pool:
+                pool.remove(name)
+                await self._io(self.runs.put_config, _pool_key(queue, vid), {"hosts": pool})
+            self.draining.add(name)
+        try:
+            return await self._empty(name, pool)
+        finally:
+            self.draining.discard(name)
+
+    async def _empty(self, name: str, pool: list[str]) -> DrainReport:
+        await self.launcher.host(name).drain()
+        moved, left = list[str](), dict[str, str]()
+        deadline = time.monotonic() + DRAIN_WAIT
+        while True:
+            force = time.monotonic() > deadline
+            left = {}
+            for workflow_id, _ in await self._io(self.runs.open_workflows, name):
+                try:
+                    why = await self.launcher.host(pick(pool, workflow_id)).adopt(
+                        workflow_id, force)
+                except Exception as exc:
+                    why = f"{type(exc).__name__}: {exc}"
+                if why is None:
+                    moved.append(workflow_id)
+                elif why != "it has closed":  # its marker goes with the close
+                    left[workflow_id] = why
+            if not left and not await self._io(self.runs.has_open, name):
+                break
+            if force:
+                break  # what is left cannot move (stuck): the host stays for it
+            await asyncio.sleep(0.5)
+        retired = not left and await self.launcher.retire(name)
+        if retired:
+            self.hosts.pop(name, None)
+        log.info("registry: drained %s: moved %d run(s), %d left, retired=%s", name,
+                 len(moved), len(left), retired)
+        return DrainReport(host=name, moved=moved, left=left, retired=retired)
+
+    async def drain_node(self, node: str) -> list[DrainReport]:
+        """Drains every pool host on Ray node ``node`` (before it is taken away): no host
+        is started there from now on, and elastic pools stop counting it."""
+        self.drained_nodes.add(node)
+        self.launcher.avoid(self.drained_nodes)
+        on_node = [s.host for s in await self.host_stats()
+                   if s.node == node and not s.host.startswith("host-dedicated-")]
+        return [await self.drain(name) for name in on_node]
+
+    async def _drain_quietly(self, name: str) -> None:
+        try:
+            await self.drain(name)
+        except Exception:
+            log.exception("registry: draining %s failed", name)
+
+    async def host_stats(self) -> list[HostStats]:
+        """Every host started here: its runs (live, parked, stuck), node and whether it
+        drains."""
+        return await self._stats(sorted(self.hosts))
 
     async def dedicated_host(self, workflow_id: str, task_queue: str = "default",
                              version: CodeVersion | str | None = None) -> str:

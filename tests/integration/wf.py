@@ -245,3 +245,12 @@ async def neighbour(kind: str) -> str:
 def doze(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@rayline.workflow
+async def wakes_once(folder: str, name: str, timeout: float | None) -> object:
+    """Waits for ``go`` (or ``timeout``), then marks ``name`` once: a run that woke twice
+    or ran its step twice leaves two marks."""
+    got = await workflow.condition("go", timeout=timeout)
+    await workflow.execute_activity(step, folder, name, 0)
+    return got

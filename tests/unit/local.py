@@ -75,7 +75,7 @@ class LocalConnection:
         return self.backend.host(name)
 
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool,
-                    version: str | None = None) -> str:
+                    version: str | None = None, fresh: bool = False) -> str:
         return await self.backend.place(task_queue, workflow_id, dedicated)
 
     async def locate(self, workflow_id: str) -> str:

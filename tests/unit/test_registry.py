@@ -12,12 +12,18 @@ import pytest
 from rayline._code import CodeRef
 from rayline.engine.registry import Registry
 from rayline.errors import InvalidInputError
-from rayline.messages import CodeVersion, HostOptions, RunStatus, RunSummary
+from rayline.messages import CodeVersion, HostOptions, HostStats, RunStatus, RunSummary
 from rayline.storage import MemoryStore, RunStore
 
 
 class Launcher:
-    def __init__(self) -> None:
+    def __init__(self, runs: RunStore | None = None) -> None:
+        self.runs = runs
+        self.node_ids = ["node-0"]
+        self.live: dict[str, int] = {}  # runs in memory per host, as its stats say
+        self.adopted: list[tuple[str, str, bool]] = []
+        self.refuse: dict[str, str] = {}  # workflow id -> why a host will not adopt it
+        self.draining: list[str] = []
         self.launched: list[tuple[str, dict[str, CodeRef]]] = []
         self.registered: list[tuple[str, dict[str, CodeRef]]] = []
         self.options: dict[str, HostOptions] = {}
@@ -38,6 +44,15 @@ class Launcher:
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         self.registered.append((name, workflows))
 
+    def nodes(self) -> list[str]:
+        return list(self.node_ids)
+
+    def avoid(self, nodes: set[str]) -> None:
+        self.avoided = set(nodes)
+
+    def host(self, name: str) -> Any:
+        return _Host(self, name)
+
     async def retire(self, name: str) -> bool:
         if name in self.busy:
             return False
@@ -45,8 +60,35 @@ class Launcher:
         return True
 
 
+class _Host:
+    """What the registry asks of a host: adopting a run moves its open marker here (as a
+    real host does), unless the launcher says the run refuses."""
+
+    def __init__(self, launcher: Launcher, name: str) -> None:
+        self.launcher = launcher
+        self.name = name
+
+    async def adopt(self, workflow_id: str, force: bool = False) -> str | None:
+        self.launcher.adopted.append((self.name, workflow_id, force))
+        why = self.launcher.refuse.get(workflow_id)
+        runs = self.launcher.runs
+        if why is None and runs is not None:
+            for host in runs.open_hosts():
+                if workflow_id in dict(runs.open_workflows(host)):
+                    runs.clear_open(host, workflow_id)
+            runs.mark_open(self.name, workflow_id)
+        return why
+
+    async def drain(self) -> None:
+        self.launcher.draining.append(self.name)
+
+    async def stats(self) -> HostStats:
+        return HostStats(host=self.name, running=self.launcher.live.get(self.name, 0),
+                         parked=0, finished_cached=0, stuck=0, node="node-0")
+
+
 def _registry(runs: RunStore) -> tuple[Registry, Launcher]:
-    launcher = Launcher()
+    launcher = Launcher(runs)
     return Registry(runs, runs.store.url, launcher), launcher
 
 
@@ -75,6 +117,10 @@ def test_pools_grow_once_and_register_workflows_on_running_hosts(runs: RunStore)
     run(main())
 
 
+def memory(launcher: Launcher) -> dict[str, int | None]:
+    return {name: options.memory for name, options in launcher.options.items()}
+
+
 def test_a_queues_host_memory_is_kept_and_given_to_every_host_it_starts(
         runs: RunStore) -> None:
     async def main() -> None:
@@ -85,16 +131,16 @@ def test_a_queues_host_memory_is_kept_and_given_to_every_host_it_starts(
         lean = HostOptions(memory=2**28)
         await registry.configure("lean", 2, {}, lean)
         assert await registry.dedicated_host("solo", "lean") == "host-dedicated-solo"
-        assert launcher.options == {"host-lean-0": lean, "host-lean-1": lean,
-                                    "host-dedicated-solo": lean}
+        assert memory(launcher) == {"host-lean-0": lean.memory, "host-lean-1": lean.memory,
+                                    "host-dedicated-solo": lean.memory}
         await registry.configure("lean", 2, {})  # no options given: the memory stays
         runs.mark_open("host-lean-1", "wf")
         fresh, relaunched = _registry(runs)  # a whole-cluster restart
         fresh.start()
         await fresh.ready()
-        assert relaunched.options == {"host-lean-1": lean}
+        assert memory(relaunched) == {"host-lean-1": lean.memory}
         assert (await fresh.hosts_for("default")) == ["host-default-0"]
-        assert relaunched.options["host-default-0"] == HostOptions()
+        assert relaunched.options["host-default-0"].memory is None
 
     run(main())
 
@@ -212,5 +258,75 @@ def test_idle_hosts_of_older_versions_and_dedicated_hosts_retire(runs: RunStore)
         assert await registry.hosts_for("q", CodeVersion(id="v1")) == [
             "host-q-v1-0", "host-q-v1-1", "host-q-v1-2"]  # a call starts it again
         assert "host-q-v1-2" in registry.hosts
+
+    run(main())
+
+
+def test_an_elastic_pool_has_a_host_per_node_grows_with_nodes_and_load_and_shrinks(
+        runs: RunStore, monkeypatch: Any) -> None:
+    from rayline.engine import registry as registry_module
+    from rayline.engine.registry import LIVE_PER_HOST, pick
+
+    monkeypatch.setattr(registry_module, "NODE_SETTLE", 0)
+
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        launcher.node_ids = ["n0", "n1", "n2"]
+        assert await registry.hosts_for("q") == ["host-q-0", "host-q-1", "host-q-2"]
+        ids = [f"w{i}" for i in range(60)]
+        for workflow_id in ids:  # parked where a 3-host pool put them
+            runs.mark_open(pick(["host-q-0", "host-q-1", "host-q-2"], workflow_id),
+                           workflow_id, parked_until=10**10)
+
+        launcher.node_ids.append("n3")  # a node joins
+        assert await registry.scale() == {"added": ["host-q-3"], "drained": []}
+        pool = await registry.hosts_for("q")
+        assert pool == ["host-q-0", "host-q-1", "host-q-2", "host-q-3"]
+        moved = [workflow_id for _, workflow_id, _ in launcher.adopted]
+        assert moved and all(pick(pool, w) == "host-q-3" for w in moved)  # only its share
+        assert sorted(moved) == sorted(w for w in ids if pick(pool, w) == "host-q-3")
+        assert all(pick(pool[:3], w) == pick(pool, w) for w in ids if w not in moved)
+
+        launcher.live = {name: 2 * LIVE_PER_HOST for name in pool}  # busy hosts
+        assert (await registry.scale())["added"] == ["host-q-4", "host-q-5", "host-q-6",
+                                                     "host-q-7"]
+        launcher.live, launcher.node_ids = {}, ["n0"]  # load and nodes gone
+        for _ in range(7):
+            await registry.scale()
+        assert await registry.hosts_for("q") == ["host-q-0"]
+        assert launcher.retired == [f"host-q-{i}" for i in range(7, 0, -1)]
+
+        await registry.configure("fixed", 2, {})  # a fixed pool does not follow
+        launcher.node_ids = ["n0", "n1", "n2", "n3"]
+        await registry.scale()
+        assert await registry.hosts_for("fixed") == ["host-fixed-0", "host-fixed-1"]
+
+    run(main())
+
+
+def test_draining_a_host_moves_its_runs_to_the_rest_of_its_pool_and_stops_it(
+        runs: RunStore, monkeypatch: Any) -> None:
+    from rayline.engine import registry as registry_module
+
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        launcher.node_ids = ["n0", "n1"]
+        assert await registry.hosts_for("q") == ["host-q-0", "host-q-1"]
+        runs.mark_open("host-q-1", "a")
+        runs.mark_open("host-q-1", "b", parked_until=10**10)
+        report = await registry.drain("host-q-1")
+        assert (sorted(report.moved), report.left, report.retired) == (["a", "b"], {}, True)
+        assert launcher.draining == ["host-q-1"] and launcher.retired == ["host-q-1"]
+        assert await registry.hosts_for("q") == ["host-q-0"]
+        assert sorted(w for w, _ in runs.open_workflows("host-q-0")) == ["a", "b"]
+
+        monkeypatch.setattr(registry_module, "DRAIN_WAIT", 0)
+        launcher.refuse["b"] = "its timeline does not replay"  # a stuck run cannot move
+        report = await registry.drain("host-q-0")  # the last host: replaced first
+        assert await registry.hosts_for("q") == ["host-q-1"]
+        assert report.moved == ["a"] and report.left == {"b": "its timeline does not replay"}
+        assert not report.retired and ("host-q-1", "b", True) in launcher.adopted
+        with pytest.raises(InvalidInputError, match="not a host of a pool"):
+            await registry.drain("host-nope-0")
 
     run(main())

@@ -158,30 +158,11 @@ def test_a_parked_run_moves_and_wakes_on_its_new_host(runs: RunStore) -> None:
 # ------------------------------------------------------------------ registry
 
 
-class MovingLauncher(Launcher):
-    """Records which host was asked to adopt which run; refuses the ids in ``refuse``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.adopted: list[tuple[str, str]] = []
-        self.refuse: dict[str, str] = {}
-
-    def host(self, name: str) -> Any:
-        launcher = self
-
-        class Adopter:
-            async def adopt(self, workflow_id: str) -> str | None:
-                launcher.adopted.append((name, workflow_id))
-                return launcher.refuse.get(workflow_id)
-
-        return Adopter()
-
-
 def test_the_registry_sends_each_open_run_of_the_old_version_to_its_new_host() -> None:
     runs = RunStore(MemoryStore(f"u-{uuid.uuid4().hex}"), "t")
 
     async def main() -> None:
-        launcher = MovingLauncher()
+        launcher = Launcher()  # its hosts record what they are asked to adopt
         registry = Registry(runs, runs.store.url, launcher)
         v1, v2 = CodeVersion(id="v1"), CodeVersion(id="v2", runtime_env={"pip": ["x"]})
         await registry.configure("q", 2, {}, version=v1)
@@ -204,8 +185,8 @@ def test_the_registry_sends_each_open_run_of_the_old_version_to_its_new_host() -
         report = await registry.upgrade("v1", v2)  # a driver's own version, new so far
         pool = ["host-q-v2-0", "host-q-v2-1"]
         assert sorted(launcher.adopted) == sorted([
-            (pick(pool, "a"), "a"), (pick(pool, "b"), "b"), (pick(pool, "c"), "c"),
-            ("host-dedicated-v2-solo", "solo")])
+            (pick(pool, "a"), "a", False), (pick(pool, "b"), "b", False),
+            (pick(pool, "c"), "c", False), ("host-dedicated-v2-solo", "solo", False)])
         assert sorted(report.moved) == ["a", "b", "solo"]
         assert report.left == {"c": "its timeline does not replay"}
         assert launcher.versions["host-q-v2-0"] == v2  # started with the new code
