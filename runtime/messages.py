@@ -264,11 +264,16 @@ class HostOptions(_Message):
 
 
 class HostStats(_Message):
+    """One host's load, as ``rayline hosts`` shows it."""
+
     host: str
-    running: int
-    parked: int
-    finished_cached: int
-    stuck: int
+    running: int = 0
+    """Executions in memory (live runs, waiting or working)."""
+    parked: int = 0
+    """Runs out of memory until their timer or a signal (parking)."""
+    finished_cached: int = 0
+    stuck: int = 0
+    """Runs that cannot replay or are quarantined."""
     draining: bool = False
     """The host takes no new run: its runs are moving to the rest of its pool."""
     node: str | None = None

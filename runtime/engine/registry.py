@@ -26,21 +26,10 @@ import os
 import time
 from typing import Any, Callable, Protocol
 
+from .. import messages as m
 from .._code import CodeRef
 from .._validate import validate_task_queue
 from ..errors import InvalidInputError, WorkflowNotFoundError
-from ..messages import (
-    CodeVersion,
-    DrainReport,
-    HostOptions,
-    HostStats,
-    ListRequest,
-    RegistryInfo,
-    RegistryStats,
-    RunSummary,
-    UpgradeReport,
-    VersionSummary,
-)
 from ..storage.runs import RunStore, id_key, validate_id
 from ..timeline import home_of
 from ..versions import validate_version
@@ -93,11 +82,11 @@ def dedicated_host(workflow_id: str, version: str | None = None) -> str:
 class Launcher(Protocol):
     """Starts hosts: in Ray, a named detached host actor."""
 
-    def check(self, task_queue: str, options: HostOptions) -> None:
+    def check(self, task_queue: str, options: m.HostOptions) -> None:
         """Raises ``InvalidInputError`` when no node could ever hold a host so created."""
 
-    async def launch(self, name: str, workflows: dict[str, CodeRef], options: HostOptions,
-                     version: CodeVersion | None) -> None:
+    async def launch(self, name: str, workflows: dict[str, CodeRef], options: m.HostOptions,
+                     version: m.CodeVersion | None) -> None:
         """Starts host ``name`` (or finds it running) with the code of ``version`` and
         returns once it is ready."""
 
@@ -145,13 +134,13 @@ class Registry:
         """Resumes unfinished runs in the background (``ready`` waits for it)."""
         self._resumed = asyncio.ensure_future(self.resume_all())
 
-    async def ready(self) -> RegistryInfo:
+    async def ready(self) -> m.RegistryInfo:
         resumed = await self._resumed if self._resumed is not None else 0
-        return RegistryInfo(storage=self.storage_url, namespace=self.runs.namespace,
+        return m.RegistryInfo(storage=self.storage_url, namespace=self.runs.namespace,
                             resumed=resumed)
 
-    async def stats(self) -> RegistryStats:
-        return RegistryStats(calls=dict(self.calls), directory=len(self.index),
+    async def stats(self) -> m.RegistryStats:
+        return m.RegistryStats(calls=dict(self.calls), directory=len(self.index),
                              hosts=sorted(self.hosts))
 
     # --------------------------------------------------------------- hosts
@@ -167,11 +156,11 @@ class Registry:
             version = None
             if config.get("version") is not None:
                 stored = await self._io(self.runs.get_config, f"version:{config['version']}")
-                version = CodeVersion(id=config["version"],
+                version = m.CodeVersion(id=config["version"],
                                       runtime_env=(stored or {}).get("runtime_env", {}))
             await self._launch(name, config["task_queue"], version)
 
-    async def _launch(self, name: str, task_queue: str, version: CodeVersion | None,
+    async def _launch(self, name: str, task_queue: str, version: m.CodeVersion | None,
                       node: str | None = None) -> None:
         queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
         vid = version.id if version else None
@@ -185,10 +174,10 @@ class Registry:
             "task_queue": task_queue, "version": vid})
         workflows = {n: _code_ref(ref) for n, ref in queue.get("workflows", {}).items()}
         await self.launcher.launch(
-            name, workflows, HostOptions(memory=queue.get("memory"), node=node), version)
+            name, workflows, m.HostOptions(memory=queue.get("memory"), node=node), version)
         self.hosts[name] = (task_queue, vid)
 
-    async def _known(self, version: CodeVersion | str | None) -> CodeVersion | None:
+    async def _known(self, version: m.CodeVersion | str | None) -> m.CodeVersion | None:
         """A code version given by id, as the registry keeps it.
 
         Raises:
@@ -201,10 +190,10 @@ class Registry:
             raise InvalidInputError(
                 f"unknown code version {version!r}: start a client or worker with that code "
                 "first (rayline versions lists the known ones)")
-        return CodeVersion(id=version, runtime_env=stored.get("runtime_env", {}))
+        return m.CodeVersion(id=version, runtime_env=stored.get("runtime_env", {}))
 
     async def hosts_for(self, task_queue: str,
-                        version: CodeVersion | str | None = None) -> list[str]:
+                        version: m.CodeVersion | str | None = None) -> list[str]:
         """The pool of hosts for a task queue and code version (a known version may be
         given by id), started on first use: one host per alive node, growing with load
         (an elastic pool), unless ``Worker.create(hosts=N)`` fixed its size."""
@@ -223,8 +212,8 @@ class Registry:
         return list(pool)
 
     async def configure(self, task_queue: str, hosts: int | None,
-                        workflows: dict[str, CodeRef], options: HostOptions | None = None,
-                        version: CodeVersion | None = None) -> list[str]:
+                        workflows: dict[str, CodeRef], options: m.HostOptions | None = None,
+                        version: m.CodeVersion | None = None) -> list[str]:
         """``Worker.create``: registers workflows and host options of a queue, fixes its
         pool size when ``hosts`` is given (else the pool is elastic), and starts its pool
         for ``version``. New options apply to the hosts started from then on (a running
@@ -257,7 +246,7 @@ class Registry:
             asyncio.ensure_future(self._drain_quietly(name))
         return list(pool if hosts is None else pool[:hosts])
 
-    async def _pool(self, task_queue: str, version: CodeVersion | None,
+    async def _pool(self, task_queue: str, version: m.CodeVersion | None,
                     config: dict[str, Any]) -> list[str]:
         """The pool's host names (the caller holds the lock), made at first use: the
         queue's fixed size, else one host per alive node."""
@@ -276,7 +265,7 @@ class Registry:
             self.pools[(task_queue, vid)] = pool
         return pool
 
-    async def _grow(self, task_queue: str, version: CodeVersion | None, size: int,
+    async def _grow(self, task_queue: str, version: m.CodeVersion | None, size: int,
                     nodes: list[str] | None = None) -> list[str]:
         """Adds hosts (new indexes) to a pool until it has ``size`` and starts them, the
         first ones on ``nodes`` when they can; the caller holds the lock. Returns the new
@@ -297,7 +286,7 @@ class Registry:
         return added
 
     async def _launch_spread(self, names: list[str], task_queue: str,
-                             version: CodeVersion | None, nodes: list[str] | None = None
+                             version: m.CodeVersion | None, nodes: list[str] | None = None
                              ) -> None:
         """Starts hosts, one per node in turn: first on ``nodes``, then on every alive
         node not drained (a preference: Ray's ``SPREAD`` alone may put them all on one)."""
@@ -354,10 +343,10 @@ class Registry:
             self._node_seen.setdefault(node, now - NODE_SETTLE if first else now)
         return {node for node in alive if now - self._node_seen[node] >= NODE_SETTLE}
 
-    async def _stats(self, names: list[str]) -> list[HostStats]:
+    async def _stats(self, names: list[str]) -> list[m.HostStats]:
         found = await asyncio.gather(*(self.launcher.host(n).stats() for n in names),
                                      return_exceptions=True)
-        return [s for s in found if isinstance(s, HostStats)]
+        return [s for s in found if isinstance(s, m.HostStats)]
 
     async def _rebalance(self, pool: list[str], added: list[str]) -> int:
         """Moves the parked runs of a pool's older hosts whose place is now one of the
@@ -376,7 +365,7 @@ class Registry:
             log.info("registry: moved %d parked run(s) to new hosts %s", moved, added)
         return moved
 
-    async def drain(self, name: str) -> DrainReport:
+    async def drain(self, name: str) -> m.DrainReport:
         """Empties host ``name`` and stops it: it takes no new run (its callers place
         them again), every run moves to the rest of its pool (a run whose activity is
         running once that ends, or after ``RAYLINE_DRAIN_WAIT`` seconds anyway: the
@@ -405,7 +394,7 @@ class Registry:
         finally:
             self.draining.discard(name)
 
-    async def _empty(self, name: str, pool: list[str]) -> DrainReport:
+    async def _empty(self, name: str, pool: list[str]) -> m.DrainReport:
         await self.launcher.host(name).drain()
         moved, left = list[str](), dict[str, str]()
         deadline = time.monotonic() + DRAIN_WAIT
@@ -432,9 +421,9 @@ class Registry:
             self.hosts.pop(name, None)
         log.info("registry: drained %s: moved %d run(s), %d left, retired=%s", name,
                  len(moved), len(left), retired)
-        return DrainReport(host=name, moved=moved, left=left, retired=retired)
+        return m.DrainReport(host=name, moved=moved, left=left, retired=retired)
 
-    async def drain_node(self, node: str) -> list[DrainReport]:
+    async def drain_node(self, node: str) -> list[m.DrainReport]:
         """Drains every pool host on Ray node ``node`` (before it is taken away): no host
         is started there from now on, and elastic pools stop counting it."""
         self.drained_nodes.add(node)
@@ -449,13 +438,13 @@ class Registry:
         except Exception:
             log.exception("registry: draining %s failed", name)
 
-    async def host_stats(self) -> list[HostStats]:
+    async def host_stats(self) -> list[m.HostStats]:
         """Every host started here: its runs (live, parked, stuck), node and whether it
         drains."""
         return await self._stats(sorted(self.hosts))
 
     async def dedicated_host(self, workflow_id: str, task_queue: str = "default",
-                             version: CodeVersion | str | None = None) -> str:
+                             version: m.CodeVersion | str | None = None) -> str:
         version = await self._known(version)
         name = dedicated_host(validate_id(workflow_id), version.id if version else None)
         async with self._lock:
@@ -492,8 +481,8 @@ class Registry:
 
     # -------------------------------------------------------------- upgrade
 
-    async def upgrade(self, old: str, new: CodeVersion | str,
-                      workflow_ids: list[str] | None = None) -> UpgradeReport:
+    async def upgrade(self, old: str, new: m.CodeVersion | str,
+                      workflow_ids: list[str] | None = None) -> m.UpgradeReport:
         """Moves the open runs of code version ``old`` (or only ``workflow_ids`` of them)
         to hosts of version ``new`` (a known version's id, or a driver's own version):
         each goes to the host a new start of its id on ``new`` would (its queue's pool, or
@@ -533,7 +522,7 @@ class Registry:
                     left[workflow_id] = why
         log.info("registry: upgrade %s -> %s moved %d run(s), left %d", old, target.id,
                  len(moved), len(left))
-        return UpgradeReport(old=old, new=target.id, moved=moved, left=left)
+        return m.UpgradeReport(old=old, new=target.id, moved=moved, left=left)
 
     # ----------------------------------------------------------- directory
 
@@ -551,29 +540,29 @@ class Registry:
         except WorkflowNotFoundError:
             return None
 
-    async def report(self, summaries: list[RunSummary]) -> None:
+    async def report(self, summaries: list[m.RunSummary]) -> None:
         self.calls["report"] += 1
         self.index.record(summaries)
 
-    async def versions(self) -> list[VersionSummary]:
+    async def versions(self) -> list[m.VersionSummary]:
         """Every code version with runs in the index: its runs per state and the hosts of
         its open runs, newest run first."""
         self.calls["versions"] += 1
-        summaries = await self.list(ListRequest(limit=2**62))
-        grouped: dict[str | None, list[RunSummary]] = {}
+        summaries = await self.list(m.ListRequest(limit=2**62))
+        grouped: dict[str | None, list[m.RunSummary]] = {}
         for summary in summaries:
             grouped.setdefault(summary.version, []).append(summary)
         found = []
         for version, runs in grouped.items():
             stored = None if version is None else await self._io(
                 self.runs.get_config, f"version:{version}")
-            found.append(VersionSummary(
+            found.append(m.VersionSummary(
                 id=version, runs=dict(collections.Counter(r.state.value for r in runs)),
                 hosts=sorted({r.host for r in runs if r.state.code > 0}),
                 runtime_env=(stored or {}).get("runtime_env", {})))
         return found
 
-    async def list(self, request: ListRequest) -> list[RunSummary]:
+    async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
         """Workflows in the index, newest first, filtered by state, name and search fields."""
         self.calls["list"] += 1
         if not self._indexed:

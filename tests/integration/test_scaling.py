@@ -130,19 +130,22 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def _run(script: Any, *args: Any) -> dict[str, Any]:
+    """Runs ``script`` in a process of its own (its own Ray cluster); its last line."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, str(script), *map(str, args)],
+                         capture_output=True, text=True, timeout=850, env=env)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_pool_follows_the_cluster_and_moves_runs_without_losing_one(
         tmp_path: Any) -> None:
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    script = tmp_path / "elastic.py"
-    script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, str(script), str(tmp_path / "store"), str(marks),
-                          "1000"], capture_output=True, text=True, timeout=850, env=env)
-    assert out.returncode == 0, out.stderr[-4000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    (tmp_path / "marks").mkdir()
+    (tmp_path / "elastic.py").write_text(SCRIPT)
+    report = _run(tmp_path / "elastic.py", tmp_path / "store", tmp_path / "marks", 1000)
     assert report["spread_results_ok"] and report["spread_nodes"] >= 2
     assert report["moved_to_new_node"] > 0
     assert report["parked_wrong"] == [] and report["parked_marks"] == [1]  # each woke once
