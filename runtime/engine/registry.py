@@ -402,11 +402,7 @@ class Registry:
             force = time.monotonic() > deadline
             left = {}
             for workflow_id, _ in await self._io(self.runs.open_workflows, name):
-                try:
-                    why = await self.launcher.host(pick(pool, workflow_id)).adopt(
-                        workflow_id, force)
-                except Exception as exc:
-                    why = f"{type(exc).__name__}: {exc}"
+                why = await self._move(pick(pool, workflow_id), workflow_id, force)
                 if why is None:
                     moved.append(workflow_id)
                 elif why != "it has closed":  # its marker goes with the close
@@ -431,6 +427,14 @@ class Registry:
         on_node = [s.host for s in await self.host_stats()
                    if s.node == node and not s.host.startswith("host-dedicated-")]
         return [await self.drain(name) for name in on_node]
+
+    async def _move(self, host: str, workflow_id: str, force: bool = False) -> str | None:
+        """Asks ``host`` to adopt a run: ``None`` once the run is there, else why not (a
+        failed call included)."""
+        try:
+            return await self.launcher.host(host).adopt(workflow_id, force)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
 
     async def _drain_quietly(self, name: str) -> None:
         try:
@@ -499,6 +503,7 @@ class Registry:
             raise InvalidInputError(f"code version {old!r} cannot be upgraded to itself")
         wanted = None if workflow_ids is None else set(workflow_ids)
         moved, left = list[str](), dict[str, str]()
+        pools: dict[str, list[str]] = {}  # queue -> its pool of version ``new``
         for name in await self._io(self.runs.open_hosts):
             config = await self._io(self.runs.get_config, f"host:{name}") or {}
             if config.get("version") != old:
@@ -506,16 +511,18 @@ class Registry:
             for workflow_id, _ in await self._io(self.runs.open_workflows, name):
                 if wanted is not None and workflow_id not in wanted:
                     continue
+                queue = config["task_queue"]
                 try:
                     if name.startswith("host-dedicated-"):
-                        there = await self.dedicated_host(workflow_id, config["task_queue"],
-                                                          target)
+                        there = await self.dedicated_host(workflow_id, queue, target)
                     else:
-                        there = pick(await self.hosts_for(config["task_queue"], target),
-                                     workflow_id)
-                    why = await self.launcher.host(there).adopt(workflow_id)
+                        if queue not in pools:
+                            pools[queue] = await self.hosts_for(queue, target)
+                        there = pick(pools[queue], workflow_id)
                 except Exception as exc:
-                    why = f"{type(exc).__name__}: {exc}"
+                    left[workflow_id] = f"{type(exc).__name__}: {exc}"
+                    continue
+                why = await self._move(there, workflow_id)
                 if why is None:
                     moved.append(workflow_id)
                 else:
