@@ -8,6 +8,7 @@
     rayline versions [...]
     rayline versions upgrade OLD NEW [--workflow ID ...] [...]
     rayline retire [...]
+    rayline status [...]
     rayline hosts [...]
     rayline hosts drain HOST... | --node NODE_ID [...]
 
@@ -19,7 +20,9 @@ moved only if that works; it prints what moved and why the others stayed (exit s
 the idle hosts the registry stops every ``RAYLINE_RETIRE_EVERY`` seconds (300): those of
 a queue's older code versions and dedicated hosts, once they hold no run.
 
-``hosts`` lists every host with its node, live, parked and stuck runs; ``hosts drain``
+``status`` shows the hosts of each Ray node as a table: live, parked and stuck runs, the
+share of time each host's event loop was busy, and which ones drain. ``hosts`` lists the
+same as JSON lines; ``hosts drain``
 moves every run of the hosts named (or of every host on a Ray node) to the rest of
 their pools and stops them, before a node is taken away.
 
@@ -33,6 +36,23 @@ import argparse
 import sys
 
 import rayline
+from rayline.messages import HostStats
+
+
+def status_table(hosts: list[HostStats]) -> str:
+    """Hosts grouped by node, with their runs and load, and a total line."""
+    rows = [("NODE", "HOST", "LIVE", "PARKED", "STUCK", "LOAD", "")]
+    for stats in sorted(hosts, key=lambda s: (s.node or "", s.host)):
+        rows.append(((stats.node or "?")[:12], stats.host, str(stats.running),
+                     str(stats.parked), str(stats.stuck), f"{stats.load:.0%}",
+                     "draining" if stats.draining else ""))
+    nodes = len({s.node for s in hosts})
+    rows.append((f"{nodes} node(s)", f"{len(hosts)} host(s)",
+                 str(sum(s.running for s in hosts)), str(sum(s.parked for s in hosts)),
+                 str(sum(s.stuck for s in hosts)), "", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                   .rstrip() + "\n" for row in rows)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     versions.add_argument("--workflow", action="append", dest="workflow_ids", default=None,
                           help="upgrade: only this workflow id (repeatable)")
     commands.add_parser("retire", parents=[common], help="stop idle hosts now")
+    commands.add_parser("status", parents=[common], help="hosts per node: runs and load")
     hosts = commands.add_parser("hosts", parents=[common],
                                 help="hosts per node; drain HOST... empties and stops them")
     hosts.add_argument("action", nargs="?", choices=["drain"])
@@ -101,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "hosts":
         for stats in client.hosts():
             sys.stdout.write(stats.model_dump_json() + "\n")
+    elif args.command == "status":
+        sys.stdout.write(status_table(client.hosts()))
     elif args.command == "versions" and args.action == "upgrade":
         upgrade = client.upgrade(args.old, args.new, workflow_ids=args.workflow_ids)
         sys.stdout.write(upgrade.model_dump_json(indent=2) + "\n")

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import ray
+from ray.core.generated import gcs_pb2
 from ray.experimental import internal_kv
 from ray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
@@ -34,6 +35,9 @@ RETIRE_EVERY = float(os.environ.get("RAYLINE_RETIRE_EVERY", "300"))
 """Seconds between two rounds of retiring idle hosts (old versions, dedicated)."""
 SCALE_EVERY = float(os.environ.get("RAYLINE_SCALE_EVERY", "5"))
 """Seconds between two rounds of sizing the elastic pools (nodes, load)."""
+PLACE_WAIT = float(os.environ.get("RAYLINE_PLACE_WAIT", "30"))
+"""Seconds a host asked for on one node waits to be placed there (the node may be full
+or gone) before it is started anywhere else instead."""
 
 
 class RayLauncher:
@@ -94,7 +98,7 @@ class RayLauncher:
         if version is not None and version.runtime_env:
             await asyncio.to_thread(self.keep_packages, version)
             extra["runtime_env"] = version.runtime_env
-        strategy: Any = "SPREAD"
+        strategy: Any = self._anywhere()
         if options.node is not None:
             # Ray does not honour a soft node preference for these actors: a hard one, and
             # no restart by Ray (it could only wait for that node); a host whose node is
@@ -102,14 +106,36 @@ class RayLauncher:
             # in its next round
             strategy = NodeAffinitySchedulingStrategy(options.node, soft=False)
             extra["max_restarts"] = 0
-        elif self._avoid:  # drained nodes: anywhere else
-            strategy = NodeLabelSchedulingStrategy(
-                hard={NODE_ID: NotIn(*self._avoid)})  # type: ignore[no-untyped-call]
-        handle = HostActor.options(  # type: ignore[attr-defined]  # a ray.remote class
-            **detached(self.namespace, name, **extra), scheduling_strategy=strategy).remote(
-            name, self.storage_url, self.namespace, workflows, version)
+        handle = self._start(name, workflows, version, strategy, extra)
+        if options.node is not None:
+            try:
+                await asyncio.wait_for(handle.__ray_ready__.remote(), PLACE_WAIT)
+            except asyncio.TimeoutError:  # that node cannot take it: anywhere else
+                log.warning("registry: host %s could not be placed on node %s in %gs; "
+                            "starting it elsewhere", name, options.node, PLACE_WAIT)
+                ray.kill(handle, no_restart=True)
+                for _ in range(50):  # its name is free once Ray has it dead
+                    try:
+                        get_actor(self.namespace, name)
+                    except ValueError:
+                        break
+                    await asyncio.sleep(0.1)
+                del extra["max_restarts"]
+                handle = self._start(name, workflows, version, self._anywhere(), extra)
         await handle.ready.remote()
         self.handles[name] = handle
+
+    def _anywhere(self) -> Any:
+        if not self._avoid:
+            return "SPREAD"
+        return NodeLabelSchedulingStrategy(
+            hard={NODE_ID: NotIn(*self._avoid)})  # type: ignore[no-untyped-call]
+
+    def _start(self, name: str, workflows: dict[str, CodeRef], version: m.CodeVersion | None,
+               strategy: Any, extra: dict[str, Any]) -> Any:
+        return HostActor.options(  # type: ignore[attr-defined]  # a ray.remote class
+            **detached(self.namespace, name, **extra), scheduling_strategy=strategy).remote(
+            name, self.storage_url, self.namespace, workflows, version)
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         await self.handles[name].register.remote(workflows)
@@ -120,6 +146,20 @@ class RayLauncher:
     def nodes(self) -> list[str]:
         found: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
         return [node["NodeID"] for node in found if node["Alive"]]
+
+    def draining_nodes(self) -> set[str]:
+        """The nodes Ray is draining (autoscaler scale-down, a preemption notice, ``ray
+        drain-node``); none when this Ray cannot tell."""
+        worker: Any = ray._private.worker.global_worker
+        pb: Any = gcs_pb2  # generated code: untyped
+        try:
+            infos = worker.gcs_client.get_all_node_info()
+            return {node_id.hex() for node_id, info in infos.items()
+                    if info.state == pb.GcsNodeInfo.ALIVE
+                    and info.state_snapshot.state == pb.NodeSnapshot.DRAINING}
+        except Exception as exc:  # a private API of Ray: without it, drain by hand
+            log.debug("registry: cannot read Ray's draining nodes: %s", exc)
+            return set()
 
     def avoid(self, nodes: set[str]) -> None:
         self._avoid = set(nodes)

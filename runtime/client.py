@@ -336,6 +336,8 @@ class AsyncWorkflowClient:
             try:
                 reply = await self._client._starts.call(conn, host, request)
                 break
+            except HostDiedError:
+                raise  # a bounded wait already happened: tell the caller
             except NotHereError:  # a draining host: the pool changed, place it again
                 await asyncio.sleep(delay)
         else:

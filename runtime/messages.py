@@ -251,7 +251,7 @@ class DrainReport(_Message):
 
 
 class HostOptions(_Message):
-    """How the hosts of a task queue are created (``Worker.create``)."""
+    """How the hosts of a task queue are created, and how many (``Worker.create``)."""
 
     memory: int | None = None
     """Bytes of memory Ray reserves for each host process of the queue (Ray's ``memory``
@@ -261,6 +261,10 @@ class HostOptions(_Message):
     node: str | None = None
     """A Ray node to start the host on if it can (an elastic pool growing onto a node that
     joined); set per host by the registry, never kept in the queue's config."""
+    min_hosts: int | None = None
+    """The fewest hosts the queue's elastic pool shrinks to (default 1)."""
+    max_hosts: int | None = None
+    """The most hosts the queue's elastic pool grows to (default ``RAYLINE_MAX_HOSTS``)."""
 
 
 class HostStats(_Message):
@@ -278,6 +282,9 @@ class HostStats(_Message):
     """The host takes no new run: its runs are moving to the rest of its pool."""
     node: str | None = None
     """The Ray node the host process runs on."""
+    load: float = 0.0
+    """The share of the last few seconds its event loop was busy (CPU time of the loop's
+    thread over wall time, 0 to 1): near 1, its workflows wait for each other."""
 
 
 class RegistryStats(_Message):

@@ -27,12 +27,15 @@ class Worker:
     @staticmethod
     def create(client: Client | AsyncClient, task_queue: str = "default",
                workflows: Sequence[Any] = (), activities: Sequence[Any] = (),
-               hosts: int | None = None, memory: int | None = None) -> Any:
+               hosts: int | None = None, memory: int | None = None,
+               min_hosts: int | None = None, max_hosts: int | None = None) -> Any:
         """Registers ``workflows`` under their names and starts the queue's hosts.
 
         ``hosts`` fixes the size of the queue's pool; by default (``None``) the pool is
         elastic: a host per alive node, more with load (``RAYLINE_HOST_LIVE`` live runs
-        per host, at most ``RAYLINE_MAX_HOSTS``), fewer when nodes go.
+        per host, one more per ``RAYLINE_HOST_BUSY`` of event-loop load), fewer when
+        nodes go or load falls, between ``min_hosts`` (default 1) and ``max_hosts``
+        (default ``RAYLINE_MAX_HOSTS``, 16).
 
         ``memory`` (bytes) is reserved by Ray for each host process of the queue (Ray's
         ``memory`` option), for the hosts started from then on: a queue whose workflows
@@ -44,20 +47,21 @@ class Worker:
         workflow reaches its activities through its own code.
         """
         coro = Worker._create(client.aio if isinstance(client, Client) else client,
-                              task_queue, workflows, activities, hosts, memory)
+                              task_queue, workflows, activities, hosts,
+                              {"memory": memory, "min_hosts": min_hosts,
+                               "max_hosts": max_hosts})
         return client.run(coro) if isinstance(client, Client) else coro
 
     @staticmethod
     async def _create(client: AsyncClient, task_queue: str, workflows: Sequence[Any],
                       activities: Sequence[Any], hosts: int | None,
-                      memory: int | None) -> Worker:
+                      sizes: dict[str, int | None]) -> Worker:
         validate_task_queue(task_queue)
-        if hosts is not None and (not isinstance(hosts, int) or isinstance(hosts, bool)
-                                  or hosts < 1):
-            raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
-        if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)
-                                   or memory <= 0):
-            raise InvalidInputError(f"memory must be a positive int of bytes, got {memory!r}")
+        for key, value in {"hosts": hosts, **sizes}.items():
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                unit = " of bytes" if key == "memory" else ""
+                raise InvalidInputError(f"{key} must be a positive int{unit}, got {value!r}")
         for fn in activities:
             as_activity(fn)
         refs: dict[str, CodeRef] = {}
@@ -65,6 +69,7 @@ class Worker:
             definition = as_workflow(fn)
             refs[definition.name] = CodeRef.of(definition)
         conn = await client.connection()
-        options = None if memory is None else HostOptions(memory=memory)
+        options = None if all(v is None for v in sizes.values()) else HostOptions(
+            memory=sizes["memory"], min_hosts=sizes["min_hosts"], max_hosts=sizes["max_hosts"])
         names = await conn.registry().configure(task_queue, hosts, refs, options, conn.version)
         return Worker(task_queue, names, sorted(refs))

@@ -36,7 +36,7 @@ from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
 from .._options import ActivityOptions
 from ..core.instance import WorkflowInstance, replay_timeline
-from ..errors import ConflictError, WorkflowClosedError
+from ..errors import ConflictError, NotHereError, WorkflowClosedError
 from ..failures import failure_from
 from ..messages import PendingWork, RunOutcome, RunStatus
 from ..storage.runs import RunStore
@@ -431,8 +431,8 @@ class Execution:
             batch = tl.Batch(seq=self._next_batch, run_id=self.run_id, time=now,
                              terminated=tl.Terminated(reason=reason),
                              owner=self.env.host_name)
-            if not await self._persist(batch):
-                return
+            if self.fenced or not await self._persist(batch):  # it moved meanwhile
+                raise NotHereError(f"workflow {self.workflow_id} moved to another host")
             outcome = RunOutcome.of(batch)
             assert outcome is not None
             self._finish(outcome)

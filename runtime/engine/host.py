@@ -169,6 +169,7 @@ class Host:
         self._retaking: dict[str, asyncio.Future[None]] = {}
         self._closers: dict[str, list[asyncio.Future[RunOutcome]]] = {}
         self._markers: dict[str, asyncio.Future[Any]] = {}
+        self._adopting: dict[str, asyncio.Future[None]] = {}
         self.parking = ParkingLot(self, park_after)
         self.routing = Routing(name, backend, self, lambda workflow_id: workflow_id in
                                self.executions)
@@ -179,6 +180,8 @@ class Host:
         self._ready = asyncio.Event()
         self.draining = False
         """Set by ``drain``: new starts are refused (their clients place them again)."""
+        self.load = 0.0
+        self._load_sample = (time.monotonic(), time.thread_time())
         self._rng = random.Random()
         self.register(workflows or [])
 
@@ -583,11 +586,13 @@ class Host:
         return self.executions.get(workflow_id) or self._finished.get(workflow_id)
 
     async def _settled(self, workflow_id: str) -> None:
-        """Waits out a start, a retake or a continue-as-new of ``workflow_id`` here."""
+        """Waits out a start, a retake, a continue-as-new, an adoption or a wake of
+        ``workflow_id`` here."""
         for _ in range(100):
             pending: asyncio.Future[Any] | None = (
                 self._starting.get(workflow_id) or self._retaking.get(workflow_id)
-                or self._continuing.get(workflow_id))
+                or self._continuing.get(workflow_id) or self._adopting.get(workflow_id)
+                or self.parking.waking(workflow_id))
             if pending is None or pending.done():
                 return
             await asyncio.wait([pending])
@@ -813,7 +818,17 @@ class Host:
     async def stats(self) -> HostStats:
         return HostStats(host=self.host_name, running=len(self.executions),
                          parked=len(self.parking), finished_cached=len(self._finished),
-                         stuck=len(self.stuck), draining=self.draining)
+                         stuck=len(self.stuck), draining=self.draining, load=self._load())
+
+    def _load(self) -> float:
+        """The event loop's busy share since the last sample (at least a second ago): CPU
+        time of this thread (the loop's) over wall time."""
+        now, cpu = time.monotonic(), time.thread_time()
+        since, spent = self._load_sample
+        if now - since >= 1.0:
+            self.load = min(1.0, max(0.0, (cpu - spent) / (now - since)))
+            self._load_sample = (now, cpu)
+        return self.load
 
     async def drain(self) -> None:
         """Takes no new run from now on (the registry is moving this host's runs away)."""
@@ -851,6 +866,15 @@ class Host:
         await self._settled(workflow_id)
         if workflow_id in self.executions or workflow_id in self.parking:
             return None
+        adopting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._adopting[workflow_id] = adopting  # a second adopt waits for this one
+        try:
+            return await self._adopt(workflow_id, force)
+        finally:
+            del self._adopting[workflow_id]
+            adopting.set_result(None)
+
+    async def _adopt(self, workflow_id: str, force: bool) -> str | None:
         started, batches = await self.read(self.runs.load, workflow_id)
         owner = home_of(started, batches)[0]
         if RunOutcome.of_run(batches) is not None:
@@ -873,16 +897,18 @@ class Host:
         try:
             await self.read(self.runs.append, workflow_id, started.epoch, move)
         except ConflictError:
-            await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
+            if home_of(*await self.read(self.runs.load, workflow_id))[0] != self.host_name:
+                await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
             return "it went on while it was being moved: try again"
-        execution = self._revive(started, [*batches, move])
-        self._report(execution)
         try:
-            await self.backend.host(owner).let_go(workflow_id)
-        except Exception as exc:  # its host is away; back, it would find the run gone
-            log.warning("host %s: %s did not let go of %s (%s); removing its marker",
-                        self.host_name, owner, workflow_id, exc)
-            await self.read(self.runs.clear_open, owner, workflow_id, attempts=3)
+            self._report(self._revive(started, [*batches, move]))
+        finally:  # the run is this host's now, stuck or not: the old host lets go
+            try:
+                await self.backend.host(owner).let_go(workflow_id)
+            except Exception as exc:  # its host is away; back, it would find the run gone
+                log.warning("host %s: %s did not let go of %s (%s); removing its marker",
+                            self.host_name, owner, workflow_id, exc)
+                await self.read(self.runs.clear_open, owner, workflow_id, attempts=3)
         log.info("host %s: took %s over from %s (code version %s)", self.host_name,
                  workflow_id, owner, self.version)
         return None
@@ -892,10 +918,10 @@ class Host:
         host): the execution here stops without writing, callers waiting here are sent
         on, and this host's open marker goes. A run this host still owns is kept."""
         await self._ready.wait()
-        pending = self._markers.get(workflow_id)
+        await self._settled(workflow_id)
+        pending = self._markers.get(workflow_id)  # a rewrite of it lands before it goes
         if pending is not None:
             await asyncio.wait([pending])
-        await self._settled(workflow_id)
         started, batches = await self.read(self.runs.load, workflow_id)
         if home_of(started, batches)[0] == self.host_name:
             return

@@ -86,6 +86,10 @@ class ParkingLot:
         self.parked.clear()
         self._heap.clear()
 
+    def waking(self, workflow_id: str) -> asyncio.Future[None] | None:
+        """The wake of ``workflow_id`` in progress, if one is."""
+        return self._waking.get(workflow_id)
+
     def forget(self, workflow_id: str) -> None:
         """Drops a parked run without waking it (it moved to another host); its entry in
         the wake heap is skipped when it comes due."""
@@ -147,7 +151,7 @@ class ParkingLot:
         host = self.host
         try:
             await host.resume_run(workflow_id)
-            del self.parked[workflow_id]
+            self.parked.pop(workflow_id, None)  # gone already if the run moved meanwhile
         except Exception as exc:
             if not _backoff.transient(exc):  # stuck: resume_run recorded it
                 self.parked.pop(workflow_id, None)
@@ -155,4 +159,5 @@ class ParkingLot:
         finally:
             del self._waking[workflow_id]
             done.set_result(None)
-        host.write_marker(workflow_id)
+        if workflow_id in host.executions:
+            host.write_marker(workflow_id)

@@ -46,6 +46,11 @@ NODE_SETTLE = float(os.environ.get("RAYLINE_NODE_SETTLE", "3"))
 """Seconds a node that joined is known before hosts are placed on it."""
 DRAIN_WAIT = float(os.environ.get("RAYLINE_DRAIN_WAIT", "60"))
 """Seconds a drain waits for running activities to end before moving their runs anyway."""
+BUSY_PER_HOST = float(os.environ.get("RAYLINE_HOST_BUSY", "0.6"))
+"""Event-loop busy share per host (``HostStats.load``) above which an elastic pool grows."""
+SHRINK_AFTER = int(os.environ.get("RAYLINE_SHRINK_AFTER", "6"))
+"""Rounds in a row a pool must want fewer hosts before one is drained (no flapping as
+runs park and wake)."""
 
 
 def pool_host(task_queue: str, index: int, version: str | None = None) -> str:
@@ -62,10 +67,20 @@ def pick(hosts: list[str], workflow_id: str) -> str:
                                                        digest_size=8).digest())
 
 
-def target_size(nodes: int, live: int) -> int:
-    """The hosts an elastic pool wants: one per alive node, and one per ``LIVE_PER_HOST``
-    live runs, between 1 and ``MAX_HOSTS``."""
-    return max(1, min(MAX_HOSTS, max(nodes, math.ceil(live / LIVE_PER_HOST))))
+def target_size(nodes: int, live: int, busy: float = 0.0, low: int = 1,
+                high: int = MAX_HOSTS) -> int:
+    """The hosts an elastic pool wants: one per alive node, one per ``LIVE_PER_HOST``
+    live runs and one per ``BUSY_PER_HOST`` of summed event-loop load, between ``low``
+    and ``high`` (the queue's ``min_hosts`` and ``max_hosts``)."""
+    want = max(nodes, math.ceil(live / LIVE_PER_HOST), math.ceil(busy / BUSY_PER_HOST))
+    return max(low, min(high, want))
+
+
+def fixed_size(config: dict[str, Any]) -> int | None:
+    """A queue's fixed pool size (``Worker.create(hosts=N)``), ``None`` if elastic. A
+    config written before pools were elastic says ``hosts: 1`` for "not set": elastic."""
+    hosts: int | None = config.get("hosts")
+    return hosts if hosts is not None and (config.get("sized") or hosts > 1) else None
 
 
 def _pool_key(task_queue: str, vid: str | None) -> str:
@@ -99,6 +114,9 @@ class Launcher(Protocol):
     def nodes(self) -> list[str]:
         """The alive nodes of the cluster (an elastic pool has a host per node)."""
 
+    def draining_nodes(self) -> set[str]:
+        """The nodes the cluster is taking away (Ray drains them): their hosts drain."""
+
     def avoid(self, nodes: set[str]) -> None:
         """Hosts started from now on go to other nodes than these (drained ones)."""
 
@@ -119,10 +137,15 @@ class Registry:
         """Each host started here: its task queue and code version."""
         self.pools: dict[tuple[str, str | None], list[str]] = {}
         """The hosts new runs of a queue and version go to (kept as ``pool:`` configs)."""
-        self.draining: set[str] = set()
+        self.drained: set[str] = set()
+        """Hosts taken out of their pool: draining, or left with runs that cannot move
+        (kept in the ``drains`` config, so a restarted registry goes on)."""
         self.drained_nodes: set[str] = set()
-        self._node_seen: dict[str, float] = {}
         """Nodes drained by ``drain_node``: no host is started there, nor counted."""
+        self._drains: dict[str, asyncio.Future[m.DrainReport]] = {}
+        self._low: collections.Counter[tuple[str, str | None]] = collections.Counter()
+        """Rounds in a row each elastic pool wanted fewer hosts."""
+        self._node_seen: dict[str, float] = {}
         self._since: dict[str, float] = {}  # code version -> when it was first seen
         self.calls: collections.Counter[str] = collections.Counter()
         self._indexed = False
@@ -159,6 +182,10 @@ class Registry:
                 version = m.CodeVersion(id=config["version"],
                                       runtime_env=(stored or {}).get("runtime_env", {}))
             await self._launch(name, config["task_queue"], version)
+        if name in self.drained:  # back after a crash or for a late caller: drains still
+            await self.launcher.host(name).drain()
+            if await self._io(self.runs.has_open, name):
+                self._drain_later([name])
 
     async def _launch(self, name: str, task_queue: str, version: m.CodeVersion | None,
                       node: str | None = None) -> None:
@@ -205,11 +232,11 @@ class Registry:
             return await self.configure(task_queue, None, {}, version=version)
         async with self._lock:
             pool = await self._pool(task_queue, version, config)
-            if config.get("hosts") and len(pool) < config["hosts"]:  # fixed since made
-                await self._grow(task_queue, version, config["hosts"])
+            extra = await self._fix(task_queue, version, fixed_size(config))
             await self._launch_spread([n for n in pool if n not in self.hosts], task_queue,
                                       version)
-        return list(pool)
+        self._drain_later(extra)
+        return [name for name in pool if name not in extra]
 
     async def configure(self, task_queue: str, hosts: int | None,
                         workflows: dict[str, CodeRef], options: m.HostOptions | None = None,
@@ -223,28 +250,53 @@ class Registry:
                                   or hosts < 1):
             raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
         if options is not None:
+            _check_bounds(options)
             self.launcher.check(task_queue, options)  # before anything is stored
         async with self._lock:
             config = await self._io(self.runs.get_config, f"queue:{task_queue}") or {
                 "hosts": None, "workflows": {}}
             if hosts is not None:
-                config["hosts"] = hosts
-            if options is not None and options.memory is not None:
-                config["memory"] = options.memory
+                config["hosts"], config["sized"] = hosts, True
+            for key in ("memory", "min_hosts", "max_hosts"):
+                if options is not None and getattr(options, key) is not None:
+                    config[key] = getattr(options, key)
+            if config.get("min_hosts", 1) > config.get("max_hosts", MAX_HOSTS):
+                raise InvalidInputError(
+                    f"task queue {task_queue!r}: min_hosts ({config.get('min_hosts', 1)}) "
+                    f"is more than max_hosts ({config.get('max_hosts', MAX_HOSTS)})")
             config["workflows"].update({n: ref.model_dump() for n, ref in workflows.items()})
             await self._io(self.runs.put_config, f"queue:{task_queue}", config)
             pool = await self._pool(task_queue, version, config)
             running = [name for name in pool if name in self.hosts]
-            if hosts is not None and len(pool) < hosts:
-                await self._grow(task_queue, version, hosts)  # started with the workflows
             for name in running:
                 await self.launcher.register(name, workflows)
+            extra = await self._fix(task_queue, version, fixed_size(config))
+            if fixed_size(config) is None and len(pool) < config.get("min_hosts", 1):
+                await self._grow(task_queue, version, config["min_hosts"])
             await self._launch_spread([n for n in pool if n not in self.hosts], task_queue,
                                       version)
-            extra = pool[hosts:] if hosts is not None else []
-        for name in extra:  # drained in the background: their runs move first
-            asyncio.ensure_future(self._drain_quietly(name))
-        return list(pool if hosts is None else pool[:hosts])
+        self._drain_later(extra)  # in the background: their runs move first
+        return [name for name in pool if name not in extra]
+
+    async def _fix(self, task_queue: str, version: m.CodeVersion | None,
+                   size: int | None) -> list[str]:
+        """Brings a fixed pool to ``size`` (the caller holds the lock): grows it, or
+        returns the hosts beyond ``size`` for the caller to drain."""
+        if size is None:
+            return []
+        pool = self.pools[(task_queue, version.id if version else None)]
+        if len(pool) < size:
+            await self._grow(task_queue, version, size)  # started with the workflows
+        return pool[size:]
+
+    def _drain_later(self, names: list[str]) -> None:
+        """Drains hosts in the background (a failure is logged)."""
+        def logged(done: asyncio.Future[m.DrainReport]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.error("registry: a drain failed", exc_info=done.exception())
+
+        for name in names:
+            self._draining(name).add_done_callback(logged)
 
     async def _pool(self, task_queue: str, version: m.CodeVersion | None,
                     config: dict[str, Any]) -> list[str]:
@@ -257,8 +309,9 @@ class Registry:
             if stored is not None:
                 pool = list(stored["hosts"])
             else:
-                nodes = self._nodes()
-                size = config.get("hosts") or target_size(len(nodes), 0)
+                size = fixed_size(config) or target_size(
+                    len(self._nodes()), 0, low=config.get("min_hosts") or 1,
+                    high=config.get("max_hosts") or MAX_HOSTS)
                 pool = [pool_host(task_queue, i, vid) for i in range(size)]
                 await self._io(self.runs.put_config, _pool_key(task_queue, vid),
                                {"hosts": pool})
@@ -277,7 +330,7 @@ class Registry:
         while len(pool) < size:
             name = pool_host(task_queue, index, vid)
             index += 1
-            if name in pool or name in taken or name in self.draining:
+            if name in pool or name in taken or name in self.drained:
                 continue
             pool.append(name)
             added.append(name)
@@ -302,12 +355,25 @@ class Registry:
 
     async def scale(self) -> dict[str, list[str]]:
         """One round of the elastic pools (the newest version of each queue): a pool
-        grows to ``target_size`` of the alive nodes and its live runs, and its parked
-        runs whose place is now a new host move there; a pool larger than its target
-        drains its newest host. Returns the hosts added and drained."""
+        grows to ``target_size`` of the alive nodes, its live runs and its hosts' load,
+        and its parked runs whose place is now a new host move there; a pool that wanted
+        fewer hosts for ``SHRINK_AFTER`` rounds drains its newest host. Nodes Ray drains
+        are drained first. Returns the hosts added and drained."""
+        for node in self.launcher.draining_nodes() - self.drained_nodes:
+            log.info("registry: Ray is draining node %s: moving its runs away", node)
+            self._drain_later(await self._take_node(node))
+        gone = self.drained_nodes - set(self.launcher.nodes())
+        if gone:  # a node id is never used again: forget the drained nodes that went
+            self.drained_nodes -= gone
+            self.launcher.avoid(self.drained_nodes)
+            await self._save_drains()
         alive = self._nodes()
         nodes = len(alive)
-        await self._stats(sorted(self.hosts))  # a host no one calls is started again too
+        swept = await self._stats(sorted(self.hosts))  # a host no one calls is started again
+        for seen in swept:
+            if seen.host in self.drained and not seen.draining:  # Ray restarted it
+                await self.launcher.host(seen.host).drain()
+        await self._retire_drained()
         newest: dict[str, tuple[float, str | None]] = {}
         for queue, vid in self.pools:
             since = self._since.get(vid, 0.0) if vid is not None else 0.0
@@ -316,11 +382,14 @@ class Registry:
         changes: dict[str, list[str]] = {"added": [], "drained": []}
         for queue, (_, vid) in newest.items():
             config = await self._io(self.runs.get_config, f"queue:{queue}") or {}
-            if config.get("hosts") is not None:
+            if fixed_size(config) is not None:
                 continue  # fixed by Worker.create
             pool = self.pools[(queue, vid)]
             stats = await self._stats(pool)
-            want = target_size(nodes, sum(s.running for s in stats))
+            want = target_size(nodes, sum(s.running for s in stats),
+                               sum(s.load for s in stats), config.get("min_hosts") or 1,
+                               config.get("max_hosts") or MAX_HOSTS)
+            self._low[(queue, vid)] = self._low[(queue, vid)] + 1 if want < len(pool) else 0
             if want > len(pool):
                 version = await self._known(vid)
                 bare = sorted(alive - {s.node for s in stats if s.node})  # joined nodes
@@ -328,10 +397,24 @@ class Registry:
                     added = await self._grow(queue, version, want, bare)
                 changes["added"] += added
                 await self._rebalance(pool, added)
-            elif want < len(pool):
+            elif self._low[(queue, vid)] >= SHRINK_AFTER:
+                self._low[(queue, vid)] = 0
                 changes["drained"].append(pool[-1])
-                await self.drain(pool[-1])
+                self._drain_later([pool[-1]])
         return changes
+
+    async def _retire_drained(self) -> None:
+        """Stops the drained hosts that hold nothing any more (one a late caller started
+        again included) and forgets them."""
+        for name in sorted(self.drained - set(self._drains)):
+            if not await self._io(self.runs.has_open, name) and await self.launcher.retire(name):
+                self.hosts.pop(name, None)
+                self.drained.discard(name)
+                await self._save_drains()
+
+    async def _save_drains(self) -> None:
+        await self._io(self.runs.put_config, "drains", {
+            "hosts": sorted(self.drained), "nodes": sorted(self.drained_nodes)})
 
     def _nodes(self) -> set[str]:
         """The alive nodes hosts may go to: not drained, and (for a node that joined since
@@ -370,11 +453,24 @@ class Registry:
         them again), every run moves to the rest of its pool (a run whose activity is
         running once that ends, or after ``RAYLINE_DRAIN_WAIT`` seconds anyway: the
         activity then runs again), and it retires once it holds nothing. The last host
-        of a pool is replaced first. Returns what moved and what could not.
+        of a pool is replaced first. A host being drained is drained once: a second
+        call gets the same report. Returns what moved and what could not.
 
         Raises:
             InvalidInputError: an unknown or dedicated host.
         """
+        return await asyncio.shield(self._draining(name))
+
+    def _draining(self, name: str) -> asyncio.Future[m.DrainReport]:
+        """The drain of ``name``: the one under way, else a new one."""
+        running = self._drains.get(name)
+        if running is None:
+            running = self._drains[name] = asyncio.ensure_future(self._drain(name))
+            running.add_done_callback(
+                lambda done: self._drains.get(name) is done and self._drains.pop(name))
+        return running
+
+    async def _drain(self, name: str) -> m.DrainReport:
         async with self._lock:
             config = await self._io(self.runs.get_config, f"host:{name}")
             if config is None or name.startswith("host-dedicated-"):
@@ -385,14 +481,12 @@ class Registry:
             pool = await self._pool(queue, version, queue_config)
             if pool == [name]:
                 await self._grow(queue, version, 2)
+            self.drained.add(name)
+            await self._save_drains()  # first: a restarted registry goes on with it
             if name in pool:
                 pool.remove(name)
                 await self._io(self.runs.put_config, _pool_key(queue, vid), {"hosts": pool})
-            self.draining.add(name)
-        try:
-            return await self._empty(name, pool)
-        finally:
-            self.draining.discard(name)
+        return await self._empty(name, pool)
 
     async def _empty(self, name: str, pool: list[str]) -> m.DrainReport:
         await self.launcher.host(name).drain()
@@ -415,6 +509,8 @@ class Registry:
         retired = not left and await self.launcher.retire(name)
         if retired:
             self.hosts.pop(name, None)
+            self.drained.discard(name)
+            await self._save_drains()
         log.info("registry: drained %s: moved %d run(s), %d left, retired=%s", name,
                  len(moved), len(left), retired)
         return m.DrainReport(host=name, moved=moved, left=left, retired=retired)
@@ -422,11 +518,16 @@ class Registry:
     async def drain_node(self, node: str) -> list[m.DrainReport]:
         """Drains every pool host on Ray node ``node`` (before it is taken away): no host
         is started there from now on, and elastic pools stop counting it."""
+        names = await self._take_node(node)
+        return list(await asyncio.gather(*(self.drain(name) for name in names)))
+
+    async def _take_node(self, node: str) -> list[str]:
+        """Marks ``node`` drained (kept, and avoided by new hosts); its pool hosts."""
         self.drained_nodes.add(node)
         self.launcher.avoid(self.drained_nodes)
-        on_node = [s.host for s in await self.host_stats()
-                   if s.node == node and not s.host.startswith("host-dedicated-")]
-        return [await self.drain(name) for name in on_node]
+        await self._save_drains()
+        return [s.host for s in await self.host_stats()
+                if s.node == node and not s.host.startswith("host-dedicated-")]
 
     async def _move(self, host: str, workflow_id: str, force: bool = False) -> str | None:
         """Asks ``host`` to adopt a run: ``None`` once the run is there, else why not (a
@@ -435,12 +536,6 @@ class Registry:
             return await self.launcher.host(host).adopt(workflow_id, force)
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
-
-    async def _drain_quietly(self, name: str) -> None:
-        try:
-            await self.drain(name)
-        except Exception:
-            log.exception("registry: draining %s failed", name)
 
     async def host_stats(self) -> list[m.HostStats]:
         """Every host started here: its runs (live, parked, stuck), node and whether it
@@ -580,7 +675,13 @@ class Registry:
     # -------------------------------------------------------------- resume
 
     async def resume_all(self) -> int:
-        """Makes sure every host with unfinished runs is up (each resumes its own runs)."""
+        """Makes sure every host with unfinished runs is up (each resumes its own runs)
+        and goes on with the drains the last registry had begun."""
+        drains = await self._io(self.runs.get_config, "drains") or {}
+        self.drained |= set(drains.get("hosts", []))
+        self.drained_nodes |= set(drains.get("nodes", []))
+        if self.drained_nodes:
+            self.launcher.avoid(self.drained_nodes)
         names = await self._io(self.runs.open_hosts)
         for name in names:
             try:
@@ -588,6 +689,13 @@ class Registry:
             except Exception:
                 log.exception("registry: cannot resume host %s", name)
         return len(names)
+
+
+def _check_bounds(options: m.HostOptions) -> None:
+    for key, value in (("min_hosts", options.min_hosts), ("max_hosts", options.max_hosts)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise InvalidInputError(f"{key} must be a positive int, got {value!r}")
 
 
 def _code_ref(stored: dict[str, Any]) -> CodeRef:

@@ -1,8 +1,8 @@
 """The host pool follows the cluster (ray.cluster_utils.Cluster, in a process of its
 own): spread over the nodes with no setup, growing onto a node that joins (parked runs
-move there), draining a node before it goes, and growing and shrinking under a steady
-stream of starts and signals. Nothing is lost; each run wakes and each signal is taken
-once."""
+move there), draining a node before it goes (by hand, or when Ray drains it), and
+growing and shrinking under a steady stream of starts and signals. Nothing is lost;
+each run wakes and each signal is taken once."""
 
 from __future__ import annotations
 
@@ -86,6 +86,29 @@ SCRIPT = textwrap.dedent("""
                                for w in waiting] == waiting
     out["drain_marks"] = sorted({wf.count(marks, w) for w in waiting})
 
+    # 3b. Ray drains a node (as the autoscaler or a preemption notice does): the
+    # registry notices, and the node's hosts empty before it goes
+    noticed = cluster.add_node(num_cpus=1)
+    until(lambda: any(s.node == noticed.node_id for s in c.hosts()), "no host on the node")
+    notice = [f"n{i}" for i in range(60)]
+    for w in notice:
+        c.workflow.start(wf.wakes_once, args=[marks, w, None], workflow_id=w)
+    until(lambda: any(s.node == noticed.node_id and s.parked + s.running > 0
+                      for s in c.hosts()), "no run on the node Ray drains")
+    from ray.core.generated import autoscaler_pb2
+    accepted, why = ray._raylet.GcsClient(address=cluster.address).drain_node(
+        noticed.node_id, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+        "rayline test", int(time.time() * 1000) + 120_000)
+    out["ray_drain_accepted"] = (accepted, why)
+    until(lambda: not any(s.node == noticed.node_id for s in c.hosts()),
+          "the hosts of the node Ray drains did not go")
+    cluster.remove_node(noticed)
+    for w in notice:
+        c.workflow.get_handle(w).signal("go", w)
+    out["notice_results_ok"] = [c.workflow.get_handle(w).result(timeout=180)
+                                for w in notice] == notice
+    out["notice_marks"] = sorted({wf.count(marks, w) for w in notice})
+
     # 4. a fixed pool grows from 1 to 3 hosts and back to 1 under a stream of starts
     # and signals
     rayline.Worker.create(c, task_queue="tide", hosts=1)
@@ -153,6 +176,8 @@ def test_the_pool_follows_the_cluster_and_moves_runs_without_losing_one(
                                      for _, left, retired in report["drained"])
     assert report["left_on_drained_node"] == []
     assert report["drain_results_ok"] and report["drain_marks"] == [1]
+    assert report["ray_drain_accepted"][0]
+    assert report["notice_results_ok"] and report["notice_marks"] == [1]
     tide = report["tide"]
     assert tide["grown"] == 3 and tide["errors"] == [] and tide["started"] > 20
     assert tide["results_ok"] and tide["marks"] == [1]

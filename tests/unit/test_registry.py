@@ -30,6 +30,9 @@ class Launcher:
         self.versions: dict[str, CodeVersion | None] = {}
         self.busy: set[str] = set()  # hosts that still hold a run in memory
         self.retired: list[str] = []
+        self.loads: dict[str, float] = {}  # event-loop load per host, as its stats say
+        self.ray_draining: set[str] = set()  # nodes the cluster is taking away
+        self.on_node: dict[str, str] = {}
 
     def check(self, task_queue: str, options: HostOptions) -> None:
         if options.memory is not None and options.memory > 2**30:
@@ -40,12 +43,16 @@ class Launcher:
         self.launched.append((name, workflows))
         self.options[name] = options
         self.versions[name] = version
+        self.on_node[name] = options.node or "node-0"
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         self.registered.append((name, workflows))
 
     def nodes(self) -> list[str]:
         return list(self.node_ids)
+
+    def draining_nodes(self) -> set[str]:
+        return set(self.ray_draining)
 
     def avoid(self, nodes: set[str]) -> None:
         self.avoided = set(nodes)
@@ -84,12 +91,20 @@ class _Host:
 
     async def stats(self) -> HostStats:
         return HostStats(host=self.name, running=self.launcher.live.get(self.name, 0),
-                         parked=0, finished_cached=0, stuck=0, node="node-0")
+                         load=self.launcher.loads.get(self.name, 0.0),
+                         draining=self.name in self.launcher.draining,
+                         node=self.launcher.on_node.get(self.name, "node-0"))
 
 
 def _registry(runs: RunStore) -> tuple[Registry, Launcher]:
     launcher = Launcher(runs)
     return Registry(runs, runs.store.url, launcher), launcher
+
+
+async def drains(registry: Registry) -> None:
+    """Waits for the drains the registry runs in the background."""
+    while registry._drains:
+        await asyncio.gather(*registry._drains.values(), return_exceptions=True)
 
 
 def run(coro: Any) -> Any:
@@ -265,7 +280,7 @@ def test_idle_hosts_of_older_versions_and_dedicated_hosts_retire(runs: RunStore)
 def test_an_elastic_pool_has_a_host_per_node_grows_with_nodes_and_load_and_shrinks(
         runs: RunStore, monkeypatch: Any) -> None:
     from rayline.engine import registry as registry_module
-    from rayline.engine.registry import LIVE_PER_HOST, pick
+    from rayline.engine.registry import LIVE_PER_HOST, SHRINK_AFTER, pick
 
     monkeypatch.setattr(registry_module, "NODE_SETTLE", 0)
 
@@ -287,14 +302,23 @@ def test_an_elastic_pool_has_a_host_per_node_grows_with_nodes_and_load_and_shrin
         assert sorted(moved) == sorted(w for w in ids if pick(pool, w) == "host-q-3")
         assert all(pick(pool[:3], w) == pick(pool, w) for w in ids if w not in moved)
 
-        launcher.live = {name: 2 * LIVE_PER_HOST for name in pool}  # busy hosts
+        launcher.live = {name: 2 * LIVE_PER_HOST for name in pool}  # many live runs
         assert (await registry.scale())["added"] == ["host-q-4", "host-q-5", "host-q-6",
                                                      "host-q-7"]
         launcher.live, launcher.node_ids = {}, ["n0"]  # load and nodes gone
-        for _ in range(7):
+        for _ in range(SHRINK_AFTER - 1):  # not at once: runs park and wake
+            assert await registry.scale() == {"added": [], "drained": []}
+        assert await registry.scale() == {"added": [], "drained": ["host-q-7"]}
+        await drains(registry)
+        monkeypatch.setattr(registry_module, "SHRINK_AFTER", 1)
+        for _ in range(6):
             await registry.scale()
+            await drains(registry)
         assert await registry.hosts_for("q") == ["host-q-0"]
         assert launcher.retired == [f"host-q-{i}" for i in range(7, 0, -1)]
+
+        launcher.loads = {"host-q-0": 1.0}  # a busy event loop: one more host per 0.6
+        assert (await registry.scale())["added"] == ["host-q-1"]
 
         await registry.configure("fixed", 2, {})  # a fixed pool does not follow
         launcher.node_ids = ["n0", "n1", "n2", "n3"]
@@ -330,3 +354,111 @@ def test_draining_a_host_moves_its_runs_to_the_rest_of_its_pool_and_stops_it(
             await registry.drain("host-nope-0")
 
     run(main())
+
+
+def test_pool_bounds_are_kept_and_checked(runs: RunStore, monkeypatch: Any) -> None:
+    from rayline.engine import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "NODE_SETTLE", 0)
+
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        launcher.node_ids = ["n0", "n1", "n2", "n3"]
+        await registry.configure("q", None, {}, HostOptions(min_hosts=2, max_hosts=3))
+        assert await registry.hosts_for("q") == ["host-q-0", "host-q-1", "host-q-2"]
+        launcher.node_ids = ["n0"]
+        for _ in range(2 * registry_module.SHRINK_AFTER):
+            await registry.scale()
+            await drains(registry)
+        assert await registry.hosts_for("q") == ["host-q-0", "host-q-1"]  # min_hosts
+        for bad, why in ((HostOptions(min_hosts=0), "min_hosts must be a positive int"),
+                         (HostOptions(min_hosts=3, max_hosts=2), "more than max_hosts"),
+                         (HostOptions(min_hosts=4), "more than max_hosts")):  # kept: 3
+            with pytest.raises(InvalidInputError, match=why):
+                await registry.configure("q", None, {}, bad)
+
+    run(main())
+
+
+def test_a_pool_made_before_pools_were_elastic_is_elastic_unless_sized(
+        runs: RunStore, monkeypatch: Any) -> None:
+    from rayline.engine import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "NODE_SETTLE", 0)
+
+    async def main() -> None:
+        runs.put_config("queue:old", {"hosts": 1, "workflows": {}})  # the old default
+        registry, launcher = _registry(runs)
+        launcher.node_ids = ["n0", "n1"]
+        assert await registry.hosts_for("old") == ["host-old-0", "host-old-1"]
+        await registry.configure("one", 1, {})  # said now: fixed
+        assert await registry.hosts_for("one") == ["host-one-0"]
+
+    run(main())
+
+
+def test_a_drain_outlives_its_registry_and_a_drained_host_stays_drained(
+        runs: RunStore, monkeypatch: Any) -> None:
+    from rayline.engine import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "DRAIN_WAIT", 0)
+
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        launcher.node_ids = ["n0", "n1"]
+        await registry.hosts_for("q")
+        runs.mark_open("host-q-1", "stuck")
+        launcher.refuse["stuck"] = "its timeline does not replay"
+        first, second = await asyncio.gather(registry.drain("host-q-1"),
+                                             registry.drain("host-q-1"))
+        assert first == second and first.left and launcher.draining == ["host-q-1"]
+
+        fresh, relaunched = _registry(runs)  # the registry restarts: the drain goes on
+        del launcher.refuse["stuck"]
+        await fresh.resume_all()
+        await drains(fresh)
+        assert "host-q-1" in relaunched.draining  # started again, draining
+        assert [w for w, _ in runs.open_workflows("host-q-0")] == ["stuck"]
+        await fresh.scale()  # it holds nothing now: it goes
+        assert "host-q-1" in relaunched.retired and fresh.drained == set()
+        await fresh.ensure_host("host-q-0")
+        assert await fresh.hosts_for("q") == ["host-q-0"]
+
+    run(main())
+
+
+def test_nodes_the_cluster_drains_are_drained_and_not_used_again(
+        runs: RunStore, monkeypatch: Any) -> None:
+    from rayline.engine import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "NODE_SETTLE", 0)
+
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        launcher.node_ids = ["n0", "n1"]
+        assert await registry.hosts_for("q") == ["host-q-0", "host-q-1"]
+        on_n1 = [name for name, node in launcher.on_node.items() if node == "n1"]
+        runs.mark_open(on_n1[0], "w", parked_until=10**10)
+        launcher.ray_draining = {"n1"}  # the autoscaler takes n1 away
+        await registry.scale()
+        await drains(registry)
+        assert on_n1[0] in launcher.draining and on_n1[0] in launcher.retired
+        assert launcher.avoided == {"n1"} and runs.open_hosts() != [on_n1[0]]
+        fresh, relaunched = _registry(runs)  # a new registry still avoids n1
+        await fresh.resume_all()
+        assert relaunched.avoided == {"n1"}
+
+    run(main())
+
+
+def test_status_shows_the_hosts_of_each_node_with_their_runs_and_load() -> None:
+    from rayline.actors._cli import status_table
+
+    table = status_table([
+        HostStats(host="host-q-1", node="node-b", running=3, parked=10, load=0.25),
+        HostStats(host="host-q-0", node="node-a", running=1, stuck=1, draining=True)])
+    lines = table.splitlines()
+    assert lines[0].split() == ["NODE", "HOST", "LIVE", "PARKED", "STUCK", "LOAD"]
+    assert lines[1].split() == ["node-a", "host-q-0", "1", "0", "1", "0%", "draining"]
+    assert lines[2].split() == ["node-b", "host-q-1", "3", "10", "0", "25%"]
+    assert lines[3].split() == ["2", "node(s)", "2", "host(s)", "4", "10", "1"]

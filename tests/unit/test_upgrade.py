@@ -5,6 +5,7 @@ is running; the old host lets go; the run then lives, and recovers, only on its 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from typing import Any, Awaitable, Callable
 
@@ -151,6 +152,81 @@ def test_a_parked_run_moves_and_wakes_on_its_new_host(runs: RunStore) -> None:
         assert "parked" not in old.parking and runs.open_workflows("h-v1") == []
         await new.signal("parked", "go", go())
         assert (await new.result("parked")).result == _serde.encode("v2")
+
+    run(main)
+
+
+def test_two_moves_of_one_run_to_one_host_move_it_once(runs: RunStore) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        old = await versioned_host(runs, backend, "h-v1", "v1")
+        new = await versioned_host(runs, backend, "h-v2", "v2")
+        await old.start(upgradable("twice", early=False))
+        new_code()
+        assert await asyncio.gather(new.adopt("twice"), new.adopt("twice")) == [None, None]
+        assert [w for w, _ in runs.open_workflows("h-v2")] == ["twice"]  # marker kept
+        started = runs.read_run("twice")
+        moves = [b for b in runs.read_batches("twice", started.epoch, started.run_id)
+                 if b.version == "v2"]
+        assert len(moves) == 1
+        await new.signal("twice", "go", go())
+        assert (await new.result("twice")).result == _serde.encode("v2")
+
+    run(main)
+
+
+def test_a_terminate_that_races_a_move_tells_the_caller_to_look_again(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        old = await versioned_host(runs, backend, "h-v1", "v1")
+        new = await versioned_host(runs, backend, "h-v2", "v2")
+        await old.start(upgradable("raced", early=False))
+        new_code()
+        del backend.hosts["h-v1"]  # the old host does not hear it let go
+        assert await new.adopt("raced") is None
+        assert "raced" in old.executions  # it still thinks the run is its own
+        with pytest.raises(NotHereError):  # its terminate is not written: not done
+            await old.terminate("raced", "stop")
+        assert (await new.describe("raced")).outcome is None
+        await new.terminate("raced", "stop")
+        assert (await new.result("raced")).status.name == "TERMINATED"
+
+    run(main)
+
+
+def test_a_run_moved_while_it_wakes_is_let_go_cleanly(runs: RunStore) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        old = await versioned_host(runs, backend, "h-v1", "v1", park_after=0)
+        new = await versioned_host(runs, backend, "h-v2", "v2")
+        await old.start(upgradable("waking", early=False))
+        new_code()
+        for _ in range(100):
+            if "waking" in old.parking:
+                break
+            await asyncio.sleep(0.01)
+        gate, loaded = threading.Event(), threading.Event()
+        load = old._load_owned
+
+        def slow_load(workflow_id: str) -> Any:  # the wake reads the timeline before
+            found = load(workflow_id)            # the move, and ends after it
+            loaded.set()
+            gate.wait(10)
+            return found
+
+        old._load_owned = slow_load  # type: ignore[method-assign]
+        waking = asyncio.ensure_future(old.parking.wake("waking"))
+        await asyncio.to_thread(loaded.wait, 10)
+        asyncio.get_running_loop().call_later(0.2, gate.set)
+        assert await new.adopt("waking") is None
+        woken = (await asyncio.gather(waking, return_exceptions=True))[0]
+        assert woken is None or isinstance(woken, NotHereError)
+        await asyncio.sleep(0.05)  # any marker rewrite the wake asked for has landed
+        assert "waking" not in old.executions and "waking" not in old.parking
+        assert runs.open_workflows("h-v1") == []
+        await new.signal("waking", "go", go())
+        assert (await new.result("waking")).result == _serde.encode("v2")
 
     run(main)
 
