@@ -40,6 +40,7 @@ class ActorDirectory:
         self._version = version
         self._handles: dict[str, Any] = {}
         self._pools: dict[tuple[str, str | None], tuple[float, list[str]]] = {}
+        self._asking: dict[tuple[str, str | None], asyncio.Future[list[str]]] = {}
 
     @property
     def version(self) -> m.CodeVersion | None:
@@ -94,7 +95,13 @@ class ActorDirectory:
         key = (task_queue, target.id if isinstance(target, m.CodeVersion) else target)
         cached = self._pools.get(key)
         if cached is None or fresh or time.monotonic() - cached[0] > POOL_TTL:
-            hosts = await self.registry().hosts_for(task_queue, target)
+            asking = self._asking.get(key)  # one question at a time: a burst shares it
+            if asking is None or fresh:
+                asking = self._asking[key] = asyncio.ensure_future(
+                    self.registry().hosts_for(task_queue, target))
+                asking.add_done_callback(
+                    lambda done: self._asking.get(key) is done and self._asking.pop(key))
+            hosts = await asyncio.shield(asking)
             cached = self._pools[key] = (time.monotonic(), hosts)
         return pick(cached[1], workflow_id)
 

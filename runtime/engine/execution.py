@@ -45,6 +45,19 @@ from .watchdog import Watchdog
 
 log = logging.getLogger("rayline.execution")
 
+
+def deadline_of(started: tl.WorkflowStarted) -> float | None:
+    """When the run's ``execution_timeout`` ends it, if it has one."""
+    timeout = started.options.execution_timeout
+    return None if timeout is None else started.time + float(timeout)
+
+
+def wake_of(instance: WorkflowInstance, started: tl.WorkflowStarted) -> float | None:
+    """When a run waiting only on the outside must wake by itself: its next timer or its
+    deadline (``None``: only a signal, a child or a cancel wakes it)."""
+    wakes = [t for t in (instance.next_timer(), deadline_of(started)) if t is not None]
+    return min(wakes) if wakes else None
+
 Mail = tuple[tl.Event, "asyncio.Future[None] | None"]
 """An event in a workflow execution's mailbox, with the future its sender awaits (if any)."""
 
@@ -138,8 +151,7 @@ class Execution:
     @property
     def deadline(self) -> float | None:
         """When ``execution_timeout`` ends the run, if it has one."""
-        timeout = self.started.options.execution_timeout
-        return None if timeout is None else self.started.time + float(timeout)
+        return deadline_of(self.started)
 
     def _arm_deadline(self) -> None:
         if self.deadline is not None:
@@ -367,8 +379,7 @@ class Execution:
     def park(self) -> float | None:
         """Stops the execution so it can be dropped; returns when its next timer is due."""
         assert self.instance is not None
-        wakes = [t for t in (self.instance.next_timer(), self.deadline) if t is not None]
-        wake = min(wakes) if wakes else None
+        wake = wake_of(self.instance, self.started)
         self._stop_work()
         if self._loop_task is not None:
             self._loop_task.cancel()

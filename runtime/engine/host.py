@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import os
 import random
 import time
@@ -90,7 +91,7 @@ from . import reuse
 from .activities import run_with_retries
 from .api import HostAPI
 from .blackbox import Blackbox
-from .execution import Execution, Mail
+from .execution import Execution, Mail, wake_of
 from .parking import ParkingLot
 from .routing import Routing, child_event
 from .watchdog import STRICT, Watchdog
@@ -883,7 +884,8 @@ class Host:
             await self.resume_run(workflow_id)
             return None
         try:
-            _, unfinished = replay_timeline(self._definition_of(started), started, batches)
+            instance, unfinished = replay_timeline(self._definition_of(started), started,
+                                                   batches)
         except Exception as exc:
             return (f"its timeline does not replay on code version {self.version}: "
                     f"{type(exc).__name__}: {exc}")
@@ -891,7 +893,10 @@ class Host:
         if running and not force:
             return (f"its activity {running[0].activity!r} (call {running[0].seq}) is "
                     "running: move the run once it has ended")
-        await self.read(self.runs.mark_open, self.host_name, workflow_id, None)
+        parked_until = None  # a run that waits on the outside stays parked: no memory
+        if self.parking.park_after is not None and instance.waiting_only_on_outside():
+            parked_until = wake_of(instance, started) or math.inf
+        await self.read(self.runs.mark_open, self.host_name, workflow_id, parked_until)
         move = Batch(v=TIMELINE_VERSION, seq=len(batches) + 1, run_id=started.run_id,
                      time=self.now(), owner=self.host_name, version=self.version)
         try:
@@ -901,7 +906,11 @@ class Host:
                 await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
             return "it went on while it was being moved: try again"
         try:
-            self._report(self._revive(started, [*batches, move]))
+            if parked_until is not None:
+                self.parking.add(workflow_id, parked_until)
+                self._report_parked(started, [*batches, move], instance.open_obligations())
+            else:
+                self._report(self._revive(started, [*batches, move]))
         finally:  # the run is this host's now, stuck or not: the old host lets go
             try:
                 await self.backend.host(owner).let_go(workflow_id)
@@ -996,11 +1005,14 @@ class Host:
         """Re-reads a run whose execution was fenced: takes it back if this host still owns
         it (another incarnation of this host wrote the batch), else redirects callers."""
         workflow_id = fenced.workflow_id
-        try:
-            started, batches = await self.read(self._load_owned, workflow_id, attempts=None)
+        try:  # read as anyone may: only an owner sets a torn last batch aside
+            started, batches = await self.read(self.runs.load, workflow_id, attempts=None)
             owner = home_of(started, batches)[0]
-            if owner != self.host_name:
-                log.warning("host %s: %s is now owned by %s", self.host_name, workflow_id, owner)
+            if owner == self.host_name:
+                started, batches = await self.read(self._load_owned, workflow_id,
+                                                   attempts=None)
+            else:
+                log.info("host %s: %s is now owned by %s", self.host_name, workflow_id, owner)
                 try:  # not ours to recover any more (a stale marker would only cost a replay)
                     await self.read(self.runs.clear_open, self.host_name, workflow_id,
                                     attempts=3)
@@ -1094,6 +1106,15 @@ class Host:
             state=outcome.status if outcome else RunStatus.RUNNING,
             started_at=execution.started.time, search=search,
             version=execution.version))
+
+    def _report_parked(self, started: WorkflowStarted, batches: list[Batch],
+                       obligations: int) -> None:
+        self.backend.report(RunSummary(
+            workflow_id=started.workflow_id, run_id=started.run_id,
+            workflow_name=started.workflow_name, host=self.host_name,
+            task_queue=started.task_queue, status=max(1, obligations),
+            state=RunStatus.RUNNING, started_at=started.time,
+            search=fields_of(started, batches)[0], version=self.version))
 
     def _report_stuck(self, workflow_id: str) -> None:
         stuck = self.stuck[workflow_id]

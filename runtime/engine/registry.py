@@ -48,6 +48,8 @@ DRAIN_WAIT = float(os.environ.get("RAYLINE_DRAIN_WAIT", "60"))
 """Seconds a drain waits for running activities to end before moving their runs anyway."""
 BUSY_PER_HOST = float(os.environ.get("RAYLINE_HOST_BUSY", "0.6"))
 """Event-loop busy share per host (``HostStats.load``) above which an elastic pool grows."""
+MOVES_AT_ONCE = int(os.environ.get("RAYLINE_MOVES_AT_ONCE", "32"))
+"""Runs a drain or a rebalance moves concurrently."""
 SHRINK_AFTER = int(os.environ.get("RAYLINE_SHRINK_AFTER", "6"))
 """Rounds in a row a pool must want fewer hosts before one is drained (no flapping as
 runs park and wake)."""
@@ -230,6 +232,10 @@ class Registry:
         config = await self._io(self.runs.get_config, f"queue:{task_queue}")
         if config is None:
             return await self.configure(task_queue, None, {}, version=version)
+        settled = self.pools.get((task_queue, version.id if version else None))
+        if settled is not None and all(name in self.hosts for name in settled) \
+                and fixed_size(config) in (None, len(settled)):
+            return list(settled)  # not behind a pool that is growing or a host starting
         async with self._lock:
             pool = await self._pool(task_queue, version, config)
             extra = await self._fix(task_queue, version, fixed_size(config))
@@ -434,16 +440,16 @@ class Registry:
     async def _rebalance(self, pool: list[str], added: list[str]) -> int:
         """Moves the parked runs of a pool's older hosts whose place is now one of the
         ``added`` hosts (rendezvous hashing: about their share); returns how many."""
-        moved = 0
+        due = []
         for name in [n for n in pool if n not in added]:
             for workflow_id, parked_until in await self._io(self.runs.open_workflows, name):
-                target = pick(pool, workflow_id)
-                if parked_until is None or target not in added:
-                    continue  # live runs stay: they move when their host drains
-                try:
-                    moved += await self.launcher.host(target).adopt(workflow_id) is None
-                except Exception as exc:
-                    log.warning("registry: moving %s to %s failed: %s", workflow_id, target, exc)
+                if parked_until is not None and pick(pool, workflow_id) in added:
+                    due.append(workflow_id)  # live runs stay: they move when a host drains
+        whys = await self._move_all(pool, due)
+        for workflow_id, why in whys.items():
+            if why is not None:
+                log.warning("registry: moving %s failed: %s", workflow_id, why)
+        moved = sum(why is None for why in whys.values())
         if moved:
             log.info("registry: moved %d parked run(s) to new hosts %s", moved, added)
         return moved
@@ -495,8 +501,8 @@ class Registry:
         while True:
             force = time.monotonic() > deadline
             left = {}
-            for workflow_id, _ in await self._io(self.runs.open_workflows, name):
-                why = await self._move(pick(pool, workflow_id), workflow_id, force)
+            found = [w for w, _ in await self._io(self.runs.open_workflows, name)]
+            for workflow_id, why in (await self._move_all(pool, found, force)).items():
                 if why is None:
                     moved.append(workflow_id)
                 elif why != "it has closed":  # its marker goes with the close
@@ -528,6 +534,19 @@ class Registry:
         await self._save_drains()
         return [s.host for s in await self.host_stats()
                 if s.node == node and not s.host.startswith("host-dedicated-")]
+
+    async def _move_all(self, pool: list[str], workflow_ids: list[str],
+                        force: bool = False) -> dict[str, str | None]:
+        """Moves runs to their places in ``pool``, ``MOVES_AT_ONCE`` at a time; for each,
+        ``None`` once it is there, else why not."""
+        limit = asyncio.Semaphore(MOVES_AT_ONCE)
+
+        async def one(workflow_id: str) -> str | None:
+            async with limit:
+                return await self._move(pick(pool, workflow_id), workflow_id, force)
+
+        whys = await asyncio.gather(*(one(w) for w in workflow_ids))
+        return dict(zip(workflow_ids, whys, strict=True))
 
     async def _move(self, host: str, workflow_id: str, force: bool = False) -> str | None:
         """Asks ``host`` to adopt a run: ``None`` once the run is there, else why not (a

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from rayline._code import CodeRef
+from rayline.actors._cli import status_table  # imports ray: before any host's guards
 from rayline.engine.registry import Registry
 from rayline.errors import InvalidInputError
 from rayline.messages import CodeVersion, HostOptions, HostStats, RunStatus, RunSummary
@@ -452,8 +453,6 @@ def test_nodes_the_cluster_drains_are_drained_and_not_used_again(
 
 
 def test_status_shows_the_hosts_of_each_node_with_their_runs_and_load() -> None:
-    from rayline.actors._cli import status_table
-
     table = status_table([
         HostStats(host="host-q-1", node="node-b", running=3, parked=10, load=0.25),
         HostStats(host="host-q-0", node="node-a", running=1, stuck=1, draining=True)])

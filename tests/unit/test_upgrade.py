@@ -5,6 +5,7 @@ is running; the old host lets go; the run then lives, and recovers, only on its 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import uuid
 from typing import Any, Awaitable, Callable
@@ -140,7 +141,7 @@ def test_a_parked_run_moves_and_wakes_on_its_new_host(runs: RunStore) -> None:
     async def main() -> None:
         backend = LocalBackend()
         old = await versioned_host(runs, backend, "h-v1", "v1", park_after=0)
-        new = await versioned_host(runs, backend, "h-v2", "v2")
+        new = await versioned_host(runs, backend, "h-v2", "v2", park_after=60)
         await old.start(upgradable("parked", early=False))
         new_code()
         for _ in range(100):
@@ -150,6 +151,10 @@ def test_a_parked_run_moves_and_wakes_on_its_new_host(runs: RunStore) -> None:
         assert "parked" in old.parking
         assert await new.adopt("parked") is None
         assert "parked" not in old.parking and runs.open_workflows("h-v1") == []
+        # it stays parked there (replayed once to check, never held in memory)
+        assert "parked" in new.parking and "parked" not in new.executions
+        assert runs.open_workflows("h-v2") == [("parked", math.inf)]
+        assert backend.reports[-1].host == "h-v2" and backend.reports[-1].version == "v2"
         await new.signal("parked", "go", go())
         assert (await new.result("parked")).result == _serde.encode("v2")
 
