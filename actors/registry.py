@@ -11,11 +11,7 @@ from typing import Any
 import ray
 from ray.core.generated import gcs_pb2
 from ray.experimental import internal_kv
-from ray.util.scheduling_strategies import (
-    NodeAffinitySchedulingStrategy,
-    NodeLabelSchedulingStrategy,
-    NotIn,
-)
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayline import messages as m
 from rayline._code import CodeRef
@@ -81,6 +77,11 @@ class RayLauncher:
             self._kept.add(uri)
 
     def check(self, task_queue: str, options: m.HostOptions) -> None:
+        if options.node_labels and not self.nodes(options.node_labels):
+            raise InvalidInputError(
+                f"task queue {task_queue!r}: no alive node has the labels "
+                f"{options.node_labels}, so its hosts could not start (give nodes labels "
+                "with ray start --labels, or a cluster config's labels)")
         if options.memory is None:
             return
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
@@ -98,8 +99,11 @@ class RayLauncher:
         if version is not None and version.runtime_env:
             await asyncio.to_thread(self.keep_packages, version)
             extra["runtime_env"] = version.runtime_env
-        strategy: Any = self._anywhere()
-        if options.node is not None:
+        strategy: Any = "SPREAD"
+        anywhere = self._anywhere(options.node_labels)
+        if options.node is None:
+            extra.update(anywhere)
+        else:
             # Ray does not honour a soft node preference for these actors: a hard one, and
             # no restart by Ray (it could only wait for that node); a host whose node is
             # gone is started again anywhere by the registry (ensure_host), when called or
@@ -121,15 +125,18 @@ class RayLauncher:
                         break
                     await asyncio.sleep(0.1)
                 del extra["max_restarts"]
-                handle = self._start(name, workflows, version, self._anywhere(), extra)
+                handle = self._start(name, workflows, version, "SPREAD",
+                                     {**extra, **anywhere})
         await handle.ready.remote()
         self.handles[name] = handle
 
-    def _anywhere(self) -> Any:
-        if not self._avoid:
-            return "SPREAD"
-        return NodeLabelSchedulingStrategy(
-            hard={NODE_ID: NotIn(*self._avoid)})  # type: ignore[no-untyped-call]
+    def _anywhere(self, labels: dict[str, str] | None) -> dict[str, Any]:
+        """The actor options that keep a host to the nodes with ``labels`` and off the
+        drained ones (Ray's ``label_selector``)."""
+        selector = dict(labels or {})
+        if self._avoid:
+            selector[NODE_ID] = f"!in({','.join(sorted(self._avoid))})"
+        return {"label_selector": selector} if selector else {}
 
     def _start(self, name: str, workflows: dict[str, CodeRef], version: m.CodeVersion | None,
                strategy: Any, extra: dict[str, Any]) -> Any:
@@ -143,9 +150,10 @@ class RayLauncher:
     def host(self, name: str) -> RayHost:
         return RayHost(self._directory, name)
 
-    def nodes(self) -> list[str]:
+    def nodes(self, labels: dict[str, str] | None = None) -> list[str]:
         found: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
-        return [node["NodeID"] for node in found if node["Alive"]]
+        return [node["NodeID"] for node in found if node["Alive"] and all(
+            node.get("Labels", {}).get(key) == value for key, value in (labels or {}).items())]
 
     def draining_nodes(self) -> set[str]:
         """The nodes Ray is draining (autoscaler scale-down, a preemption notice, ``ray

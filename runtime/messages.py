@@ -265,6 +265,10 @@ class HostOptions(_Message):
     """The fewest hosts the queue's elastic pool shrinks to (default 1)."""
     max_hosts: int | None = None
     """The most hosts the queue's elastic pool grows to (default ``RAYLINE_MAX_HOSTS``)."""
+    node_labels: dict[str, str] | None = None
+    """Ray node labels a node must have for the queue's hosts (Ray's label scheduling),
+    such as ``{"rayline": "orchestration"}``: the hosts go only there, and an elastic pool
+    counts only those nodes. ``None``: any node."""
 
 
 class HostStats(_Message):

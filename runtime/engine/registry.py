@@ -113,8 +113,9 @@ class Launcher(Protocol):
     def host(self, name: str) -> HostAPI:
         """Calls to a running host (the registry moves runs between hosts)."""
 
-    def nodes(self) -> list[str]:
-        """The alive nodes of the cluster (an elastic pool has a host per node)."""
+    def nodes(self, labels: dict[str, str] | None = None) -> list[str]:
+        """The alive nodes of the cluster with ``labels`` (an elastic pool has a host per
+        node)."""
 
     def draining_nodes(self) -> set[str]:
         """The nodes the cluster is taking away (Ray drains them): their hosts drain."""
@@ -202,8 +203,9 @@ class Registry:
         await self._io(self.runs.put_config, f"host:{name}", {
             "task_queue": task_queue, "version": vid})
         workflows = {n: _code_ref(ref) for n, ref in queue.get("workflows", {}).items()}
-        await self.launcher.launch(
-            name, workflows, m.HostOptions(memory=queue.get("memory"), node=node), version)
+        await self.launcher.launch(name, workflows, m.HostOptions(
+            memory=queue.get("memory"), node=node, node_labels=queue.get("node_labels")),
+            version)
         self.hosts[name] = (task_queue, vid)
 
     async def _known(self, version: m.CodeVersion | str | None) -> m.CodeVersion | None:
@@ -256,14 +258,14 @@ class Registry:
                                   or hosts < 1):
             raise InvalidInputError(f"hosts must be a positive int, got {hosts!r}")
         if options is not None:
-            _check_bounds(options)
+            _check_options(options)
             self.launcher.check(task_queue, options)  # before anything is stored
         async with self._lock:
             config = await self._io(self.runs.get_config, f"queue:{task_queue}") or {
                 "hosts": None, "workflows": {}}
             if hosts is not None:
                 config["hosts"], config["sized"] = hosts, True
-            for key in ("memory", "min_hosts", "max_hosts"):
+            for key in ("memory", "min_hosts", "max_hosts", "node_labels"):
                 if options is not None and getattr(options, key) is not None:
                     config[key] = getattr(options, key)
             if config.get("min_hosts", 1) > config.get("max_hosts", MAX_HOSTS):
@@ -316,7 +318,8 @@ class Registry:
                 pool = list(stored["hosts"])
             else:
                 size = fixed_size(config) or target_size(
-                    len(self._nodes()), 0, low=config.get("min_hosts") or 1,
+                    len(self._nodes(config.get("node_labels"))), 0,
+                    low=config.get("min_hosts") or 1,
                     high=config.get("max_hosts") or MAX_HOSTS)
                 pool = [pool_host(task_queue, i, vid) for i in range(size)]
                 await self._io(self.runs.put_config, _pool_key(task_queue, vid),
@@ -348,8 +351,10 @@ class Registry:
                              version: m.CodeVersion | None, nodes: list[str] | None = None
                              ) -> None:
         """Starts hosts, one per node in turn: first on ``nodes``, then on every alive
-        node not drained (a preference: Ray's ``SPREAD`` alone may put them all on one)."""
-        others = sorted(self._nodes() - set(nodes or []))
+        node not drained with the queue's labels (a preference: Ray's ``SPREAD`` alone may
+        put them all on one)."""
+        queue = await self._io(self.runs.get_config, f"queue:{task_queue}") or {}
+        others = sorted(self._nodes(queue.get("node_labels")) - set(nodes or []))
         order = [*(nodes or []), *others]
         if len(order) < 2:
             order = []  # one node: nothing to choose, and Ray restarts the host in place
@@ -373,8 +378,6 @@ class Registry:
             self.drained_nodes -= gone
             self.launcher.avoid(self.drained_nodes)
             await self._save_drains()
-        alive = self._nodes()
-        nodes = len(alive)
         swept = await self._stats(sorted(self.hosts))  # a host no one calls is started again
         for seen in swept:
             if seen.host in self.drained and not seen.draining:  # Ray restarted it
@@ -392,7 +395,8 @@ class Registry:
                 continue  # fixed by Worker.create
             pool = self.pools[(queue, vid)]
             stats = await self._stats(pool)
-            want = target_size(nodes, sum(s.running for s in stats),
+            alive = self._nodes(config.get("node_labels"))
+            want = target_size(len(alive), sum(s.running for s in stats),
                                sum(s.load for s in stats), config.get("min_hosts") or 1,
                                config.get("max_hosts") or MAX_HOSTS)
             self._low[(queue, vid)] = self._low[(queue, vid)] + 1 if want < len(pool) else 0
@@ -422,12 +426,12 @@ class Registry:
         await self._io(self.runs.put_config, "drains", {
             "hosts": sorted(self.drained), "nodes": sorted(self.drained_nodes)})
 
-    def _nodes(self) -> set[str]:
-        """The alive nodes hosts may go to: not drained, and (for a node that joined since
-        the registry first looked) seen for ``NODE_SETTLE`` seconds, so Ray can place on
-        it what the registry asks it to."""
+    def _nodes(self, labels: dict[str, str] | None = None) -> set[str]:
+        """The alive nodes hosts may go to: with ``labels``, not drained, and (for a node
+        that joined since the registry first looked) seen for ``NODE_SETTLE`` seconds, so
+        Ray can place on it what the registry asks it to."""
         now, first = time.monotonic(), not self._node_seen
-        alive = set(self.launcher.nodes()) - self.drained_nodes
+        alive = set(self.launcher.nodes(labels)) - self.drained_nodes
         for node in alive:
             self._node_seen.setdefault(node, now - NODE_SETTLE if first else now)
         return {node for node in alive if now - self._node_seen[node] >= NODE_SETTLE}
@@ -710,11 +714,13 @@ class Registry:
         return len(names)
 
 
-def _check_bounds(options: m.HostOptions) -> None:
+def _check_options(options: m.HostOptions) -> None:
     for key, value in (("min_hosts", options.min_hosts), ("max_hosts", options.max_hosts)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < 1):
             raise InvalidInputError(f"{key} must be a positive int, got {value!r}")
+    if options.node_labels is not None and not options.node_labels:
+        raise InvalidInputError("node_labels must name at least one label (or be None)")
 
 
 def _code_ref(stored: dict[str, Any]) -> CodeRef:

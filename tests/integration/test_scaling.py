@@ -23,8 +23,9 @@ SCRIPT = textwrap.dedent("""
     storage, marks, parked_count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
+    labelled = {"rayline-test": "orchestration"}
+    labelled_node = cluster.add_node(num_cpus=1, labels=labelled)
+    cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR", runtime_env={"env_vars": {
         "PYTHONPATH": os.environ["PYTHONPATH"], "RAYLINE_SCALE_EVERY": "1",
@@ -147,6 +148,19 @@ SCRIPT = textwrap.dedent("""
     out["tide"] = {"grown": len(grown), "started": len(started), "errors": errors,
                    "results_ok": tide == [int(w[1:]) for w in started],
                    "marks": sorted({wf.count(marks, w) for w in started})}
+
+    # 5. a queue kept on the nodes with given labels
+    rayline.Worker.create(c, task_queue="pinned", node_labels=labelled)
+    pinned = [c.workflow.start(wf.add_one, args=[i], workflow_id=f"pin{i}",
+                               task_queue="pinned") for i in range(20)]
+    out["pinned_ok"] = [h.result(timeout=120) for h in pinned] == list(range(1, 21))
+    node_of = {s.host: s.node for s in c.hosts()}
+    out["pinned_nodes"] = sorted({node_of[h.describe().host] for h in pinned})
+    out["labelled_node"] = labelled_node.node_id
+    try:
+        rayline.Worker.create(c, task_queue="nowhere", node_labels={"rayline-test": "no"})
+    except rayline.InvalidInputError as exc:
+        out["no_such_labels"] = str(exc)
     ray.shutdown()
     cluster.shutdown()
     print(json.dumps(out))
@@ -181,3 +195,5 @@ def test_the_pool_follows_the_cluster_and_moves_runs_without_losing_one(
     tide = report["tide"]
     assert tide["grown"] == 3 and tide["errors"] == [] and tide["started"] > 20
     assert tide["results_ok"] and tide["marks"] == [1]
+    assert report["pinned_ok"] and report["pinned_nodes"] == [report["labelled_node"]]
+    assert "no alive node has the labels" in report["no_such_labels"]

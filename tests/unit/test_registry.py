@@ -34,6 +34,7 @@ class Launcher:
         self.loads: dict[str, float] = {}  # event-loop load per host, as its stats say
         self.ray_draining: set[str] = set()  # nodes the cluster is taking away
         self.on_node: dict[str, str] = {}
+        self.labels: dict[str, dict[str, str]] = {}  # node -> its labels
 
     def check(self, task_queue: str, options: HostOptions) -> None:
         if options.memory is not None and options.memory > 2**30:
@@ -49,8 +50,9 @@ class Launcher:
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         self.registered.append((name, workflows))
 
-    def nodes(self) -> list[str]:
-        return list(self.node_ids)
+    def nodes(self, labels: dict[str, str] | None = None) -> list[str]:
+        return [node for node in self.node_ids
+                if all(self.labels.get(node, {}).get(k) == v for k, v in (labels or {}).items())]
 
     def draining_nodes(self) -> set[str]:
         return set(self.ray_draining)
@@ -461,3 +463,27 @@ def test_status_shows_the_hosts_of_each_node_with_their_runs_and_load() -> None:
     assert lines[1].split() == ["node-a", "host-q-0", "1", "0", "1", "0%", "draining"]
     assert lines[2].split() == ["node-b", "host-q-1", "3", "10", "0", "25%"]
     assert lines[3].split() == ["2", "node(s)", "2", "host(s)", "4", "10", "1"]
+
+
+def test_a_queue_with_node_labels_counts_and_uses_only_those_nodes(
+        runs: RunStore, monkeypatch: Any) -> None:
+    from rayline.engine import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "NODE_SETTLE", 0)
+
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        launcher.node_ids = ["gpu-0", "gpu-1", "cpu-0", "cpu-1", "cpu-2"]
+        launcher.labels = {n: {"kind": n.split("-")[0]} for n in launcher.node_ids}
+        cpu = {"kind": "cpu"}
+        await registry.configure("orch", None, {}, HostOptions(node_labels=cpu))
+        pool = await registry.hosts_for("orch")
+        assert len(pool) == 3  # a host per node with the labels, not per node
+        assert {launcher.on_node[name] for name in pool} == {"cpu-0", "cpu-1", "cpu-2"}
+        assert all(launcher.options[name].node_labels == cpu for name in pool)
+        launcher.node_ids.append("gpu-2")  # a node without the labels joins: no growth
+        assert (await registry.scale())["added"] == []
+        with pytest.raises(InvalidInputError, match="at least one label"):
+            await registry.configure("orch", None, {}, HostOptions(node_labels={}))
+
+    run(main())
