@@ -1,50 +1,80 @@
 """The Ray implementation of the host's ``Backend``.
 
-Activities that ask for Ray resources (num_cpus, num_gpus, memory, resources,
-runtime_env, ...) run as Ray tasks with those options. Activities that ask for none run
-on a small warm pool of runner actors owned by the host (``RAYLINE_RUNNERS``, default 2,
-each with ``RAYLINE_RUNNER_THREADS`` threads; 0 runners sends everything to Ray tasks).
-``local=True`` activities run inline in the host. Calls to other hosts and the registry
-are actor method calls."""
+Every activity runs as a Ray task with its Ray options (num_cpus, num_gpus, memory,
+resources, runtime_env, ...), so Ray counts and limits what it uses: one that asks for
+nothing reserves what a plain Ray task does (1 CPU). ``local=True`` activities run in
+the host process instead: async ones on its event loop, sync ones on a thread of their
+own, so neither blocks the other workflows of the host. A cancelled attempt's task is
+interrupted (``ray.cancel``: ``KeyboardInterrupt`` in the activity) and, if it is still
+running ``STOP_GRACE`` seconds later, its worker process is stopped. Heartbeats from an
+activity go to its host as actor calls, not awaited. Calls to other hosts and the
+registry are actor method calls."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
 from ray.exceptions import RayError
 
+from rayline import _activity
 from rayline._activity import ActivityDefinition, ActivityInfo
 from rayline._options import ActivityOptions
-from rayline.engine.activities import Outcome, invoke_async, run_sync_or_async
+from rayline.engine.activities import Outcome, invoke, invoke_async, run_sync_or_async
 from rayline.messages import CodeVersion, RunSummary
 
 from ._directory import ActorDirectory
-from ._names import REGISTRY
+from ._names import REGISTRY, get_actor
 
 log = logging.getLogger("rayline.actors")
 REPORT_INTERVAL = 0.05
+STOP_GRACE = float(os.environ.get("RAYLINE_STOP_GRACE", "5"))
+"""Seconds a cancelled activity has to stop by itself before its process is stopped."""
+LOCAL_THREADS = int(os.environ.get("RAYLINE_LOCAL_THREADS", "16"))
+"""Threads of a host for sync ``local=True`` activities."""
 
 
-RUNNERS = int(os.environ.get("RAYLINE_RUNNERS", "2"))
-RUNNER_THREADS = int(os.environ.get("RAYLINE_RUNNER_THREADS", "8"))
+class _Beats:
+    """Sends an activity's heartbeats to its host (in the activity's worker process):
+    each an actor call, not awaited; the answers read so far say whether the attempt
+    was cancelled."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.handles: dict[str, Any] = {}
+        self.sent: list[Any] = []
+        self.number = 0
+
+    def __call__(self, info: ActivityInfo, details: Any) -> bool:
+        if info.host is None:
+            return False
+        handle = self.handles.get(info.host)
+        if handle is None:
+            handle = self.handles[info.host] = get_actor(self.namespace, info.host)
+        self.number += 1  # the host keeps the newest: calls may run out of order
+        self.sent.append(handle.heartbeat.remote(info, details, self.number))
+        answered, self.sent = ray.wait(self.sent, num_returns=len(self.sent), timeout=0)
+        cancelled = False
+        for ref in answered:
+            try:
+                cancelled = cancelled or bool(ray.get(ref))
+            except RayError:  # the host is away: the next attempt is its business
+                pass
+        return cancelled
 
 
 @ray.remote
-def _activity_task(fn: Any, args: tuple[Any, ...], info: ActivityInfo) -> Outcome:
-    return run_sync_or_async(fn, args, info)
-
-
-@ray.remote
-class ActivityRunner:
-    """A warm worker for activities that ask for no Ray resources: an actor call costs
-    less than scheduling a fresh task. Threaded: up to RUNNER_THREADS activities at once."""
-
-    def run(self, fn: Any, args: tuple[Any, ...], info: ActivityInfo) -> Outcome:
+def _activity_task(fn: Any, args: tuple[Any, ...], info: ActivityInfo,
+                   namespace: str) -> Outcome:
+    token = _activity._beat.set(_Beats(namespace))
+    try:
         return run_sync_or_async(fn, args, info)
+    finally:
+        _activity._beat.reset(token)
 
 
 class RayBackend(ActorDirectory):
@@ -54,45 +84,50 @@ class RayBackend(ActorDirectory):
         super().__init__(namespace, version)
         self._reports: dict[str, RunSummary] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._runners: list[Any] = []
-        self._next_runner = 0
         self._task_options: dict[str, Any] = {}
-
-    def _runner(self) -> Any:
-        if not self._runners:
-            runner = ActivityRunner.options(  # type: ignore[attr-defined]  # a ray.remote class
-                num_cpus=0, max_concurrency=RUNNER_THREADS)
-            self._runners = [runner.remote() for _ in range(max(1, RUNNERS))]
-        self._next_runner = (self._next_runner + 1) % len(self._runners)
-        return self._runners[self._next_runner]
+        self._local = ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="rayline-local")
+        self._stopping: set[asyncio.Task[None]] = set()
 
     def _task(self, ray_options: dict[str, Any]) -> Any:
         key = repr(sorted(ray_options.items()))
         task = self._task_options.get(key)
-        if task is None:
-            task = self._task_options[key] = _activity_task.options(**ray_options)
+        if task is None:  # retries are the activity's RetryPolicy's alone, not Ray's too
+            task = self._task_options[key] = _activity_task.options(
+                **ray_options, max_retries=0)
         return task
 
     async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                           options: ActivityOptions, info: ActivityInfo) -> Outcome:
         if options.local:
-            return await invoke_async(definition.fn, args, info)
-        if options.ray or RUNNERS == 0:
-            ref = self._task(options.ray).remote(definition.fn, args, info)
-        else:
-            ref = self._runner().run.remote(definition.fn, args, info)
+            if asyncio.iscoroutinefunction(definition.fn):
+                return await invoke_async(definition.fn, args, info)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._local, invoke, definition.fn, args, info)
+        ref = self._task(options.ray).remote(definition.fn, args, info, self.namespace)
         try:
             return await ref  # type: ignore[no-any-return]
         except asyncio.CancelledError:
-            ray.cancel(ref)
+            stopping = asyncio.get_running_loop().create_task(self._stop(ref))
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
             raise
-        except ray.exceptions.ActorDiedError as exc:  # a runner died: replace the pool
-            self._runners = []
-            return ("err", {"type": "ray.exceptions.ActorDiedError", "message": str(exc),
-                            "stack": "", "fatal": False})
         except RayError as exc:  # the worker died, or Ray could not run the task
             return ("err", {"type": f"ray.exceptions.{type(exc).__name__}", "message": str(exc),
                             "stack": "", "fatal": False})
+
+    @staticmethod
+    async def _stop(ref: Any) -> None:
+        """Interrupts a cancelled activity's task, then stops its process if it goes on."""
+        ray.cancel(ref)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ref.future())),
+                                   STOP_GRACE)
+        except asyncio.TimeoutError:
+            log.warning("an activity did not stop %gs after it was cancelled: stopping its "
+                        "process", STOP_GRACE)
+            ray.cancel(ref, force=True)
+        except Exception:
+            pass  # it stopped (cancelled, or failed on its way out)
 
     def report(self, summary: RunSummary) -> None:
         self._reports[summary.workflow_id] = summary

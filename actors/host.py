@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from rayline._activity import ActivityInfo
 from rayline._code import CodeRef
 from rayline._definition import as_workflow
 from rayline._serde import Payload
@@ -102,6 +103,10 @@ class HostActor:
 
     async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
         await self.host.deliver(workflow_id, event, run_id)
+
+    async def heartbeat(self, info: ActivityInfo, details: Any = None, number: int = 0
+                        ) -> bool:
+        return self.host.heartbeat(info, details, number)
 
     async def stats(self) -> HostStats:
         stats = await self.host.stats()

@@ -172,6 +172,17 @@ class RayLauncher:
     def avoid(self, nodes: set[str]) -> None:
         self._avoid = set(nodes)
 
+    async def probe(self, name: str) -> m.HostStats | None:
+        try:
+            handle = self.handles.get(name) or get_actor(self.namespace, name)
+            stats: m.HostStats = await handle.stats.remote()
+        except ValueError:  # no actor by that name
+            return None
+        except ray.exceptions.RayActorError:  # dead, or restarting
+            self.handles.pop(name, None)
+            return None
+        return stats
+
     async def retire(self, name: str) -> bool:
         try:
             handle = self.handles.get(name) or get_actor(self.namespace, name)

@@ -21,7 +21,7 @@ it survives the loss of any process, node or cluster and resumes where it was.
 """
 
 from . import errors, workflow
-from ._activity import ActivityDefinition, ActivityInfo, activity
+from ._activity import ActivityDefinition, ActivityInfo, activity, heartbeat
 from ._activity import info as activity_info
 from ._definition import WorkflowDefinition
 from ._options import ActivityOptions, RetryPolicy
@@ -34,6 +34,7 @@ from .client import (
     WorkflowHandle,
 )
 from .errors import (
+    ActivityCancelledError,
     ActivityError,
     CancelledFailure,
     CodeUnavailableError,
@@ -67,6 +68,7 @@ from .worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivityCancelledError",
     "ActivityDefinition",
     "ActivityError",
     "ActivityInfo",
@@ -111,6 +113,7 @@ __all__ = [
     "activity",
     "activity_info",
     "errors",
+    "heartbeat",
     "is_cancellation",
     "workflow",
 ]

@@ -4,6 +4,9 @@
 default options; ``workflow.proxy_activities`` and ``workflow.execute_activity`` call it
 durably. Inside a running activity, :func:`info` tells which workflow and attempt it
 belongs to; ``info().idempotency_key`` is stable across retries and recoveries.
+:func:`heartbeat` tells the workflow's host the activity is alive (and what it has done
+so far, for the next attempt); it raises ``ActivityCancelledError`` once the attempt is
+cancelled (its workflow cancelled or terminated, or the attempt timed out).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Callable, Generic, ParamSpec, TypeVar
 
 from ._options import ActivityOptions
 from ._serde import import_path
+from .errors import ActivityCancelledError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,6 +33,19 @@ class ActivityInfo:
     activity: str
     seq: int
     attempt: int
+    heartbeat_details: Any = None
+    """What the last attempt of this call passed to ``heartbeat`` (``None`` if nothing):
+    a retried attempt resumes from there (a training step, a file offset)."""
+    host: str | None = None
+    """The host the workflow runs on (where heartbeats go)."""
+
+    def is_cancelled(self) -> bool:
+        """Whether this attempt has been cancelled, as of its last ``heartbeat``."""
+        return self._attempt in _cancelled
+
+    @property
+    def _attempt(self) -> tuple[str, str, int, int]:
+        return (self.workflow_id, self.run_id, self.seq, self.attempt)
 
     @property
     def idempotency_key(self) -> str:
@@ -41,6 +58,33 @@ class ActivityInfo:
 _current: contextvars.ContextVar[ActivityInfo | None] = contextvars.ContextVar(
     "rayline_activity", default=None
 )
+Beat = Callable[[ActivityInfo, Any], bool]
+"""Sends a heartbeat (info, details) to the host; whether the attempt was cancelled."""
+_beat: contextvars.ContextVar[Beat | None] = contextvars.ContextVar(
+    "rayline_heartbeat", default=None)
+_cancelled: set[tuple[str, str, int, int]] = set()
+"""Attempts in this process told they are cancelled (``ActivityInfo.is_cancelled``)."""
+
+
+def heartbeat(details: Any = None) -> None:
+    """Tells the workflow's host this activity attempt is alive, with ``details`` of its
+    progress (kept by the host: the next attempt reads them as
+    ``activity_info().heartbeat_details``; ``describe()`` shows them). An attempt with a
+    ``heartbeat_timeout`` that stays silent longer than that is stopped and retried.
+    Cheap: it does not wait for the host.
+
+    Raises:
+        ActivityCancelledError: the attempt was cancelled; clean up and return or raise.
+        LookupError: called outside an activity.
+    """
+    current = info()
+    beat = _beat.get()
+    if beat is not None and beat(current, details):
+        _cancelled.add(current._attempt)
+    if current.is_cancelled():
+        raise ActivityCancelledError(
+            f"activity {current.activity} (call {current.seq}, attempt {current.attempt}) "
+            f"of workflow {current.workflow_id} was cancelled")
 
 
 def info() -> ActivityInfo:

@@ -79,13 +79,13 @@ class ActivityOptions:
     schedule_to_close: float | None = None
     """Longest time all attempts together may take."""
     heartbeat_timeout: float | None = None
-    """Reserved: accepted and recorded."""
+    """Longest silence between two ``rayline.heartbeat`` calls of an attempt: past it the
+    attempt is stopped and retried (not for local activities)."""
     retry: RetryPolicy | None = None
     """Retry policy; the default is ``RetryPolicy()``."""
-    task_queue: str | None = None
-    """Reserved: accepted and recorded."""
     local: bool | None = None
-    """Run inline in the workflow's host process (cheap steps), not as a Ray task."""
+    """Run in the workflow's host process (cheap steps), not as a Ray task: an async
+    function on the host's event loop, a sync one on a host thread."""
     ray: dict[str, Any] = field(default_factory=dict)
     """Ray task options: num_cpus, num_gpus, memory, resources, runtime_env, ..."""
 
@@ -93,6 +93,11 @@ class ActivityOptions:
     def build(cls, **options: Any) -> ActivityOptions:
         """Builds options from keyword arguments, with clear errors for unknown names."""
         ray = {k: options.pop(k) for k in list(options) if k in RAY_TASK_OPTIONS}
+        if "task_queue" in options:
+            raise InvalidInputError(
+                "task_queue is not an activity option: an activity runs as a Ray task "
+                "wherever Ray places it; choose nodes with Ray options (resources, "
+                "label_selector, num_gpus) or run it in the host with local=True")
         unknown = set(options) - {f.name for f in dataclasses.fields(cls)} - {"ray"}
         if unknown:
             raise InvalidInputError(f"unknown activity option(s): {', '.join(sorted(unknown))}")

@@ -178,6 +178,13 @@ class TimeoutFailure(ActivityError):
     """An activity exceeded start_to_close or schedule_to_close (code 596)."""
 
 
+class ActivityCancelledError(RaylineError):
+    """Raised by ``rayline.heartbeat()`` in an activity attempt that was cancelled (its
+    workflow was cancelled or terminated, or the attempt timed out): clean up and stop."""
+
+    code = 499
+
+
 class FatalError(RaylineError):
     """Raise inside an activity to fail it at once, without retries (code 598)."""
 

@@ -167,6 +167,13 @@ class PendingWork(_Message):
     kind: WorkKind
     signal_id: str | None = None
     """For a ``wait``: the signal it waits for."""
+    attempt: int | None = None
+    """For a running ``activity``: its attempt number."""
+    heartbeat_details: pydantic.JsonValue = None
+    """For an ``activity``: what its last ``rayline.heartbeat`` said (as JSON, or its
+    ``repr`` when it is not JSON)."""
+    heartbeat_age: float | None = None
+    """For an ``activity``: seconds since its attempt began or last sent a heartbeat."""
 
 
 class WorkflowDescription(pydantic.BaseModel):

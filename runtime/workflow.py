@@ -94,8 +94,8 @@ def proxy_activities(*activities: Any, **options: Any) -> Any:
         *activities: ``@rayline.activity`` functions, plain functions, or modules (every
             activity defined in the module).
         **options: ``start_to_close``, ``schedule_to_close``, ``heartbeat_timeout``,
-            ``retry``, ``task_queue``, ``local`` and any Ray resource option; they apply
-            over each activity's own defaults.
+            ``retry``, ``local`` and any Ray resource option; they apply over each
+            activity's own defaults.
     """
     table: dict[str, ActivityDefinition[Any, Any]] = {}
     for item in activities:

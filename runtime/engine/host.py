@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import math
 import os
@@ -65,6 +66,7 @@ from ..errors import (
 )
 from ..messages import (
     HostStats,
+    PendingWork,
     RunOutcome,
     RunStatus,
     RunSummary,
@@ -88,7 +90,7 @@ from ..timeline import (
     home_of,
 )
 from . import reuse
-from .activities import run_with_retries
+from .activities import Outcome, run_with_retries
 from .api import HostAPI
 from .blackbox import Blackbox
 from .execution import Execution, Mail, wake_of
@@ -114,6 +116,16 @@ class Backend(Protocol):
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str: ...
     async def locate(self, workflow_id: str) -> str: ...
     def report(self, summary: RunSummary) -> None: ...
+
+
+class Heartbeat:
+    """The running attempt of one activity call and its last heartbeat (when, details)."""
+
+    def __init__(self, info: ActivityInfo, details: Any) -> None:
+        self.info = info
+        self.details = details
+        self.number = 0  # of the heartbeat the details come from
+        self.at = time.monotonic()
 
 
 class Stuck:
@@ -158,6 +170,8 @@ class Host:
         """The code version of this host's process: every run it starts records it."""
         self.names: dict[str, WorkflowDefinition[Any, Any]] = {}
         self.stuck: dict[str, Stuck] = {}
+        self.beats: dict[tuple[str, int], Heartbeat] = {}
+        """The attempt of each activity call running now, by (workflow id, call)."""
         self.blocked: dict[str, str] = {}
         """The watchdog's last report per workflow that blocked the event loop."""
         self.watchdog = watchdog or Watchdog(self._on_blocked)
@@ -779,7 +793,8 @@ class Host:
         elif execution is not None and not execution.fenced:
             search, enrich = execution.fields()
             started, outcome, status = execution.started, execution.outcome, execution.status()
-            pending, updated = execution.pending(), execution.updated_at
+            pending, updated = self._with_beats(workflow_id, execution.pending()), \
+                execution.updated_at
             host, version = self.host_name, execution.version
             slips = execution.guard_reports()
             state = outcome.status if outcome else RunStatus.RUNNING
@@ -952,12 +967,77 @@ class Host:
     def run_activity(self, execution: Execution, seq: int,
                      definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                      options: ActivityOptions) -> Any:
-        def attempt(number: int) -> Any:
-            info = ActivityInfo(execution.workflow_id, execution.run_id, definition.name, seq,
-                                number)
-            return self.backend.run_attempt(definition, args, options, info)
+        key = (execution.workflow_id, seq)
 
-        return run_with_retries(seq, definition.name, options, attempt)
+        async def attempt(number: int) -> Outcome:
+            beat = self.beats.get(key)
+            info = ActivityInfo(execution.workflow_id, execution.run_id, definition.name, seq,
+                                number, heartbeat_details=beat.details if beat else None,
+                                host=self.host_name)
+            self.beats[key] = Heartbeat(info, beat.details if beat else None)
+            work = asyncio.ensure_future(self.backend.run_attempt(definition, args, options,
+                                                                  info))
+            try:
+                return await self._watch(work, key, info, options)
+            except BaseException:
+                work.cancel()  # the attempt was cancelled or timed out: its work stops
+                raise
+
+        async def run() -> Event:
+            try:
+                return await run_with_retries(seq, definition.name, options, attempt)
+            finally:
+                self.beats.pop(key, None)
+
+        return run()
+
+    async def _watch(self, work: asyncio.Future[Outcome], key: tuple[str, int],
+                     info: ActivityInfo, options: ActivityOptions) -> Outcome:
+        """The attempt's outcome; with a ``heartbeat_timeout`` (not for local activities,
+        which cannot heartbeat), a failure once it stays silent that long."""
+        timeout = options.heartbeat_timeout
+        if timeout is None or options.local:
+            return await work
+        while True:
+            beat = self.beats.get(key)
+            silent = time.monotonic() - (beat.at if beat is not None else 0.0)
+            if silent >= timeout:
+                log.warning("host %s: activity %s (call %d) of %s sent no heartbeat for "
+                            "%gs: stopping attempt %d", self.host_name, info.activity,
+                            info.seq, info.workflow_id, timeout, info.attempt)
+                work.cancel()
+                return "err", {"type": "rayline.errors.TimeoutFailure", "fatal": False,
+                               "message": f"no heartbeat for {timeout:g}s "
+                                          "(heartbeat_timeout)", "stack": "", "timeout": True}
+            await asyncio.wait([work], timeout=timeout - silent)
+            if work.done():
+                return work.result()
+
+    def _with_beats(self, workflow_id: str, pending: list[PendingWork]) -> list[PendingWork]:
+        """``pending`` with each running activity's attempt and last heartbeat."""
+        found = []
+        for work in pending:
+            beat = self.beats.get((workflow_id, work.seq))
+            if work.kind == "activity" and beat is not None:
+                work = work.model_copy(update={
+                    "attempt": beat.info.attempt, "heartbeat_details": _json(beat.details),
+                    "heartbeat_age": time.monotonic() - beat.at})
+            found.append(work)
+        return found
+
+    def heartbeat(self, info: ActivityInfo, details: Any = None, number: int = 0) -> bool:
+        """Records heartbeat ``number`` of an activity attempt (an older one arriving late
+        is not kept: actor calls may run out of order); whether that attempt is
+        cancelled (no longer awaited here: its workflow was cancelled or terminated, or
+        it timed out or moved)."""
+        beat = self.beats.get((info.workflow_id, info.seq))
+        if beat is None or beat.info.run_id != info.run_id \
+                or beat.info.attempt != info.attempt:
+            return True
+        beat.at = time.monotonic()
+        if number >= beat.number:
+            beat.details, beat.number = details, number
+        return False
 
     def start_child(self, execution: Execution, command: StartChild) -> Awaitable[Event | None]:
         return self.routing.start_child(execution, command)
@@ -1125,6 +1205,15 @@ class Host:
             task_queue=started.task_queue, status=RunStatus.STUCK.code, state=stuck.state,
             started_at=started.time, search=fields_of(started, stuck.batches)[0],
             error=stuck.reason, version=home_of(started, stuck.batches)[1]))
+
+
+def _json(value: Any) -> Any:
+    """``value`` if it is JSON, else its ``repr`` (for ``describe()``)."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _finished_value(task: asyncio.Task[RunOutcome]) -> RunOutcome | Exception | None:

@@ -111,7 +111,12 @@ class Launcher(Protocol):
         """Tells running host ``name`` about workflows registered by name."""
 
     def host(self, name: str) -> HostAPI:
-        """Calls to a running host (the registry moves runs between hosts)."""
+        """Calls to a host, started again if it is not running (the registry moves runs
+        between hosts)."""
+
+    async def probe(self, name: str) -> m.HostStats | None:
+        """The stats of host ``name`` if it is running; ``None`` if not (never started,
+        retired, dead or restarting). Never starts it."""
 
     def nodes(self, labels: dict[str, str] | None = None) -> list[str]:
         """The alive nodes of the cluster with ``labels`` (an elastic pool has a host per
@@ -378,10 +383,13 @@ class Registry:
             self.drained_nodes -= gone
             self.launcher.avoid(self.drained_nodes)
             await self._save_drains()
-        swept = await self._stats(sorted(self.hosts))  # a host no one calls is started again
-        for seen in swept:
-            if seen.host in self.drained and not seen.draining:  # Ray restarted it
-                await self.launcher.host(seen.host).drain()
+        names = sorted(self.hosts)
+        for name, seen in zip(names, await asyncio.gather(
+                *(self.launcher.probe(n) for n in names)), strict=True):
+            if seen is None and await self._io(self.runs.has_open, name):
+                await self._revive(name)  # dead with runs (its node went): start it again
+            elif seen is not None and name in self.drained and not seen.draining:
+                await self.launcher.host(name).drain()  # Ray restarted it undrained
         await self._retire_drained()
         newest: dict[str, tuple[float, str | None]] = {}
         for queue, vid in self.pools:
@@ -437,9 +445,16 @@ class Registry:
         return {node for node in alive if now - self._node_seen[node] >= NODE_SETTLE}
 
     async def _stats(self, names: list[str]) -> list[m.HostStats]:
-        found = await asyncio.gather(*(self.launcher.host(n).stats() for n in names),
+        """The stats of those of ``names`` that run now."""
+        found = await asyncio.gather(*(self.launcher.probe(n) for n in names),
                                      return_exceptions=True)
         return [s for s in found if isinstance(s, m.HostStats)]
+
+    async def _revive(self, name: str) -> None:
+        try:
+            await self.ensure_host(name)
+        except Exception:
+            log.exception("registry: cannot start host %s again", name)
 
     async def _rebalance(self, pool: list[str], added: list[str]) -> int:
         """Moves the parked runs of a pool's older hosts whose place is now one of the

@@ -254,3 +254,71 @@ async def wakes_once(folder: str, name: str, timeout: float | None) -> object:
     got = await workflow.condition("go", timeout=timeout)
     await workflow.execute_activity(step, folder, name, 0)
     return got
+
+
+@rayline.activity
+def busy(folder: str, name: str, seconds: float) -> int:
+    """A second or so of CPU; writes when it ran (``<name>.span``)."""
+    began = time.time()
+    while time.time() - began < seconds:
+        pass
+    with open(os.path.join(folder, f"{name}.span"), "w") as out:
+        out.write(f"{began} {time.time()}")
+    return 1
+
+
+@rayline.workflow
+async def busy_many(folder: str, n: int, seconds: float) -> int:
+    calls = [workflow.execute_activity(busy, folder, f"busy{i}", seconds) for i in range(n)]
+    return sum(await asyncio.gather(*calls))
+
+
+@rayline.activity
+def heeds_cancel(folder: str) -> str:
+    """A default activity (a Ray task of 1 CPU) that heartbeats and notices a cancel."""
+    _mark(folder, "heeds-started")
+    try:
+        for _ in range(600):
+            rayline.heartbeat()
+            time.sleep(0.1)
+    except (rayline.ActivityCancelledError, KeyboardInterrupt):
+        _mark(folder, "heeds-cancelled")
+        raise
+    return "finished"
+
+
+@rayline.workflow
+async def runs_heeding(folder: str) -> str:
+    return await workflow.execute_activity(heeds_cancel, folder)
+
+
+@rayline.activity(heartbeat_timeout=2, retry=RetryPolicy(maximum_attempts=2,
+                                                          initial_interval=0.1))
+def goes_silent(folder: str) -> object:
+    """Attempt 1 reports progress 1, 2, 3, then hangs without heartbeats; attempt 2
+    returns where attempt 1 got (its last heartbeat details)."""
+    info = rayline.activity_info()
+    if info.attempt > 1:
+        return {"attempt": info.attempt, "resumed_from": info.heartbeat_details}
+    for step_done in (1, 2, 3):
+        rayline.heartbeat({"step": step_done})
+    _mark(folder, "silent")
+    time.sleep(120)  # stopped by the host once heartbeat_timeout passes
+    return "not stopped"
+
+
+@rayline.workflow
+async def resumes_after_silence(folder: str) -> object:
+    return await workflow.execute_activity(goes_silent, folder)
+
+
+@rayline.activity(local=True)
+def local_nap(folder: str, seconds: float) -> str:
+    time.sleep(seconds)
+    _mark(folder, "local-nap-done")
+    return "napped"
+
+
+@rayline.workflow
+async def naps_locally(folder: str, seconds: float) -> str:
+    return await workflow.execute_activity(local_nap, folder, seconds)

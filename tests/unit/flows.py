@@ -389,3 +389,40 @@ async def upgradable_v2(early: bool) -> str:
 upgradable = upgradable_v1
 """What ``tests.unit.flows:upgradable`` imports: a test sets it to ``upgradable_v2`` to be
 the code a new version's host process would import."""
+
+
+@rayline.activity(heartbeat_timeout=0.3, retry=RetryPolicy(maximum_attempts=2,
+                                                            initial_interval=0.01))
+async def silent_after_three() -> object:
+    info = rayline.activity_info()
+    if info.attempt > 1:
+        return [info.attempt, info.heartbeat_details]
+    for done in (1, 2, 3):
+        rayline.heartbeat(done)
+    await asyncio.sleep(30)  # no more heartbeats: stopped and retried
+    return "not stopped"
+
+
+@rayline.workflow
+async def resumes_from_heartbeat() -> object:
+    return await workflow.execute_activity(silent_after_three)
+
+
+HEEDED: list[str] = []
+
+
+@rayline.activity
+async def heartbeats_until_cancelled() -> str:
+    try:
+        for _ in range(3000):
+            rayline.heartbeat("working")
+            await asyncio.sleep(0.01)
+    except asyncio.CancelledError:
+        HEEDED.append("cancelled")
+        raise
+    return "finished"
+
+
+@rayline.workflow
+async def runs_heartbeating() -> str:
+    return await workflow.execute_activity(heartbeats_until_cancelled)

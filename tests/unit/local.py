@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rayline import _activity
 from rayline._activity import ActivityDefinition, ActivityInfo
 from rayline._options import ActivityOptions
 from rayline.engine.activities import Outcome, invoke_async
@@ -27,7 +28,12 @@ class LocalBackend:
     async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                           options: ActivityOptions, info: ActivityInfo) -> Outcome:
         self.executions.append((info.workflow_id, info.seq, info.attempt))
-        return await invoke_async(definition.fn, args, info)
+        token = _activity._beat.set(  # heartbeats go straight to the host object
+            lambda beat, details: self.hosts[beat.host or ""].heartbeat(beat, details))
+        try:
+            return await invoke_async(definition.fn, args, info)
+        finally:
+            _activity._beat.reset(token)
 
     def host(self, name: str) -> HostAPI:
         return self.hosts[name]

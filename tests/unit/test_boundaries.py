@@ -41,7 +41,6 @@ def _annotations(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
 @pytest.mark.parametrize(("path", "cls"), [
     (ACTORS / "host.py", "HostActor"), (ACTORS / "registry.py", "RegistryActor"),
     (ACTORS / "_directory.py", "RayHost"), (ACTORS / "_directory.py", "RayRegistry"),
-    (ACTORS / "backend.py", "ActivityRunner"),
 ])
 def test_no_bare_dict_crosses_a_process(path: pathlib.Path, cls: str) -> None:
     for name, fn in _methods(path, cls).items():

@@ -63,6 +63,11 @@ class Launcher:
     def host(self, name: str) -> Any:
         return _Host(self, name)
 
+    async def probe(self, name: str) -> HostStats | None:
+        if name in self.retired:
+            return None
+        return await _Host(self, name).stats()
+
     async def retire(self, name: str) -> bool:
         if name in self.busy:
             return False

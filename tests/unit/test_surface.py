@@ -171,6 +171,8 @@ def test_bad_durations_name_the_problem(bad: object) -> None:
 def test_activity_options_reject_unknown_names_and_layer() -> None:
     with pytest.raises(errors.InvalidInputError, match="colour"):
         rayline.activity(colour="red")
+    with pytest.raises(errors.InvalidInputError, match="task_queue is not an activity option"):
+        rayline.activity(task_queue="gpu")  # Ray places activities: say it, do not ignore it
     act = rayline.activity(num_gpus=1, start_to_close="1m")(lambda x: x)
     layered = act.options(num_cpus=2, retry=rayline.RetryPolicy(maximum_attempts=7))
     assert layered.defaults.ray == {"num_gpus": 1, "num_cpus": 2}

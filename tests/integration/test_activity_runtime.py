@@ -1,0 +1,75 @@
+"""How activities run: every one is accounted by Ray (a default one takes a CPU), a
+cancelled one stops, a silent one is retried from its last heartbeat, and a sync local
+one does not hold up the other workflows of its host."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+import rayline
+
+from . import wf
+from .test_foundation import wait_until
+
+
+def most_at_once(folder: str) -> int:
+    """The most ``busy`` activities that ran at the same moment (from their spans)."""
+    spans = []
+    for path in glob.glob(os.path.join(folder, "*.span")):
+        with open(path) as found:
+            began, ended = map(float, found.read().split())
+        spans.append((began, ended))
+    edges = sorted([(b, 1) for b, _ in spans] + [(e, -1) for _, e in spans])
+    running = most = 0
+    for _, change in edges:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def test_default_activities_take_a_cpu_each_so_ray_bounds_how_many_run(
+        client: rayline.Client, marks: str) -> None:
+    cpus = int(rayline_cpus())
+    assert client.workflow.execute(wf.busy_many, args=[marks, 2 * cpus, 1.0]) == 2 * cpus
+    assert len(glob.glob(os.path.join(marks, "*.span"))) == 2 * cpus
+    assert most_at_once(marks) <= cpus
+
+
+def rayline_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources()["CPU"])
+
+
+def test_cancelling_a_workflow_stops_its_default_activity_which_sees_it(
+        client: rayline.Client, marks: str) -> None:
+    handle = client.workflow.start(wf.runs_heeding, args=[marks])
+    wait_until(lambda: wf.count(marks, "heeds-started") == 1)
+    handle.cancel()
+    with pytest.raises(rayline.WorkflowFailedError) as info:
+        handle.result(timeout=30)
+    assert rayline.is_cancellation(info.value)
+    wait_until(lambda: wf.count(marks, "heeds-cancelled") == 1, timeout=30)
+
+
+def test_a_silent_activity_is_stopped_and_retried_from_its_last_heartbeat(
+        client: rayline.Client, marks: str) -> None:
+    result = client.workflow.execute(wf.resumes_after_silence, args=[marks])
+    assert result == {"attempt": 2, "resumed_from": {"step": 3}}
+    assert wf.count(marks, "silent") == 1
+
+
+def test_a_sync_local_activity_does_not_hold_up_its_hosts_other_workflows(
+        client: rayline.Client, marks: str) -> None:
+    rayline.Worker.create(client, task_queue="one-host", hosts=1)
+    napping = client.workflow.start(wf.naps_locally, args=[marks, 3.0],
+                                    task_queue="one-host")
+    waiting = client.workflow.start(wf.wait_once, args=[None], task_queue="one-host")
+    assert napping.describe().host == waiting.describe().host
+    waiting.signal("go", "answered")
+    assert waiting.result(timeout=30) == "answered"
+    assert wf.count(marks, "local-nap-done") == 0  # the nap still runs: not waited for
+    assert napping.result(timeout=30) == "napped"
