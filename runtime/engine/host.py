@@ -943,9 +943,6 @@ class Host:
         on, and this host's open marker goes. A run this host still owns is kept."""
         await self._ready.wait()
         await self._settled(workflow_id)
-        pending = self._markers.get(workflow_id)  # a rewrite of it lands before it goes
-        if pending is not None:
-            await asyncio.wait([pending])
         started, batches = await self.read(self.runs.load, workflow_id)
         if home_of(started, batches)[0] == self.host_name:
             return
@@ -959,8 +956,15 @@ class Host:
             if retaking is not None:
                 await asyncio.wait([retaking])
             return
+        await self._marker_written(workflow_id)  # one the run asked for as it parked
         await self.read(self.runs.clear_open, self.host_name, workflow_id)
         self._resolve_closers(workflow_id, None)
+
+    async def _marker_written(self, workflow_id: str) -> None:
+        """Waits for a rewrite of the run's open marker in flight (before removing it:
+        a late rewrite would bring it back)."""
+        while (pending := self._markers.get(workflow_id)) is not None and not pending.done():
+            await asyncio.wait([pending])
 
     # ----------------------------------------------- environment: commands
 
@@ -1093,6 +1097,7 @@ class Host:
                                                    attempts=None)
             else:
                 log.info("host %s: %s is now owned by %s", self.host_name, workflow_id, owner)
+                await self._marker_written(workflow_id)
                 try:  # not ours to recover any more (a stale marker would only cost a replay)
                     await self.read(self.runs.clear_open, self.host_name, workflow_id,
                                     attempts=3)

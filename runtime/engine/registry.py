@@ -521,10 +521,18 @@ class Registry:
             force = time.monotonic() > deadline
             left = {}
             found = [w for w, _ in await self._io(self.runs.open_workflows, name)]
-            for workflow_id, why in (await self._move_all(pool, found, force)).items():
+            stale = [w for w in found if w in moved]  # moved, yet still marked here
+            for workflow_id, why in (await self._move_all(
+                    pool, [w for w in found if w not in moved], force)).items():
                 if why is None:
                     moved.append(workflow_id)
-                elif why != "it has closed":  # its marker goes with the close
+                elif why == "it has closed":  # elsewhere, or before its marker went
+                    stale.append(workflow_id)
+                else:
+                    left[workflow_id] = why
+            for workflow_id in stale:  # the host forgets it and its marker (not its own)
+                why = await self._let_go(name, workflow_id)
+                if why is not None:
                     left[workflow_id] = why
             if not left and not await self._io(self.runs.has_open, name):
                 break
@@ -566,6 +574,13 @@ class Registry:
 
         whys = await asyncio.gather(*(one(w) for w in workflow_ids))
         return dict(zip(workflow_ids, whys, strict=True))
+
+    async def _let_go(self, host: str, workflow_id: str) -> str | None:
+        try:
+            await self.launcher.host(host).let_go(workflow_id)
+            return None
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
 
     async def _move(self, host: str, workflow_id: str, force: bool = False) -> str | None:
         """Asks ``host`` to adopt a run: ``None`` once the run is there, else why not (a

@@ -33,7 +33,7 @@ def most_at_once(folder: str) -> int:
 def test_default_activities_take_a_cpu_each_so_ray_bounds_how_many_run(
         client: rayline.Client, marks: str) -> None:
     cpus = int(rayline_cpus())
-    assert client.workflow.execute(wf.busy_many, args=[marks, 2 * cpus, 1.0]) == 2 * cpus
+    assert client.workflow.execute(wf.busy_many, args=[marks, 2 * cpus, 0.5]) == 2 * cpus
     assert len(glob.glob(os.path.join(marks, "*.span"))) == 2 * cpus
     assert most_at_once(marks) <= cpus
 

@@ -22,10 +22,10 @@ SCRIPT = textwrap.dedent("""
     from ray.cluster_utils import Cluster
     storage, marks, parked_count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False})
+        "num_cpus": 4, "include_dashboard": False})
     labelled = {"rayline-test": "orchestration"}
-    labelled_node = cluster.add_node(num_cpus=1, labels=labelled)
-    cluster.add_node(num_cpus=1)
+    labelled_node = cluster.add_node(num_cpus=4, labels=labelled)
+    cluster.add_node(num_cpus=4)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR", runtime_env={"env_vars": {
         "PYTHONPATH": os.environ["PYTHONPATH"], "RAYLINE_SCALE_EVERY": "1",
@@ -58,7 +58,7 @@ SCRIPT = textwrap.dedent("""
         c.workflow.start(wf.wakes_once, args=[marks, w, 30.0 if i % 2 else None],
                          workflow_id=w)
     until(lambda: sum(s.parked for s in c.hosts()) == parked_count, "not all parked")
-    joined = cluster.add_node(num_cpus=1)
+    joined = cluster.add_node(num_cpus=4)
     until(lambda: any(s.node == joined.node_id and s.parked + s.running > 0
                       for s in c.hosts()), "nothing moved to the new node")
     out["moved_to_new_node"] = sum(s.parked + s.running for s in c.hosts()
@@ -89,7 +89,7 @@ SCRIPT = textwrap.dedent("""
 
     # 3b. Ray drains a node (as the autoscaler or a preemption notice does): the
     # registry notices, and the node's hosts empty before it goes
-    noticed = cluster.add_node(num_cpus=1)
+    noticed = cluster.add_node(num_cpus=4)
     until(lambda: any(s.node == noticed.node_id for s in c.hosts()), "no host on the node")
     notice = [f"n{i}" for i in range(60)]
     for w in notice:

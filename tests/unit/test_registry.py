@@ -97,6 +97,10 @@ class _Host:
     async def drain(self) -> None:
         self.launcher.draining.append(self.name)
 
+    async def let_go(self, workflow_id: str) -> None:
+        if self.launcher.runs is not None:
+            self.launcher.runs.clear_open(self.name, workflow_id)
+
     async def stats(self) -> HostStats:
         return HostStats(host=self.name, running=self.launcher.live.get(self.name, 0),
                          load=self.launcher.loads.get(self.name, 0.0),
@@ -490,5 +494,19 @@ def test_a_queue_with_node_labels_counts_and_uses_only_those_nodes(
         assert (await registry.scale())["added"] == []
         with pytest.raises(InvalidInputError, match="at least one label"):
             await registry.configure("orch", None, {}, HostOptions(node_labels={}))
+
+    run(main())
+
+
+def test_a_drain_clears_the_marker_of_a_run_that_closed_elsewhere(runs: RunStore) -> None:
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        launcher.node_ids = ["n0", "n1"]
+        await registry.hosts_for("q")
+        runs.mark_open("host-q-1", "done-elsewhere", parked_until=float("inf"))
+        launcher.refuse["done-elsewhere"] = "it has closed"  # its marker here is stale
+        report = await registry.drain("host-q-1")
+        assert (report.moved, report.left, report.retired) == ([], {}, True)
+        assert runs.open_workflows("host-q-1") == []
 
     run(main())
