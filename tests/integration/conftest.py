@@ -23,7 +23,7 @@ def ray_cluster() -> Iterator[dict[str, Any]]:
         port = probe.getsockname()[1]
     context = ray.init(
         address="local", include_dashboard=True, dashboard_host="127.0.0.1",
-        dashboard_port=port, num_cpus=4, logging_level="WARNING",
+        dashboard_port=port, num_cpus=8, logging_level="WARNING",
         runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"],
                                   "RAY_USAGE_STATS_ENABLED": "0"}},
     )

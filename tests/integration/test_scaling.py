@@ -42,6 +42,12 @@ SCRIPT = textwrap.dedent("""
                 (s.host, s.node, s.parked, s.running) for s in c.hosts()])
             time.sleep(0.2)
 
+    def answered(ids):  # signals each run: did each end with its id; its step counts
+        for w in ids:
+            c.workflow.get_handle(w).signal("go", w)
+        ok = [c.workflow.get_handle(w).result(timeout=180) for w in ids] == ids
+        return ok, sorted({wf.count(marks, w) for w in ids})
+
     def nodes_of_runs(ids):
         node_of = {s.host: s.node for s in c.hosts()}
         return {node_of[c.workflow.get_handle(i).describe().host] for i in ids}
@@ -81,11 +87,7 @@ SCRIPT = textwrap.dedent("""
     out["drained"] = [(len(r.moved), r.left, r.retired) for r in reports]
     out["left_on_drained_node"] = [s.host for s in c.hosts() if s.node == joined.node_id]
     cluster.remove_node(joined)
-    for w in waiting:
-        c.workflow.get_handle(w).signal("go", w)
-    out["drain_results_ok"] = [c.workflow.get_handle(w).result(timeout=180)
-                               for w in waiting] == waiting
-    out["drain_marks"] = sorted({wf.count(marks, w) for w in waiting})
+    out["drain_results_ok"], out["drain_marks"] = answered(waiting)
 
     # 3b. Ray drains a node (as the autoscaler or a preemption notice does): the
     # registry notices, and the node's hosts empty before it goes
@@ -104,11 +106,7 @@ SCRIPT = textwrap.dedent("""
     until(lambda: not any(s.node == noticed.node_id for s in c.hosts()),
           "the hosts of the node Ray drains did not go")
     cluster.remove_node(noticed)
-    for w in notice:
-        c.workflow.get_handle(w).signal("go", w)
-    out["notice_results_ok"] = [c.workflow.get_handle(w).result(timeout=180)
-                                for w in notice] == notice
-    out["notice_marks"] = sorted({wf.count(marks, w) for w in notice})
+    out["notice_results_ok"], out["notice_marks"] = answered(notice)
 
     # 4. a fixed pool grows from 1 to 3 hosts and back to 1 under a stream of starts
     # and signals
