@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from .. import messages as m
 from .._code import CodeRef
@@ -531,7 +531,7 @@ class Registry:
                 else:
                     left[workflow_id] = why
             for workflow_id in stale:  # the host forgets it and its marker (not its own)
-                why = await self._let_go(name, workflow_id)
+                why = await _why_not(self.launcher.host(name).let_go(workflow_id))
                 if why is not None:
                     left[workflow_id] = why
             if not left and not await self._io(self.runs.has_open, name):
@@ -575,20 +575,10 @@ class Registry:
         whys = await asyncio.gather(*(one(w) for w in workflow_ids))
         return dict(zip(workflow_ids, whys, strict=True))
 
-    async def _let_go(self, host: str, workflow_id: str) -> str | None:
-        try:
-            await self.launcher.host(host).let_go(workflow_id)
-            return None
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-
     async def _move(self, host: str, workflow_id: str, force: bool = False) -> str | None:
         """Asks ``host`` to adopt a run: ``None`` once the run is there, else why not (a
         failed call included)."""
-        try:
-            return await self.launcher.host(host).adopt(workflow_id, force)
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
+        return await _why_not(self.launcher.host(host).adopt(workflow_id, force))
 
     async def host_stats(self) -> list[m.HostStats]:
         """Every host started here: its runs (live, parked, stuck), node and whether it
@@ -742,6 +732,14 @@ class Registry:
             except Exception:
                 log.exception("registry: cannot resume host %s", name)
         return len(names)
+
+
+async def _why_not(call: Awaitable[str | None]) -> str | None:
+    """What a call to a host answers (``None``: done, else why not), its error as text."""
+    try:
+        return await call
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _check_options(options: m.HostOptions) -> None:
