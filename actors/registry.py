@@ -31,6 +31,8 @@ RETIRE_EVERY = float(os.environ.get("RAYLINE_RETIRE_EVERY", "300"))
 """Seconds between two rounds of retiring idle hosts (old versions, dedicated)."""
 SCALE_EVERY = float(os.environ.get("RAYLINE_SCALE_EVERY", "5"))
 """Seconds between two rounds of sizing the elastic pools (nodes, load)."""
+RETIRE_WAIT = 10.0
+"""Seconds a retired host's name may take to be released by Ray."""
 PLACE_WAIT = float(os.environ.get("RAYLINE_PLACE_WAIT", "30"))
 """Seconds a host asked for on one node waits to be placed there (the node may be full
 or gone) before it is started anywhere else instead."""
@@ -196,7 +198,20 @@ class RayLauncher:
             return False
         ray.kill(handle, no_restart=True)
         self.handles.pop(name, None)
-        return True
+        return await self._released(name)
+
+    async def _released(self, name: str) -> bool:
+        """Waits (up to ``RETIRE_WAIT`` seconds) until Ray no longer knows actor
+        ``name``: ``ray.kill`` only asks, and a caller told a host is stopped may look it
+        up at once."""
+        for _ in range(int(RETIRE_WAIT / 0.05)):
+            try:
+                await asyncio.to_thread(get_actor, self.namespace, name)
+            except ValueError:
+                return True
+            await asyncio.sleep(0.05)
+        log.warning("registry: host %s was killed but Ray still names it", name)
+        return False
 
 
 def _packages(runtime_env: Fields) -> list[str]:
