@@ -13,6 +13,8 @@ registry are actor method calls."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +26,12 @@ from ray.exceptions import RayError
 from rayline import _activity
 from rayline._activity import ActivityDefinition, ActivityInfo
 from rayline._options import ActivityOptions
+from rayline._values import Stored, store_if_large
 from rayline.engine.activities import Outcome, invoke, invoke_async, run_sync_or_async
+from rayline.errors import SerializationError
+from rayline.failures import attempt_failure
 from rayline.messages import CodeVersion, RunSummary
+from rayline.storage import RunStore, open_store
 
 from ._directory import ActorDirectory
 from ._names import REGISTRY, get_actor
@@ -67,21 +73,64 @@ class _Beats:
         return cancelled
 
 
-@ray.remote
-def _activity_task(fn: Any, args: tuple[Any, ...], info: ActivityInfo,
-                   namespace: str) -> Outcome:
+@ray.remote(num_returns=2)
+def _activity_task(fn: Any, info: ActivityInfo, namespace: str, storage_url: str,
+                   *args: Any) -> tuple[Outcome, Any]:
+    """One attempt, as a Ray task (its args one by one, so Ray resolves ``ObjectRef``\ s):
+    its outcome, and for a large result the value, which stays in Ray's object store
+    (the outcome holds the reference the host records)."""
     token = _activity._beat.set(_Beats(namespace))
     try:
-        return run_sync_or_async(fn, args, info)
+        kind, value = run_sync_or_async(fn, args, info)
     finally:
         _activity._beat.reset(token)
+    if kind != "ok":
+        return (kind, value), None
+    obj = isinstance(value, ray.ObjectRef)  # the workflow gets an ObjectRef back
+    try:
+        plain = ray.get(value) if obj else value
+        ref = store_if_large(_runs(storage_url, namespace), plain, obj=obj,
+                             what=f"result of activity {info.activity!r}")
+    except Exception as exc:  # it cannot be pickled (fatal), or storage failed (retried)
+        return ("err", attempt_failure(exc, fatal=isinstance(exc, SerializationError))), None
+    if ref is None:
+        return ("ok", value), None
+    return ("ok", Stored(ref)), plain
+
+
+@functools.lru_cache(maxsize=8)
+def _runs(storage_url: str, namespace: str) -> RunStore:
+    return RunStore(open_store(storage_url), namespace)
+
+
+class RaySpace:
+    """Ray's object store, where a host keeps large values for the next activity."""
+
+    @staticmethod
+    def is_ref(value: Any) -> bool:
+        return isinstance(value, ray.ObjectRef)
+
+    @staticmethod
+    def put(value: Any) -> Any:
+        return ray.put(value)
+
+    @staticmethod
+    def get(ref: Any) -> Any:
+        return ray.get(ref)
+
+    @staticmethod
+    async def fetch(ref: Any) -> Any:
+        return await ref
 
 
 class RayBackend(ActorDirectory):
     """Backend for a host running inside a Ray actor."""
 
-    def __init__(self, namespace: str, version: CodeVersion | None = None) -> None:
+    def __init__(self, namespace: str, storage_url: str,
+                 version: CodeVersion | None = None) -> None:
         super().__init__(namespace, version)
+        self.storage_url = storage_url
+        self.space = RaySpace()
         self._reports: dict[str, RunSummary] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._task_options: dict[str, Any] = {}
@@ -93,7 +142,7 @@ class RayBackend(ActorDirectory):
         task = self._task_options.get(key)
         if task is None:  # retries are the activity's RetryPolicy's alone, not Ray's too
             task = self._task_options[key] = _activity_task.options(
-                **ray_options, max_retries=0)
+                **ray_options, max_retries=0, num_returns=2)
         return task
 
     async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
@@ -103,9 +152,13 @@ class RayBackend(ActorDirectory):
                 return await invoke_async(definition.fn, args, info)
             return await asyncio.get_running_loop().run_in_executor(
                 self._local, invoke, definition.fn, args, info)
-        ref = self._task(options.ray).remote(definition.fn, args, info, self.namespace)
+        ref, value_ref = self._task(options.ray).remote(definition.fn, info, self.namespace,
+                                                        self.storage_url, *args)
         try:
-            return await ref  # type: ignore[no-any-return]
+            kind, value = await ref
+            if isinstance(value, Stored):  # this host owns the task's returns: it keeps it
+                value = dataclasses.replace(value, object_ref=value_ref)
+            return kind, value
         except asyncio.CancelledError:
             stopping = asyncio.get_running_loop().create_task(self._stop(ref))
             self._stopping.add(stopping)

@@ -48,7 +48,7 @@ class HostActor:
         guards.install()  # before any workflow module is imported
         runs = RunStore(open_store(storage_url), namespace)
         definitions = [as_workflow(ref.load()) for ref in workflows.values()]
-        self.host = Host(name, runs, RayBackend(namespace, version), definitions,
+        self.host = Host(name, runs, RayBackend(namespace, storage_url, version), definitions,
                          version=version.id if version else None)
         self._recovery = asyncio.get_running_loop().create_task(self.host.recover())
 

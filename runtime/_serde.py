@@ -12,14 +12,31 @@ import base64
 import dataclasses
 import importlib
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import pydantic
 from pydantic import JsonValue
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from .errors import SerializationError
+
+if TYPE_CHECKING:
+    from ._values import Values
+
+
+class Ref(TypedDict):
+    """A large value in storage (see ``rayline._values``): what a payload holds in its
+    place."""
+
+    digest: str
+    """sha256 of the pickled value: its name in storage."""
+    size: int
+    """Bytes of the pickled value."""
+    type: str
+    """``module.qualname`` of the value's type."""
+    obj: NotRequired[bool]
+    """The workflow holds it as a Ray ``ObjectRef`` (an activity returned one)."""
 
 
 class Payload(TypedDict, total=False):
@@ -34,6 +51,8 @@ class Payload(TypedDict, total=False):
     """Import path of the dataclass ``j`` holds."""
     p: str
     """base64 cloudpickle of anything else."""
+    r: Ref
+    """A large value, kept in storage by itself."""
 
 
 Fields = dict[str, JsonValue]
@@ -76,12 +95,16 @@ def resolve_path(path: str) -> Any:
     return obj
 
 
-def encode(value: Any, *, what: str = "value") -> Payload:
-    """Encodes ``value`` as a payload.
+def encode(value: Any, *, what: str = "value", values: Values | None = None) -> Payload:
+    """Encodes ``value`` as a payload; with ``values``, a large one as a reference.
 
     Raises:
         SerializationError: naming ``what`` when the value cannot be serialised.
     """
+    if values is not None:
+        ref = values.reference(value, what=what)
+        if ref is not None:
+            return {"r": ref}
     if _is_json(value):
         return {"j": value}
     kind = type(value)
@@ -97,8 +120,18 @@ def encode(value: Any, *, what: str = "value") -> Payload:
     return {"p": pickle_b64(value, what=what)}
 
 
-def decode(payload: Payload) -> Any:
-    """Decodes a payload made by :func:`encode`."""
+def decode(payload: Payload, values: Values | None = None) -> Any:
+    """Decodes a payload made by :func:`encode` (a reference with the ``values`` of its
+    run, which read it from storage).
+
+    Raises:
+        SerializationError: a reference and no ``values``.
+    """
+    if "r" in payload:
+        if values is None:
+            raise SerializationError(f"large value {payload['r']['digest'][:12]} is kept "
+                                     "in storage: decode it with its run's values")
+        return values.value(payload["r"])
     if "p" in payload:
         return unpickle_b64(payload["p"])
     if "m" in payload:
@@ -122,6 +155,8 @@ def unpickle_b64(text: str) -> Any:
     return cloudpickle.loads(base64.b64decode(text))
 
 
-def encode_args(args: tuple[Any, ...] | list[Any], *, what: str) -> list[Payload]:
+def encode_args(args: tuple[Any, ...] | list[Any], *, what: str,
+                values: Values | None = None) -> list[Payload]:
     """Encodes call arguments, naming the argument that fails (``what`` arg 2)."""
-    return [encode(arg, what=f"{what} argument {i}") for i, arg in enumerate(args)]
+    return [encode(arg, what=f"{what} argument {i}", values=values)
+            for i, arg in enumerate(args)]

@@ -32,7 +32,9 @@ from . import _backoff, _serde, export, failures
 from ._code import CodeRef
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
+from ._serde import Payload
 from ._validate import validate_args, validate_fields, validate_task_queue
+from ._values import Values
 from .engine.api import HostAPI, RegistryAPI
 from .errors import (
     CancelledFailure,
@@ -172,6 +174,27 @@ class AsyncClient:
         self._results: _Coalescer[str, RunOutcome] = _Coalescer(
             lambda host, workflow_ids: host.results(workflow_ids))
         self.workflow = AsyncWorkflowClient(self)
+        self._store: RunStore | None = None
+
+    def runs(self) -> RunStore:
+        """The namespace in storage (read directly by exports and large values)."""
+        if self._store is None:
+            self._store = RunStore(open_store(self.storage_url), self.namespace)
+        return self._store
+
+    async def encode(self, value: Any, *, what: str) -> Payload:
+        """``value`` as a payload; a large one is written to storage first (a thread)."""
+        values = Values(self.runs())
+        payload = _serde.encode(value, what=what, values=values)
+        if values.writes:
+            await asyncio.to_thread(values.flush)
+        return payload
+
+    async def settle(self, outcome: RunOutcome) -> tuple[Any, BaseException | None]:
+        """(value, error) of a run's outcome; a large value is read from storage."""
+        if outcome.result is not None and "r" in outcome.result:
+            return await asyncio.to_thread(_settle, outcome, Values(self.runs()))
+        return _settle(outcome)
 
     async def connection(self) -> Connection:
         """The open connection, connecting (and resuming unfinished runs) on first use."""
@@ -317,16 +340,19 @@ class AsyncWorkflowClient:
             checked, name = tuple(args), workflow_name
         else:
             raise InvalidInputError("start() needs a workflow function or a workflow_name")
+        args = [await self._client.encode(arg, what=f"workflow {name!r} argument {i}")
+                for i, arg in enumerate(checked)]
+        sent = [SignalIn(signal_id=s, data=await self._client.encode(d, what=f"signal {s!r}"),
+                         request_id=uuid.uuid4().hex) for s, d in signals or ()]
         request = StartRequest(
             workflow_id=workflow_id, task_queue=task_queue, workflow_name=name, code=code,
-            args=_serde.encode_args(checked, what=f"workflow {name!r}"),
+            args=args,
             id_reuse_policy=options.get("id_reuse_policy"),
             search=options.get("search") or {}, memo=options.get("memo") or {},
             options=RunOptions(execution_timeout=optional_duration(
                 options.get("execution_timeout") or None, what="execution_timeout"),
                 strict=bool(options.get("strict", self._client.strict))),
-            signals=[SignalIn(signal_id=s, data=_serde.encode(d, what=f"signal {s!r}"),
-                              request_id=uuid.uuid4().hex) for s, d in signals or ()],
+            signals=sent,
             request_id=uuid.uuid4().hex)
         conn = await self._client.connection()
         schedule = itertools.islice(_backoff.delays(cap=1.0), _RELOCATE_ATTEMPTS)
@@ -445,7 +471,7 @@ class AsyncWorkflowHandle:
         work = self._outcome()
         outcome = await (asyncio.wait_for(work, seconds) if seconds is not None else work)
         self.run_id = outcome.run_id
-        value, error = _settle(outcome)
+        value, error = await self._client.settle(outcome)
         if error is None:
             return value
         if throw_on_error:
@@ -476,7 +502,7 @@ class AsyncWorkflowHandle:
                       buffer_if_missing: bool) -> None:
         if not isinstance(signal_id, str) or not signal_id:
             raise InvalidInputError("signal id must be a non-empty string")
-        payload = _serde.encode(data, what=f"signal {signal_id!r} data")
+        payload = await self._client.encode(data, what=f"signal {signal_id!r} data")
         seconds = optional_duration(expire, what="signal expire")
         if buffer_if_missing and self._host is None:
             conn = await self._client.connection()
@@ -523,7 +549,7 @@ class AsyncWorkflowHandle:
                                  and outcome.status is not RunStatus.CONTINUED,
                                  "response": None, "error": None}
         if outcome is not None:
-            value, error = _settle(outcome)
+            value, error = await self._client.settle(outcome)
             state["response"] = value
             if error is not None:
                 state["error"] = {"message": str(error), "type": type(error).__name__,
@@ -546,7 +572,7 @@ class AsyncWorkflowHandle:
         return await self._on_host(lambda host: host.query(self.workflow_id, name, args))
 
     def _runs(self) -> RunStore:
-        return RunStore(open_store(self._client.storage_url), self._client.namespace)
+        return self._client.runs()
 
     async def export(self, allow: list[str] | None = None, block: list[str] | None = None,
                      values: bool = True, unpickle: bool = False) -> dict[str, Any]:
@@ -591,10 +617,11 @@ class AsyncWorkflowHandle:
         return await asyncio.to_thread(build)
 
 
-def _settle(outcome: RunOutcome) -> tuple[Any, BaseException | None]:
+def _settle(outcome: RunOutcome, values: Values | None = None
+            ) -> tuple[Any, BaseException | None]:
     """(value, error) for a run's outcome."""
     if outcome.status is RunStatus.COMPLETED:
-        return _serde.decode(outcome.result or {"j": None}), None
+        return _serde.decode(outcome.result or {"j": None}, values), None
     if outcome.status is RunStatus.TERMINATED:
         return None, WorkflowTerminatedError(outcome.reason or "workflow terminated")
     if outcome.status is RunStatus.CONTINUED or outcome.failure is None:

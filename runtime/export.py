@@ -196,7 +196,12 @@ _UNPICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar("rayline_unpick
 
 def _decode_quietly(payload: _serde.Payload) -> Any:
     """A payload's value for an export. A pickled value is shown as its type and size,
-    never unpickled (that would run code from storage), unless the export asked for it."""
+    never unpickled (that would run code from storage), unless the export asked for it.
+    A large value kept in storage is shown as its reference, never read."""
+    if "r" in payload:
+        ref = payload["r"]
+        return {"stored": ref["type"], "bytes": ref["size"], "digest": ref["digest"],
+                **({"object_ref": True} if ref.get("obj") else {})}
     if "p" in payload and not _UNPICKLE.get():
         return pickled_summary(payload["p"])
     try:

@@ -20,7 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Iterable, Iterator, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -397,3 +397,15 @@ def fields_of(started: WorkflowStarted, batches: list[Batch]) -> tuple[Fields, F
             if isinstance(command, UpsertFields):
                 (search if command.indexed else enrich).update(command.fields)
     return search, enrich
+
+
+def payloads_of(events: Iterable[Event], started: WorkflowStarted | None = None
+                ) -> Iterator[Payload]:
+    """The values a replay of ``events`` (and of ``started``'s input) decodes."""
+    if started is not None:
+        yield from started.args
+    for event in events:
+        if isinstance(event, (ActivityCompleted, ChildCompleted)):
+            yield event.result
+        elif isinstance(event, SignalReceived):
+            yield event.data

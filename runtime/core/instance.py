@@ -31,6 +31,7 @@ from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
 from .._options import ActivityOptions
 from .._validate import validate_args
+from .._values import Values
 from ..errors import (
     ActivityError,
     CancelledFailure,
@@ -115,8 +116,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         started: WorkflowStarted,
         *,
         recorded_patches: Iterable[str] = (),
+        values: Values | None = None,
     ) -> None:
         self.definition = definition
+        self.values = values
+        """The run's large values (``None``: every value is small, or none is read)."""
         self.started = started
         self.is_replaying = False
         self.search_fields: dict[str, Any] = dict(started.search)
@@ -172,7 +176,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def _start_main(self) -> None:
         try:
-            args = tuple(_serde.decode(p) for p in self.started.args)
+            args = tuple(_serde.decode(p, self.values) for p in self.started.args)
             coro = self.definition.fn(*args)
         except BaseException as exc:  # noqa: BLE001 - any failure to begin fails the run
             self._close(FailWorkflow(failure=failure_from(exc)))
@@ -197,14 +201,16 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         exc = task.exception()
         if exc is None:
             try:
-                result = _serde.encode(task.result(), what="workflow result")
+                result = _serde.encode(task.result(), what="workflow result",
+                                       values=self.values)
             except RaylineError as err:
                 self._close(FailWorkflow(failure=failure_from(err)))
                 return
             self._close(CompleteWorkflow(result=result))
         elif isinstance(exc, ContinueAsNew):
             try:
-                args = _serde.encode_args(exc.new_args, what="continue_as_new")
+                args = _serde.encode_args(exc.new_args, what="continue_as_new",
+                                          values=self.values)
             except RaylineError as err:
                 self._close(FailWorkflow(failure=failure_from(err)))
                 return
@@ -220,7 +226,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def _apply(self, event: Event) -> None:
         if isinstance(event, ActivityCompleted):
-            self._resolve(event.seq, lambda: _serde.decode(event.result))
+            self._resolve(event.seq, lambda: _serde.decode(event.result, self.values))
         elif isinstance(event, ActivityFailed):
             self._reject(event.seq, activity_error(event.failure))
         elif isinstance(event, TimerFired):
@@ -241,7 +247,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 if not pending.extra.get("wait", True):
                     self._pending.pop(event.seq)
         elif isinstance(event, ChildCompleted):
-            self._resolve(event.seq, lambda: _serde.decode(event.result))
+            self._resolve(event.seq, lambda: _serde.decode(event.result, self.values))
         elif isinstance(event, ChildFailed):
             pending = self._pending.get(event.seq)
             if pending is not None:
@@ -282,7 +288,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 continue
             if pending.extra.get("timer"):
                 self._commands.append(CancelTimer(seq=seq))
-            pending.future.set_result(_serde.decode(event.data))
+            pending.future.set_result(_serde.decode(event.data, self.values))
             return
         self._signals.setdefault(event.signal_id, collections.deque()).append(event)
 
@@ -339,7 +345,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         options: ActivityOptions,
     ) -> asyncio.Future[Any]:
         args = validate_args(definition.fn, args, what=f"activity {definition.name!r}")
-        payloads = _serde.encode_args(args, what=f"activity {definition.name!r}")
+        payloads = _serde.encode_args(args, what=f"activity {definition.name!r}",
+                                      values=self.values)
         seq = self._next_seq()
         command = ScheduleActivity(
             seq=seq, activity=definition.name, args=payloads, options=options.to_json()
@@ -376,7 +383,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         buffered = self._take_signal(signal_id)
         if buffered is not None:
             future = self.create_future()
-            future.set_result(_serde.decode(buffered.data))
+            future.set_result(_serde.decode(buffered.data, self.values))
             return future
         if timeout is None:
             pending = self._open("wait", seq, None, signal_id=signal_id)
@@ -410,7 +417,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         workflow_id: str | None, task_queue: str | None, options: ChildOptions, wait: bool,
     ) -> tuple[asyncio.Future[str], asyncio.Future[Any]]:
         """Starts a child; ``code`` is (import path, pickled definition), either or none."""
-        payloads = _serde.encode_args(args, what=f"child workflow {name!r}")
+        payloads = _serde.encode_args(args, what=f"child workflow {name!r}",
+                                      values=self.values)
         seq = self._next_seq()
         child_id = workflow_id or f"{self.started.workflow_id}-{name}-{seq}"
         command = StartChild(
@@ -425,7 +433,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         return started, pending.future
 
     def signal_external(self, workflow_id: str, signal_id: str, data: Any) -> asyncio.Future[Any]:
-        payload = _serde.encode(data, what=f"signal {signal_id!r} data")
+        payload = _serde.encode(data, what=f"signal {signal_id!r} data", values=self.values)
         seq = self._next_seq()
         request_id = f"{self.started.workflow_id}:{self.started.run_id}:{seq}"
         command = SignalExternal(seq=seq, workflow_id=workflow_id, signal_id=signal_id,
@@ -606,7 +614,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
 
 def replay_timeline(
-    definition: WorkflowDefinition[Any, Any], started: WorkflowStarted, batches: Sequence[Batch]
+    definition: WorkflowDefinition[Any, Any], started: WorkflowStarted, batches: Sequence[Batch],
+    values: Values | None = None,
 ) -> tuple[WorkflowInstance, list[Command]]:
     """Rebuilds a run from its timeline and checks it against the code.
 
@@ -622,7 +631,7 @@ def replay_timeline(
                         if isinstance(c, RecordPatch)}
     # an event loop for workflow code only: the I/O methods of AbstractEventLoop stay abstract
     instance = WorkflowInstance(  # type: ignore[abstract]
-        definition, started, recorded_patches=recorded_patches)
+        definition, started, recorded_patches=recorded_patches, values=values)
     instance.is_replaying = True
     try:
         for batch in batches:

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 from .. import _serde, failures
 from .._activity import ActivityInfo, _current
 from .._options import ActivityOptions
+from .._values import Values
 from ..errors import FatalError
 from ..failures import attempt_failure
 from ..timeline import ActivityCompleted, ActivityFailed, Event
@@ -61,12 +62,14 @@ Attempt = Callable[[int], Awaitable[Outcome]]
 
 async def run_with_retries(
     seq: int, name: str, options: ActivityOptions, attempt: Attempt,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, *,
+    values: Values | None = None,
 ) -> Event:
     """Runs attempts until one succeeds or the policy says stop; returns the event to record.
 
     ``attempt(n)`` runs attempt ``n`` and returns its outcome; it may raise
-    ``asyncio.TimeoutError`` when ``start_to_close`` passes.
+    ``asyncio.TimeoutError`` when ``start_to_close`` passes. A result is encoded with the
+    run's ``values`` (a large one as a reference).
     """
     policy = options.retry_policy
     deadline = (time.monotonic() + options.schedule_to_close
@@ -86,7 +89,8 @@ async def run_with_retries(
                                   "timeout": True}
         if kind == "ok":
             try:
-                result = _serde.encode(value, what=f"result of activity {name!r}")
+                result = _serde.encode(value, what=f"result of activity {name!r}",
+                                       values=values)
             except Exception as exc:
                 reported = attempt_failure(exc, fatal=True)
                 return _failed(seq, name, reported, number, "fatal", failures.FATAL)

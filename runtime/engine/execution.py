@@ -35,6 +35,7 @@ from .. import timeline as tl
 from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
 from .._options import ActivityOptions
+from .._values import ObjectSpace, Values
 from ..core.instance import WorkflowInstance, replay_timeline
 from ..errors import ConflictError, NotHereError, WorkflowClosedError
 from ..failures import failure_from
@@ -65,6 +66,7 @@ class Environment(Protocol):
     """What a workflow execution needs from the host it lives in."""
 
     runs: RunStore
+    space: ObjectSpace | None
     host_name: str
     watchdog: Watchdog
     blackbox: Blackbox
@@ -90,8 +92,10 @@ class Execution:
     """One workflow execution (see the module docstring)."""
 
     def __init__(self, env: Environment, definition: WorkflowDefinition[Any, Any],
-                 started: tl.WorkflowStarted) -> None:
+                 started: tl.WorkflowStarted, values: Values | None = None) -> None:
         self.env = env
+        self.values = values or Values(env.runs, env.space)
+        """The run's large values (read ahead, remembered, written before their batch)."""
         self.definition = definition
         self.started = started
         self.workflow_id = started.workflow_id
@@ -122,7 +126,8 @@ class Execution:
 
     def prepare(self, events: list[tl.Event]) -> tl.Batch:
         """Runs a new run's first activation; nothing is written or carried out yet."""
-        self.instance = WorkflowInstance(self.definition, self.started)  # type: ignore[abstract]
+        self.instance = WorkflowInstance(  # type: ignore[abstract]
+            self.definition, self.started, values=self.values)
         now = self.env.now()
         commands = self._activate(self.instance, events, now)
         return tl.Batch(seq=1, run_id=self.run_id, time=now, events=events, commands=commands,
@@ -200,13 +205,15 @@ class Execution:
             self._closed_fields = tl.fields_of(self.started, batches)
             if outcome.status is RunStatus.CONTINUED:
                 try:
-                    self.instance, _ = replay_timeline(self.definition, self.started, batches)
+                    self.instance, _ = replay_timeline(self.definition, self.started, batches,
+                                                       self.values)
                 except Exception:  # the run is closed: carry over nothing rather than fail
                     log.exception("workflow %s: cannot replay the closed run to find its "
                                   "unconsumed signals", self.workflow_id)
             self._finish(outcome, notify=False)
             return
-        self.instance, unfinished = replay_timeline(self.definition, self.started, batches)
+        self.instance, unfinished = replay_timeline(self.definition, self.started, batches,
+                                                    self.values)
         self._arm_deadline()
         self._loop_task = asyncio.create_task(self._loop(), name=f"execution:{self.workflow_id}")
         if not batches:  # the run object had no first batch: run it now
@@ -243,6 +250,7 @@ class Execution:
                     break  # closed (its first activation may have closed it)
                 items, self._mailbox = self._mailbox, []
                 events = instance.novel([event for event, _ in items])
+                await self.values.prefetch(tl.payloads_of(events), self.env.io)
                 now = self.env.now()
                 commands = self._activate(instance, events, now)
                 if events or commands or self._first:
@@ -265,6 +273,8 @@ class Execution:
         schedule = _backoff.delays()
         while True:
             try:
+                if self.values.writes:  # the large values the batch names come first
+                    await self.env.io(self.values.flush)
                 await self.env.io(self.env.runs.append, self.workflow_id, self.started.epoch, batch)
                 break
             except ConflictError:

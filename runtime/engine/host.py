@@ -51,6 +51,7 @@ from .._definition import WorkflowDefinition, as_workflow
 from .._options import ActivityOptions
 from .._serde import Payload
 from .._validate import validate_fields, validate_task_queue
+from .._values import ObjectSpace, Stored, Values
 from ..core import guards
 from ..core.instance import replay_timeline
 from ..errors import (
@@ -88,6 +89,7 @@ from ..timeline import (
     WorkflowStarted,
     fields_of,
     home_of,
+    payloads_of,
 )
 from . import reuse
 from .activities import Outcome, run_with_retries
@@ -165,6 +167,8 @@ class Host:
         self.clock = clock
         self.runs = runs
         self.backend = backend
+        self.space: ObjectSpace | None = getattr(backend, "space", None)
+        """The cluster's object store, where large values are kept for the next activity."""
         self.executions: dict[str, Execution] = {}
         self.version = version
         """The code version of this host's process: every run it starts records it."""
@@ -361,16 +365,24 @@ class Host:
         if owner != self.host_name:  # it moved (an upgrade) and this marker was left over
             await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
             raise NotHereError(f"workflow {workflow_id} runs on {owner}")
-        return self._revive(started, batches)
+        return self._revive(started, batches, await self._values_for(started, batches))
 
     def _load_owned(self, workflow_id: str) -> tuple[WorkflowStarted, list[Batch]]:
         """The latest run, read by its owner: a torn last batch is set aside."""
         return self.runs.load(workflow_id, repair=True)
 
-    def _revive(self, started: WorkflowStarted, batches: list[Batch]) -> Execution:
+    async def _values_for(self, started: WorkflowStarted, batches: list[Batch]) -> Values:
+        """A run's large values, the ones its replay reads fetched ahead (off the loop)."""
+        values = Values(self.runs, self.space)
+        await values.prefetch(payloads_of([e for b in batches for e in b.events], started),
+                              self.io)
+        return values
+
+    def _revive(self, started: WorkflowStarted, batches: list[Batch],
+                values: Values | None = None) -> Execution:
         workflow_id = started.workflow_id
         try:
-            execution = Execution(self, self._definition_of(started), started)
+            execution = Execution(self, self._definition_of(started), started, values)
             self.blackbox.running(workflow_id)
             try:
                 execution.resume(batches)
@@ -494,6 +506,7 @@ class Host:
                                for s in request.signals]
         events += [event for event, _ in carried]
         events += [signal for _, signal in early]
+        await execution.values.prefetch(payloads_of(events, started), self.io)
         first = execution.prepare(events)
         try:
             await self._create(started, first, attempts)
@@ -898,9 +911,10 @@ class Host:
         if owner == self.host_name:  # moved here before (this host restarted since)
             await self.resume_run(workflow_id)
             return None
+        values = await self._values_for(started, batches)
         try:
             instance, unfinished = replay_timeline(self._definition_of(started), started,
-                                                   batches)
+                                                   batches, values)
         except Exception as exc:
             return (f"its timeline does not replay on code version {self.version}: "
                     f"{type(exc).__name__}: {exc}")
@@ -925,7 +939,7 @@ class Host:
                 self.parking.add(workflow_id, parked_until)
                 self._report_parked(started, [*batches, move], instance.open_obligations())
             else:
-                self._report(self._revive(started, [*batches, move]))
+                self._report(self._revive(started, [*batches, move], values))
         finally:  # the run is this host's now, stuck or not: the old host lets go
             try:
                 await self.backend.host(owner).let_go(workflow_id)
@@ -972,6 +986,9 @@ class Host:
                      definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                      options: ActivityOptions) -> Any:
         key = (execution.workflow_id, seq)
+        values = execution.values
+        if not options.local:  # a task gets the large values it is passed from the cluster
+            args = values.task_args(args)
 
         async def attempt(number: int) -> Outcome:
             beat = self.beats.get(key)
@@ -982,14 +999,18 @@ class Host:
             work = asyncio.ensure_future(self.backend.run_attempt(definition, args, options,
                                                                   info))
             try:
-                return await self._watch(work, key, info, options)
+                kind, value = await self._watch(work, key, info, options)
             except BaseException:
                 work.cancel()  # the attempt was cancelled or timed out: its work stops
                 raise
+            if isinstance(value, Stored):  # a large result: the value stays in the cluster
+                values.received(value)
+            return kind, value
 
         async def run() -> Event:
             try:
-                return await run_with_retries(seq, definition.name, options, attempt)
+                return await run_with_retries(seq, definition.name, options, attempt,
+                                              values=values)
             finally:
                 self.beats.pop(key, None)
 
@@ -1107,7 +1128,8 @@ class Host:
                     self._resolve_closers(workflow_id, None)
                 return
             try:
-                execution = self._revive(started, batches)
+                execution = self._revive(started, batches,
+                                         await self._values_for(started, batches))
             except Exception as exc:
                 self._fail_mail(unwritten, exc)
                 return

@@ -9,6 +9,7 @@ Layout under ``<store>/<namespace>/``::
     open/<host>/<id>              marker: this host owns an unfinished run of <id>
     early/<id>/<stamp>            signals sent before the workflow exists
     packages/<name>               a code version's package (kept for cluster restarts)
+    objects/<sha256>              a large value (pickled), named by its content
     config/<name>                 queue, host and version documents of the registry
 
 Invariants:
@@ -378,6 +379,38 @@ class RunStore:
             return unframe(self._io(self.store.get, key), key)
         except FileNotFoundError:
             return None
+
+    # ------------------------------------------------------------ large values
+
+    def put_object(self, digest: str, data: bytes) -> None:
+        """Keeps a large value's bytes under their sha256 ``digest``; keeping the same
+        bytes again is a no-op (the name is the content)."""
+        try:
+            self._io(self.store.put, self._object(digest), data, exclusive=True)
+        except ConflictError:
+            pass  # there already, from an earlier write of the same value
+
+    def get_object(self, digest: str) -> bytes:
+        """A large value's bytes, checked against their digest.
+
+        Raises:
+            StorageError: no such object (storage was cleaned under the run).
+            CorruptTimelineError: the bytes are not the ones named.
+        """
+        key = self._object(digest)
+        try:
+            data = self._io(self.store.get, key)
+        except FileNotFoundError:
+            raise StorageError(f"{self.store.url}: {key}: a large value the timeline names "
+                               "is missing from storage") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise CorruptTimelineError(f"{key}: checksum mismatch (torn or altered write)")
+        return data
+
+    def _object(self, digest: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise InvalidInputError(f"{digest[:80]!r} is not a value digest")
+        return f"{self._base}/objects/{digest}"
 
     # ------------------------------------------------- small config documents
 

@@ -322,3 +322,39 @@ def local_nap(folder: str, seconds: float) -> str:
 @rayline.workflow
 async def naps_locally(folder: str, seconds: float) -> str:
     return await workflow.execute_activity(local_nap, folder, seconds)
+
+
+@rayline.activity
+def make_array(megabytes: int) -> object:
+    import numpy
+
+    return numpy.arange(megabytes * 2**20 // 8, dtype=numpy.float64)
+
+
+@rayline.activity
+def summarise(array: object) -> list[float]:
+    import numpy
+
+    assert isinstance(array, numpy.ndarray)
+    return [float(array.sum()), float(array.nbytes)]
+
+
+@rayline.workflow
+async def array_pipeline(megabytes: int, pause: bool) -> object:
+    array = await workflow.execute_activity(make_array, megabytes)
+    if pause:
+        await workflow.condition("go")  # the host may be killed here
+    return await workflow.execute_activity(summarise, array)
+
+
+@rayline.activity
+def put_array(megabytes: int) -> object:
+    import ray
+
+    return ray.put(make_array.fn(megabytes))
+
+
+@rayline.workflow
+async def object_ref_pipeline(megabytes: int) -> object:
+    ref = await workflow.execute_activity(put_array, megabytes)
+    return [type(ref).__name__, await workflow.execute_activity(summarise, ref)]

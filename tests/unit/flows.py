@@ -426,3 +426,35 @@ async def heartbeats_until_cancelled() -> str:
 @rayline.workflow
 async def runs_heartbeating() -> str:
     return await workflow.execute_activity(heartbeats_until_cancelled)
+
+
+BIG = 600_064  # bytes (256 x 2344): above the 256 KiB from which values go by reference
+
+
+@rayline.activity
+def make_big(n: int) -> bytes:
+    return bytes(range(256)) * (n // 256)
+
+
+@rayline.activity
+def measure(data: bytes, extra: bytes = b"") -> list[int]:
+    return [len(data), data[1], len(extra)]
+
+
+@rayline.workflow
+async def big_then_measure(n: int) -> list[int]:
+    data = await workflow.execute_activity(make_big, n)
+    assert await workflow.condition("go") == "now"  # a host may die here
+    return await workflow.execute_activity(measure, data)
+
+
+@rayline.workflow
+async def measures_input(data: bytes) -> object:
+    extra = await workflow.condition("extra")
+    return [await workflow.execute_activity(measure, data, extra), data[:3]]
+
+
+@rayline.workflow
+async def returns_its_input(data: bytes) -> bytes:
+    await workflow.sleep(0.01)
+    return data
