@@ -121,9 +121,8 @@ class Values:
         """The reference to encode ``value`` as, or ``None`` if it is small."""
         if isinstance(value, Stored):
             return value.ref
-        known = self._known.get(id(value))
-        if known is not None and known[1] is value:
-            return known[0]
+        if self.knows(value):
+            return self._known[id(value)][0]
         if type(value) in _SMALL:
             return None
         space = self.space
@@ -203,15 +202,20 @@ class Values:
             return args
         found = []
         for arg in args:
-            known = self._known.get(id(arg))
-            if known is not None and known[1] is arg and not known[0].get("obj"):
-                digest = known[0]["digest"]
+            ref = self._known[id(arg)][0] if self.knows(arg) else None
+            if ref is not None and not ref.get("obj"):
+                digest = ref["digest"]
                 held = self._refs.get(digest)
                 if held is None:
                     held = self._refs[digest] = self.space.put(arg)
                 arg = held
             found.append(arg)
         return tuple(found)
+
+    def knows(self, value: Any) -> bool:
+        """Whether ``value`` is a large value of this run (it goes by reference)."""
+        known = self._known.get(id(value))
+        return known is not None and known[1] is value
 
     def _remember(self, ref: Ref, value: Any) -> None:
         self._known[id(value)] = (ref, value)

@@ -344,7 +344,12 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
         options: ActivityOptions,
     ) -> asyncio.Future[Any]:
-        args = validate_args(definition.fn, args, what=f"activity {definition.name!r}")
+        checked = validate_args(definition.fn, args, what=f"activity {definition.name!r}")
+        if self.values is not None:  # a large value the run holds goes on as itself (by
+            checked = tuple(  # reference), not as the copy validation made of it
+                arg if type(arg) is type(new) and self.values.knows(arg) else new
+                for arg, new in zip(args, checked, strict=True))
+        args = checked
         payloads = _serde.encode_args(args, what=f"activity {definition.name!r}",
                                       values=self.values)
         seq = self._next_seq()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import ray
 
 import rayline
-from examples import batch_inference, hyperparameter_sweep, order_workflow
+from examples import batch_inference, hyperparameter_sweep, ml_pipeline, order_workflow
 
 from .conftest import host_actor
 
@@ -45,3 +46,16 @@ def test_batch_inference_continues_as_new_and_shows_its_progress(
     assert found["done"] == 2_000 and found["runs"] == 5
     assert found["positives"] == found["expected_positives"]
     assert found["progress_seen"] and found["progress_seen"][-1] <= 2_000
+
+
+def test_ml_pipeline_deploys_once_approved_and_keeps_its_data_set_once(
+        client: rayline.Client, storage: str) -> None:
+    approved = ml_pipeline.run(client, samples=4_000, epochs=60, workflow_id="ml-approved")
+    assert approved["accuracy"] >= 0.8 > approved["majority_baseline"]
+    assert approved["outcome"].startswith("deployed a model of 64 weights")
+    rejected = ml_pipeline.run(client, samples=4_000, epochs=60, approve=False,
+                               workflow_id="ml-rejected")
+    assert rejected["outcome"] == "kept the previous model: rejected by alice"
+    kept = [name for _, _, names in os.walk(storage) for name in names
+            if len(name) == 64]  # objects/<sha256>: the same data set, kept once
+    assert len(kept) == 1

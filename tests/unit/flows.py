@@ -458,3 +458,19 @@ async def measures_input(data: bytes) -> object:
 async def returns_its_input(data: bytes) -> bytes:
     await workflow.sleep(0.01)
     return data
+
+
+@rayline.activity
+def make_big_dict(n: int) -> dict[str, bytes]:
+    return {"a": make_big.fn(n), "b": b"small"}
+
+
+@rayline.activity
+def measure_dict(data: dict[str, bytes]) -> int:
+    return len(data["a"])
+
+
+@rayline.workflow
+async def typed_big_passed_on(n: int) -> int:
+    data = await workflow.execute_activity(make_big_dict, n)
+    return await workflow.execute_activity(measure_dict, data)  # validated, not copied

@@ -106,3 +106,14 @@ def test_a_value_that_cannot_be_pickled_is_refused_by_name(runs: RunStore) -> No
     with pytest.raises(SerializationError, match="the input.*generator"):
         _serde.encode((x for x in range(3)), what="the input", values=values)
     assert values.writes == {}
+
+
+def test_a_large_value_passed_to_a_typed_parameter_is_stored_once(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.typed_big_passed_on, flows.BIG))
+        assert _serde.decode((await host.result("wf")).result) == flows.BIG
+        assert len(_stored(runs)[0]) == 1
+
+    run(main)
