@@ -238,7 +238,7 @@ async def neighbour(kind: str) -> str:
     if kind == "sleep":
         await workflow.sleep(4)
         return "slept"
-    return str(await workflow.execute_activity(doze, 4.0))
+    return str(await workflow.execute_activity(doze, 4.0, num_cpus=0.25))  # all at once
 
 
 @rayline.activity
