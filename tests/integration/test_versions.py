@@ -217,6 +217,7 @@ RESTART = textwrap.dedent("""
 """)
 
 
+@pytest.mark.xdist_group("own-ray")  # one at a time: each starts a Ray
 def test_after_a_whole_ray_restart_runs_of_two_versions_resume_on_their_own_code(
         tmp_path: Any) -> None:
     _write(tmp_path / "a", "moda", "a")
