@@ -28,6 +28,7 @@ from rayline._activity import ActivityDefinition, ActivityInfo
 from rayline._options import ActivityOptions
 from rayline._values import Stored, store_if_large
 from rayline.engine.activities import Outcome, invoke, invoke_async, run_sync_or_async
+from rayline.engine.host import STARTED
 from rayline.errors import SerializationError
 from rayline.failures import attempt_failure
 from rayline.messages import CodeVersion, RunSummary
@@ -55,14 +56,16 @@ class _Beats:
         self.sent: list[Any] = []
         self.number = 0
 
-    def __call__(self, info: ActivityInfo, details: Any) -> bool:
+    def __call__(self, info: ActivityInfo, details: Any, number: int | None = None) -> bool:
         if info.host is None:
             return False
         handle = self.handles.get(info.host)
         if handle is None:
             handle = self.handles[info.host] = get_actor(self.namespace, info.host)
-        self.number += 1  # the host keeps the newest: calls may run out of order
-        self.sent.append(handle.heartbeat.remote(info, details, self.number))
+        if number is None:
+            self.number += 1  # the host keeps the newest: calls may run out of order
+            number = self.number
+        self.sent.append(handle.heartbeat.remote(info, details, number))
         answered, self.sent = ray.wait(self.sent, num_returns=len(self.sent), timeout=0)
         cancelled = False
         for ref in answered:
@@ -75,11 +78,15 @@ class _Beats:
 
 @ray.remote(num_returns=2)
 def _activity_task(fn: Any, info: ActivityInfo, namespace: str, storage_url: str,
-                   *args: Any) -> tuple[Outcome, Any]:
+                   watched: bool, *args: Any) -> tuple[Outcome, Any]:
     """One attempt, as a Ray task (its args one by one, so Ray resolves ``ObjectRef``\ s):
     its outcome, and for a large result the value, which stays in Ray's object store
-    (the outcome holds the reference the host records)."""
-    token = _activity._beat.set(_Beats(namespace))
+    (the outcome holds the reference the host records). A ``watched`` attempt (it has
+    a ``heartbeat_timeout``) tells its host first that it runs."""
+    beats = _Beats(namespace)
+    if watched:
+        beats(info, None, STARTED)
+    token = _activity._beat.set(beats)
     try:
         kind, value = run_sync_or_async(fn, args, info)
     finally:
@@ -152,8 +159,9 @@ class RayBackend(ActorDirectory):
                 return await invoke_async(definition.fn, args, info)
             return await asyncio.get_running_loop().run_in_executor(
                 self._local, invoke, definition.fn, args, info)
-        ref, value_ref = self._task(options.ray).remote(definition.fn, info, self.namespace,
-                                                        self.storage_url, *args)
+        ref, value_ref = self._task(options.ray).remote(
+            definition.fn, info, self.namespace, self.storage_url,
+            options.heartbeat_timeout is not None, *args)
         try:
             kind, value = await ref
             if isinstance(value, Stored):  # this host owns the task's returns: it keeps it

@@ -120,6 +120,11 @@ class Backend(Protocol):
     def report(self, summary: RunSummary) -> None: ...
 
 
+STARTED = -1
+"""The number of the heartbeat an attempt with a ``heartbeat_timeout`` sends as it
+begins to run: no details (the last attempt's stay), only "running now"."""
+
+
 class Heartbeat:
     """The running attempt of one activity call and its last heartbeat (when, details)."""
 
@@ -128,6 +133,9 @@ class Heartbeat:
         self.details = details
         self.number = 0  # of the heartbeat the details come from
         self.at = time.monotonic()
+        self.started = False
+        """The attempt said it runs (heartbeat ``STARTED``): silence counts from then on,
+        not while Ray holds the task for resources (a GPU, say)."""
 
 
 class Stuck:
@@ -1025,6 +1033,11 @@ class Host:
             return await work
         while True:
             beat = self.beats.get(key)
+            if beat is not None and not beat.started:  # queued: not silent, not yet
+                await asyncio.wait([work], timeout=timeout)
+                if work.done():
+                    return work.result()
+                continue
             silent = time.monotonic() - (beat.at if beat is not None else 0.0)
             if silent >= timeout:
                 log.warning("host %s: activity %s (call %d) of %s sent no heartbeat for "
@@ -1052,7 +1065,8 @@ class Host:
 
     def heartbeat(self, info: ActivityInfo, details: Any = None, number: int = 0) -> bool:
         """Records heartbeat ``number`` of an activity attempt (an older one arriving late
-        is not kept: actor calls may run out of order); whether that attempt is
+        is not kept: actor calls may run out of order; ``STARTED``, sent as a watched
+        attempt begins, keeps the details it had); whether that attempt is
         cancelled (no longer awaited here: its workflow was cancelled or terminated, or
         it timed out or moved)."""
         beat = self.beats.get((info.workflow_id, info.seq))
@@ -1060,6 +1074,7 @@ class Host:
                 or beat.info.attempt != info.attempt:
             return True
         beat.at = time.monotonic()
+        beat.started = True
         if number >= beat.number:
             beat.details, beat.number = details, number
         return False

@@ -474,3 +474,13 @@ def measure_dict(data: dict[str, bytes]) -> int:
 async def typed_big_passed_on(n: int) -> int:
     data = await workflow.execute_activity(make_big_dict, n)
     return await workflow.execute_activity(measure_dict, data)  # validated, not copied
+
+
+@rayline.activity(heartbeat_timeout=0.3, retry=RetryPolicy(maximum_attempts=2))
+def watched_quick() -> str:
+    return "ran"
+
+
+@rayline.workflow
+async def runs_watched_quick() -> object:
+    return await workflow.execute_activity(watched_quick)

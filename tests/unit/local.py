@@ -13,7 +13,7 @@ from rayline._activity import ActivityDefinition, ActivityInfo
 from rayline._options import ActivityOptions
 from rayline.engine.activities import Outcome, invoke_async
 from rayline.engine.api import HostAPI
-from rayline.engine.host import Host
+from rayline.engine.host import STARTED, Host
 from rayline.errors import NotHereError
 from rayline.messages import RegistryInfo, RunSummary
 from rayline.storage import RunStore
@@ -28,6 +28,8 @@ class LocalBackend:
     async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                           options: ActivityOptions, info: ActivityInfo) -> Outcome:
         self.executions.append((info.workflow_id, info.seq, info.attempt))
+        if options.heartbeat_timeout is not None and info.host in self.hosts:
+            self.hosts[info.host].heartbeat(info, None, STARTED)  # it runs now
         token = _activity._beat.set(  # heartbeats go straight to the host object
             lambda beat, details: self.hosts[beat.host or ""].heartbeat(beat, details))
         try:

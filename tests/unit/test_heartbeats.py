@@ -14,7 +14,7 @@ from rayline._activity import ActivityInfo
 from rayline.storage import LocalStore, RunStore
 
 from . import flows
-from .local import make_host
+from .local import LocalBackend, make_host
 from .test_host import request, run, until
 
 
@@ -56,5 +56,30 @@ def test_describe_shows_heartbeats_and_a_cancel_reaches_the_activity(
         stranger = ActivityInfo("nobody", "r", "a", 1, 1, host=host.host_name)
         assert host.heartbeat(stranger) is True
         await asyncio.sleep(0)
+
+    run(main)
+
+
+class QueuedBackend(LocalBackend):
+    """Activities wait ``delay`` seconds before they run, as a Ray task waits for the
+    resources it asked for."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def run_attempt(self, *args: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        return await super().run_attempt(*args)
+
+
+def test_time_spent_waiting_to_run_is_not_silence(runs: RunStore) -> None:
+    async def main() -> None:
+        backend = QueuedBackend(delay=1.0)  # three heartbeat timeouts in the queue
+        host = await make_host(runs, backend)
+        await host.start(request(flows.runs_watched_quick))
+        outcome = await host.result("wf")
+        assert _serde.decode(outcome.result) == "ran"
+        assert [attempt for _, _, attempt in backend.executions] == [1]
 
     run(main)
