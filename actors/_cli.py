@@ -2,9 +2,14 @@
 
     rayline resume [--address auto] [--storage URL] [--namespace NS]
     rayline list   [--status running] [--address auto] [--storage URL] [--namespace NS]
-    rayline workflow release ID [--address auto] [--storage URL] [--namespace NS]
-    rayline workflow terminate ID [--reason TEXT] [...]
+    rayline workflow start NAME [--id ID] [--queue Q] [--args JSON_LIST] [...]
+    rayline workflow show ID [...]
+    rayline workflow signal ID SIGNAL [--data JSON] [...]
+    rayline workflow result ID [--timeout SECONDS] [...]
+    rayline workflow export ID [--execution] [--json] [...]
+    rayline workflow cancel|terminate ID [--reason TEXT] [...]
     rayline workflow describe ID [...]
+    rayline workflow release ID [--address auto] [--storage URL] [--namespace NS]
     rayline versions [...]
     rayline versions upgrade OLD NEW [--workflow ID ...] [...]
     rayline retire [...]
@@ -26,6 +31,16 @@ same as JSON lines; ``hosts drain``
 moves every run of the hosts named (or of every host on a Ray node) to the rest of
 their pools and stops them, before a node is taken away.
 
+``workflow start`` starts a workflow registered by name (``Worker.create(...,
+workflows=[...])``) with JSON arguments and prints its id; ``show`` prints a workflow's
+state, host, version and what it waits on; ``signal`` sends a signal with JSON data;
+``result`` waits for the result and prints it as JSON (a failed workflow's error goes to
+stderr, exit status 1); ``export`` prints the HotMesh-style export (``--execution``: the
+event list), as JSON (``--json``: on one line).
+
+Errors (an unknown id, no cluster at ``--address``, bad input) are one line on stderr
+and exit status 2.
+
 ``release`` lets a quarantined workflow (one whose code crashed its host again and
 again) load and run again, after its code was fixed.
 """
@@ -33,10 +48,13 @@ again) load and run again, after its code was fixed.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from typing import Any
 
 import rayline
-from rayline.messages import HostStats
+from rayline.messages import HostStats, WorkflowDescription
 
 
 def status_table(hosts: list[HostStats]) -> str:
@@ -67,9 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", parents=[common], help="workflows, newest first")
     listing.add_argument("--status", default=None, help="only workflows in this state")
     workflow = commands.add_parser("workflow", parents=[common], help="one workflow")
-    workflow.add_argument("action", choices=["release", "terminate", "describe"])
-    workflow.add_argument("workflow_id", help="its id")
-    workflow.add_argument("--reason", default=None, help="terminate: why")
+    workflow.add_argument("action", choices=["start", "show", "signal", "result", "export",
+                                             "cancel", "terminate", "describe", "release"])
+    workflow.add_argument("workflow_id", help="its id (start: the workflow's name)")
+    workflow.add_argument("signal", nargs="?", help="signal: the signal's name")
+    workflow.add_argument("--reason", default=None, help="cancel, terminate: why")
+    workflow.add_argument("--id", dest="new_id", default=None, help="start: the id to give")
+    workflow.add_argument("--queue", default="default", help="start: the task queue")
+    workflow.add_argument("--args", default="[]", help="start: a JSON list of arguments")
+    workflow.add_argument("--data", default="null", help="signal: JSON data")
+    workflow.add_argument("--timeout", type=float, default=None, help="result: seconds")
+    workflow.add_argument("--execution", action="store_true",
+                          help="export: the event list (export_execution)")
+    workflow.add_argument("--json", action="store_true", help="export: one line")
     versions = commands.add_parser("versions", parents=[common],
                                    help="code versions; upgrade OLD NEW moves runs")
     versions.add_argument("action", nargs="?", choices=["upgrade"])
@@ -92,21 +120,92 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "versions" and args.action == "upgrade" and not (args.old and args.new):
         parser.error("versions upgrade needs OLD and NEW")
+    try:
+        return _run(parser, args)
+    except (rayline.RaylineError, ConnectionError) as exc:  # one line, no traceback
+        message = " ".join(str(exc).split())
+        print(f"rayline: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 2
+
+
+def _json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise rayline.InvalidInputError(f"{what} is not JSON: {exc}") from None
+
+
+def _workflow(client: rayline.Client, args: argparse.Namespace,
+              parser: argparse.ArgumentParser) -> int:
+    if args.action == "start":
+        arguments = _json(args.args, "--args")
+        if not isinstance(arguments, list):
+            raise rayline.InvalidInputError("--args must be a JSON list")
+        handle = client.workflow.start(workflow_name=args.workflow_id, args=arguments,
+                                       workflow_id=args.new_id, task_queue=args.queue)
+        print(json.dumps({"workflow_id": handle.workflow_id}))
+        return 0
+    handle = client.workflow.get_handle(args.workflow_id)
+    if args.action == "signal":
+        if not args.signal:
+            parser.error("workflow signal needs ID and SIGNAL")
+        handle.signal(args.signal, _json(args.data, "--data"))
+        print(f"signalled {args.workflow_id}: {args.signal}")
+    elif args.action == "result":
+        try:
+            value = handle.result(timeout=args.timeout)
+        except rayline.WorkflowFailedError as exc:
+            print(f"rayline: {args.workflow_id} failed: {' '.join(str(exc).split())}",
+                  file=sys.stderr)
+            return 1
+        print(json.dumps(value, default=repr))
+    elif args.action == "export":
+        exported = handle.export_execution() if args.execution else handle.export()
+        print(json.dumps(exported, default=repr, indent=None if args.json else 2))
+    elif args.action == "show":
+        sys.stdout.write(show(handle.describe()))
+    elif args.action == "cancel":
+        handle.cancel()
+        print(f"cancelled {args.workflow_id}")
+    elif args.action == "release":
+        handle.release()
+        print(f"released {args.workflow_id}")
+    elif args.action == "terminate":
+        handle.terminate(args.reason)
+        print(f"terminated {args.workflow_id}")
+    else:
+        sys.stdout.write(handle.describe().model_dump_json(indent=2) + "\n")
+    return 0
+
+
+def show(described: WorkflowDescription) -> str:
+    """A workflow's description for people: one field per line, then what it waits on."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(described.started_at))
+    lines = [f"workflow  {described.workflow_id} ({described.workflow_name})",
+             f"state     {described.state.value}",
+             f"run       {described.run_id} (attempt {described.attempt})",
+             f"started   {when}",
+             f"queue     {described.task_queue} on {described.host}",
+             f"version   {described.version or '-'}"]
+    if described.search:
+        lines.append(f"search    {json.dumps(described.search)}")
+    if described.error:
+        lines.append(f"error     {' '.join(described.error.split())}")
+    for work in described.pending:
+        detail = f" {work.signal_id!r}" if work.signal_id else \
+            f" (attempt {work.attempt})" if work.attempt else ""
+        lines.append(f"waits on  {work.kind}{detail}, call {work.seq}")
+    return "\n".join(lines) + "\n"
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     client = rayline.Client(address=args.address, storage=args.storage,
                             namespace=args.namespace)
     if args.command == "resume":
         hosts = client.resume()
         print(f"resumed unfinished workflows on {hosts} host(s) of namespace {args.namespace}")
     elif args.command == "workflow":
-        handle = client.workflow.get_handle(args.workflow_id)
-        if args.action == "release":
-            handle.release()
-            print(f"released {args.workflow_id}")
-        elif args.action == "terminate":
-            handle.terminate(args.reason)
-            print(f"terminated {args.workflow_id}")
-        else:
-            sys.stdout.write(handle.describe().model_dump_json(indent=2) + "\n")
+        return _workflow(client, args, parser)
     elif args.command == "retire":
         retired = client.run(client.aio.retire_idle())
         print(f"retired {len(retired)} idle host(s): {' '.join(retired)}")

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 
 import ray
 
 from rayline import versions
-from rayline.errors import InvalidInputError
+from rayline.errors import ClusterUnavailableError, InvalidInputError
 from rayline.messages import CodeVersion, RegistryInfo
 
 from ._directory import ActorDirectory
@@ -66,7 +67,32 @@ def ensure_ray(address: str | None) -> None:
     if address is None:
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     else:
-        ray.init(address=address, logging_level=logging.WARNING)
+        _probe(address)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except ConnectionError as exc:  # "auto" with no cluster on this machine
+            raise ClusterUnavailableError(f"no Ray cluster to join at {address!r}: "
+                                          f"{exc}") from None
+
+
+PROBE_TIMEOUT = 5.0
+"""Seconds to wait for a TCP answer from an explicit ``host:port`` before giving up."""
+
+
+def _probe(address: str) -> None:
+    """Fails fast when nothing listens at a ``host:port`` address (Ray would retry its
+    connection for minutes); other forms (``auto``, ``ray://...``) are left to Ray.
+
+    Raises:
+        ClusterUnavailableError: nothing answers there.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT).close()
+    except OSError as exc:
+        raise ClusterUnavailableError(f"no Ray cluster answers at {address}: {exc}") from None
 
 
 def of_job(explicit: str | None = None) -> CodeVersion | None:

@@ -225,6 +225,12 @@ class CodeUnavailableError(RaylineError):
     to bring it back, or terminate the run."""
 
 
+class ClusterUnavailableError(RaylineError, ConnectionError):
+    """No Ray cluster answers at the address given (``Client(address=...)``)."""
+
+    code = 503
+
+
 class HostDiedError(NotHereError):
     """The host handling the call died and did not come back in time (the call may or
     may not have taken effect)."""

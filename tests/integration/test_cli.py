@@ -1,0 +1,69 @@
+"""The ``rayline`` command, run as a subprocess against the session's live Ray: start a
+workflow by name, list, show, signal, result, export as JSON; a bad id and a missing
+cluster are one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import rayline
+
+from . import wf
+
+
+def _cli(*args: str, address: str, storage: str, namespace: str,
+         ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "rayline.actors._cli", *args, "--address", address,
+         "--storage", storage, "--namespace", namespace],
+        capture_output=True, text=True, timeout=120, env=env)
+    if ok:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_the_cli_starts_signals_shows_exports_and_gets_a_result(
+        client: rayline.Client, ray_cluster: dict[str, Any], storage: str,
+        namespace: str) -> None:
+    rayline.Worker.create(client, task_queue="cli", workflows=[wf.wait_once])
+    where = {"address": ray_cluster["address"], "storage": storage, "namespace": namespace}
+
+    started = _cli("workflow", "start", "wait_once", "--id", "by-cli", "--queue", "cli",
+                   "--args", "[null]", **where)
+    assert json.loads(started.stdout.splitlines()[-1]) == {"workflow_id": "by-cli"}
+    shown = _cli("workflow", "show", "by-cli", **where).stdout
+    assert "state     running" in shown and "waits on  wait 'go'" in shown
+    listed = [json.loads(line) for line in _cli("list", **where).stdout.splitlines()
+              if line.startswith("{")]
+    assert [(r["workflow_id"], r["state"]) for r in listed] == [("by-cli", "running")]
+
+    _cli("workflow", "signal", "by-cli", "go", "--data", '{"approved": true}', **where)
+    result = _cli("workflow", "result", "by-cli", "--timeout", "60", **where)
+    assert json.loads(result.stdout.splitlines()[-1]) == {"approved": True}
+    exported = json.loads(_cli("workflow", "export", "by-cli", "--json", **where).stdout)
+    assert exported["status"] == 0 and exported["state"]["response"] == {"approved": True}
+    events = json.loads(_cli("workflow", "export", "by-cli", "--execution", **where).stdout)
+    assert events["events"][0]["event_type"] == "workflow_execution_started"
+
+
+def test_a_bad_id_and_a_missing_cluster_are_one_line_errors(
+        ray_cluster: dict[str, Any], storage: str, namespace: str) -> None:
+    where = {"address": ray_cluster["address"], "storage": storage, "namespace": namespace}
+    unknown = _cli("workflow", "show", "no-such-id", ok=False, **where)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip().splitlines()[-1].startswith(
+        "rayline: error: WorkflowNotFoundError: workflow 'no-such-id' not found")
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nobody = _cli("list", ok=False, **{**where, "address": f"127.0.0.1:{port}"})
+    assert nobody.returncode == 2
+    assert nobody.stderr.strip().splitlines()[-1].startswith(
+        "rayline: error: ClusterUnavailableError: no Ray cluster answers at 127.0.0.1:")
