@@ -19,7 +19,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check runtime actors tests examples
 	$(MAKE) --no-print-directory typecheck
-	$(PY) -m pytest -q -m "not soak" -n 2 --dist loadgroup
+	$(PY) -m pytest -q -m "not soak"
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import uuid
 from typing import Any, Iterator
 
@@ -16,13 +17,18 @@ from rayline.actors._names import ray_namespace
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[dict[str, Any]]:
-    """The session's Ray (no dashboard: the Ray Jobs test starts a Ray of its own)."""
+    """The session's Ray, with its dashboard (the Ray Jobs API) on a free local port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     context = ray.init(
-        address="local", include_dashboard=False, num_cpus=8, logging_level="WARNING",
+        address="local", include_dashboard=True, dashboard_host="127.0.0.1",
+        dashboard_port=port, num_cpus=8, logging_level="WARNING",
         runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"],
                                   "RAY_USAGE_STATS_ENABLED": "0"}},
     )
-    yield {"address": context.address_info["gcs_address"]}
+    yield {"address": context.address_info["gcs_address"],
+           "dashboard": f"http://{context.dashboard_url}"}
     ray.shutdown()
 
 

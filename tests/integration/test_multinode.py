@@ -50,7 +50,6 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("own-ray")  # one at a time: each starts a Ray
 def test_hosts_spread_over_nodes_survive_a_node_loss_and_resources_place_activities(
         tmp_path: Any) -> None:
     marks = tmp_path / "marks"

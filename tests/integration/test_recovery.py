@@ -9,7 +9,6 @@ import sys
 import textwrap
 from typing import Any
 
-import pytest
 import ray
 
 import rayline
@@ -72,7 +71,6 @@ RESTART_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xdist_group("own-ray")  # one at a time: each starts a Ray
 def test_whole_ray_restart_resumes_every_unfinished_workflow(tmp_path: Any) -> None:
     storage, marks = str(tmp_path / "store"), str(tmp_path / "marks")
     os.makedirs(marks)

@@ -176,7 +176,6 @@ def _run(script: Any, *args: Any) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xdist_group("own-ray")  # one at a time: each starts a Ray
 def test_the_pool_follows_the_cluster_and_moves_runs_without_losing_one(
         tmp_path: Any) -> None:
     (tmp_path / "marks").mkdir()

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -216,7 +217,6 @@ RESTART = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xdist_group("own-ray")  # one at a time: each starts a Ray
 def test_after_a_whole_ray_restart_runs_of_two_versions_resume_on_their_own_code(
         tmp_path: Any) -> None:
     _write(tmp_path / "a", "moda", "a")
@@ -232,30 +232,24 @@ def test_after_a_whole_ray_restart_runs_of_two_versions_resume_on_their_own_code
     assert report["versions"]["a"] != report["versions"]["b"]
 
 
-JOB = textwrap.dedent("""
-    import json, os, socket, subprocess, sys, time
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    import ray
-    from ray.cluster_utils import Cluster
+@pytest.mark.timeout(600)  # the job API can take minutes to answer on a busy machine
+def test_a_workflow_started_by_a_ray_job_outlives_it_and_another_driver_finishes_it(
+        ray_cluster: dict[str, Any], storage: str, namespace: str, tmp_path: Any) -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
-    driver, storage, namespace, job_dir, other = sys.argv[1:6]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "dashboard_port": port})
-    jobs = JobSubmissionClient(f"http://127.0.0.1:{port}")
-    out = {}
+
+    job_dir = tmp_path / "job"
+    _write(job_dir, "modjob", "job")
+    shutil.copy(DRIVER, job_dir / "version_driver.py")
+    jobs = JobSubmissionClient(ray_cluster["dashboard"])
+
     deadline = time.monotonic() + 240
     while True:  # the job API answers once the node's agent is up
         try:
             job_id = jobs.submit_job(
                 entrypoint=f"{sys.executable} version_driver.py auto {storage} {namespace} "
                            "modjob wait by-job",
-                runtime_env={"working_dir": job_dir,
-                             "env_vars": {"DRIVER_WORKING_DIR": "-",
-                                          "PYTHONPATH": os.environ["PYTHONPATH"]}})
+                runtime_env={"working_dir": str(job_dir),
+                             "env_vars": {"DRIVER_WORKING_DIR": "-"}})
             break
         except (OSError, RuntimeError):  # refused, or "no available agent"
             assert time.monotonic() < deadline, "the job API never took the job"
@@ -264,36 +258,12 @@ JOB = textwrap.dedent("""
     while jobs.get_job_status(job_id) not in ended:
         assert time.monotonic() < deadline + 240, "the job did not end"
         time.sleep(0.5)
-    out["status"] = str(jobs.get_job_status(job_id))
-    out["logs"] = jobs.get_job_logs(job_id)[-3000:]
-    env = {k: v for k, v in os.environ.items() if k != "DRIVER_WORKING_DIR"}
-    finish = subprocess.run(  # a second driver, not a job, with none of the job's code
-        [sys.executable, driver, cluster.address, storage, namespace, "-", "finish",
-         "by-job"], cwd=other, env=env, capture_output=True, text=True, timeout=180)
-    out["finish"] = finish.stdout.strip().splitlines()[-1] if finish.returncode == 0 \
-        else finish.stderr[-3000:]
-    cluster.shutdown()
-    print(json.dumps(out))
-""")
-
-
-@pytest.mark.xdist_group("own-ray")  # one at a time: each starts a Ray
-@pytest.mark.timeout(600)
-def test_a_workflow_started_by_a_ray_job_outlives_it_and_another_driver_finishes_it(
-        tmp_path: Any) -> None:
-    job_dir = tmp_path / "job"
-    _write(job_dir, "modjob", "job")
-    shutil.copy(DRIVER, job_dir / "version_driver.py")
-    (tmp_path / "other").mkdir()
-    script = tmp_path / "job.py"
-    script.write_text(JOB)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, str(script), DRIVER, str(tmp_path / "store"), "jobs",
-                          str(job_dir), str(tmp_path / "other")],
-                         capture_output=True, text=True, timeout=560, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["status"] == "SUCCEEDED", report["logs"]
-    started = json.loads(report["logs"].strip().splitlines()[-1])
+    logs = jobs.get_job_logs(job_id)
+    assert jobs.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
+    started = json.loads(logs.strip().splitlines()[-1])
     assert started["version"].startswith("env-")  # the job's working_dir is its version
-    assert json.loads(report["finish"]) == {"by-job": "wf-job/act-job"}
+
+    (tmp_path / "other").mkdir()  # a second driver, not a job, with none of the job's code
+    finished = _output(_drive(tmp_path / "other", ray_cluster, storage, namespace, "-",
+                              "finish", "by-job"))
+    assert finished == {"by-job": "wf-job/act-job"}
