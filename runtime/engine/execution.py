@@ -4,12 +4,9 @@ lock), living in a host.
 Invariants (storage write order and crash recovery):
 - Events reach the execution through its mailbox. One activation takes everything in the
   mailbox, runs the core, and writes the events and the resulting commands as one batch
-  (group commit). Only after the batch is durable are the senders of the events
-  (signals, cancels) answered and the commands that others can observe carried out
-  (children, signals to other workflows, closing): everything the workflow has seen is
-  in storage before anything it asked for is seen outside. Activities and timers
-  (``EAGER``) start while the batch is written; what they bring back is applied only
-  after it.
+  (group commit). Only after the batch is durable are the commands carried out and the
+  senders of the events (signals, cancels) answered: everything the workflow has seen is
+  in storage before anything it asked for happens.
 - A write that fails in any way is retried with backoff, holding the activation (no
   exception from storage ends the execution's loop); a write refused because the batch key
   holds another object (``ConflictError``) means another owner wrote the run: this execution
@@ -29,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Protocol
 
 import aiorwlock
 
@@ -61,13 +58,6 @@ def wake_of(instance: WorkflowInstance, started: tl.WorkflowStarted) -> float | 
     deadline (``None``: only a signal, a child or a cancel wakes it)."""
     wakes = [t for t in (instance.next_timer(), deadline_of(started)) if t is not None]
     return min(wakes) if wakes else None
-
-EAGER = (tl.ScheduleActivity, tl.StartTimer)
-"""Commands carried out while the batch that issues them is being written: repeating
-them is harmless (an activity runs at least once anyway; a timer only fires into this
-execution's mailbox), and what they bring back (a result, a firing) waits in the
-mailbox behind that write, so the timeline's order is the same. If the write never
-lands (a crash, another owner), the run's next owner issues them again."""
 
 Mail = tuple[tl.Event, "asyncio.Future[None] | None"]
 """An event in a workflow execution's mailbox, with the future its sender awaits (if any)."""
@@ -263,19 +253,17 @@ class Execution:
                 await self.values.prefetch(tl.payloads_of(events), self.env.io)
                 now = self.env.now()
                 commands = self._activate(instance, events, now)
-                eager = [c for c in commands if isinstance(c, EAGER)]
                 if events or commands or self._first:
                     batch = tl.Batch(seq=self._next_batch, run_id=self.run_id, time=now,
                                      events=events, commands=commands,
                                      owner=self.env.host_name)
-                    self._execute(eager)  # while the batch is written: see EAGER
                     if not await self._persist(batch, items):
                         return
                 self._first = False
             for _, ack in items:
                 if ack is not None and not ack.done():
                     ack.set_result(None)
-            self._execute([c for c in commands if not isinstance(c, EAGER)])
+            self._execute(commands)
             if self.parkable():
                 self.env.on_idle(self)
 
@@ -323,7 +311,7 @@ class Execution:
 
     # --------------------------------------------------------------- commands
 
-    def _execute(self, commands: Sequence[tl.Command]) -> None:
+    def _execute(self, commands: list[tl.Command]) -> None:
         for command in commands:
             if self.outcome is not None or self.instance is None:
                 return  # closed (or terminated meanwhile): nothing more is carried out
