@@ -68,7 +68,8 @@ def test_a_workflow_that_kills_its_host_is_quarantined_and_50_neighbours_complet
         bad.signal("go", "now")  # its host dies twice, then the run is held
     described = bad.describe()
     assert described.state is RunStatus.QUARANTINED and "2 times" in (described.error or "")
-    assert any(s.state is RunStatus.QUARANTINED for s in client.workflow.list())
+    wait_until(lambda: any(s.state is RunStatus.QUARANTINED  # the index follows shortly
+                           for s in client.workflow.list()))
 
     for i, kind in enumerate(kinds):
         if kind == "signal":
