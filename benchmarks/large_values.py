@@ -38,28 +38,20 @@ from rayline import workflow
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-@ray.remote
-def make_array(megabytes: int) -> Any:
+def _make_array(megabytes: int) -> Any:
     import numpy
 
     return numpy.arange(megabytes * 2**20 // 8, dtype=numpy.float64)
 
 
-@ray.remote
-def summarise(array: Any) -> float:
+def _summarise(array: Any) -> float:
     return float(array[-1])
 
 
-@rayline.activity
-def make_array_activity(megabytes: int) -> Any:
-    import numpy
-
-    return numpy.arange(megabytes * 2**20 // 8, dtype=numpy.float64)
-
-
-@rayline.activity
-def summarise_activity(array: Any) -> float:
-    return float(array[-1])
+# the same two functions, as plain Ray tasks and as rayline activities
+make_array, summarise = ray.remote(_make_array), ray.remote(_summarise)
+make_array_activity = rayline.activity(_make_array)
+summarise_activity = rayline.activity(_summarise)
 
 
 @rayline.workflow
