@@ -25,6 +25,7 @@ lives only in Ray's object store is lost with the cluster.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
@@ -36,6 +37,8 @@ from .errors import SerializationError
 
 if TYPE_CHECKING:
     from .storage import RunStore
+
+log = logging.getLogger("rayline.values")
 
 LARGE_VALUE = int(os.environ.get("RAYLINE_LARGE_VALUE", str(256 * 1024)))
 """Bytes (pickled) above which a value is stored by reference."""
@@ -158,24 +161,30 @@ class Values:
     async def prefetch(self, payloads: Iterable[Any],
                        io: Callable[..., Awaitable[Any]]) -> None:
         """Reads ahead the large values that ``payloads`` name, off the event loop, so
-        that decoding them in the workflow's activation does not block."""
+        that decoding them in the workflow's activation does not block. Never raises: a
+        value that cannot be read ahead is read again when it is decoded, and a failure
+        there reaches the workflow code as the call's error."""
         for payload in payloads:
-            if not is_ref(payload):
-                continue
-            ref: Ref = payload["r"]
-            digest = ref["digest"]
-            if digest in self.writes:
-                continue  # made here, not written yet: ``value`` has its bytes
-            if ref.get("obj"):
-                if digest not in self._refs and self.space is not None:
-                    value = await io(self._load, digest)
-                    self._refs[digest] = await io(self.space.put, value)
-            elif digest not in self._ready:
-                held = self._refs.get(digest)
-                if held is not None and self.space is not None:
-                    self._ready[digest] = await self.space.fetch(held)
-                else:
-                    self._ready[digest] = await io(self._load, digest)
+            if not is_ref(payload) or payload["r"]["digest"] in self.writes:
+                continue  # small, or made here and not written yet (``value`` has it)
+            try:
+                await self._fetch(payload["r"], io)
+            except Exception as exc:  # storage or the object store failed: decode says so
+                log.warning("large value %s: reading ahead failed (%s: %s)",
+                            payload["r"]["digest"][:12], type(exc).__name__, exc)
+
+    async def _fetch(self, ref: Ref, io: Callable[..., Awaitable[Any]]) -> None:
+        digest = ref["digest"]
+        if ref.get("obj"):
+            if digest not in self._refs and self.space is not None:
+                value = await io(self._load, digest)
+                self._refs[digest] = await io(self.space.put, value)
+        elif digest not in self._ready:
+            held = self._refs.get(digest)
+            if held is not None and self.space is not None:
+                self._ready[digest] = await self.space.fetch(held)
+            else:
+                self._ready[digest] = await io(self._load, digest)
 
     def value(self, ref: Ref) -> Any:
         """The value a reference names (as an ``ObjectRef`` if it is marked ``obj``)."""
