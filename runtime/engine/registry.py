@@ -179,7 +179,9 @@ class Registry:
     async def ensure_host(self, name: str) -> None:
         """Starts host ``name`` if it is not running (from its stored config): a caller
         found no actor by that name (never started, retired, or its node is gone), so
-        it is started again, anywhere; starting a running host finds it."""
+        it is started again, anywhere; starting a running host finds it. A host its pool
+        no longer has (a client placed a start by an old pool) comes back draining: it
+        refuses the start, and retires again once it holds nothing."""
         async with self._lock:
             config = await self._io(self.runs.get_config, f"host:{name}")
             if config is None:
@@ -190,10 +192,23 @@ class Registry:
                 version = m.CodeVersion(id=config["version"],
                                       runtime_env=(stored or {}).get("runtime_env", {}))
             await self._launch(name, config["task_queue"], version)
+            if name not in self.drained and await self._outside_pool(name, config, version):
+                self.drained.add(name)  # retired, then called by a client's old pool
+                await self._save_drains()
         if name in self.drained:  # back after a crash or for a late caller: drains still
             await self.launcher.host(name).drain()
             if await self._io(self.runs.has_open, name):
                 self._drain_later([name])
+
+    async def _outside_pool(self, name: str, config: dict[str, Any],
+                            version: m.CodeVersion | None) -> bool:
+        """Whether ``name`` is a pool host its pool no longer has (drained, or dropped by a
+        smaller size): the caller holds the lock."""
+        if name.startswith("host-dedicated-"):
+            return False
+        queue = config["task_queue"]
+        queue_config = await self._io(self.runs.get_config, f"queue:{queue}") or {}
+        return name not in await self._pool(queue, version, queue_config)
 
     async def _launch(self, name: str, task_queue: str, version: m.CodeVersion | None,
                       node: str | None = None) -> None:

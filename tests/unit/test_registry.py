@@ -436,6 +436,14 @@ def test_a_drain_outlives_its_registry_and_a_drained_host_stays_drained(
         await fresh.ensure_host("host-q-0")
         assert await fresh.hosts_for("q") == ["host-q-0"]
 
+        relaunched.retired.clear()  # a client places a start by its old pool: host-q-1
+        relaunched.draining.clear()
+        await fresh.ensure_host("host-q-1")
+        assert relaunched.draining == ["host-q-1"]  # back, but draining
+        await fresh.scale()
+        assert relaunched.retired == ["host-q-1"] and fresh.drained == set()
+        assert await fresh.hosts_for("q") == ["host-q-0"]
+
     run(main())
 
 
