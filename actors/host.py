@@ -32,6 +32,7 @@ from rayline.messages import (
 from rayline.storage import RunStore, open_store
 from rayline.timeline import Event
 
+from ._metrics import METRICS_EVERY, HostMetrics
 from .backend import RayBackend
 
 log = logging.getLogger("rayline.actors")
@@ -50,7 +51,10 @@ class HostActor:
         definitions = [as_workflow(ref.load()) for ref in workflows.values()]
         self.host = Host(name, runs, RayBackend(namespace, storage_url, version), definitions,
                          version=version.id if version else None)
-        self._recovery = asyncio.get_running_loop().create_task(self.host.recover())
+        loop = asyncio.get_running_loop()
+        self._recovery = loop.create_task(self.host.recover())
+        self._metrics = HostMetrics(name, version.id if version else None)
+        self._reporting = loop.create_task(self._report_metrics())
 
     async def ready(self) -> int:
         return await self._recovery
@@ -111,3 +115,11 @@ class HostActor:
     async def stats(self) -> HostStats:
         stats = await self.host.stats()
         return stats.model_copy(update={"node": ray.get_runtime_context().get_node_id()})
+
+    async def _report_metrics(self) -> None:
+        while True:
+            try:
+                self._metrics.record(await self.host.stats())
+            except Exception:  # never let the loop die: the next round tries again
+                log.exception("host: recording metrics failed")
+            await asyncio.sleep(METRICS_EVERY)

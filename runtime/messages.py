@@ -296,6 +296,16 @@ class HostStats(_Message):
     load: float = 0.0
     """The share of the last few seconds its event loop was busy (CPU time of the loop's
     thread over wall time, 0 to 1): near 1, its workflows wait for each other."""
+    started: int = 0
+    """Runs started here since the host process started (each run of a continue-as-new
+    chain counts)."""
+    closed: dict[str, int] = pydantic.Field(default_factory=dict)
+    """Runs closed here since the host process started, by status (``completed``,
+    ``failed``, ``cancelled``, ``terminated``, ``continued``)."""
+    attempts: int = 0
+    """Activity attempts made here since the host process started (retries count)."""
+    adopted: int = 0
+    """Runs moved here from another host (a drain, a rebalance, an upgrade)."""
 
 
 class RegistryStats(_Message):

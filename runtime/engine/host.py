@@ -209,6 +209,9 @@ class Host:
         """Set by ``drain``: new starts are refused (their clients place them again)."""
         self.load = 0.0
         self._load_sample = (time.monotonic(), time.thread_time())
+        self.counts: collections.Counter[str] = collections.Counter()
+        """What happened here since this process started (``HostStats``): runs started,
+        closed per status, activity attempts, runs adopted."""
         self._rng = random.Random()
         self.register(workflows or [])
 
@@ -525,6 +528,7 @@ class Host:
                 ack.set_result(None)
         self.executions[workflow_id] = execution
         self._finished.pop(workflow_id, None)
+        self.counts["started"] += 1
         execution.launch(first)
         self._report(execution)
         if epoch == 1:  # a signal buffered while run 1 was being created is still due
@@ -853,9 +857,14 @@ class Host:
         await execution.deliver_durably(event)
 
     async def stats(self) -> HostStats:
+        counts = self.counts
         return HostStats(host=self.host_name, running=len(self.executions),
                          parked=len(self.parking), finished_cached=len(self._finished),
-                         stuck=len(self.stuck), draining=self.draining, load=self._load())
+                         stuck=len(self.stuck), draining=self.draining, load=self._load(),
+                         started=counts["started"], attempts=counts["attempts"],
+                         adopted=counts["adopted"],
+                         closed={key.removeprefix("closed:"): n for key, n in counts.items()
+                                 if key.startswith("closed:")})
 
     def _load(self) -> float:
         """The event loop's busy share since the last sample (at least a second ago): CPU
@@ -955,6 +964,7 @@ class Host:
                 log.warning("host %s: %s did not let go of %s (%s); removing its marker",
                             self.host_name, owner, workflow_id, exc)
                 await self.read(self.runs.clear_open, owner, workflow_id, attempts=3)
+        self.counts["adopted"] += 1
         log.info("host %s: took %s over from %s (code version %s)", self.host_name,
                  workflow_id, owner, self.version)
         return None
@@ -1004,6 +1014,7 @@ class Host:
                                 number, heartbeat_details=beat.details if beat else None,
                                 host=self.host_name)
             self.beats[key] = Heartbeat(info, beat.details if beat else None)
+            self.counts["attempts"] += 1
             work = asyncio.ensure_future(self.backend.run_attempt(definition, args, options,
                                                                   info))
             try:
@@ -1101,6 +1112,7 @@ class Host:
         while len(self._finished) > KEEP_FINISHED:
             self._finished.popitem(last=False)
         assert execution.outcome is not None
+        self.counts[f"closed:{execution.outcome.status.value}"] += 1
         if execution.outcome.status is RunStatus.CONTINUED:
             task = asyncio.ensure_future(self._continue(execution))
             self._continuing[workflow_id] = task

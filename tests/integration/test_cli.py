@@ -9,7 +9,11 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from typing import Any
+
+import ray
 
 import rayline
 
@@ -55,6 +59,28 @@ def test_the_cli_starts_signals_shows_exports_and_gets_a_result(
     assert exported["status"] == 0 and exported["state"]["response"] == {"approved": True}
     events = json.loads(cli("workflow", "export", "by-cli", "--execution"))
     assert events["events"][0]["event_type"] == "workflow_execution_started"
+
+    # the host's numbers reach Ray's metrics agent (what Prometheus scrapes)
+    closed = _metric_lines("ray_rayline_runs_closed_total", 'status="completed"',
+                           'host="host-cli-')
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in closed) == 1
+    live = _metric_lines("ray_rayline_host_runs", 'state="live"', 'host="host-cli-')
+    assert live and all(line.rsplit(" ", 1)[1] in ("0", "0.0") for line in live)
+
+
+def _metric_lines(name: str, *having: str) -> list[str]:
+    """The session Ray's metrics (its node's agent, as Prometheus scrapes it) named
+    ``name`` with every tag in ``having``, once there are some (they are sent every few
+    seconds)."""
+    port = ray.nodes()[0]["MetricsExportPort"]
+    deadline = time.monotonic() + 90
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        found = [line for line in text.decode().splitlines()
+                 if line.startswith(name + "{") and all(tag in line for tag in having)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
 
 
 def test_a_bad_id_and_a_missing_cluster_are_one_line_errors(

@@ -327,6 +327,20 @@ def test_continue_as_new_is_followed_by_result(runs: RunStore) -> None:
         await host.start(request(flows.continues, 3))
         assert value(await host.result("wf")) == 42
         assert runs.epochs("wf") == [1, 2, 3, 4]
+        stats = await host.stats()  # what the host's metrics count
+        assert (stats.started, stats.closed) == (4, {"continued": 3, "completed": 1})
+
+    run(main)
+
+
+def test_host_stats_count_activity_attempts_retries_included(runs: RunStore) -> None:
+    async def main() -> None:
+        flows.ATTEMPTS.clear()
+        host = await make_host(runs)
+        await host.start(request(flows.retries, 2))
+        assert value(await host.result("wf")) == "ok after 3"
+        stats = await host.stats()
+        assert (stats.started, stats.attempts, stats.closed) == (1, 3, {"completed": 1})
 
     run(main)
 

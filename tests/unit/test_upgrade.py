@@ -72,6 +72,7 @@ def test_a_moved_run_runs_the_new_code_there_and_only_there(runs: RunStore) -> N
         await old.start(upgradable("same", early=False))
         new_code()
         assert await new.adopt("same") is None
+        assert (await new.stats()).adopted == 1
         assert "same" not in old.executions and runs.open_workflows("h-v1") == []
         assert [w for w, _ in runs.open_workflows("h-v2")] == ["same"]
         described = await new.describe("same")
