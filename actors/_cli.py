@@ -1,7 +1,11 @@
 """The ``rayline`` command: operator tasks on a cluster.
 
     rayline resume [--address auto] [--storage URL] [--namespace NS]
-    rayline list   [--status running] [--address auto] [--storage URL] [--namespace NS]
+    rayline list   [--status running] [--name N] [--queue Q] [--version V]
+                   [--search FIELD<OP>JSON ...] [--started-after T] [--started-before T]
+                   [--closed-after T] [--closed-before T] [--order-by KEY] [--limit N]
+                   [--page-token TOKEN] [--address auto] [--storage URL] [--namespace NS]
+    rayline count  [the filters of list] [--group-by status|workflow_name|task_queue|version]
     rayline workflow start NAME [--id ID] [--queue Q] [--args JSON_LIST] [...]
     rayline workflow show ID [...]
     rayline workflow signal ID SIGNAL [--data JSON] [...]
@@ -16,6 +20,13 @@
     rayline status [...]
     rayline hosts [...]
     rayline hosts drain HOST... | --node NODE_ID [...]
+
+``list`` prints one JSON line per workflow (the latest run of each id) meeting every
+filter, newest first, a page at a time (``--limit``, 100): the token of the next page
+goes to stderr. ``--search`` takes ``FIELD=VALUE`` or an operator (``!=``, ``>``, ``>=``,
+``<``, ``<=``), the value as JSON when it parses (``score>=0.9``, ``region=eu``); times
+are ISO 8601 (UTC unless they say) or seconds since the epoch. ``count`` prints how many
+meet the filters, per group with ``--group-by``.
 
 ``versions`` lists the code versions with runs: how many in each state, the hosts of
 their open runs, and the ``runtime_env`` that brings their code. ``versions upgrade``
@@ -51,6 +62,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 import rayline
@@ -82,8 +94,23 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("resume", parents=[common], help="resume unfinished workflows")
-    listing = commands.add_parser("list", parents=[common], help="workflows, newest first")
-    listing.add_argument("--status", default=None, help="only workflows in this state")
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--status", default=None, help="only workflows in this state")
+    filters.add_argument("--name", default=None, help="only this workflow name")
+    filters.add_argument("--queue", default=None, help="only this task queue")
+    filters.add_argument("--version", default=None, help="only this code version")
+    filters.add_argument("--search", action="append", default=[], metavar="FIELD<OP>VALUE",
+                         help="a search-field condition (repeatable)")
+    for bound in ("started-after", "started-before", "closed-after", "closed-before"):
+        filters.add_argument(f"--{bound}", default=None, metavar="TIME")
+    listing = commands.add_parser("list", parents=[common, filters],
+                                  help="workflows, newest first, a page at a time")
+    listing.add_argument("--order-by", default="-started_at")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--page-token", default=None)
+    counting = commands.add_parser("count", parents=[common, filters],
+                                   help="how many workflows meet the filters")
+    counting.add_argument("--group-by", default=None)
     workflow = commands.add_parser("workflow", parents=[common], help="one workflow")
     workflow.add_argument("action", choices=["start", "show", "signal", "result", "export",
                                              "cancel", "terminate", "describe", "release"])
@@ -230,10 +257,55 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     elif args.command == "versions":
         for version in client.versions():
             sys.stdout.write(version.model_dump_json() + "\n")
+    elif args.command == "count":
+        counted = client.workflow.count(**_filters(args), group_by=args.group_by)
+        sys.stdout.write(counted.model_dump_json() + "\n")
     else:
-        for summary in client.workflow.list(status=args.status):
+        page = client.workflow.list(**_filters(args), order_by=args.order_by,
+                                    limit=args.limit, page_token=args.page_token)
+        for summary in page:
             sys.stdout.write(summary.model_dump_json() + "\n")
+        if page.next_page_token:
+            sys.stderr.write(f"more: --page-token {page.next_page_token}\n")
     return 0
+
+
+_OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters of ``list`` and ``count`` from the command line."""
+    search: dict[str, dict[str, Any]] = {}
+    for text in args.search:
+        at = min((text.find(op), -len(op), op) for op in _OPERATORS if op in text) \
+            if any(op in text for op in _OPERATORS) else None
+        if at is None or at[0] == 0:
+            raise rayline.InvalidInputError(f"--search {text!r}: write FIELD<OP>VALUE, with "
+                                            f"OP one of {' '.join(_OPERATORS)}")
+        field, op, raw = text[:at[0]], at[2], text[at[0] + len(at[2]):]
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw  # a bare word: a string
+        search.setdefault(field, {})[op] = value
+    return {"status": args.status, "workflow_name": args.name, "task_queue": args.queue,
+            "version": args.version, "search": search or None,
+            **{bound: _time(getattr(args, bound), bound) for bound in (
+                "started_after", "started_before", "closed_after", "closed_before")}}
+
+
+def _time(text: str | None, what: str) -> float | datetime | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise rayline.InvalidInputError(f"--{what.replace('_', '-')} {text!r}: give an ISO "
+                                        "8601 time or seconds since the epoch") from None
 
 
 if __name__ == "__main__":

@@ -241,8 +241,11 @@ class RayRegistry(_Proxy):
     async def scale(self) -> dict[str, list[str]]:
         return await self._call(lambda r: r.scale.remote())  # type: ignore[no-any-return]
 
-    async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
+    async def list(self, request: m.ListRequest) -> m.ListReply:
         return await self._call(lambda r: r.list.remote(request))  # type: ignore[no-any-return]
+
+    async def count(self, request: m.CountRequest) -> m.CountReply:
+        return await self._call(lambda r: r.count.remote(request))  # type: ignore[no-any-return]
 
     async def stats(self) -> m.RegistryStats:
         return await self._call(lambda r: r.stats.remote())  # type: ignore[no-any-return]

@@ -291,8 +291,11 @@ class RegistryActor:
     async def scale(self) -> dict[str, list[str]]:
         return await self.registry.scale()
 
-    async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
+    async def list(self, request: m.ListRequest) -> m.ListReply:
         return await self.registry.list(request)
+
+    async def count(self, request: m.CountRequest) -> m.CountReply:
+        return await self.registry.count(request)
 
     async def resume_all(self) -> int:
         return await self.registry.resume_all()

@@ -63,7 +63,14 @@ from .errors import (
     WorkflowTerminatedError,
     is_cancellation,
 )
-from .messages import RunOutcome, RunStatus, RunSummary, WorkflowDescription
+from .messages import (
+    CountReply,
+    RunOutcome,
+    RunStatus,
+    RunSummary,
+    WorkflowDescription,
+    WorkflowPage,
+)
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -83,6 +90,7 @@ __all__ = [
     "CodeUnavailableError",
     "ConflictError",
     "CorruptTimelineError",
+    "CountReply",
     "DeadlockError",
     "DuplicateWorkflowError",
     "FatalError",
@@ -111,6 +119,7 @@ __all__ = [
     "WorkflowFailedError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
+    "WorkflowPage",
     "WorkflowTerminatedError",
     "activity",
     "activity_info",

@@ -25,13 +25,16 @@ import importlib
 import inspect
 import itertools
 import threading
+import typing
 import uuid
+from datetime import datetime
 from typing import Any, Awaitable, Callable, Coroutine, Generic, Protocol, Sequence, TypeVar
 
 from . import _backoff, _serde, export, failures
 from ._code import CodeRef
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
+from ._search import conditions, search_fields, timestamp
 from ._serde import Payload
 from ._validate import validate_args, validate_fields, validate_task_queue
 from ._values import Values
@@ -46,19 +49,23 @@ from .errors import (
 )
 from .messages import (
     CodeVersion,
+    CountGroup,
+    CountReply,
+    CountRequest,
     DrainReport,
     HostStats,
+    ListOrder,
     ListRequest,
     RegistryInfo,
     RunOutcome,
     RunStatus,
-    RunSummary,
     SignalIn,
     StartReply,
     StartRequest,
     UpgradeReport,
     VersionSummary,
     WorkflowDescription,
+    WorkflowPage,
 )
 from .storage import RunStore, open_store, validate_id
 from .timeline import RunOptions
@@ -328,7 +335,7 @@ class AsyncWorkflowClient:
         validate_task_queue(task_queue)
         if version is not None:
             validate_version(version)
-        validate_fields(options.get("search"), what="search")
+        search = search_fields(options.get("search"))
         validate_fields(options.get("memo"), what="memo")
         code: CodeRef | None = None
         if workflow is not None:
@@ -348,7 +355,7 @@ class AsyncWorkflowClient:
             workflow_id=workflow_id, task_queue=task_queue, workflow_name=name, code=code,
             args=args,
             id_reuse_policy=options.get("id_reuse_policy"),
-            search=options.get("search") or {}, memo=options.get("memo") or {},
+            search=search, memo=options.get("memo") or {},
             options=RunOptions(execution_timeout=optional_duration(
                 options.get("execution_timeout") or None, what="execution_timeout"),
                 strict=bool(options.get("strict", self._client.strict))),
@@ -410,22 +417,87 @@ class AsyncWorkflowClient:
         return await self.start(workflow, signals=[(signal_id, signal_data)], **kwargs)
 
     async def list(self, status: str | None = None, workflow_name: str | None = None,
-                   search: dict[str, Any] | None = None,
-                   limit: int = 1000) -> list[RunSummary]:
-        """Workflows of this namespace, newest first.
+                   search: dict[str, Any] | None = None, *, task_queue: str | None = None,
+                   version: str | None = None,
+                   started_after: float | datetime | None = None,
+                   started_before: float | datetime | None = None,
+                   closed_after: float | datetime | None = None,
+                   closed_before: float | datetime | None = None,
+                   order_by: str = "-started_at", limit: int = 100,
+                   page_token: str | None = None) -> WorkflowPage:
+        """One page of this namespace's workflows (the latest run of each id) that meet
+        every condition given, newest first unless ``order_by`` says otherwise.
 
-        ``status`` is one of ``running``, ``stuck``, ``completed``, ``failed``,
-        ``cancelled``, ``terminated``, ``continued``; ``search`` matches fields written
-        with ``workflow.search``.
+        ``status`` is one of ``running``, ``stuck``, ``quarantined``, ``completed``,
+        ``failed``, ``cancelled``, ``terminated``, ``continued``. ``search`` holds, per
+        field written with ``workflow.search``, a value (equality; a list field matches
+        when it contains it) or operators: ``{"score": {">=": 0.9, "<": 1}}``,
+        ``{"region": {"in": ["eu", "us"]}}``. Times are ``datetime`` (naive means UTC)
+        or seconds since the epoch; ``*_after`` includes its bound, ``*_before`` does
+        not. ``order_by`` is ``started_at``, ``closed_at`` or ``workflow_id``, ``-`` in
+        front for descending. The page is a list; its ``next_page_token``, when set,
+        is the ``page_token`` of the next page.
         """
+        request = ListRequest(**self._filter(
+            status, workflow_name, search, task_queue, version, started_after,
+            started_before, closed_after, closed_before), **_checked_paging(
+            order_by, limit, page_token))
+        conn = await self._client.connection()
+        reply = await conn.registry().list(request)
+        return WorkflowPage(reply.items, reply.next_page_token)
+
+    async def count(self, status: str | None = None, workflow_name: str | None = None,
+                    search: dict[str, Any] | None = None, *, task_queue: str | None = None,
+                    version: str | None = None,
+                    started_after: float | datetime | None = None,
+                    started_before: float | datetime | None = None,
+                    closed_after: float | datetime | None = None,
+                    closed_before: float | datetime | None = None,
+                    group_by: str | None = None) -> CountReply:
+        """How many workflows meet the conditions (as for ``list``); with ``group_by``
+        (``status``, ``workflow_name``, ``task_queue`` or ``version``) also how many per
+        value, in ``groups``."""
+        if group_by not in (None, *typing.get_args(CountGroup)):
+            raise InvalidInputError(f"group_by must be one of "
+                                    f"{', '.join(typing.get_args(CountGroup))}, got {group_by!r}")
+        request = CountRequest(**self._filter(
+            status, workflow_name, search, task_queue, version, started_after,
+            started_before, closed_after, closed_before),
+            group_by=typing.cast(CountGroup | None, group_by))
+        conn = await self._client.connection()
+        return await conn.registry().count(request)
+
+    @staticmethod
+    def _filter(status: str | None, workflow_name: str | None,
+                search: dict[str, Any] | None, task_queue: str | None, version: str | None,
+                started_after: float | datetime | None,
+                started_before: float | datetime | None,
+                closed_after: float | datetime | None,
+                closed_before: float | datetime | None) -> dict[str, Any]:
+        """The conditions of ``list`` and ``count``, checked and in the index's terms."""
         try:
             state = None if status is None else RunStatus(status)
         except ValueError:
             known = ", ".join(s.value for s in RunStatus)
             raise InvalidInputError(f"status must be one of {known}, got {status!r}") from None
-        conn = await self._client.connection()
-        return await conn.registry().list(ListRequest(
-            status=state, workflow_name=workflow_name, search=search, limit=limit))
+        return {"status": state, "workflow_name": workflow_name, "task_queue": task_queue,
+                "version": version, "search": conditions(search),
+                "started_after": timestamp(started_after, "started_after"),
+                "started_before": timestamp(started_before, "started_before"),
+                "closed_after": timestamp(closed_after, "closed_after"),
+                "closed_before": timestamp(closed_before, "closed_before")}
+
+
+def _checked_paging(order_by: str, limit: int, page_token: str | None) -> dict[str, Any]:
+    orders = typing.get_args(ListOrder)
+    if order_by not in orders:
+        raise InvalidInputError(f"order_by must be one of {', '.join(orders)}, got "
+                                f"{order_by!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidInputError(f"limit must be a positive int, got {limit!r}")
+    if page_token is not None and not isinstance(page_token, str):
+        raise InvalidInputError(f"page_token must be a str from list(), got {page_token!r}")
+    return {"order_by": order_by, "limit": limit, "page_token": page_token}
 
 
 class AsyncWorkflowHandle:

@@ -148,13 +148,74 @@ class RunSummary(_Message):
     search: Fields = {}
     error: str | None = None
     version: str | None = None
+    closed_at: float | None = None
+    """When the run closed (``None`` while it is open)."""
+    updated_at: float = 0.0
+    """When the host last saw the run change: of two reports of one run, the index keeps
+    the later."""
 
 
-class ListRequest(_Message):
+SearchOperator = Literal["=", "!=", ">", ">=", "<", "<=", "in"]
+SEARCH_OPERATORS: tuple[str, ...] = ("=", "!=", ">", ">=", "<", "<=", "in")
+
+
+class WorkflowFilter(_Message):
+    """Which workflows ``list`` and ``count`` look at: every condition given must hold.
+    Times are seconds since the epoch (UTC)."""
+
     status: RunStatus | None = None
     workflow_name: str | None = None
-    search: Fields | None = None
-    limit: int = 1000
+    task_queue: str | None = None
+    version: str | None = None
+    started_after: float | None = None
+    started_before: float | None = None
+    closed_after: float | None = None
+    closed_before: float | None = None
+    search: dict[str, dict[SearchOperator, pydantic.JsonValue]] | None = None
+    """Per search field, conditions that must all hold (``{"score": {">=": 0.9}}``);
+    ``=`` on a list field holds when the list contains the value."""
+
+
+ListOrder = Literal["started_at", "-started_at", "closed_at", "-closed_at", "workflow_id",
+                    "-workflow_id"]
+
+
+class ListRequest(WorkflowFilter):
+    order_by: ListOrder = "-started_at"
+    """The sort key; ``-`` for descending. Runs with no value for it (open runs, for
+    ``closed_at``) come last."""
+    limit: int = 100
+    page_token: str | None = None
+    """``next_page_token`` of the page before: the page after it."""
+
+
+class ListReply(_Message):
+    items: list[RunSummary]
+    next_page_token: str | None = None
+    """Set when more workflows match: pass it as ``page_token`` for the next page."""
+
+
+class WorkflowPage(list[RunSummary]):
+    """What ``client.workflow.list`` returns: a page of summaries (a list), and the
+    ``next_page_token`` to pass for the page after it (``None`` on the last page)."""
+
+    def __init__(self, items: Sequence[RunSummary] = (),
+                 next_page_token: str | None = None) -> None:
+        super().__init__(items)
+        self.next_page_token = next_page_token
+
+
+CountGroup = Literal["status", "workflow_name", "task_queue", "version"]
+
+
+class CountRequest(WorkflowFilter):
+    group_by: CountGroup | None = None
+
+
+class CountReply(_Message):
+    count: int
+    groups: dict[str, int] = {}
+    """With ``group_by``: the count per value (``""`` for none)."""
 
 
 WorkKind = Literal["activity", "timer", "wait", "child", "external", "asyncio_timer"]

@@ -25,6 +25,7 @@ from ._code import CodeRef
 from ._definition import WorkflowDefinition, as_workflow, define
 from ._durations import Duration, optional_duration, parse_duration
 from ._options import ActivityOptions
+from ._search import search_fields
 from ._validate import validate_fields
 from .core.instance import WorkflowInfo, WorkflowInstance, _shielded
 from .errors import ContinueAsNew, InvalidInputError
@@ -143,8 +144,9 @@ def _child_options(options: dict[str, Any]) -> ChildOptions:
     unknown = set(options) - set(ChildOptions.model_fields)
     if unknown:
         raise InvalidInputError(f"unknown child workflow option(s): {', '.join(sorted(unknown))}")
-    validate_fields(options.get("search"), what="search")
     validate_fields(options.get("memo"), what="memo")
+    if options.get("search") is not None:
+        options = {**options, "search": search_fields(options["search"])}
     try:
         return ChildOptions(**options)
     except pydantic.ValidationError as exc:

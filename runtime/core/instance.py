@@ -30,6 +30,7 @@ from .. import _serde
 from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
 from .._options import ActivityOptions
+from .._search import search_value
 from .._validate import validate_args
 from .._values import Values
 from ..errors import (
@@ -450,9 +451,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         return self._open("external", seq, CancelExternal(seq=seq, workflow_id=workflow_id)).future
 
     def upsert(self, fields: dict[str, Any], *, indexed: bool) -> None:
+        if indexed:  # typed, so the index can compare them
+            fields = {key: search_value(key, value) for key, value in fields.items()}
         for key, value in fields.items():
             if not _serde._is_json(value):
-                raise InvalidInputError(f"search/enrich field {key!r} must be a JSON value")
+                raise InvalidInputError(f"enrich field {key!r} must be a JSON value")
         (self.search_fields if indexed else self.enrich_fields).update(fields)
         self._commands.append(UpsertFields(seq=self._next_seq(), fields=dict(fields),
                                            indexed=indexed))

@@ -1239,7 +1239,8 @@ class Host:
             task_queue=execution.started.task_queue, status=execution.status(),
             state=outcome.status if outcome else RunStatus.RUNNING,
             started_at=execution.started.time, search=search,
-            version=execution.version))
+            version=execution.version, updated_at=execution.updated_at,
+            closed_at=execution.updated_at if outcome else None))
 
     def _report_parked(self, started: WorkflowStarted, batches: list[Batch],
                        obligations: int) -> None:
@@ -1248,7 +1249,8 @@ class Host:
             workflow_name=started.workflow_name, host=self.host_name,
             task_queue=started.task_queue, status=max(1, obligations),
             state=RunStatus.RUNNING, started_at=started.time,
-            search=fields_of(started, batches)[0], version=self.version))
+            search=fields_of(started, batches)[0], version=self.version,
+            updated_at=batches[-1].time if batches else started.time))
 
     def _report_stuck(self, workflow_id: str) -> None:
         stuck = self.stuck[workflow_id]
@@ -1258,7 +1260,8 @@ class Host:
             workflow_name=started.workflow_name, host=self.host_name,
             task_queue=started.task_queue, status=RunStatus.STUCK.code, state=stuck.state,
             started_at=started.time, search=fields_of(started, stuck.batches)[0],
-            error=stuck.reason, version=home_of(started, stuck.batches)[1]))
+            error=stuck.reason, version=home_of(started, stuck.batches)[1],
+            updated_at=stuck.batches[-1].time if stuck.batches else started.time))
 
 
 def _json(value: Any) -> Any:

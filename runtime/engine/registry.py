@@ -34,7 +34,7 @@ from ..storage.runs import RunStore, id_key, validate_id
 from ..timeline import home_of
 from ..versions import validate_version
 from .api import HostAPI
-from .index import Index
+from .index import Index, IndexStore
 
 log = logging.getLogger("rayline.registry")
 
@@ -50,6 +50,10 @@ BUSY_PER_HOST = float(os.environ.get("RAYLINE_HOST_BUSY", "0.6"))
 """Event-loop busy share per host (``HostStats.load``) above which an elastic pool grows."""
 MOVES_AT_ONCE = int(os.environ.get("RAYLINE_MOVES_AT_ONCE", "32"))
 """Runs a drain or a rebalance moves concurrently."""
+INDEX_SAVE_EVERY = float(os.environ.get("RAYLINE_INDEX_SAVE_EVERY", "0.5"))
+"""Seconds the index's news waits before it is written to storage (one log for many)."""
+INDEX_MIN_SNAPSHOT = 1000
+"""Summaries in the index's logs below which no snapshot is written."""
 SHRINK_AFTER = int(os.environ.get("RAYLINE_SHRINK_AFTER", "6"))
 """Rounds in a row a pool must want fewer hosts before one is drained (no flapping as
 runs park and wake)."""
@@ -157,6 +161,10 @@ class Registry:
         self._since: dict[str, float] = {}  # code version -> when it was first seen
         self.calls: collections.Counter[str] = collections.Counter()
         self._indexed = False
+        self._index_lock = asyncio.Lock()
+        self._index_store = IndexStore(runs)
+        self._unsaved: dict[str, m.RunSummary] = {}
+        self._saving: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
         self._io = io or (lambda fn, *args: asyncio.to_thread(fn, *args))
         self._resumed: asyncio.Future[int] | None = None
@@ -701,16 +709,55 @@ class Registry:
             return None
 
     async def report(self, summaries: list[m.RunSummary]) -> None:
+        """Hosts' news of their runs: into the index, and into storage within
+        ``INDEX_SAVE_EVERY`` seconds."""
         self.calls["report"] += 1
-        self.index.record(summaries)
+        self._keep(self.index.record(summaries))
+
+    def _keep(self, summaries: list[m.RunSummary]) -> None:
+        """Saves ``summaries`` in the index's next log (in the background)."""
+        for summary in summaries:
+            self._unsaved[summary.workflow_id] = summary
+        if self._unsaved and (self._saving is None or self._saving.done()):
+            self._saving = asyncio.ensure_future(self._save())
+
+    async def _save(self) -> None:
+        """Writes the unsaved summaries as one log (a failed write is tried again with
+        the next), and a snapshot once the logs hold as many summaries as the index."""
+        await asyncio.sleep(INDEX_SAVE_EVERY)
+        batch, self._unsaved = self._unsaved, {}
+        try:
+            await self._io(self._index_store.append, list(batch.values()))
+            if self._indexed and self._index_store.logged >= max(INDEX_MIN_SNAPSHOT,
+                                                                 len(self.index)):
+                await self._io(self._index_store.compact, self.index.snapshot())
+        except Exception:
+            log.exception("registry: saving %d index entries failed; trying again",
+                          len(batch))
+            self._unsaved = {**batch, **self._unsaved}
+        if self._unsaved:
+            self._saving = asyncio.ensure_future(self._save())
+
+    async def _indexed_now(self) -> Index:
+        """The index with what storage keeps (read once, then reconciled; see
+        ``rayline.engine.index``)."""
+        if not self._indexed:
+            async with self._index_lock:
+                if not self._indexed:
+                    self.index.record(await self._io(self._index_store.load))
+                    found = await self._io(self._index_store.reconcile,
+                                           dict(self.index.summaries))
+                    self._keep(self.index.record(found))
+                    self._indexed = True
+        return self.index
 
     async def versions(self) -> list[m.VersionSummary]:
         """Every code version with runs in the index: its runs per state and the hosts of
         its open runs, newest run first."""
         self.calls["versions"] += 1
-        summaries = await self.list(m.ListRequest(limit=2**62))
+        index = await self._indexed_now()
         grouped: dict[str | None, list[m.RunSummary]] = {}
-        for summary in summaries:
+        for summary in sorted(index.snapshot(), key=lambda s: s.started_at, reverse=True):
             grouped.setdefault(summary.version, []).append(summary)
         found = []
         for version, runs in grouped.items():
@@ -722,13 +769,15 @@ class Registry:
                 runtime_env=(stored or {}).get("runtime_env", {})))
         return found
 
-    async def list(self, request: m.ListRequest) -> list[m.RunSummary]:
-        """Workflows in the index, newest first, filtered by state, name and search fields."""
+    async def list(self, request: m.ListRequest) -> m.ListReply:
+        """A page of the workflows in the index that meet ``request``, in its order."""
         self.calls["list"] += 1
-        if not self._indexed:
-            await self._io(self.index.rebuild, self.runs)
-            self._indexed = True
-        return self.index.select(request)
+        return (await self._indexed_now()).select(request)
+
+    async def count(self, request: m.CountRequest) -> m.CountReply:
+        """How many workflows in the index meet ``request`` (per group with ``group_by``)."""
+        self.calls["count"] += 1
+        return (await self._indexed_now()).count(request)
 
     # -------------------------------------------------------------- resume
 

@@ -337,8 +337,29 @@ class RunStore:
             out.append((note["id"], note.get("parked_until")))
         return out
 
+    def open_keys(self, host: str) -> list[str]:
+        """The storage keys (``id_key``) of the runs open on ``host``: listed, not read."""
+        return self._io(self.store.list, f"{self._base}/open/{host}")
+
     def all_workflow_keys(self) -> list[str]:
         return self._io(self.store.list, f"{self._base}/wf")
+
+    # ---------------------------------------------------- visibility index
+
+    def index_names(self) -> list[str]:
+        """The visibility index's logs and snapshots (``rayline.engine.index``)."""
+        return self._io(self.store.list, f"{self._base}/index")
+
+    def put_index(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
+        self._io(self.store.put, f"{self._base}/index/{name}", frame(data),
+                 exclusive=exclusive)
+
+    def get_index(self, name: str) -> bytes:
+        key = f"{self._base}/index/{name}"
+        return unframe(self._io(self.store.get, key), key)
+
+    def delete_index(self, name: str) -> None:
+        self._io(self.store.delete, f"{self._base}/index/{name}")
 
     # ---------------------------------------------------- early signals
 

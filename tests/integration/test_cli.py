@@ -59,6 +59,17 @@ def test_the_cli_starts_signals_shows_exports_and_gets_a_result(
     assert exported["status"] == 0 and exported["state"]["response"] == {"approved": True}
     events = json.loads(cli("workflow", "export", "by-cli", "--execution"))
     assert events["events"][0]["event_type"] == "workflow_execution_started"
+    deadline = time.monotonic() + 30
+    while True:  # the index follows the host's report of the close
+        recent = cli("list", "--name", "wait_once", "--started-after", "2020-01-01T00:00:00",
+                     "--closed-after", "2020-01-01")
+        if recent or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [json.loads(line)["workflow_id"] for line in recent.splitlines()] == ["by-cli"]
+    assert cli("list", "--started-before", "2020-01-01T00:00:00") == ""
+    assert json.loads(cli("count", "--group-by", "status")) == {
+        "count": 1, "groups": {"completed": 1}}
 
     # the host's numbers reach Ray's metrics agent (what Prometheus scrapes)
     closed = _metric_lines("ray_rayline_runs_closed_total", 'status="completed"',
@@ -92,6 +103,9 @@ def test_a_bad_id_and_a_missing_cluster_are_one_line_errors(
                  "--namespace", namespace]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "rayline: error: WorkflowNotFoundError: workflow 'no-such-id' not found"]
+    assert main(["list", "--search", "score~1", "--storage", storage,
+                 "--namespace", namespace]) == 2
+    assert "--search 'score~1': write FIELD<OP>VALUE" in capsys.readouterr().err
     where = {"address": ray_cluster["address"], "storage": storage, "namespace": namespace}
 
     with socket.socket() as probe:  # a port nobody listens on

@@ -241,7 +241,7 @@ def test_locate_by_report_then_by_storage_and_list_by_state(runs: RunStore) -> N
         assert await registry.locate("a") == "host-q-1"
         from rayline.messages import ListRequest
         stuck = await registry.list(ListRequest(status=RunStatus.STUCK))
-        assert [s.workflow_id for s in stuck] == ["a"]
+        assert [s.workflow_id for s in stuck.items] == ["a"]
 
     run(main())
 
