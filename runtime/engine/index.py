@@ -86,7 +86,7 @@ class Index:
             raise InvalidInputError(f"limit must be at least 1, got {request.limit}")
         field, descending = request.order_by.lstrip("-"), request.order_by.startswith("-")
         after = _read_token(request.page_token, request.order_by)
-        matching = [s for s in self.summaries.values() if matches(s, request)]
+        matching = self._matching(request)
         if after is not None:
             matching = [s for s in matching if _beyond(_key(s, field), after, descending)]
         present = [s for s in matching if getattr(s, field) is not None]
@@ -104,8 +104,14 @@ class Index:
         token = _token(request.order_by, _key(page[-1], field)) if more else None
         return ListReply(items=page, next_page_token=token)
 
+    def _matching(self, wanted: WorkflowFilter) -> list[RunSummary]:
+        if not any(value is not None for value in wanted.model_dump(
+                include=set(WorkflowFilter.model_fields)).values()):
+            return list(self.summaries.values())  # no condition: no test per summary
+        return [s for s in self.summaries.values() if matches(s, wanted)]
+
     def count(self, request: CountRequest) -> CountReply:
-        matching = [s for s in self.summaries.values() if matches(s, request)]
+        matching = self._matching(request)
         groups: dict[str, int] = {}
         if request.group_by is not None:
             for summary in matching:
