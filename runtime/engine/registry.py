@@ -50,6 +50,8 @@ BUSY_PER_HOST = float(os.environ.get("RAYLINE_HOST_BUSY", "0.6"))
 """Event-loop busy share per host (``HostStats.load``) above which an elastic pool grows."""
 MOVES_AT_ONCE = int(os.environ.get("RAYLINE_MOVES_AT_ONCE", "32"))
 """Runs a drain or a rebalance moves concurrently."""
+SHRINK_ROOM = 1.25
+"""An elastic pool shrinks only if its smaller size would hold this many times its load."""
 INDEX_SAVE_EVERY = float(os.environ.get("RAYLINE_INDEX_SAVE_EVERY", "0.5"))
 """Seconds the index's news waits before it is written to storage (one log for many)."""
 INDEX_MIN_SNAPSHOT = 1000
@@ -427,10 +429,13 @@ class Registry:
             pool = self.pools[(queue, vid)]
             stats = await self._stats(pool)
             alive = self._nodes(config.get("node_labels"))
-            want = target_size(len(alive), sum(s.running for s in stats),
-                               sum(s.load for s in stats), config.get("min_hosts") or 1,
-                               config.get("max_hosts") or MAX_HOSTS)
-            self._low[(queue, vid)] = self._low[(queue, vid)] + 1 if want < len(pool) else 0
+            live, busy = sum(s.running for s in stats), sum(s.load for s in stats)
+            bounds = (config.get("min_hosts") or 1, config.get("max_hosts") or MAX_HOSTS)
+            want = target_size(len(alive), live, busy, *bounds)
+            # fewer hosts only if they would be enough with SHRINK_ROOM times the load: a
+            # pool near a threshold does not drain a host and grow back in turns
+            room = target_size(len(alive), live * SHRINK_ROOM, busy * SHRINK_ROOM, *bounds)
+            self._low[(queue, vid)] = self._low[(queue, vid)] + 1 if room < len(pool) else 0
             if want > len(pool):
                 version = await self._known(vid)
                 bare = sorted(alive - {s.node for s in stats if s.node})  # joined nodes

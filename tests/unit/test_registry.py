@@ -331,6 +331,11 @@ def test_an_elastic_pool_has_a_host_per_node_grows_with_nodes_and_load_and_shrin
 
         launcher.loads = {"host-q-0": 1.0}  # a busy event loop: one more host per 0.6
         assert (await registry.scale())["added"] == ["host-q-1"]
+        launcher.loads = {"host-q-0": 0.55}  # one host would just do (0.6 each)
+        assert (await registry.scale())["drained"] == []  # too close: it would grow back
+        launcher.loads = {"host-q-0": 0.4}
+        assert (await registry.scale())["drained"] == ["host-q-1"]
+        await drains(registry)
 
         await registry.configure("fixed", 2, {})  # a fixed pool does not follow
         launcher.node_ids = ["n0", "n1", "n2", "n3"]
