@@ -188,7 +188,7 @@ def _workflow(client: rayline.Client, args: argparse.Namespace,
         print(json.dumps(value, default=repr))
     elif args.action == "export":
         exported = handle.export_execution() if args.execution else handle.export()
-        print(json.dumps(exported, default=repr, indent=None if args.json else 2))
+        print(exported.model_dump_json(indent=None if args.json else 2, exclude_none=True))
     elif args.action == "show":
         sys.stdout.write(show(handle.describe()))
     elif args.action == "cancel":

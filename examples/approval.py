@@ -73,8 +73,8 @@ def main() -> None:
     print("awaiting approval:", [r.workflow_id for r in waiting])
     handle.signal("approve", {"by": "alice"})
     print("result:", handle.result())
-    summary = handle.export_execution(mode="verbose")["summary"]
-    print("children:", summary["child_workflows"], "signals:", summary["signals"])
+    summary = handle.export_execution(mode="verbose").summary
+    print("children:", summary.child_workflows, "signals:", summary.signals)
 
 
 if __name__ == "__main__":

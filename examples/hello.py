@@ -45,9 +45,12 @@ def main() -> None:
     handle = client.workflow.start(pipeline, args=[3], workflow_id=f"hello-{int(time.time())}")
     print("result:", handle.result())
     print(f"timeline of {handle.workflow_id} (run {handle.run_id}):")
-    for event in handle.export_execution()["events"]:
-        key = event["event_key"] or ""
-        print(f"  {event['event_id']:>3}  {event['event_type']:<32} {key:<11} {event['detail']}")
+    for event in handle.export_execution().events:
+        key = event.attributes.get("timeline_key") or ""
+        detail = " ".join(f"{k}={event.attributes[k]}" for k in (
+            "workflow_type", "activity_type", "duration_ms", "input", "result")
+            if event.attributes.get(k) is not None)
+        print(f"  {event.event_id:>3}  {event.event_type:<32} {key:<11} {detail[:70]}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import importlib
 import inspect
 import itertools
 import threading
+import time
 import typing
 import uuid
 from datetime import datetime
@@ -47,6 +48,7 @@ from .errors import (
     RaylineError,
     WorkflowTerminatedError,
 )
+from .export import DurableJobExport, WorkflowExecution
 from .messages import (
     CodeVersion,
     CountGroup,
@@ -647,46 +649,62 @@ class AsyncWorkflowHandle:
         return self._client.runs()
 
     async def export(self, allow: list[str] | None = None, block: list[str] | None = None,
-                     values: bool = True, unpickle: bool = False) -> dict[str, Any]:
-        """HotMesh's ``DurableJobExport``: ``data``, ``state``, ``status``, ``timeline``,
-        ``transitions`` (``allow``/``block`` pick sections; ``values=False`` drops values).
+                     values: bool = True, unpickle: bool = False) -> DurableJobExport:
+        """HotMesh's ``DurableJobExport`` of the run: ``data`` (inputs, search and enrich
+        fields), ``state``, ``status``, ``timeline`` (a marker per durable call) and
+        ``transitions`` (one per activity); ``allow``/``block`` pick sections (the others
+        are ``None``), ``values=False`` leaves payloads out (keys and times stay).
         Pickled values show as ``{"pickled": type, "bytes": n}`` unless ``unpickle=True``
         (unpickling runs code from storage: trust the storage first)."""
-        def build() -> dict[str, Any]:
+        for name in [*(allow or ()), *(block or ())]:
+            if name not in export.SECTIONS:
+                raise InvalidInputError(f"unknown export section {name!r} (one of "
+                                        f"{', '.join(export.SECTIONS)})")
+
+        def build() -> DurableJobExport:
             started, batches = export.load_run(self._runs(), self.workflow_id, self.run_id)
             with export.unpickling(unpickle):
                 return export.build_export(started, batches, allow=allow, block=block,
-                                           values=values).model_dump(exclude_none=True)
+                                           values=values)
         return await asyncio.to_thread(build)
 
     async def export_execution(self, mode: str = "sparse", exclude_system: bool = False,
                                omit_results: bool = False, enrich_inputs: bool = False,
-                               allow_direct_query: bool = False,
-                               unpickle: bool = False) -> dict[str, Any]:
-        """The run as typed, chronological events with a summary (``WorkflowExecution``);
-        ``mode="verbose"`` nests each child's execution under its start event. Pickled
-        values are shown by type and size unless ``unpickle=True``."""
+                               allow_direct_query: bool = False, unpickle: bool = False,
+                               max_depth: int = 5) -> WorkflowExecution:
+        """The run as numbered, typed events with back-references and a summary
+        (``WorkflowExecution``). ``mode="verbose"`` nests the children's executions in
+        ``children`` (``max_depth`` levels); ``exclude_system`` drops rayline's own
+        bookkeeping events; ``omit_results`` leaves every payload out; ``enrich_inputs``
+        adds each activity's and child's inputs; ``allow_direct_query`` asks a running
+        workflow's host too, which adds its activities running now
+        (``activity_task_started``, with their attempt and last heartbeat). Pickled values
+        are shown by type and size unless ``unpickle=True``."""
         if mode not in ("sparse", "verbose"):
             raise InvalidInputError("mode must be 'sparse' or 'verbose'")
         runs = self._runs()
 
-        def child(workflow_id: str) -> export.WorkflowExecution | None:
-            try:
-                started, batches = export.load_run(runs, workflow_id, None)
-            except RaylineError:
-                return None
-            return export.build_execution(started, batches, mode=mode, load_child=child,
-                                          exclude_system=exclude_system,
-                                          omit_results=omit_results, enrich_inputs=enrich_inputs)
+        def build(workflow_id: str, run_id: str | None, depth: int
+                  ) -> WorkflowExecution:
+            started, batches = export.load_run(runs, workflow_id, run_id)
 
-        def build() -> dict[str, Any]:
-            started, batches = export.load_run(runs, self.workflow_id, self.run_id)
+            def child(child_id: str) -> WorkflowExecution | None:
+                if depth >= max_depth:
+                    return None
+                try:
+                    return build(child_id, None, depth + 1)
+                except RaylineError:
+                    return None
             with export.unpickling(unpickle):
                 return export.build_execution(
                     started, batches, mode=mode, exclude_system=exclude_system,
-                    omit_results=omit_results, enrich_inputs=enrich_inputs, load_child=child,
-                ).model_dump()
-        return await asyncio.to_thread(build)
+                    omit_results=omit_results, enrich_inputs=enrich_inputs, load_child=child)
+        execution = await asyncio.to_thread(build, self.workflow_id, self.run_id, 1)
+        if allow_direct_query and execution.status == RunStatus.RUNNING.value:
+            live = await self.describe()
+            if live.run_id == execution.run_id:
+                export.add_live(execution, live.pending, time.time())
+        return execution
 
 
 def _settle(outcome: RunOutcome, values: Values | None = None

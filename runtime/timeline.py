@@ -20,15 +20,16 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Annotated, Iterable, Iterator, Literal, Union
+from typing import Annotated, Any, Iterable, Iterator, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from ._serde import Fields, Payload
 
-TIMELINE_VERSION = 2
+TIMELINE_VERSION = 3
 """The newest timeline format this rayline reads. 2: a batch may name the code version
-its run moved to (``Batch.version``)."""
+its run moved to (``Batch.version``). 3: an activity's outcome may say when its last
+attempt began and list the attempts that failed before it (``retries``)."""
 
 
 class _Model(BaseModel):
@@ -85,20 +86,36 @@ class ParentRef(_Model):
 # Events: what the outside world tells a workflow.
 
 
+class AttemptFailed(_Model):
+    """One attempt of an activity that failed and was retried, recorded with the
+    activity's outcome (not a write of its own): for exports."""
+
+    attempt: int
+    started: float
+    ended: float
+    type: str
+    message: str
+
+
 class ActivityCompleted(_Step):
-    """An activity attempt returned; ``result`` is its value and ``attempt`` the try that
-    succeeded (retries before it are not recorded: only the outcome is)."""
+    """An activity attempt returned; ``result`` is its value, ``attempt`` the try that
+    succeeded, ``started`` when it began (host clock), ``retries`` the tries before it."""
 
     type: Literal["activity_completed"] = "activity_completed"
     result: Payload
     attempt: int = 1
+    started: float | None = None
+    retries: list[AttemptFailed] = []
 
 
 class ActivityFailed(_Step):
-    """An activity gave up: its last attempt failed and the retry policy allows no more."""
+    """An activity gave up: its last attempt failed and the retry policy allows no more;
+    ``started`` is when that attempt began, ``retries`` the tries before it."""
 
     type: Literal["activity_failed"] = "activity_failed"
     failure: Failure
+    started: float | None = None
+    retries: list[AttemptFailed] = []
 
 
 class TimerFired(_Step):
@@ -363,6 +380,23 @@ class Batch(_Model):
     version: str | None = None
     """Set (with ``v=2``) on the batch that moved the run to a host of this code version
     (``rayline versions upgrade``); the run's later batches run that version's code."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _versioned(cls, data: Any) -> Any:
+        """``v`` is at least what the batch's fields need: 2 for a ``version``, 3 for an
+        activity outcome that says when its attempt began or lists retries."""
+        if not isinstance(data, dict):
+            return data
+        needed = 3 if any(_timed(e) for e in data.get("events") or ()) else \
+            2 if data.get("version") is not None else 1
+        return {**data, "v": max(data.get("v", 1), needed)} if needed > 1 else data
+
+
+def _timed(event: Any) -> bool:
+    if isinstance(event, dict):
+        return event.get("started") is not None or bool(event.get("retries"))
+    return getattr(event, "started", None) is not None or bool(getattr(event, "retries", ()))
 
 
 class RunRecord(_Model):

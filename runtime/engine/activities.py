@@ -20,7 +20,7 @@ from .._options import ActivityOptions
 from .._values import Values
 from ..errors import FatalError
 from ..failures import attempt_failure
-from ..timeline import ActivityCompleted, ActivityFailed, Event
+from ..timeline import ActivityCompleted, ActivityFailed, AttemptFailed, Event
 
 Outcome = tuple[str, Any]
 
@@ -63,20 +63,24 @@ Attempt = Callable[[int], Awaitable[Outcome]]
 async def run_with_retries(
     seq: int, name: str, options: ActivityOptions, attempt: Attempt,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, *,
-    values: Values | None = None,
+    values: Values | None = None, now: Callable[[], float] = time.time,
 ) -> Event:
     """Runs attempts until one succeeds or the policy says stop; returns the event to record.
 
     ``attempt(n)`` runs attempt ``n`` and returns its outcome; it may raise
     ``asyncio.TimeoutError`` when ``start_to_close`` passes. A result is encoded with the
-    run's ``values`` (a large one as a reference).
+    run's ``values`` (a large one as a reference). The event says when the last attempt
+    began and lists the failed attempts before it (by ``now``, the host's clock).
     """
     policy = options.retry_policy
     deadline = (time.monotonic() + options.schedule_to_close
                 if options.schedule_to_close is not None else None)
     number = 0
+    retries: list[AttemptFailed] = []
     while True:
         number += 1
+        began = now()
+        timed: dict[str, Any] = {"started": began, "retries": list(retries)}
         try:
             if options.start_to_close is not None:
                 kind, value = await asyncio.wait_for(attempt(number), options.start_to_close)
@@ -93,22 +97,26 @@ async def run_with_retries(
                                        values=values)
             except Exception as exc:
                 reported = attempt_failure(exc, fatal=True)
-                return _failed(seq, name, reported, number, "fatal", failures.FATAL)
-            return ActivityCompleted(seq=seq, result=result, attempt=number)
+                return _failed(seq, name, reported, number, "fatal", failures.FATAL, timed)
+            return ActivityCompleted(seq=seq, result=result, attempt=number, **timed)
         reported = value
         out_of_time = deadline is not None and time.monotonic() + policy.delay(number) > deadline
         if reported["fatal"] or not policy.retryable(reported["type"]):
-            return _failed(seq, name, reported, number, "fatal", failures.FATAL)
+            return _failed(seq, name, reported, number, "fatal", failures.FATAL, timed)
         if not policy.allows_another(number):
             if reported.get("timeout"):
-                return _failed(seq, name, reported, number, "timeout", failures.TIMED_OUT)
-            return _failed(seq, name, reported, number, "maxed", failures.MAXED)
+                return _failed(seq, name, reported, number, "timeout", failures.TIMED_OUT,
+                               timed)
+            return _failed(seq, name, reported, number, "maxed", failures.MAXED, timed)
         if out_of_time:
-            return _failed(seq, name, reported, number, "timeout", failures.TIMED_OUT)
+            return _failed(seq, name, reported, number, "timeout", failures.TIMED_OUT, timed)
+        retries.append(AttemptFailed(attempt=number, started=began, ended=now(),
+                                     type=reported["type"],
+                                     message=str(reported.get("message", ""))[:1000]))
         await sleep(policy.delay(number))
 
 
 def _failed(seq: int, name: str, reported: dict[str, Any], attempt: int, kind: failures.Kind,
-            code: int) -> ActivityFailed:
+            code: int, timed: dict[str, Any]) -> ActivityFailed:
     return ActivityFailed(seq=seq, failure=failures.activity_failure(
-        reported, activity=name, attempt=attempt, kind=kind, code=code))
+        reported, activity=name, attempt=attempt, kind=kind, code=code), **timed)

@@ -77,7 +77,6 @@ from ..messages import (
 )
 from ..storage.runs import RunStore, validate_id
 from ..timeline import (
-    TIMELINE_VERSION,
     Batch,
     CancelRequested,
     Event,
@@ -943,7 +942,7 @@ class Host:
         if self.parking.park_after is not None and instance.waiting_only_on_outside():
             parked_until = wake_of(instance, started) or math.inf
         await self.read(self.runs.mark_open, self.host_name, workflow_id, parked_until)
-        move = Batch(v=TIMELINE_VERSION, seq=len(batches) + 1, run_id=started.run_id,
+        move = Batch(seq=len(batches) + 1, run_id=started.run_id,
                      time=self.now(), owner=self.host_name, version=self.version)
         try:
             await self.read(self.runs.append, workflow_id, started.epoch, move)
@@ -1029,7 +1028,7 @@ class Host:
         async def run() -> Event:
             try:
                 return await run_with_retries(seq, definition.name, options, attempt,
-                                              values=values)
+                                              values=values, now=self.now)
             finally:
                 self.beats.pop(key, None)
 

@@ -75,7 +75,7 @@ def pick(hosts: list[str], workflow_id: str) -> str:
                                                        digest_size=8).digest())
 
 
-def target_size(nodes: int, live: int, busy: float = 0.0, low: int = 1,
+def target_size(nodes: int, live: float, busy: float = 0.0, low: int = 1,
                 high: int = MAX_HOSTS) -> int:
     """The hosts an elastic pool wants: one per alive node, one per ``LIVE_PER_HOST``
     live runs and one per ``BUSY_PER_HOST`` of summed event-loop load, between ``low``

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 import rayline
 
 from . import wf
@@ -13,31 +17,30 @@ def test_export_execution_lists_typed_events_with_back_references_and_summary(
     handle.signal("extra", "yes")
     assert handle.result() == [116, "yes"]
     execution = handle.export_execution()
-    types = [e["event_type"] for e in execution["events"]]
+    types = [e.event_type for e in execution.events]
     assert types[0] == "workflow_execution_started"
     assert types[-1] == "workflow_execution_completed"
     for expected in ("child_workflow_execution_started", "child_workflow_execution_completed",
                      "timer_started", "timer_fired", "signal_wait_started",
                      "workflow_execution_signaled"):
         assert expected in types
-    completed = next(e for e in execution["events"]
-                     if e["event_type"] == "child_workflow_execution_completed")
-    started = execution["events"][completed["scheduled_event_id"] - 1]
-    assert started["event_type"] == "child_workflow_execution_started"
-    assert started["event_key"] == "-child-1-"
-    summary = execution["summary"]
-    assert summary["child_workflows"] == {"total": 1, "completed": 1, "failed": 0}
-    assert summary["timers"] == 1 and summary["signals"] == 1  # the wait found its signal
-    assert summary["total_events"] == len(execution["events"])
-    assert execution["status"] == "completed"
+    completed = next(e for e in execution.events
+                     if e.event_type == "child_workflow_execution_completed")
+    started = execution.events[completed.attributes["initiated_event_id"] - 1]
+    assert started.event_type == "child_workflow_execution_started"
+    assert started.attributes["timeline_key"] == "-child-1-"
+    summary = execution.summary
+    assert summary.child_workflows == {"total": 1, "completed": 1, "failed": 0}
+    assert summary.timers == 1 and summary.signals == 1  # the wait found its signal
+    assert summary.total_events == len(execution.events)
+    assert execution.status == "completed" and execution.result == [116, "yes"]
 
     verbose = handle.export_execution(mode="verbose", omit_results=True)
-    child = next(e for e in verbose["events"]
-                 if e["event_type"] == "child_workflow_execution_started")["children"]
-    assert child["workflow_id"] == "kid-1"
-    assert child["summary"]["activities"] == {"total": 5, "completed": 5, "failed": 0,
-                                              "system": 0, "user": 5}
-    assert all(e["attributes"].get("result") is None for e in verbose["events"])
+    child = verbose.children[0]
+    assert child.workflow_id == "kid-1" and child.parent_workflow_id == "parent"
+    assert child.summary.activities == {"total": 5, "completed": 5, "failed": 0,
+                                        "retried": 0, "system": 0, "user": 5}
+    assert all(e.attributes.get("result") is None for e in verbose.events)
 
 
 def test_export_has_hotmesh_sections(client: rayline.Client, marks: str) -> None:
@@ -45,14 +48,34 @@ def test_export_has_hotmesh_sections(client: rayline.Client, marks: str) -> None
     handle.signal("finish")
     assert handle.result() == 1
     export = handle.export()
-    assert set(export) == {"data", "state", "status", "timeline", "transitions"}
-    assert export["data"] == {"region": "eu", "step": 1, "note": "half way"}
-    assert export["status"] == 0 and export["state"]["done"] is True
-    proxy = next(e for e in export["timeline"] if e["key"] == "-proxy-2-")
-    assert proxy["value"] == 1
+    assert export.data == {"arguments": [marks], "search": {"region": "eu", "step": 1},
+                           "enrich": {"note": "half way"}}
+    assert export.status == 0 and export.state is not None and export.state.done is True
+    proxy = next(e for e in export.timeline or [] if e.key == "-proxy-2-")
+    assert proxy.value == 1
     only = handle.export(allow=["status", "data"])
-    assert set(only) == {"status", "data"}
-    assert "value" not in str(handle.export(block=["timeline"]).get("timeline", ""))
+    assert only.timeline is None and only.state is None and only.status == 0
+    assert handle.export(block=["timeline"]).timeline is None
+    with pytest.raises(rayline.InvalidInputError, match="unknown export section 'nope'"):
+        handle.export(allow=["nope"])
+
+
+def test_a_running_workflow_exported_from_its_host_shows_its_activity_running(
+        client: rayline.Client, marks: str) -> None:
+    handle = client.workflow.start(wf.runs_long, args=[marks], workflow_id="live")
+    deadline = time.monotonic() + 30
+    while not any(p.kind == "activity" and p.attempt for p in handle.describe().pending):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    stored = handle.export_execution()
+    assert stored.status == "running"
+    assert "activity_task_started" not in [e.event_type for e in stored.events]
+    live = handle.export_execution(allow_direct_query=True)
+    running = [e for e in live.events if e.event_type == "activity_task_started"]
+    assert len(running) == 1 and running[0].attributes["attempt"] == 1
+    scheduled = live.events[running[0].attributes["scheduled_event_id"] - 1]
+    assert scheduled.event_type == "activity_task_scheduled"
+    handle.terminate()
 
 
 def test_signal_with_start_starts_once_then_signals(client: rayline.Client) -> None:

@@ -158,8 +158,8 @@ def test_an_upgrade_moves_the_runs_that_replay_on_the_new_code_and_says_why_not_
     listed = {s.workflow_id: s.version for s in client.workflow.list()}
     assert (listed["same"], listed["early"]) == (new["version"], old[0])
     exported = handles["same"].export_execution()
-    assert exported["version"] == new["version"]
-    assert "workflow_execution_moved" in [e["event_type"] for e in exported["events"]]
+    assert exported.version == new["version"]
+    assert "workflow_execution_moved" in [e.event_type for e in exported.events]
 
     capsys.readouterr()
     assert main(["versions", "upgrade", old[0], new["version"], "--storage", storage,

@@ -484,3 +484,18 @@ def watched_quick() -> str:
 @rayline.workflow
 async def runs_watched_quick() -> object:
     return await workflow.execute_activity(watched_quick)
+
+
+@rayline.workflow
+async def exported(key: str) -> list[object]:
+    """Three activities (the second fails once and is retried), a sleep, a signal and a
+    child: what the export tests read."""
+    workflow.patched("fast-path")  # rayline's own bookkeeping: a marker
+    a = await workflow.execute_activity(add1, 1)
+    b = await workflow.execute_activity(flaky, key, 1)
+    await workflow.sleep(0.05)
+    approved = await workflow.condition("approve")
+    c = await workflow.execute_activity(double, 2)
+    workflow.search(stage="done", score=0.5)
+    kid = await workflow.execute_child(one_step, 10, workflow_id=f"{key}-kid")
+    return [a, b, approved, c, kid]

@@ -96,8 +96,8 @@ def test_a_client_stores_large_inputs_and_signals_and_reads_large_results(
         objects, timeline_bytes = _stored(runs)
         assert len(objects) == 2 and timeline_bytes < 20_000  # the input once, the signal
         exported = await handle.export_execution()
-        started = [e for e in exported["events"] if e["event_type"] == "workflow_execution_started"]
-        assert started[0]["attributes"]["input"][0]["stored"] == "builtins.bytes"
+        started = [e for e in exported.events if e.event_type == "workflow_execution_started"]
+        assert started[0].attributes["input"][0]["stored"] == "builtins.bytes"
 
     run(main)
 
