@@ -1,296 +1,197 @@
-"""The ``rayline`` command: operator tasks on a cluster.
+"""The ``rayline`` command: workflows and the cluster's hosts, from a terminal.
 
-    rayline resume [--address auto] [--storage URL] [--namespace NS]
-    rayline list   [--status running] [--name N] [--queue Q] [--version V]
-                   [--search FIELD<OP>JSON ...] [--started-after T] [--started-before T]
-                   [--closed-after T] [--closed-before T] [--order-by KEY] [--limit N]
-                   [--page-token TOKEN] [--address auto] [--storage URL] [--namespace NS]
-    rayline count  [the filters of list] [--group-by status|workflow_name|task_queue|version]
-    rayline workflow start NAME [--id ID] [--queue Q] [--args JSON_LIST] [...]
-    rayline workflow show ID [...]
-    rayline workflow signal ID SIGNAL [--data JSON] [...]
-    rayline workflow result ID [--timeout SECONDS] [...]
-    rayline workflow export ID [--execution] [--json] [...]
-    rayline workflow cancel|terminate ID [--reason TEXT] [...]
-    rayline workflow describe ID [...]
-    rayline workflow release ID [--address auto] [--storage URL] [--namespace NS]
-    rayline versions [...]
-    rayline versions upgrade OLD NEW [--workflow ID ...] [...]
-    rayline retire [...]
-    rayline status [...]
-    rayline hosts [...]
-    rayline hosts drain HOST... | --node NODE_ID [...]
+    rayline workflow start NAME [--id ID] [--queue Q] [--args JSON_LIST]
+    rayline workflow list|count [FILTERS]            (also: rayline list|count)
+    rayline workflow show|describe|history|result|export ID
+    rayline workflow signal ID SIGNAL [--data JSON]
+    rayline workflow query ID NAME [--args JSON_LIST]
+    rayline workflow cancel|terminate|release ID [--reason TEXT]
+    rayline status                                   the cluster at a glance
+    rayline hosts [drain HOST... | drain --node NODE_ID]
+    rayline versions [upgrade OLD NEW [--workflow ID ...]]
+    rayline resume | retire
 
-``list`` prints one JSON line per workflow (the latest run of each id) meeting every
-filter, newest first, a page at a time (``--limit``, 100): the token of the next page
-goes to stderr. ``--search`` takes ``FIELD=VALUE`` or an operator (``!=``, ``>``, ``>=``,
-``<``, ``<=``), the value as JSON when it parses (``score>=0.9``, ``region=eu``); times
-are ISO 8601 (UTC unless they say) or seconds since the epoch. ``count`` prints how many
-meet the filters, per group with ``--group-by``.
+Every command takes ``--address`` (a Ray cluster; ``auto`` joins the local one),
+``--storage`` and ``--namespace``; every command that reads takes ``--json`` (one JSON
+document, or one per line for lists). Without ``--json``, reads are tables.
 
-``versions`` lists the code versions with runs: how many in each state, the hosts of
-their open runs, and the ``runtime_env`` that brings their code. ``versions upgrade``
-moves the open runs of version OLD to NEW: each is replayed on NEW's code first and
-moved only if that works; it prints what moved and why the others stayed (exit status
-1 when any stayed). ``retire`` stops now
-the idle hosts the registry stops every ``RAYLINE_RETIRE_EVERY`` seconds (300): those of
-a queue's older code versions and dedicated hosts, once they hold no run.
+``list`` shows the workflows (the latest run of each id) meeting every filter, newest
+first, a page at a time (``--limit``, 100); the token of the next page goes to stderr.
+``--search`` takes ``FIELD=VALUE`` or an operator (``!=``, ``>``, ``>=``, ``<``,
+``<=``), the value as JSON when it parses (``score>=0.9``, ``region=eu``); times are ISO
+8601 (UTC unless they say) or seconds since the epoch. ``count`` counts them, per group
+with ``--group-by``.
 
-``status`` shows the hosts of each Ray node as a table: live, parked and stuck runs, the
-share of time each host's event loop was busy, and which ones drain. ``hosts`` lists the
-same as JSON lines; ``hosts drain``
-moves every run of the hosts named (or of every host on a Ray node) to the rest of
-their pools and stops them, before a node is taken away.
-
-``workflow start`` starts a workflow registered by name (``Worker.create(...,
-workflows=[...])``) with JSON arguments and prints its id; ``show`` prints a workflow's
-state, host, version and what it waits on; ``signal`` sends a signal with JSON data;
+``show`` prints a workflow's state, then its timeline as a table with durations, and a
+waterfall of its activities when the terminal is wide enough; ``history`` lists every
+event; ``export`` prints the HotMesh export (``--execution``: the event list) as JSON.
 ``result`` waits for the result and prints it as JSON (a failed workflow's error goes to
-stderr, exit status 1); ``export`` prints the HotMesh-style export (``--execution``: the
-event list), as JSON (``--json``: on one line).
+stderr, exit status 1).
 
-Errors (an unknown id, no cluster at ``--address``, bad input) are one line on stderr
-and exit status 2.
+``status`` shows the cluster: the hosts of each Ray node with their live, parked and
+stuck runs and load, the code versions, and the workflows per status. ``hosts drain``
+moves every run of the hosts named (or of every host on a Ray node) to the rest of their
+pools and stops them, before a node is taken away. ``versions upgrade`` moves the open
+runs of version OLD to NEW, each only if it replays there (exit status 1 when any
+stayed). ``retire`` stops now the idle hosts of older code versions and dedicated hosts
+(the registry does it every ``RAYLINE_RETIRE_EVERY`` seconds). ``release`` lets a
+quarantined workflow load and run again, after its code was fixed.
 
-``release`` lets a quarantined workflow (one whose code crashed its host again and
-again) load and run again, after its code was fixed.
+Errors (an unknown id, bad JSON, no cluster at ``--address``, unreachable storage, a
+wrong option) are one line on stderr, ``rayline: error: ...``, and exit status 2.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import sys
-import time
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
 
 import rayline
-from rayline.messages import HostStats, WorkflowDescription
+from rayline.export import ExecutionEvent, WorkflowExecution
+from rayline.messages import HostStats, RunSummary, WorkflowDescription
+
+F = TypeVar("F", bound=Callable[..., Any])
+PIPE_WIDTH = 200
+"""Columns of a table written to a file or pipe."""
+WATERFALL_WIDTH = 110
+"""Terminal columns from which ``show`` draws its waterfall of activities."""
 
 
-def status_table(hosts: list[HostStats]) -> str:
-    """Hosts grouped by node, with their runs and load, and a total line."""
-    rows = [("NODE", "HOST", "LIVE", "PARKED", "STUCK", "LOAD", "")]
-    for stats in sorted(hosts, key=lambda s: (s.node or "", s.host)):
-        rows.append(((stats.node or "?")[:12], stats.host, str(stats.running),
-                     str(stats.parked), str(stats.stuck), f"{stats.load:.0%}",
-                     "draining" if stats.draining else ""))
-    nodes = len({s.node for s in hosts})
-    rows.append((f"{nodes} node(s)", f"{len(hosts)} host(s)",
-                 str(sum(s.running for s in hosts)), str(sum(s.parked for s in hosts)),
-                 str(sum(s.stuck for s in hosts)), "", ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                   .rstrip() + "\n" for row in rows)
+class Failed(Exception):
+    """A command that ran and reports failure (exit status 1), its message on stderr."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--address", default=None, help="Ray address ('auto' joins a cluster)")
-    common.add_argument("--storage", default=None, help="default $RAYLINE_STORAGE or ./.rayline")
-    common.add_argument("--namespace", default="default")
-    parser = argparse.ArgumentParser(prog="rayline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("resume", parents=[common], help="resume unfinished workflows")
-    filters = argparse.ArgumentParser(add_help=False)
-    filters.add_argument("--status", default=None, help="only workflows in this state")
-    filters.add_argument("--name", default=None, help="only this workflow name")
-    filters.add_argument("--queue", default=None, help="only this task queue")
-    filters.add_argument("--version", default=None, help="only this code version")
-    filters.add_argument("--search", action="append", default=[], metavar="FIELD<OP>VALUE",
-                         help="a search-field condition (repeatable)")
-    for bound in ("started-after", "started-before", "closed-after", "closed-before"):
-        filters.add_argument(f"--{bound}", default=None, metavar="TIME")
-    listing = commands.add_parser("list", parents=[common, filters],
-                                  help="workflows, newest first, a page at a time")
-    listing.add_argument("--order-by", default="-started_at")
-    listing.add_argument("--limit", type=int, default=100)
-    listing.add_argument("--page-token", default=None)
-    counting = commands.add_parser("count", parents=[common, filters],
-                                   help="how many workflows meet the filters")
-    counting.add_argument("--group-by", default=None)
-    workflow = commands.add_parser("workflow", parents=[common], help="one workflow")
-    workflow.add_argument("action", choices=["start", "show", "signal", "result", "export",
-                                             "cancel", "terminate", "describe", "release"])
-    workflow.add_argument("workflow_id", help="its id (start: the workflow's name)")
-    workflow.add_argument("signal", nargs="?", help="signal: the signal's name")
-    workflow.add_argument("--reason", default=None, help="cancel, terminate: why")
-    workflow.add_argument("--id", dest="new_id", default=None, help="start: the id to give")
-    workflow.add_argument("--queue", default="default", help="start: the task queue")
-    workflow.add_argument("--args", default="[]", help="start: a JSON list of arguments")
-    workflow.add_argument("--data", default="null", help="signal: JSON data")
-    workflow.add_argument("--timeout", type=float, default=None, help="result: seconds")
-    workflow.add_argument("--execution", action="store_true",
-                          help="export: the event list (export_execution)")
-    workflow.add_argument("--json", action="store_true", help="export: one line")
-    versions = commands.add_parser("versions", parents=[common],
-                                   help="code versions; upgrade OLD NEW moves runs")
-    versions.add_argument("action", nargs="?", choices=["upgrade"])
-    versions.add_argument("old", nargs="?", help="upgrade: the version its runs leave")
-    versions.add_argument("new", nargs="?", help="upgrade: the version they move to")
-    versions.add_argument("--workflow", action="append", dest="workflow_ids", default=None,
-                          help="upgrade: only this workflow id (repeatable)")
-    commands.add_parser("retire", parents=[common], help="stop idle hosts now")
-    commands.add_parser("status", parents=[common], help="hosts per node: runs and load")
-    hosts = commands.add_parser("hosts", parents=[common],
-                                help="hosts per node; drain HOST... empties and stops them")
-    hosts.add_argument("action", nargs="?", choices=["drain"])
-    hosts.add_argument("names", nargs="*", help="drain: the hosts")
-    hosts.add_argument("--node", default=None, help="drain: every host on this Ray node")
-    return parser
+# ------------------------------------------------------------------- plumbing
+
+def _console(stderr: bool = False) -> Console:
+    """A console on the current stdout/stderr (made per call, so tests capture it); to a
+    file or pipe, as wide as a table needs (nothing wraps)."""
+    file = sys.stderr if stderr else sys.stdout
+    terminal = hasattr(file, "isatty") and file.isatty()
+    return Console(file=file, highlight=False, soft_wrap=False,
+                   width=None if terminal else PIPE_WIDTH)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command == "versions" and args.action == "upgrade" and not (args.old and args.new):
-        parser.error("versions upgrade needs OLD and NEW")
-    try:
-        return _run(parser, args)
-    except (rayline.RaylineError, ConnectionError) as exc:  # one line, no traceback
-        message = " ".join(str(exc).split())
-        print(f"rayline: error: {type(exc).__name__}: {message}", file=sys.stderr)
-        return 2
+def connection(fn: F) -> F:
+    """Adds ``--address``, ``--storage`` and ``--namespace``."""
+    for option in (
+            click.option("--namespace", default="default", show_default=True,
+                         help="The rayline namespace."),
+            click.option("--storage", default=None, help="Storage URL (default "
+                         "$RAYLINE_STORAGE or ./.rayline)."),
+            click.option("--address", default=None,
+                         help="Ray address ('auto' joins a running cluster).")):
+        fn = option(fn)
+    return fn
 
 
-def _json(text: str, what: str) -> Any:
+def connected(fn: F) -> F:
+    """Adds the connection options and passes a ``client`` made with them."""
+    @connection
+    @functools.wraps(fn)
+    def wrapper(*args: Any, address: str | None, storage: str | None, namespace: str,
+                **kwargs: Any) -> Any:
+        client = rayline.Client(address=address, storage=storage, namespace=namespace)
+        return fn(client, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def as_json(fn: F) -> F:
+    return click.option("--json", "json_out", is_flag=True,
+                        help="JSON instead of a table.")(fn)
+
+
+def _json_arg(text: str, what: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
         raise rayline.InvalidInputError(f"{what} is not JSON: {exc}") from None
 
 
-def _workflow(client: rayline.Client, args: argparse.Namespace,
-              parser: argparse.ArgumentParser) -> int:
-    if args.action == "start":
-        arguments = _json(args.args, "--args")
-        if not isinstance(arguments, list):
-            raise rayline.InvalidInputError("--args must be a JSON list")
-        handle = client.workflow.start(workflow_name=args.workflow_id, args=arguments,
-                                       workflow_id=args.new_id, task_queue=args.queue)
-        print(json.dumps({"workflow_id": handle.workflow_id}))
-        return 0
-    handle = client.workflow.get_handle(args.workflow_id)
-    if args.action == "signal":
-        if not args.signal:
-            parser.error("workflow signal needs ID and SIGNAL")
-        handle.signal(args.signal, _json(args.data, "--data"))
-        print(f"signalled {args.workflow_id}: {args.signal}")
-    elif args.action == "result":
-        try:
-            value = handle.result(timeout=args.timeout)
-        except rayline.WorkflowFailedError as exc:
-            print(f"rayline: {args.workflow_id} failed: {' '.join(str(exc).split())}",
-                  file=sys.stderr)
-            return 1
-        print(json.dumps(value, default=repr))
-    elif args.action == "export":
-        exported = handle.export_execution() if args.execution else handle.export()
-        print(exported.model_dump_json(indent=None if args.json else 2, exclude_none=True))
-    elif args.action == "show":
-        sys.stdout.write(show(handle.describe()))
-    elif args.action == "cancel":
-        handle.cancel()
-        print(f"cancelled {args.workflow_id}")
-    elif args.action == "release":
-        handle.release()
-        print(f"released {args.workflow_id}")
-    elif args.action == "terminate":
-        handle.terminate(args.reason)
-        print(f"terminated {args.workflow_id}")
-    else:
-        sys.stdout.write(handle.describe().model_dump_json(indent=2) + "\n")
-    return 0
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def show(described: WorkflowDescription) -> str:
-    """A workflow's description for people: one field per line, then what it waits on."""
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(described.started_at))
-    lines = [f"workflow  {described.workflow_id} ({described.workflow_name})",
-             f"state     {described.state.value}",
-             f"run       {described.run_id} (attempt {described.attempt})",
-             f"started   {when}",
-             f"queue     {described.task_queue} on {described.host}",
-             f"version   {described.version or '-'}"]
-    if described.search:
-        lines.append(f"search    {json.dumps(described.search)}")
-    if described.error:
-        lines.append(f"error     {' '.join(described.error.split())}")
-    for work in described.pending:
-        detail = f" {work.signal_id!r}" if work.signal_id else \
-            f" (attempt {work.attempt})" if work.attempt else ""
-        lines.append(f"waits on  {work.kind}{detail}, call {work.seq}")
-    return "\n".join(lines) + "\n"
+def _seconds(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
 
 
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    client = rayline.Client(address=args.address, storage=args.storage,
-                            namespace=args.namespace)
-    if args.command == "resume":
-        hosts = client.resume()
-        print(f"resumed unfinished workflows on {hosts} host(s) of namespace {args.namespace}")
-    elif args.command == "workflow":
-        return _workflow(client, args, parser)
-    elif args.command == "retire":
-        retired = client.run(client.aio.retire_idle())
-        print(f"retired {len(retired)} idle host(s): {' '.join(retired)}")
-    elif args.command == "hosts" and args.action == "drain":
-        if not args.names and args.node is None:
-            parser.error("hosts drain needs HOST names or --node NODE_ID")
-        reports = [client.drain(name) for name in args.names]
-        if args.node is not None:
-            reports += client.drain_node(args.node)
-        for report in reports:
-            sys.stdout.write(report.model_dump_json() + "\n")
-        return 0 if all(r.retired for r in reports) else 1
-    elif args.command == "hosts":
-        for stats in client.hosts():
-            sys.stdout.write(stats.model_dump_json() + "\n")
-    elif args.command == "status":
-        sys.stdout.write(status_table(client.hosts()))
-    elif args.command == "versions" and args.action == "upgrade":
-        upgrade = client.upgrade(args.old, args.new, workflow_ids=args.workflow_ids)
-        sys.stdout.write(upgrade.model_dump_json(indent=2) + "\n")
-        return 0 if not upgrade.left else 1
-    elif args.command == "versions":
-        for version in client.versions():
-            sys.stdout.write(version.model_dump_json() + "\n")
-    elif args.command == "count":
-        counted = client.workflow.count(**_filters(args), group_by=args.group_by)
-        sys.stdout.write(counted.model_dump_json() + "\n")
-    else:
-        page = client.workflow.list(**_filters(args), order_by=args.order_by,
-                                    limit=args.limit, page_token=args.page_token)
-        for summary in page:
-            sys.stdout.write(summary.model_dump_json() + "\n")
-        if page.next_page_token:
-            sys.stderr.write(f"more: --page-token {page.next_page_token}\n")
-    return 0
+# ------------------------------------------------------------------- the group
 
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             help="Durable workflows on Ray, from a terminal.",
+             epilog="\b\n" + __doc__.split("\n\n")[1].replace("    rayline", "rayline")
+             + "\n\nReads take --json; errors are one line on stderr, exit status 2.")
+def cli() -> None:
+    pass
+
+
+@cli.command(help="Resume every unfinished workflow found in storage.")
+@connected
+def resume(client: rayline.Client) -> None:
+    hosts = client.resume()
+    click.echo(f"resumed unfinished workflows on {hosts} host(s)")
+
+
+@cli.command(help="Stop the idle hosts of older code versions and dedicated hosts now.")
+@connected
+def retire(client: rayline.Client) -> None:
+    retired = client.run(client.aio.retire_idle())
+    click.echo(f"retired {len(retired)} idle host(s): {' '.join(retired)}")
+
+
+# ------------------------------------------------------------------- list, count
 
 _OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
 
 
-def _filters(args: argparse.Namespace) -> dict[str, Any]:
+def filtered(fn: F) -> F:
+    """The filters ``list`` and ``count`` share."""
+    for option in reversed([
+            click.option("--status", default=None, help="Only workflows in this state."),
+            click.option("--name", default=None, help="Only this workflow name."),
+            click.option("--queue", default=None, help="Only this task queue."),
+            click.option("--version", default=None, help="Only this code version."),
+            click.option("--search", multiple=True, metavar="FIELD<OP>VALUE",
+                         help="A search-field condition (repeatable)."),
+            click.option("--started-after", default=None, metavar="TIME"),
+            click.option("--started-before", default=None, metavar="TIME"),
+            click.option("--closed-after", default=None, metavar="TIME"),
+            click.option("--closed-before", default=None, metavar="TIME")]):
+        fn = option(fn)
+    return fn
+
+
+def _filters(options: dict[str, Any]) -> dict[str, Any]:
     """The filters of ``list`` and ``count`` from the command line."""
     search: dict[str, dict[str, Any]] = {}
-    for text in args.search:
-        at = min((text.find(op), -len(op), op) for op in _OPERATORS if op in text) \
-            if any(op in text for op in _OPERATORS) else None
-        if at is None or at[0] == 0:
+    for text in options.pop("search"):
+        found = [(text.find(op), -len(op), op) for op in _OPERATORS if op in text]
+        if not found or min(found)[0] == 0:
             raise rayline.InvalidInputError(f"--search {text!r}: write FIELD<OP>VALUE, with "
                                             f"OP one of {' '.join(_OPERATORS)}")
-        field, op, raw = text[:at[0]], at[2], text[at[0] + len(at[2]):]
+        at, _, op = min(found)
+        field, raw = text[:at], text[at + len(op):]
         try:
             value = json.loads(raw)
         except ValueError:
             value = raw  # a bare word: a string
         search.setdefault(field, {})[op] = value
-    return {"status": args.status, "workflow_name": args.name, "task_queue": args.queue,
-            "version": args.version, "search": search or None,
-            **{bound: _time(getattr(args, bound), bound) for bound in (
+    return {"status": options.pop("status"), "workflow_name": options.pop("name"),
+            "task_queue": options.pop("queue"), "version": options.pop("version"),
+            "search": search or None,
+            **{bound: _time(options.pop(bound), bound) for bound in (
                 "started_after", "started_before", "closed_after", "closed_before")}}
 
 
@@ -306,6 +207,419 @@ def _time(text: str | None, what: str) -> float | datetime | None:
     except ValueError:
         raise rayline.InvalidInputError(f"--{what.replace('_', '-')} {text!r}: give an ISO "
                                         "8601 time or seconds since the epoch") from None
+
+
+@click.command("list", help="Workflows meeting the filters, newest first, a page at a time.")
+@connected
+@filtered
+@click.option("--order-by", default="-started_at", show_default=True)
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--page-token", default=None)
+@as_json
+def list_(client: rayline.Client, order_by: str, limit: int, page_token: str | None,
+          json_out: bool, **options: Any) -> None:
+    page = client.workflow.list(**_filters(options), order_by=order_by, limit=limit,
+                                page_token=page_token)
+    if json_out:
+        for summary in page:
+            click.echo(summary.model_dump_json())
+    else:
+        _console().print(_runs_table(page))
+    if page.next_page_token:
+        click.echo(f"more: --page-token {page.next_page_token}", err=True)
+
+
+def _runs_table(runs: list[RunSummary]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("WORKFLOW", "NAME", "STATE", "STARTED (UTC)", "CLOSED", "QUEUE", "HOST"):
+        table.add_column(column, no_wrap=column != "WORKFLOW")
+    for run in runs:
+        table.add_row(run.workflow_id, run.workflow_name, run.state.value,
+                      _when(run.started_at), _when(run.closed_at), run.task_queue, run.host)
+    return table
+
+
+@click.command(help="How many workflows meet the filters (per group with --group-by).")
+@connected
+@filtered
+@click.option("--group-by", default=None,
+              type=click.Choice(["status", "workflow_name", "task_queue", "version"]))
+@as_json
+def count(client: rayline.Client, group_by: str | None, json_out: bool,
+          **options: Any) -> None:
+    counted = client.workflow.count(**_filters(options), group_by=group_by)
+    if json_out:
+        click.echo(counted.model_dump_json())
+        return
+    click.echo(f"{counted.count} workflow(s)")
+    for group, n in sorted(counted.groups.items(), key=lambda item: -item[1]):
+        click.echo(f"  {group or '-':<24} {n}")
+
+
+cli.add_command(list_)
+cli.add_command(count)
+
+
+# ------------------------------------------------------------------- one workflow
+
+@cli.group(help="One workflow: start, show, signal, result, export, ...")
+def workflow() -> None:
+    pass
+
+
+workflow.add_command(list_)
+workflow.add_command(count)
+
+
+@workflow.command(help="Start a workflow registered by name (Worker.create) and print its id.")
+@connected
+@click.argument("name")
+@click.option("--id", "workflow_id", default=None, help="The id to give it.")
+@click.option("--queue", default="default", show_default=True, help="Its task queue.")
+@click.option("--args", "arguments", default="[]", help="A JSON list of arguments.")
+def start(client: rayline.Client, name: str, workflow_id: str | None, queue: str,
+          arguments: str) -> None:
+    values = _json_arg(arguments, "--args")
+    if not isinstance(values, list):
+        raise rayline.InvalidInputError("--args must be a JSON list")
+    handle = client.workflow.start(workflow_name=name, args=values, workflow_id=workflow_id,
+                                   task_queue=queue)
+    click.echo(json.dumps({"workflow_id": handle.workflow_id}))
+
+
+@workflow.command(help="State, what it waits on, and its timeline with durations.")
+@connected
+@click.argument("workflow_id")
+@as_json
+def show(client: rayline.Client, workflow_id: str, json_out: bool) -> None:
+    handle = client.workflow.get_handle(workflow_id)
+    described = handle.describe()
+    execution = handle.export_execution()
+    if json_out:
+        click.echo(json.dumps({"describe": described.model_dump(mode="json"),
+                               "execution": execution.model_dump(mode="json")}))
+        return
+    console = _console()
+    console.print(describe_text(described), end="")
+    console.print(_timeline_table(execution))
+    if console.width >= WATERFALL_WIDTH:
+        waterfall = _waterfall(execution, console.width - 50)
+        if waterfall is not None:
+            console.print(waterfall)
+
+
+def describe_text(described: WorkflowDescription) -> str:
+    """A workflow's description for people: one field per line, then what it waits on."""
+    lines = [f"workflow  {described.workflow_id} ({described.workflow_name})",
+             f"state     {described.state.value}",
+             f"run       {described.run_id} (attempt {described.attempt})",
+             f"started   {_when(described.started_at)} UTC",
+             f"queue     {described.task_queue} on {described.host}",
+             f"version   {described.version or '-'}"]
+    if described.search:
+        lines.append(f"search    {json.dumps(described.search)}")
+    if described.error:
+        lines.append(f"error     {' '.join(described.error.split())}")
+    for work in described.pending:
+        detail = f" {work.signal_id!r}" if work.signal_id else \
+            f" (attempt {work.attempt})" if work.attempt else ""
+        lines.append(f"waits on  {work.kind}{detail}, call {work.seq}")
+    return "\n".join(lines) + "\n"
+
+
+def _calls(execution: WorkflowExecution) -> Iterator[tuple[ExecutionEvent,
+                                                           ExecutionEvent | None]]:
+    """Each durable call's opening event and the event that ended it (or ``None``)."""
+    ended: dict[int, ExecutionEvent] = {}
+    for event in execution.events:
+        for ref in ("scheduled_event_id", "initiated_event_id", "started_event_id",
+                    "wait_event_id"):
+            origin = event.attributes.get(ref)
+            if origin is not None and not event.attributes.get("retrying"):
+                ended[origin] = event
+    for event in execution.events:
+        if event.event_type in ("activity_task_scheduled", "timer_started",
+                                "signal_wait_started", "child_workflow_execution_started",
+                                "signal_external_workflow_execution_initiated"):
+            yield event, ended.get(event.event_id)
+
+
+def _timeline_table(execution: WorkflowExecution) -> Table:
+    table = Table(title="timeline", title_justify="left", box=None, header_style="bold")
+    for column in ("CALL", "KIND", "WHAT", "STARTED (UTC)", "TOOK", "OUTCOME"):
+        table.add_column(column, no_wrap=True)
+    for opened, ended in _calls(execution):
+        attrs = opened.attributes
+        what = attrs.get("activity_type") or attrs.get("signal_name") or \
+            attrs.get("child_workflow_id") or _seconds(attrs.get("duration_ms"))
+        outcome = "running" if ended is None else ended.event_type.rsplit("_", 1)[-1]
+        if ended is not None and ended.attributes.get("attempt", 1) > 1:
+            outcome += f" (attempt {ended.attributes['attempt']})"
+        table.add_row(attrs.get("timeline_key", ""), opened.category, str(what),
+                      opened.event_time[11:23], _seconds(ended.duration_ms) if ended else "",
+                      outcome)
+    return table
+
+
+def _waterfall(execution: WorkflowExecution, width: int) -> Table | None:
+    """Bars of the run's activities on one time axis (from start to the last end)."""
+    bars = [(o, e) for o, e in _calls(execution) if o.category == "activity"]
+    if not bars:
+        return None
+    start = datetime.fromisoformat(execution.start_time).timestamp()
+
+    def at(event: ExecutionEvent) -> float:
+        return datetime.fromisoformat(event.event_time).timestamp() - start
+
+    end = max([at(e) for _, e in bars if e is not None] + [at(o) for o, _ in bars]) or 1.0
+    table = Table(title=f"activities over {end:.2f} s", title_justify="left", box=None,
+                  show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
+    for opened, ended in bars:
+        first = int(at(opened) / end * (width - 1))
+        last = int(at(ended) / end * (width - 1)) if ended else width - 1
+        bar = " " * first + "█" * max(1, last - first + 1)
+        table.add_row(f"{opened.attributes['timeline_key']} "
+                      f"{opened.attributes['activity_type'].rsplit('.', 1)[-1][:16]}", bar)
+    return table
+
+
+@workflow.command(help="Every event of the run, numbered, with durations.")
+@connected
+@click.argument("workflow_id")
+@as_json
+def history(client: rayline.Client, workflow_id: str, json_out: bool) -> None:
+    execution = client.workflow.get_handle(workflow_id).export_execution()
+    if json_out:
+        for event in execution.events:
+            click.echo(event.model_dump_json())
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("#", "EVENT", "TIME (UTC)", "TOOK", "DETAIL"):
+        table.add_column(column, no_wrap=column != "DETAIL")
+    for event in execution.events:
+        detail = " ".join(f"{k}={v}" for k, v in event.attributes.items()
+                          if k not in ("kind", "execution_index") and v is not None)
+        table.add_row(str(event.event_id), event.event_type, event.event_time[11:23],
+                      _seconds(event.duration_ms), detail[:160])
+    _console().print(table)
+
+
+@workflow.command(help="The run's description (JSON).")
+@connected
+@click.argument("workflow_id")
+@as_json
+def describe(client: rayline.Client, workflow_id: str, json_out: bool) -> None:
+    described = client.workflow.get_handle(workflow_id).describe()
+    click.echo(described.model_dump_json(indent=None if json_out else 2))
+
+
+@workflow.command(help="Wait for the result and print it as JSON.")
+@connected
+@click.argument("workflow_id")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait at most.")
+def result(client: rayline.Client, workflow_id: str, timeout: float | None) -> None:
+    handle = client.workflow.get_handle(workflow_id)
+    with _console(stderr=True).status(f"waiting for {workflow_id}"):
+        try:
+            value = handle.result(timeout=timeout)
+        except rayline.WorkflowFailedError as exc:
+            raise Failed(f"{workflow_id} failed: {' '.join(str(exc).split())}") from None
+    click.echo(json.dumps(value, default=repr))
+
+
+@workflow.command(help="Send a signal with JSON data.")
+@connected
+@click.argument("workflow_id")
+@click.argument("signal")
+@click.option("--data", default="null", help="JSON data.")
+def signal(client: rayline.Client, workflow_id: str, signal: str, data: str) -> None:
+    client.workflow.get_handle(workflow_id).signal(signal, _json_arg(data, "--data"))
+    click.echo(f"signalled {workflow_id}: {signal}")
+
+
+@workflow.command(help="Ask a running workflow's query handler.")
+@connected
+@click.argument("workflow_id")
+@click.argument("name")
+@click.option("--args", "arguments", default="[]", help="A JSON list of arguments.")
+@as_json
+def query(client: rayline.Client, workflow_id: str, name: str, arguments: str,
+          json_out: bool) -> None:
+    values = _json_arg(arguments, "--args")
+    if not isinstance(values, list):
+        raise rayline.InvalidInputError("--args must be a JSON list")
+    answer = client.workflow.get_handle(workflow_id).query(name, *values)
+    click.echo(json.dumps(answer, default=repr, indent=None if json_out else 2))
+
+
+@workflow.command(help="The HotMesh export (--execution: the event list), as JSON.")
+@connected
+@click.argument("workflow_id")
+@click.option("--execution", is_flag=True, help="export_execution instead of export.")
+@click.option("--verbose", is_flag=True, help="With --execution: children nested.")
+@click.option("--omit-results", is_flag=True, help="Leave every payload out.")
+@as_json
+def export(client: rayline.Client, workflow_id: str, execution: bool, verbose: bool,
+           omit_results: bool, json_out: bool) -> None:
+    handle = client.workflow.get_handle(workflow_id)
+    exported = handle.export_execution(mode="verbose" if verbose else "sparse",
+                                       omit_results=omit_results) if execution \
+        else handle.export(values=not omit_results)
+    click.echo(exported.model_dump_json(indent=None if json_out else 2, exclude_none=True))
+
+
+def _closing(action: str) -> click.Command:
+    @connected
+    @click.argument("workflow_id")
+    @click.option("--reason", default=None, help="terminate: why (kept with the run).")
+    def command(client: rayline.Client, workflow_id: str, reason: str | None) -> None:
+        handle = client.workflow.get_handle(workflow_id)
+        if action == "cancel":
+            handle.cancel()
+        elif action == "terminate":
+            handle.terminate(reason)
+        else:
+            handle.release()
+        click.echo(f"{action}{'d' if action.endswith('e') else 'led'} {workflow_id}")
+    helps = {"cancel": "Ask the workflow to cancel (it may clean up).",
+             "terminate": "Stop the run now; no workflow code runs after.",
+             "release": "Let a quarantined workflow load and run again."}
+    return click.command(action, help=helps[action])(command)
+
+
+for _action in ("cancel", "terminate", "release"):
+    workflow.add_command(_closing(_action))
+
+
+# ------------------------------------------------------------------- the cluster
+
+def status_table(hosts: list[HostStats]) -> str:
+    """Hosts grouped by node, with their runs and load, and a total line (plain text)."""
+    rows = [("NODE", "HOST", "LIVE", "PARKED", "STUCK", "LOAD", "")]
+    for stats in sorted(hosts, key=lambda s: (s.node or "", s.host)):
+        rows.append(((stats.node or "?")[:12], stats.host, str(stats.running),
+                     str(stats.parked), str(stats.stuck), f"{stats.load:.0%}",
+                     "draining" if stats.draining else ""))
+    nodes = len({s.node for s in hosts})
+    rows.append((f"{nodes} node(s)", f"{len(hosts)} host(s)",
+                 str(sum(s.running for s in hosts)), str(sum(s.parked for s in hosts)),
+                 str(sum(s.stuck for s in hosts)), "", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                   .rstrip() + "\n" for row in rows)
+
+
+@cli.command(help="The cluster at a glance: hosts per node, versions, workflows per status.")
+@connected
+@as_json
+def status(client: rayline.Client, json_out: bool) -> None:
+    hosts = client.hosts()
+    versions = client.versions()
+    counted = client.workflow.count(group_by="status")
+    if json_out:
+        click.echo(json.dumps({
+            "namespace": client.namespace, "hosts": [h.model_dump(mode="json") for h in hosts],
+            "versions": [v.model_dump(mode="json") for v in versions],
+            "workflows": {"total": counted.count, **counted.groups}}))
+        return
+    console = _console()
+    console.print(f"namespace {client.namespace}: {counted.count} workflow(s) "
+                  + ", ".join(f"{n} {state}" for state, n in sorted(counted.groups.items())))
+    console.print(status_table(hosts), end="")
+    for version in versions:
+        runs = ", ".join(f"{n} {state}" for state, n in sorted(version.runs.items()))
+        console.print(f"version {version.id or '-'}: {runs}")
+
+
+@cli.group(invoke_without_command=True, help="Hosts per node; drain HOST... empties them.")
+@click.pass_context
+@connection
+@as_json
+def hosts(context: click.Context, address: str | None, storage: str | None, namespace: str,
+          json_out: bool) -> None:
+    if context.invoked_subcommand is not None:
+        return
+    found = rayline.Client(address=address, storage=storage, namespace=namespace).hosts()
+    if json_out:
+        for stats in found:
+            click.echo(stats.model_dump_json())
+    else:
+        click.echo(status_table(found), nl=False)
+
+
+@hosts.command(help="Move every run of these hosts (or of a node's) away and stop them.")
+@connected
+@click.argument("names", nargs=-1)
+@click.option("--node", default=None, help="Every host on this Ray node.")
+def drain(client: rayline.Client, names: tuple[str, ...], node: str | None) -> None:
+    if not names and node is None:
+        raise click.UsageError("hosts drain needs HOST names or --node NODE_ID")
+    with _console(stderr=True).status("draining: moving runs"):
+        reports = [client.drain(name) for name in names]
+        if node is not None:
+            reports += client.drain_node(node)
+    for report in reports:
+        click.echo(report.model_dump_json())
+    if not all(r.retired for r in reports):
+        raise Failed("some runs could not move; their hosts stay")
+
+
+@cli.group(invoke_without_command=True, help="Code versions; upgrade OLD NEW moves runs.")
+@click.pass_context
+@connection
+@as_json
+def versions(context: click.Context, address: str | None, storage: str | None,
+             namespace: str, json_out: bool) -> None:
+    if context.invoked_subcommand is not None:
+        return
+    client = rayline.Client(address=address, storage=storage, namespace=namespace)
+    for version in client.versions():
+        if json_out:
+            click.echo(version.model_dump_json())
+        else:
+            runs = ", ".join(f"{n} {state}" for state, n in sorted(version.runs.items()))
+            click.echo(f"{version.id or '-'}: {runs}; hosts {', '.join(version.hosts) or '-'}")
+
+
+@versions.command(help="Move the open runs of OLD to NEW, each only if it replays there.")
+@connected
+@click.argument("old")
+@click.argument("new")
+@click.option("--workflow", "workflow_ids", multiple=True, help="Only this workflow id.")
+def upgrade(client: rayline.Client, old: str, new: str,
+            workflow_ids: tuple[str, ...]) -> None:
+    with _console(stderr=True).status(f"moving the runs of {old} to {new}"):
+        report = client.upgrade(old, new, workflow_ids=list(workflow_ids) or None)
+    click.echo(report.model_dump_json(indent=2))
+    if report.left:
+        raise Failed(f"{len(report.left)} run(s) stayed on {old}")
+
+
+# ------------------------------------------------------------------- entry point
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the ``rayline`` command; returns its exit status (0 done, 1 the command
+    reports failure, 2 an error: one line on stderr)."""
+    try:
+        cli.main(args=argv, prog_name="rayline", standalone_mode=False)
+    except Failed as exc:
+        click.echo(f"rayline: {exc}", err=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("rayline: aborted", err=True)
+        return 2
+    except click.ClickException as exc:  # a wrong option or argument: one line too
+        click.echo(f"rayline: error: {' '.join(exc.format_message().split())}", err=True)
+        return 2
+    except (rayline.RaylineError, ConnectionError, TimeoutError) as exc:
+        message = " ".join(str(exc).split())
+        click.echo(f"rayline: error: {type(exc).__name__}: {message}", err=True)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

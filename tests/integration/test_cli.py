@@ -50,8 +50,14 @@ def test_the_cli_starts_signals_shows_exports_and_gets_a_result(
 
     shown = cli("workflow", "show", "by-cli")
     assert "state     running" in shown and "waits on  wait 'go'" in shown
-    listed = [json.loads(line) for line in cli("list").splitlines() if line.startswith("{")]
+    timeline = shown[shown.index("timeline"):].splitlines()
+    assert any(row.split()[:4] == ["-wait-1-", "signal", "go"] or
+               ("-wait-1-" in row and "running" in row) for row in timeline), shown
+    listed = [json.loads(line) for line in cli("list", "--json").splitlines()]
     assert [(r["workflow_id"], r["state"]) for r in listed] == [("by-cli", "running")]
+    table = cli("workflow", "list").splitlines()  # for people: a table
+    assert table[0].split()[:3] == ["WORKFLOW", "NAME", "STATE"]
+    assert table[1].split()[:3] == ["by-cli", "wait_once", "running"]
     cli("workflow", "signal", "by-cli", "go", "--data", '{"approved": true}')
     result = cli("workflow", "result", "by-cli", "--timeout", "60")
     assert json.loads(result.splitlines()[-1]) == {"approved": True}
@@ -59,17 +65,24 @@ def test_the_cli_starts_signals_shows_exports_and_gets_a_result(
     assert exported["status"] == 0 and exported["state"]["response"] == {"approved": True}
     events = json.loads(cli("workflow", "export", "by-cli", "--execution"))
     assert events["events"][0]["event_type"] == "workflow_execution_started"
+    history = [json.loads(line)["event_type"] for line in
+               cli("workflow", "history", "by-cli", "--json").splitlines()]
+    assert history[-2:] == ["workflow_execution_signaled", "workflow_execution_completed"]
+    assert "workflow_execution_signaled" in cli("workflow", "history", "by-cli")
     deadline = time.monotonic() + 30
     while True:  # the index follows the host's report of the close
-        recent = cli("list", "--name", "wait_once", "--started-after", "2020-01-01T00:00:00",
-                     "--closed-after", "2020-01-01")
+        recent = cli("list", "--json", "--name", "wait_once", "--started-after",
+                     "2020-01-01T00:00:00", "--closed-after", "2020-01-01")
         if recent or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert [json.loads(line)["workflow_id"] for line in recent.splitlines()] == ["by-cli"]
-    assert cli("list", "--started-before", "2020-01-01T00:00:00") == ""
-    assert json.loads(cli("count", "--group-by", "status")) == {
+    assert cli("list", "--json", "--started-before", "2020-01-01T00:00:00") == ""
+    assert json.loads(cli("count", "--json", "--group-by", "status")) == {
         "count": 1, "groups": {"completed": 1}}
+    status = json.loads(cli("status", "--json"))
+    assert status["workflows"] == {"total": 1, "completed": 1}
+    assert [h["host"] for h in status["hosts"] if h["host"].startswith("host-cli-")]
 
     # the host's numbers reach Ray's metrics agent (what Prometheus scrapes)
     closed = _metric_lines("ray_rayline_runs_closed_total", 'status="completed"',
@@ -106,6 +119,12 @@ def test_a_bad_id_and_a_missing_cluster_are_one_line_errors(
     assert main(["list", "--search", "score~1", "--storage", storage,
                  "--namespace", namespace]) == 2
     assert "--search 'score~1': write FIELD<OP>VALUE" in capsys.readouterr().err
+    for wrong, says in ((["workflow", "start", "x", "--args", "[1,"], "--args is not JSON"),
+                        (["workflow", "show"], "Missing argument 'WORKFLOW_ID'"),
+                        (["workflow", "nope"], "No such command 'nope'")):
+        assert main([*wrong, "--storage", storage, "--namespace", namespace]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("rayline: error: ") and says in err[0]
     where = {"address": ray_cluster["address"], "storage": storage, "namespace": namespace}
 
     with socket.socket() as probe:  # a port nobody listens on

@@ -98,7 +98,7 @@ def test_cli_resume_and_list(client: rayline.Client, namespace: str, storage: st
     client.workflow.execute(wf.add_one, args=[1], workflow_id="listed")
     assert main(["resume", "--storage", storage, "--namespace", namespace]) == 0
     wait_until(lambda: any(r.workflow_id == "listed" for r in client.workflow.list()))
-    assert main(["list", "--storage", storage, "--namespace", namespace]) == 0
+    assert main(["list", "--json", "--storage", storage, "--namespace", namespace]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
              if line.startswith("{")]
     assert [r["workflow_id"] for r in lines] == ["listed"]

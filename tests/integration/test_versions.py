@@ -88,7 +88,7 @@ def test_a_changed_module_runs_as_a_new_version_while_old_runs_finish_on_old_cod
     wait_until(lambda: versions().get(new["version"], ({}, []))[0] == {"completed": 1})
     assert versions() == {old["version"]: ({"running": 1}, [waiting.describe().host]),
                           new["version"]: ({"completed": 1}, [])}
-    main(["versions", "--storage", storage, "--namespace", namespace])
+    main(["versions", "--json", "--storage", storage, "--namespace", namespace])
     listed_versions = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
     assert sorted(listed_versions) == sorted([old["version"], new["version"]])
 
