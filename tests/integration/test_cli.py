@@ -43,25 +43,28 @@ def test_the_cli_starts_signals_shows_exports_and_gets_a_result(
                    "--args", "[null]", **where)  # a process of its own, as people run it
     assert json.loads(started.stdout.splitlines()[-1]) == {"workflow_id": "by-cli"}
 
-    def cli(*args: str) -> str:  # the same commands in this process (each one is quick)
+    def cli(*args: str) -> str:  # more commands in this process (each one is quick)
         capsys.readouterr()
         assert main([*args, "--storage", storage, "--namespace", namespace]) == 0
         return capsys.readouterr().out  # type: ignore[no-any-return]
 
-    shown = cli("workflow", "show", "by-cli")
+    def run(*args: str) -> str:  # as people run it: a process of its own
+        return _cli(*args, **where).stdout
+
+    shown = run("workflow", "show", "by-cli")
     assert "state     running" in shown and "waits on  wait 'go'" in shown
     timeline = shown[shown.index("timeline"):].splitlines()
     assert any(row.split()[:4] == ["-wait-1-", "signal", "go"] or
                ("-wait-1-" in row and "running" in row) for row in timeline), shown
-    listed = [json.loads(line) for line in cli("list", "--json").splitlines()]
+    listed = [json.loads(line) for line in run("list", "--json").splitlines()]
     assert [(r["workflow_id"], r["state"]) for r in listed] == [("by-cli", "running")]
     table = cli("workflow", "list").splitlines()  # for people: a table
     assert table[0].split()[:3] == ["WORKFLOW", "NAME", "STATE"]
     assert table[1].split()[:3] == ["by-cli", "wait_once", "running"]
-    cli("workflow", "signal", "by-cli", "go", "--data", '{"approved": true}')
-    result = cli("workflow", "result", "by-cli", "--timeout", "60")
+    run("workflow", "signal", "by-cli", "go", "--data", '{"approved": true}')
+    result = run("workflow", "result", "by-cli", "--timeout", "60")
     assert json.loads(result.splitlines()[-1]) == {"approved": True}
-    exported = json.loads(cli("workflow", "export", "by-cli", "--json"))
+    exported = json.loads(run("workflow", "export", "by-cli", "--json"))
     assert exported["status"] == 0 and exported["state"]["response"] == {"approved": True}
     events = json.loads(cli("workflow", "export", "by-cli", "--execution"))
     assert events["events"][0]["event_type"] == "workflow_execution_started"
