@@ -46,6 +46,7 @@ from .errors import (
     InvalidInputError,
     NotHereError,
     RaylineError,
+    WorkflowClosedError,
     WorkflowTerminatedError,
 )
 from .export import DurableJobExport, WorkflowExecution
@@ -78,7 +79,8 @@ A = TypeVar("A")
 R = TypeVar("R")
 _RELOCATE_ATTEMPTS = 30
 _BATCH = 128
-_START_OPTIONS = ("id_reuse_policy", "search", "memo", "execution_timeout", "strict")
+_START_OPTIONS = ("id_reuse_policy", "id_conflict_policy", "search", "memo",
+                  "execution_timeout", "strict")
 
 
 class Connection(Protocol):
@@ -357,6 +359,7 @@ class AsyncWorkflowClient:
             workflow_id=workflow_id, task_queue=task_queue, workflow_name=name, code=code,
             args=args,
             id_reuse_policy=options.get("id_reuse_policy"),
+            id_conflict_policy=options.get("id_conflict_policy"),
             search=search, memo=options.get("memo") or {},
             options=RunOptions(execution_timeout=optional_duration(
                 options.get("execution_timeout") or None, what="execution_timeout"),
@@ -407,16 +410,20 @@ class AsyncWorkflowClient:
         await handle._signal(signal_id, data, expire, buffer_if_missing)
 
     async def signal_with_start(self, workflow: Any = None, *, signal_id: str,
-                                signal_data: Any = None, **kwargs: Any) -> AsyncWorkflowHandle:
-        """Signals the workflow if it is running, else starts it with the signal buffered."""
-        workflow_id = kwargs.get("workflow_id")
-        if workflow_id is not None:
+                                data: Any = None, **kwargs: Any) -> AsyncWorkflowHandle:
+        """Signals the workflow if its run is open, else starts it with the signal first
+        in its buffer: one step on the host, so concurrent callers get one workflow and
+        each caller's signals arrive in order. Takes ``start``'s arguments
+        (``signal_data=`` is the old name of ``data``)."""
+        if "signal_data" in kwargs:
+            data = kwargs.pop("signal_data")
+        kwargs.setdefault("id_conflict_policy", "use_existing")
+        for _ in range(2):
             try:
-                await self.signal(workflow_id, signal_id, signal_data)
-                return await self.get_handle(workflow_id)
-            except RaylineError:
-                pass
-        return await self.start(workflow, signals=[(signal_id, signal_data)], **kwargs)
+                return await self.start(workflow, signals=[(signal_id, data)], **kwargs)
+            except WorkflowClosedError:  # it closed between the start and the signal
+                continue
+        return await self.start(workflow, signals=[(signal_id, data)], **kwargs)
 
     async def list(self, status: str | None = None, workflow_name: str | None = None,
                    search: dict[str, Any] | None = None, *, task_queue: str | None = None,

@@ -118,6 +118,10 @@ class StartRequest(_Message):
     memo: Fields = {}
     options: RunOptions = RunOptions()
     id_reuse_policy: str | None = None
+    id_conflict_policy: str | None = None
+    """What a start does when the id's run is open: ``fail`` (the default),
+    ``use_existing`` (answer with that run; ``signals`` go to it) or
+    ``terminate_existing``."""
     signals: list[SignalIn] = []
     parent: ParentRef | None = None
     continued_from: str | None = None
@@ -132,6 +136,9 @@ class StartReply(_Message):
     host: str
     outcome: RunOutcome | None = None
     """Set when the start attached to a run that had already closed."""
+    existing: bool = False
+    """The id's run was open and the start used it (``id_conflict_policy="use_existing"``):
+    no new run was made."""
 
 
 class RunSummary(_Message):

@@ -447,13 +447,12 @@ class Host:
         workflow_id = validate_id(request.workflow_id)
         validate_task_queue(request.task_queue)
         reuse.policy_of(request)
+        reuse.conflict_of(request)
         validate_fields(request.search, what="search")
         validate_fields(request.memo, what="memo")
         definition = self._resolve(request.workflow_name, request.code, request.task_queue)
-        if workflow_id in self._starting:
+        while workflow_id in self._starting:  # starts of one id, one after the other
             await asyncio.wait([self._starting[workflow_id]])
-            if workflow_id in self._starting:
-                raise DuplicateWorkflowError(workflow_id, "being started right now")
         starting = asyncio.get_running_loop().create_future()
         self._starting[workflow_id] = starting
         try:
@@ -462,6 +461,10 @@ class Host:
             del self._starting[workflow_id]
             if not starting.done():
                 starting.set_result(None)
+        if reply.existing:  # use_existing: the start's signals go to the open run
+            for signal in request.signals:
+                await self.routing.host(reply.host).signal(
+                    workflow_id, signal.signal_id, signal.data, None, signal.request_id)
         return reply
 
     async def start_many(self, requests: list[StartRequest]
@@ -597,7 +600,7 @@ class Host:
         decision = reuse.decide(request, started, outcome)
         if decision.action == "attach":
             return StartReply(workflow_id=workflow_id, run_id=started.run_id,
-                              host=home, outcome=outcome)
+                              host=home, outcome=outcome, existing=decision.existing)
         if decision.action == "refuse":
             raise DuplicateWorkflowError(workflow_id, decision.reason)
         if decision.action == "terminate":

@@ -11,6 +11,10 @@ from ..timeline import WorkflowStarted
 
 POLICIES = ("allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate",
             "terminate_if_running")
+"""``id_reuse_policy``: what a start does when the id's last run has closed
+(``terminate_if_running`` also terminates an open one, as ``terminate_existing``)."""
+CONFLICT_POLICIES = ("fail", "use_existing", "terminate_existing")
+"""``id_conflict_policy``: what a start does when the id's run is open."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +27,8 @@ class Decision:
     action: Literal["attach", "new", "terminate", "refuse"]
     epoch: int = 0
     reason: str = ""
+    existing: bool = False
+    """``attach`` to the open run because of ``use_existing`` (its signals go to it)."""
 
 
 def policy_of(request: StartRequest) -> str:
@@ -30,6 +36,15 @@ def policy_of(request: StartRequest) -> str:
     policy = request.id_reuse_policy or "allow_duplicate"
     if policy not in POLICIES:
         raise InvalidInputError(f"id_reuse_policy must be one of {POLICIES}, got {policy!r}")
+    return policy
+
+
+def conflict_of(request: StartRequest) -> str:
+    """The request's conflict policy (``fail`` by default), checked."""
+    policy = request.id_conflict_policy or "fail"
+    if policy not in CONFLICT_POLICIES:
+        raise InvalidInputError(f"id_conflict_policy must be one of {CONFLICT_POLICIES}, "
+                                f"got {policy!r}")
     return policy
 
 
@@ -41,14 +56,18 @@ def decide(request: StartRequest, latest: WorkflowStarted,
         return Decision("attach")
     if request.parent is not None and latest.parent == request.parent:
         return Decision("attach")
-    policy = policy_of(request)
+    policy, conflict = policy_of(request), conflict_of(request)
     running = outcome is None or outcome.status is RunStatus.CONTINUED
-    if policy == "reject_duplicate":
-        return Decision("refuse", reason="id_reuse_policy=reject_duplicate")
-    if running:
-        if policy == "terminate_if_running":
+    if running:  # the conflict policy decides
+        if conflict == "use_existing":
+            return Decision("attach", existing=True)
+        if conflict == "terminate_existing" or policy == "terminate_if_running":
             return Decision("terminate", epoch=latest.epoch + 1)
-        return Decision("refuse", reason="a run is still open")
+        reason = "id_reuse_policy=reject_duplicate" if policy == "reject_duplicate" else \
+            "a run is still open (id_conflict_policy=fail)"
+        return Decision("refuse", reason=reason)
+    if policy == "reject_duplicate":  # closed: the reuse policy decides
+        return Decision("refuse", reason="id_reuse_policy=reject_duplicate")
     if policy == "allow_duplicate_failed_only" and outcome is not None \
             and outcome.status is RunStatus.COMPLETED:
         return Decision("refuse", reason="last run completed "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -80,8 +81,28 @@ def test_a_running_workflow_exported_from_its_host_shows_its_activity_running(
 
 def test_signal_with_start_starts_once_then_signals(client: rayline.Client) -> None:
     first = client.workflow.signal_with_start(wf.collect, args=[["a", "b"]], workflow_id="sws",
-                                              signal_id="a", signal_data=1)
+                                              signal_id="a", data=1)
     second = client.workflow.signal_with_start(wf.collect, args=[["a", "b"]],
-                                               workflow_id="sws", signal_id="b", signal_data=2)
+                                               workflow_id="sws", signal_id="b", data=2)
     assert first.workflow_id == second.workflow_id == "sws"
     assert first.result() == [1, 2]
+
+
+def test_20_concurrent_signal_with_start_calls_make_one_workflow_with_20_signals(
+        client: rayline.Client) -> None:
+    ids = [f"s{i}" for i in range(20)]
+
+    async def callers() -> list[rayline.AsyncWorkflowHandle]:
+        return await asyncio.gather(*(client.aio.workflow.signal_with_start(
+            wf.collect, args=[ids], workflow_id="many", signal_id=signal_id, data=i)
+            for i, signal_id in enumerate(ids)))
+    handles = client.run(callers())
+    assert len({h.run_id for h in handles}) == 1
+    assert client.run(handles[0].result()) == list(range(20))
+    again = client.workflow.start(wf.collect, args=[ids], workflow_id="many",
+                                  id_conflict_policy="use_existing")
+    assert again.run_id != handles[0].run_id  # the run had closed: a new one
+    same = client.workflow.start(wf.collect, args=[ids], workflow_id="many",
+                                 id_conflict_policy="use_existing")
+    assert same.run_id == again.run_id  # open: the same one
+    same.terminate()

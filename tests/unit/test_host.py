@@ -21,7 +21,7 @@ from rayline.errors import (
     WorkflowClosedError,
     WorkflowNotFoundError,
 )
-from rayline.messages import PendingWork, StartReply, StartRequest
+from rayline.messages import PendingWork, SignalIn, StartReply, StartRequest
 from rayline.storage import LocalStore, MemoryStore, RunStore
 from rayline.timeline import RunOptions
 
@@ -259,6 +259,45 @@ def test_duplicate_ids_and_reuse_policies(runs: RunStore) -> None:
         assert value(await host.result("wf")) == 6
         assert runs.epochs("wf") == [1, 2, 3]
         assert reply.run_id == runs.read_run("wf").run_id
+
+    run(main)
+
+
+def test_id_conflict_policies_for_an_open_run(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        first = await host.start(request(flows.waits, None))
+        again = await host.start(request(flows.waits, None, id_conflict_policy="use_existing"))
+        assert again.existing and again.run_id == first.run_id and runs.epochs("wf") == [1]
+        with pytest.raises(DuplicateWorkflowError, match="id_conflict_policy=fail"):
+            await host.start(request(flows.waits, None, id_conflict_policy="fail"))
+        with pytest.raises(InvalidInputError, match="id_conflict_policy must be one of"):
+            await host.start(request(flows.waits, None, id_conflict_policy="merge"))
+        fresh = await host.start(request(flows.one_step, 1,
+                                         id_conflict_policy="terminate_existing"))
+        assert not fresh.existing and runs.epochs("wf") == [1, 2]
+        assert runs.load("wf", 1)[1][-1].terminated is not None
+        assert value(await host.result("wf")) == 2
+
+    run(main)
+
+
+def test_concurrent_signal_with_start_makes_one_run_with_every_signal_in_caller_order(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+
+        def call(caller: int) -> StartRequest:  # each caller: two signals, in order
+            return request(flows.waits_many, 40, id_conflict_policy="use_existing",
+                           signals=[SignalIn(signal_id="item", data=_serde.encode([caller, n]),
+                                             request_id=f"{caller}-{n}") for n in (0, 1)])
+        replies = await asyncio.gather(*(host.start(call(c)) for c in range(20)))
+        assert len({r.run_id for r in replies}) == 1 and runs.epochs("wf") == [1]
+        assert sum(not r.existing for r in replies) == 1
+        got = value(await host.result("wf"))
+        assert sorted(map(tuple, got)) == [(c, n) for c in range(20) for n in (0, 1)]
+        for caller in range(20):
+            assert got.index([caller, 0]) < got.index([caller, 1])
 
     run(main)
 
