@@ -794,12 +794,23 @@ class Host:
         self._revive(stuck.started, [*stuck.batches, batch])
 
     async def query(self, workflow_id: str, name: str, args: tuple[Any, ...]) -> Any:
+        """A query handler's answer: from the live run, or for a closed run from its
+        timeline, replayed here (as Temporal allows).
+
+        Raises:
+            NotHereError: the run is open on another host.
+            QueryError: no such handler, or it raised.
+        """
         await self._ready.wait()
         execution = await self._live(workflow_id)
-        if execution is None or execution.outcome is not None:
-            await self._closed_or_elsewhere(workflow_id, "query")
-        assert execution is not None
-        return await execution.query(name, args)
+        if execution is not None and execution.outcome is None:
+            return await execution.query(name, args)
+        started, batches = await self.read(self.runs.load, workflow_id)
+        if RunOutcome.of_run(batches) is None:
+            raise NotHereError(f"workflow {workflow_id} runs on {home_of(started, batches)[0]}")
+        values = await self._values_for(started, batches)
+        instance, _ = replay_timeline(self._definition_of(started), started, batches, values)
+        return instance.query(name, args)
 
     async def describe(self, workflow_id: str) -> WorkflowDescription:
         """Status, times, fields and pending work of the latest run."""

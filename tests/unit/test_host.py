@@ -17,6 +17,7 @@ from rayline.errors import (
     DuplicateWorkflowError,
     InvalidInputError,
     NotHereError,
+    QueryError,
     StorageError,
     WorkflowClosedError,
     WorkflowNotFoundError,
@@ -259,6 +260,20 @@ def test_duplicate_ids_and_reuse_policies(runs: RunStore) -> None:
         assert value(await host.result("wf")) == 6
         assert runs.epochs("wf") == [1, 2, 3]
         assert reply.run_id == runs.read_run("wf").run_id
+
+    run(main)
+
+
+def test_a_closed_workflow_answers_queries_from_its_timeline(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.searchable))
+        assert value(await host.result("wf")) == {"count": 3}
+        assert await host.query("wf", "count", ()) == 3  # in memory: it just closed
+        fresh = await make_host(runs)  # a host that never ran it: replayed from storage
+        assert await fresh.query("wf", "count", ()) == 3
+        with pytest.raises(QueryError, match="no query handler 'nope'"):
+            await fresh.query("wf", "nope", ())
 
     run(main)
 
