@@ -48,6 +48,7 @@ def test_export_has_hotmesh_sections(client: rayline.Client, marks: str) -> None
     handle = client.workflow.start(wf.tracked, args=[marks], workflow_id="exported")
     handle.signal("finish")
     assert handle.result() == 1
+    assert handle.query("n") == 1  # closed: answered from its timeline
     export = handle.export()
     assert export.data == {"arguments": [marks], "search": {"region": "eu", "step": 1},
                            "enrich": {"note": "half way"}}
