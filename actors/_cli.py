@@ -5,7 +5,7 @@
     rayline workflow show|describe|history|result|export ID
     rayline workflow signal ID SIGNAL [--data JSON]
     rayline workflow query ID NAME [--args JSON_LIST]
-    rayline workflow cancel|terminate|release ID [--reason TEXT]
+    rayline workflow cancel|terminate|release ID [--reason TEXT] [--descend]
     rayline status                                   the cluster at a glance
     rayline hosts [drain HOST... | drain --node NODE_ID]
     rayline versions [upgrade OLD NEW [--workflow ID ...]]
@@ -474,12 +474,15 @@ def _closing(action: str) -> click.Command:
     @connected
     @click.argument("workflow_id")
     @click.option("--reason", default=None, help="terminate: why (kept with the run).")
-    def command(client: rayline.Client, workflow_id: str, reason: str | None) -> None:
+    @click.option("--descend", is_flag=True, help="terminate: its open children too, "
+                  "down the tree.")
+    def command(client: rayline.Client, workflow_id: str, reason: str | None,
+                descend: bool) -> None:
         handle = client.workflow.get_handle(workflow_id)
         if action == "cancel":
             handle.cancel()
         elif action == "terminate":
-            handle.terminate(reason)
+            handle.terminate(reason, descend=descend)
         else:
             handle.release()
         click.echo(f"{action}{'d' if action.endswith('e') else 'led'} {workflow_id}")

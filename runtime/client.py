@@ -47,6 +47,7 @@ from .errors import (
     NotHereError,
     RaylineError,
     WorkflowClosedError,
+    WorkflowNotFoundError,
     WorkflowTerminatedError,
 )
 from .export import DurableJobExport, WorkflowExecution
@@ -599,9 +600,43 @@ class AsyncWorkflowHandle:
         """Cooperative cancel: the workflow sees ``CancelledFailure`` and may clean up."""
         await self._on_host(lambda host: host.cancel(self.workflow_id, None))
 
-    async def terminate(self, reason: str | None = None) -> None:
-        """Stops the workflow now; no workflow code runs after this."""
-        await self._on_host(lambda host: host.terminate(self.workflow_id, reason))
+    async def terminate(self, reason: str | None = None, descend: bool = False) -> None:
+        """Stops the workflow now; no workflow code runs after this. With ``descend``, its
+        children still open are terminated too, and theirs, down the tree (a workflow
+        that has closed already is not an error then: its open children still go).
+
+        Raises:
+            WorkflowClosedError: (without ``descend``) the workflow has closed.
+        """
+        try:
+            await self._on_host(lambda host: host.terminate(self.workflow_id, reason))
+        except WorkflowClosedError:
+            if not descend:
+                raise
+        if descend:
+            await self._terminate_children(reason)
+
+    async def _terminate_children(self, reason: str | None) -> None:
+        """Terminates (with ``descend``) each child of the latest run that its timeline
+        does not show closed."""
+        def children() -> list[str]:
+            _, batches = export.load_run(self._client.runs(), self.workflow_id, None)
+            started = {c.seq: c.workflow_id for b in batches for c in b.commands
+                       if c.type == "start_child"}
+            for batch in batches:
+                for event in batch.events:
+                    if event.type in ("child_completed", "child_failed"):
+                        started.pop(event.seq, None)
+            return list(started.values())
+
+        async def one(child_id: str) -> None:
+            try:
+                handle = await self._client.workflow.get_handle(child_id)
+                await handle.terminate(f"parent {self.workflow_id} terminated"
+                                       + (f": {reason}" if reason else ""), descend=True)
+            except (WorkflowClosedError, WorkflowNotFoundError):
+                pass  # it closed meanwhile, or never started
+        await asyncio.gather(*(one(c) for c in await asyncio.to_thread(children)))
 
     async def release(self) -> None:
         """Lets a quarantined workflow (``describe().state == "quarantined"``) load and

@@ -90,6 +90,26 @@ def test_cancel_that_escapes_fails_the_workflow(client: rayline.Client) -> None:
     assert handle.status() < 0
 
 
+def test_terminate_with_descend_ends_the_whole_tree(client: rayline.Client) -> None:
+    parent = client.workflow.start(wf.two_children, args=["tree"], workflow_id="tree")
+    wait_until(lambda: _exists(client, "tree-b-grand") and _exists(client, "tree-a"))
+    parent.terminate("tearing down", descend=True)
+    for workflow_id in ("tree", "tree-a", "tree-b", "tree-b-grand"):
+        described = client.workflow.get_handle(workflow_id).describe()
+        assert described.state.value == "terminated", (workflow_id, described.state)
+    with pytest.raises(rayline.WorkflowClosedError):
+        parent.terminate()  # without descend, a closed workflow is an error
+    parent.terminate(descend=True)  # with it, a tree already down is fine
+
+
+def _exists(client: rayline.Client, workflow_id: str) -> bool:
+    try:
+        client.workflow.get_handle(workflow_id).describe()
+        return True
+    except rayline.WorkflowNotFoundError:
+        return False
+
+
 def test_terminate_during_an_activity_cancels_its_ray_task(
         client: rayline.Client, marks: str) -> None:
     handle = client.workflow.start(wf.runs_long, args=[marks])

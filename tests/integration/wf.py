@@ -358,3 +358,15 @@ def put_array(megabytes: int) -> object:
 async def object_ref_pipeline(megabytes: int) -> object:
     ref = await workflow.execute_activity(put_array, megabytes)
     return [type(ref).__name__, await workflow.execute_activity(summarise, ref)]
+
+
+@rayline.workflow
+async def waits_on_a_grandchild(tag: str) -> object:
+    return await workflow.execute_child(wait_once, None, workflow_id=f"{tag}-b-grand")
+
+
+@rayline.workflow
+async def two_children(tag: str) -> list[object]:
+    return list(await asyncio.gather(
+        workflow.execute_child(wait_once, None, workflow_id=f"{tag}-a"),
+        workflow.execute_child(waits_on_a_grandchild, tag, workflow_id=f"{tag}-b")))
