@@ -35,6 +35,7 @@ from . import _backoff, _serde, export, failures
 from ._code import CodeRef
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
+from ._options import RetryPolicy
 from ._search import conditions, search_fields, timestamp
 from ._serde import Payload
 from ._validate import validate_args, validate_fields, validate_task_queue
@@ -81,7 +82,7 @@ R = TypeVar("R")
 _RELOCATE_ATTEMPTS = 30
 _BATCH = 128
 _START_OPTIONS = ("id_reuse_policy", "id_conflict_policy", "search", "memo",
-                  "execution_timeout", "strict")
+                  "execution_timeout", "strict", "retry")
 
 
 class Connection(Protocol):
@@ -320,17 +321,21 @@ class AsyncWorkflowClient:
             version: run it on the hosts of this known code version (``rayline
                 versions``) instead of the client's own, e.g. to keep new runs on the old
                 code during a rollout. Those hosts import that version's code.
-            **options: ``id_reuse_policy``, ``search``, ``memo``, ``execution_timeout``
-                (the run is terminated when it has not finished by then), ``strict``
-                (default the client's: code that breaks replay or blocks the host fails
-                the run instead of being logged; children inherit it).
+            **options: ``id_reuse_policy``, ``id_conflict_policy``, ``search``,
+                ``memo``, ``execution_timeout`` (the run is terminated when it has not
+                finished by then), ``strict`` (default the client's: code that breaks
+                replay or blocks the host fails the run instead of being logged; children
+                inherit it), ``retry`` (a ``RetryPolicy``: a run that raises a
+                retryable error runs again as the next run of the id, after the
+                policy's backoff, ``workflow.info().attempt`` counting; once attempts
+                run out, ``result()`` raises code 597 with the last failure as cause).
 
         Raises:
             InvalidInputError: a bad id, option, or argument (naming it).
             DuplicateWorkflowError: the id is in use and the reuse policy forbids a new run.
         """
         unknown = set(options) - set(_START_OPTIONS)
-        unsupported = unknown & {"cron", "retry", "expire"}
+        unsupported = unknown & {"cron", "expire"}
         if unsupported:
             raise InvalidInputError(f"start option(s) {', '.join(sorted(unsupported))} are not "
                                     "supported yet")
@@ -364,7 +369,8 @@ class AsyncWorkflowClient:
             search=search, memo=options.get("memo") or {},
             options=RunOptions(execution_timeout=optional_duration(
                 options.get("execution_timeout") or None, what="execution_timeout"),
-                strict=bool(options.get("strict", self._client.strict))),
+                strict=bool(options.get("strict", self._client.strict)),
+                retry=_retry_json(options.get("retry"))),
             signals=sent,
             request_id=uuid.uuid4().hex)
         conn = await self._client.connection()
@@ -496,6 +502,20 @@ class AsyncWorkflowClient:
                 "started_before": timestamp(started_before, "started_before"),
                 "closed_after": timestamp(closed_after, "closed_after"),
                 "closed_before": timestamp(closed_before, "closed_before")}
+
+
+def _retry_json(policy: Any) -> dict[str, Any] | None:
+    """``start(retry=...)`` as a run keeps it.
+
+    Raises:
+        InvalidInputError: not a ``RetryPolicy``.
+    """
+    if policy is None:
+        return None
+    if not isinstance(policy, RetryPolicy):
+        raise InvalidInputError(f"retry must be a rayline.RetryPolicy, got "
+                                f"{type(policy).__name__}")
+    return policy.to_json()
 
 
 def _checked_paging(order_by: str, limit: int, page_token: str | None) -> dict[str, Any]:

@@ -374,8 +374,9 @@ class _Builder:
                      result=self.value(command.result))
         elif kind == "fail_workflow":
             cancelled = command.failure.kind == "cancelled"
+            retry = {"retry_in_s": command.retry_in} if command.retry_in is not None else {}
             self.add("workflow_execution_cancelled" if cancelled else "workflow_execution_failed",
-                     "workflow", ts, failure=_error(command.failure).model_dump())
+                     "workflow", ts, failure=_error(command.failure).model_dump(), **retry)
         elif kind == "continue_as_new":
             self.add("workflow_execution_continued_as_new", "workflow", ts,
                      input=None if self.omit else [_decode_quietly(a) for a in command.args])

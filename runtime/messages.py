@@ -68,6 +68,9 @@ class RunOutcome(_Message):
     """Why a terminated run was terminated."""
     args: list[Payload] = []
     """The next run's arguments, for a run that continued as new."""
+    retry_at: float | None = None
+    """For a failed run its retry policy runs again (status ``continued``): when the
+    next run starts; it takes this run's arguments."""
 
     @property
     def code(self) -> int:
@@ -89,6 +92,10 @@ class RunOutcome(_Message):
                 return cls(status=RunStatus.COMPLETED, run_id=batch.run_id, time=batch.time,
                            result=command.result)
             if isinstance(command, FailWorkflow):
+                if command.retry_in is not None:  # the next run of the id tries again
+                    return cls(status=RunStatus.CONTINUED, run_id=batch.run_id,
+                               time=batch.time, failure=command.failure,
+                               retry_at=batch.time + command.retry_in)
                 cancelled = command.failure.kind == "cancelled"
                 return cls(status=RunStatus.CANCELLED if cancelled else RunStatus.FAILED,
                            run_id=batch.run_id, time=batch.time, failure=command.failure)

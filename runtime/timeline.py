@@ -59,6 +59,9 @@ class RunOptions(_Model):
     """Guard-rail slips fail the run instead of being logged: a call that breaks replay
     raises ``NonDeterministicCallError``, and blocking the event loop past the warning
     threshold raises ``DeadlockError``."""
+    retry: Fields | None = None
+    """The workflow's ``RetryPolicy`` (``to_json``): a run that fails with a retryable
+    error is run again, as the next run of the id, after the policy's backoff."""
 
 
 class ChildOptions(_Model):
@@ -303,10 +306,13 @@ class CompleteWorkflow(_Model):
 
 class FailWorkflow(_Model):
     """The workflow raised: ``failure`` is rebuilt (see ``failures``) into the exception
-    that ``result()`` and a parent's child call raise, its cause chained."""
+    that ``result()`` and a parent's child call raise, its cause chained. With
+    ``retry_in``, the run's retry policy runs it again: the next run of the id starts
+    that many seconds after this batch (the run reads as ``continued``)."""
 
     type: Literal["fail_workflow"] = "fail_workflow"
     failure: Failure
+    retry_in: float | None = None
 
 
 class ContinueAsNewWorkflow(_Model):
@@ -358,6 +364,17 @@ class WorkflowStarted(_Model):
     version: str | None = None
     """The code version of the host that started the run: it resumes only there."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _versioned(cls, data: Any) -> Any:
+        """``v`` is at least 3 for a run with a retry policy."""
+        if not isinstance(data, dict):
+            return data
+        options = data.get("options")
+        retry = options.get("retry") if isinstance(options, dict) else \
+            getattr(options, "retry", None)
+        return {**data, "v": max(data.get("v", 1), 3)} if retry else data
+
 
 class Terminated(_Model):
     """Written by the host, not the workflow: the run was stopped from outside."""
@@ -388,9 +405,16 @@ class Batch(_Model):
         activity outcome that says when its attempt began or lists retries."""
         if not isinstance(data, dict):
             return data
-        needed = 3 if any(_timed(e) for e in data.get("events") or ()) else \
+        needed = 3 if any(_timed(e) for e in data.get("events") or ()) \
+            or any(_retried(c) for c in data.get("commands") or ()) else \
             2 if data.get("version") is not None else 1
         return {**data, "v": max(data.get("v", 1), needed)} if needed > 1 else data
+
+
+def _retried(command: Any) -> bool:
+    if isinstance(command, dict):
+        return command.get("retry_in") is not None
+    return getattr(command, "retry_in", None) is not None
 
 
 def _timed(event: Any) -> bool:

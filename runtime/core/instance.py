@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 from .. import _serde
 from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
-from .._options import ActivityOptions
+from .._options import ActivityOptions, RetryPolicy
 from .._search import search_value
 from .._validate import validate_args
 from .._values import Values
@@ -42,7 +42,7 @@ from ..errors import (
     QueryError,
     RaylineError,
 )
-from ..failures import activity_error, child_error, failure_from
+from ..failures import FATAL, MAXED, activity_error, child_error, failure_from
 from ..messages import PendingWork, WorkKind
 from ..timeline import (
     ActivityCompleted,
@@ -63,6 +63,7 @@ from ..timeline import (
     DropSignal,
     Event,
     ExternalResolved,
+    Failure,
     FailWorkflow,
     RecordPatch,
     ScheduleActivity,
@@ -180,7 +181,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             args = tuple(_serde.decode(p, self.values) for p in self.started.args)
             coro = self.definition.fn(*args)
         except BaseException as exc:  # noqa: BLE001 - any failure to begin fails the run
-            self._close(FailWorkflow(failure=failure_from(exc)))
+            self._close(self._failed(exc))
             return
         self._main = self.create_task(coro, name=f"workflow:{self.started.workflow_id}")
         self._main.add_done_callback(self._on_main_done)
@@ -217,11 +218,31 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 return
             self._close(ContinueAsNewWorkflow(args=args))
         else:
-            self._close(FailWorkflow(failure=failure_from(exc)))
+            self._close(self._failed(exc))
 
     def _close(self, command: Command) -> None:
         self.closing = command
         self._commands.append(command)
+
+    def _failed(self, exc: BaseException) -> FailWorkflow:
+        """How the workflow raising ``exc`` closes the run: failed, or (by the run's retry
+        policy) failed and run again after a backoff, or failed for good once the policy
+        allows no more attempts (code 597, the last attempt's failure as its cause)."""
+        failure = failure_from(exc)
+        stored = self.started.options.retry
+        if stored is None or failure.kind == "cancelled" or failure.code == FATAL:
+            return FailWorkflow(failure=failure)
+        kept: dict[str, Any] = dict(stored)
+        policy = RetryPolicy(**kept)
+        attempt = self.started.attempt
+        if not policy.retryable(failure.type):
+            return FailWorkflow(failure=failure)
+        if policy.allows_another(attempt):
+            return FailWorkflow(failure=failure, retry_in=policy.delay(attempt))
+        return FailWorkflow(failure=Failure(
+            type=failure.type, code=MAXED, kind="maxed", cause=failure, stack=failure.stack,
+            message=f"workflow {self.started.workflow_name!r} failed on each of its "
+                    f"{attempt} attempt(s); the last: {failure.message}"))
 
     # --------------------------------------------------------------------- events
 

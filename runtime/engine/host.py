@@ -1222,14 +1222,22 @@ class Host:
                         execution.workflow_id, exc)
 
     async def _continue(self, execution: Execution) -> Execution | None:
-        """Starts the run after ``execution`` (continue-as-new) at the next epoch, with the
-        signals and cancels the old run handed on; retried until storage takes it."""
-        assert execution.outcome is not None
+        """Starts the run after ``execution`` at the next epoch, with the signals and
+        cancels the old run handed on; retried until storage takes it. After a
+        continue-as-new at once, with its arguments; after a failure the run's retry
+        policy runs again, at ``retry_at`` (a host that restarts meanwhile waits the rest
+        of it), with the same arguments as the next attempt."""
+        outcome = execution.outcome
+        assert outcome is not None
         s = execution.started
+        retry = outcome.retry_at is not None
+        if outcome.retry_at is not None:
+            await asyncio.sleep(max(0.0, outcome.retry_at - self.now()))
         carried, execution.carried = execution.carried, []
         request = StartRequest(
             workflow_id=s.workflow_id, workflow_name=s.workflow_name,
-            code=CodeRef.stored(s.code, s.code_pickle), args=execution.outcome.args,
+            code=CodeRef.stored(s.code, s.code_pickle),
+            args=s.args if retry else outcome.args, attempt=s.attempt + 1 if retry else 1,
             task_queue=s.task_queue, search=execution.fields()[0], memo=s.memo,
             options=s.options, continued_from=s.run_id, parent=s.parent)
         try:

@@ -10,7 +10,7 @@ import pytest
 import ray
 
 import rayline
-from rayline.messages import PendingWork
+from rayline.messages import PendingWork, RunOutcome
 from rayline.storage import RunStore, open_store
 
 from . import wf
@@ -69,6 +69,34 @@ def test_sleep_survives_a_host_kill_and_keeps_its_wake_up_time(
     assert timers[0].fire_at == pytest.approx(started.time + 2.0, abs=0.05)
     fired = [b for b in batches for e in b.events if e.type == "timer_fired"]
     assert fired[0].time >= timers[0].fire_at
+
+
+def test_a_workflow_retried_by_its_policy_survives_a_host_kill_in_its_backoff(
+        client: rayline.Client, namespace: str, storage: str) -> None:
+    fast = rayline.RetryPolicy(maximum_attempts=4, initial_interval=0.05)
+    assert client.workflow.execute(wf.fails_early_attempts, args=[3], workflow_id="r4",
+                                   retry=fast) == "done on attempt 4"
+    with pytest.raises(rayline.WorkflowFailedError) as failed:
+        client.workflow.execute(wf.fails_early_attempts, args=[3], workflow_id="r2",
+                                retry=rayline.RetryPolicy(maximum_attempts=2,
+                                                          initial_interval=0.05))
+    assert failed.value.code == 597 and "attempt 2 failed" in str(failed.value.__cause__)
+
+    slow = rayline.RetryPolicy(maximum_attempts=2, initial_interval=3.0)
+    handle = client.workflow.start(wf.fails_early_attempts, args=[1], workflow_id="rk",
+                                   retry=slow)
+    runs = RunStore(open_store(storage), namespace)
+    def first_failed() -> bool:
+        try:
+            return RunOutcome.of_run(runs.load("rk", 1)[1]) is not None
+        except rayline.WorkflowNotFoundError:
+            return False
+    wait_until(first_failed)
+    assert runs.epochs("rk") == [1]  # the next attempt waits out its backoff
+    host = runs.read_run("rk").host
+    ray.kill(host_actor(namespace, host), no_restart=False)  # killed in the backoff
+    assert handle.result(timeout=60) == "done on attempt 2"
+    assert runs.epochs("rk") == [1, 2]
 
 
 def test_cancel_wakes_a_long_sleep_and_cleanup_runs(client: rayline.Client, marks: str) -> None:

@@ -370,3 +370,11 @@ async def two_children(tag: str) -> list[object]:
     return list(await asyncio.gather(
         workflow.execute_child(wait_once, None, workflow_id=f"{tag}-a"),
         workflow.execute_child(waits_on_a_grandchild, tag, workflow_id=f"{tag}-b")))
+
+
+@rayline.workflow
+async def fails_early_attempts(times: int) -> str:
+    attempt = workflow.info().attempt
+    if attempt <= times:
+        raise ConnectionError(f"attempt {attempt} failed")
+    return f"done on attempt {attempt}"

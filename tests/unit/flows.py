@@ -499,3 +499,17 @@ async def exported(key: str) -> list[object]:
     workflow.search(stage="done", score=0.5)
     kid = await workflow.execute_child(one_step, 10, workflow_id=f"{key}-kid")
     return [a, b, approved, c, kid]
+
+
+RUNS: dict[str, int] = {}
+
+
+@rayline.workflow
+async def fails_first(key: str, times: int) -> str:
+    """Raises on its first ``times`` attempts (counted outside the workflow: a test
+    counter, not workflow state), then returns which attempt it was."""
+    RUNS[key] = RUNS.get(key, 0) + 1
+    attempt = workflow.info().attempt
+    if attempt <= times:
+        raise ConnectionError(f"attempt {attempt} failed")
+    return f"done on attempt {attempt}"

@@ -9,7 +9,7 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from rayline import _serde
+from rayline import RetryPolicy, _serde, failures
 from rayline._code import CodeRef
 from rayline.core import replay_timeline
 from rayline.errors import (
@@ -20,9 +20,10 @@ from rayline.errors import (
     QueryError,
     StorageError,
     WorkflowClosedError,
+    WorkflowFailedError,
     WorkflowNotFoundError,
 )
-from rayline.messages import PendingWork, SignalIn, StartReply, StartRequest
+from rayline.messages import PendingWork, RunOutcome, SignalIn, StartReply, StartRequest
 from rayline.storage import LocalStore, MemoryStore, RunStore
 from rayline.timeline import RunOptions
 
@@ -260,6 +261,55 @@ def test_duplicate_ids_and_reuse_policies(runs: RunStore) -> None:
         assert value(await host.result("wf")) == 6
         assert runs.epochs("wf") == [1, 2, 3]
         assert reply.run_id == runs.read_run("wf").run_id
+
+    run(main)
+
+
+def _retried(fn: Any, *args: Any, attempts: int, **extra: Any) -> StartRequest:
+    policy = RetryPolicy(maximum_attempts=attempts, initial_interval=0.05)
+    return request(fn, *args, options=RunOptions(retry=policy.to_json()), **extra)
+
+
+def test_a_failing_workflow_runs_again_by_its_retry_policy(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(_retried(flows.fails_first, "a", 3, attempts=4))
+        assert value(await host.result("wf")) == "done on attempt 4"
+        assert runs.epochs("wf") == [1, 2, 3, 4]
+        failed = runs.load("wf", 1)[1][-1].commands[-1]
+        assert failed.type == "fail_workflow" and failed.retry_in == 0.05
+        assert [runs.read_run("wf", e).attempt for e in (1, 2, 3, 4)] == [1, 2, 3, 4]
+
+        await host.start(_retried(flows.fails_first, "b", 3, attempts=2, workflow_id="out"))
+        outcome = await host.result("out")
+        assert outcome.status == "failed" and outcome.failure is not None
+        assert outcome.failure.code == 597 and runs.epochs("out") == [1, 2]
+        assert outcome.failure.cause is not None
+        assert outcome.failure.cause.message == "attempt 2 failed"
+        error = failures.workflow_error(outcome.failure)
+        assert isinstance(error, WorkflowFailedError) and error.code == 597
+        assert "attempt 2 failed" in str(error.__cause__)
+
+        await host.start(_retried(flows.fails, "no retry for this", attempts=3,
+                                  workflow_id="plain"))  # ValueError: retried too
+        assert (await host.result("plain")).failure.code == 597
+
+    run(main)
+
+
+def test_a_retry_backoff_survives_its_host_dying(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        policy = RetryPolicy(maximum_attempts=2, initial_interval=0.5)
+        await host.start(request(flows.fails_first, "c", 1,
+                                 options=RunOptions(retry=policy.to_json())))
+        await until(lambda: runs.epochs("wf") == [1] and RunOutcome.of_run(
+            runs.load("wf", 1)[1]) is not None)
+        host.abandon()  # dies during the backoff: the next run is not made yet
+        assert runs.epochs("wf") == [1]
+        again = await make_host(runs)  # recovers the closed run and waits the rest
+        assert value(await again.result("wf")) == "done on attempt 2"
+        assert runs.epochs("wf") == [1, 2]
 
     run(main)
 
