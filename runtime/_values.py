@@ -117,6 +117,8 @@ class Values:
         self._known: dict[int, tuple[Ref, Any]] = {}  # id(value) -> its ref, the value
         self._refs: dict[str, Any] = {}  # digest -> the value's ObjectRef in the cluster
         self._ready: dict[str, Any] = {}  # digest -> value fetched ahead of its decoding
+        self.failure: Exception | None = None
+        """The last error reading a stored value (see ``_load``)."""
 
     # ----------------------------------------------------------------- encode
 
@@ -230,6 +232,12 @@ class Values:
         self._known[id(value)] = (ref, value)
 
     def _load(self, digest: str) -> Any:
+        """A stored value, read now. A failure is also kept in ``failure``: a replay that
+        diverges because workflow code could not get a value reports this cause."""
         if self.runs is None:
             raise SerializationError(f"large value {digest[:12]}: no storage to read it from")
-        return cloudpickle.loads(self.runs.get_object(digest))
+        try:
+            return cloudpickle.loads(self.runs.get_object(digest))
+        except Exception as exc:
+            self.failure = exc
+            raise

@@ -655,6 +655,8 @@ def replay_timeline(
 
     Raises:
         NonDeterminismError: when the code issues other durable calls than recorded.
+        StorageError: (or the error reading it) a large value the timeline names could
+            not be read, so the code could not replay: the cause, not a divergence.
     """
     recorded_patches = {c.patch_id for b in batches for c in b.commands
                         if isinstance(c, RecordPatch)}
@@ -668,6 +670,11 @@ def replay_timeline(
             _check_same(started.workflow_id, batch, produced)
             if batch.terminated is not None:
                 break
+    except NonDeterminismError as exc:
+        unreadable = getattr(values, "failure", None)
+        if unreadable is not None:
+            raise unreadable from exc
+        raise
     finally:
         instance.is_replaying = False
     return instance, instance.unfinished_commands()

@@ -15,7 +15,7 @@ import pytest
 from rayline import _serde
 from rayline._values import Values
 from rayline.client import AsyncClient
-from rayline.errors import RaylineError, SerializationError
+from rayline.errors import SerializationError, StorageError
 from rayline.messages import RunStatus
 from rayline.storage import LocalStore, RunStore
 
@@ -130,8 +130,9 @@ def test_a_large_value_missing_from_storage_is_an_error_not_a_hang(runs: RunStor
         for name in _stored(runs)[0]:  # storage lost the object under the run
             runs.store.delete(f"test/objects/{name}")
         fresh = await make_host(runs, LocalBackend())
-        with pytest.raises(RaylineError):  # (today: the replay diverges where the value was)
-            await fresh.result("wf")
+        with pytest.raises(StorageError, match="missing from storage"):  # the cause, not
+            await fresh.result("wf")  # the divergence it made in the replay
+        assert "missing from storage" in (fresh.stuck["wf"].reason or "")
 
     run(main)
 
