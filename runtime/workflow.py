@@ -16,7 +16,7 @@ import sys
 import types
 import uuid as _uuid
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import pydantic
 
@@ -44,16 +44,21 @@ __all__ = [
     "info",
     "non_cancellable",
     "now",
+    "on_signal",
     "patched",
     "proxy_activities",
     "random",
     "search",
+    "set_default_signal_handler",
     "set_query_handler",
+    "set_signal_handler",
     "signal",
     "sleep",
     "start_child",
     "uuid4",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _runtime(name: str) -> WorkflowInstance:
@@ -122,12 +127,51 @@ async def sleep(duration: Duration) -> float:
     return await _runtime("sleep").sleep(seconds)
 
 
-async def condition(signal_id: str, timeout: Duration | None = None) -> Any:
-    """Waits for signal ``signal_id`` and returns its data, or ``False`` on timeout."""
-    if not isinstance(signal_id, str) or not signal_id:
-        raise InvalidInputError("condition() needs a non-empty signal id string")
+async def condition(signal_id: str | Callable[[], Any],
+                    timeout: Duration | None = None) -> Any:
+    """Waits for signal ``signal_id`` and returns its data; or, given a function of no
+    arguments, until it returns something true (it is checked whenever the workflow's
+    code has run, e.g. after a signal handler) and returns ``True``. ``False`` once
+    ``timeout`` (a durable timer) passes first."""
     seconds = optional_duration(timeout, what="condition timeout")
+    if callable(signal_id):
+        waiting = _runtime("condition").wait_predicate(signal_id)
+        if seconds is None:
+            return await waiting
+        try:
+            return await asyncio.wait_for(waiting, seconds)
+        except asyncio.TimeoutError:
+            return False
+    if not isinstance(signal_id, str) or not signal_id:
+        raise InvalidInputError("condition() needs a signal id string or a predicate")
     return await _runtime("condition").condition(signal_id, seconds)
+
+
+def set_signal_handler(name: str, fn: Callable[..., Any]) -> None:
+    """Calls ``fn(data)`` (a function, or an async one run as a task of the workflow) for
+    each signal ``name``, in the order they arrive; the signals that came before it was
+    set are handed to it now, in order. A handled signal does not reach ``condition``.
+    What ``fn`` raises fails the workflow."""
+    if not isinstance(name, str) or not name or not callable(fn):
+        raise InvalidInputError("set_signal_handler() needs a signal name and a function")
+    _runtime("set_signal_handler").set_signal_handler(name, fn)
+
+
+def set_default_signal_handler(fn: Callable[..., Any]) -> None:
+    """Calls ``fn(signal_id, data)`` for each signal no handler of its own takes and no
+    ``condition`` waits for (those buffered until now first, in arrival order)."""
+    if not callable(fn):
+        raise InvalidInputError("set_default_signal_handler() needs a function")
+    _runtime("set_default_signal_handler").set_signal_handler(None, fn)
+
+
+def on_signal(name: str | None = None) -> Callable[[F], F]:
+    """Decorator form of ``set_signal_handler`` inside a workflow: the function handles
+    signal ``name`` (default: the function's own name)."""
+    def register(fn: F) -> F:
+        set_signal_handler(name or fn.__name__, fn)
+        return fn
+    return register
 
 
 def _child_ref(fn_or_name: Any) -> tuple[str, tuple[str | None, str | None]]:

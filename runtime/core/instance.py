@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import inspect
 import logging
 import random
 import uuid
@@ -143,6 +144,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self._patches: dict[str, bool] = {}
         self._recorded_patches = frozenset(recorded_patches)
         self._queries: dict[str, Callable[..., Any]] = {}
+        self._handlers: dict[str | None, Callable[..., Any]] = {}
+        """Signal handlers by signal name; ``None``: the default one (any other name)."""
+        self._arrived = 0
+        self._arrival: dict[int, int] = {}  # id(buffered signal) -> its arrival number
+        self._predicates: list[tuple[Callable[[], Any], asyncio.Future[bool]]] = []
         self.slips: list[str] = []
         """What the determinism guards reported of this run's code (distinct, at most 10)."""
 
@@ -188,13 +194,47 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def _run_ready(self) -> None:
         steps = 0
-        while self._ready:
-            handle = self._ready.popleft()
-            if not handle._cancelled:
-                handle._run()
-            steps += 1
-            if steps > _MAX_STEPS:
-                raise NonDeterminismError("workflow never blocks: it loops without a durable call")
+        while True:
+            while self._ready:
+                handle = self._ready.popleft()
+                if not handle._cancelled:
+                    handle._run()
+                steps += 1
+                if steps > _MAX_STEPS:
+                    raise NonDeterminismError(
+                        "workflow never blocks: it loops without a durable call")
+            if not self._check_predicates():
+                return
+
+    def _check_predicates(self) -> bool:
+        """Resolves the ``condition(predicate)`` waits whose predicate now holds; whether
+        any did (their code then runs)."""
+        moved = False
+        for entry in list(self._predicates):
+            predicate, future = entry
+            if future.done():
+                self._predicates.remove(entry)
+                continue
+            error: Exception | None = None
+            try:
+                met = bool(predicate())
+            except Exception as exc:  # the waiting code raises it
+                met, error = True, exc
+            if met:
+                self._predicates.remove(entry)
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(True)
+                moved = True
+        return moved
+
+    def wait_predicate(self, predicate: Callable[[], Any]) -> asyncio.Future[bool]:
+        """A future that resolves once ``predicate()`` holds, checked whenever the
+        workflow's code has run."""
+        future: asyncio.Future[bool] = self.create_future()
+        self._predicates.append((predicate, future))
+        return future
 
     def _on_main_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
@@ -302,6 +342,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             if event.request_id in self._seen_requests:
                 return
             self._seen_requests.add(event.request_id)
+        handler = self._handlers.get(event.signal_id)
+        if handler is not None or (None in self._handlers
+                                   and not self._waiters.get(event.signal_id)):
+            self._handle(event)
+            return
         waiters = self._waiters.get(event.signal_id)
         while waiters:
             seq = waiters.popleft()
@@ -313,6 +358,48 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             pending.future.set_result(_serde.decode(event.data, self.values))
             return
         self._signals.setdefault(event.signal_id, collections.deque()).append(event)
+        self._arrival[id(event)] = self._arrived
+        self._arrived += 1
+
+    def _handle(self, event: SignalReceived) -> None:
+        """Runs the signal's handler (its own, else the default one with the name first):
+        a sync one now, an async one as a task of the workflow; what it raises fails
+        the run, as the workflow's own code would."""
+        specific = self._handlers.get(event.signal_id)
+        data = _serde.decode(event.data, self.values)
+        args = (data,) if specific is not None else (event.signal_id, data)
+        handler = specific or self._handlers[None]
+        try:
+            result = handler(*args)
+        except Exception as exc:
+            self._fail_now(exc)
+            return
+        if inspect.isawaitable(result):
+            task = self.create_task(_awaited(result), name=f"signal:{event.signal_id}")
+            task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._fail_now(task.exception())  # type: ignore[arg-type]
+
+    def _fail_now(self, exc: BaseException) -> None:
+        if self.closing is None:
+            if self._main is not None and not self._main.done():
+                self._main.remove_done_callback(self._on_main_done)
+                self._main.cancel()
+            self._close(self._failed(exc))
+
+    def set_signal_handler(self, name: str | None, fn: Callable[..., Any]) -> None:
+        """Registers a signal handler (``None``: the default one) and hands it, in the
+        order they came, the signals buffered for it until now."""
+        self._handlers[name] = fn
+        names = [name] if name is not None else \
+            [n for n in self._signals if n not in self._handlers]
+        buffered = sorted((event for n in names for event in self._signals.pop(n, ())),
+                          key=lambda event: self._arrival.get(id(event), 0))
+        for event in buffered:
+            self._arrival.pop(id(event), None)
+            self._handle(event)
 
     def _on_cancel(self) -> None:
         if self._cancel_requested:
@@ -557,7 +644,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
     def waiting_only_on_outside(self) -> bool:
         """True when only timers, signals and started children are pending: nothing this
         run's host is carrying out for it, so the run may be parked."""
-        return bool(self._pending) and all(
+        return bool(self._pending or self._predicates) and all(
             p.kind in ("timer", "wait", "asyncio_timer")
             or (p.kind == "child" and "run_id" in p.extra) for p in self._pending.values())
 
@@ -640,6 +727,10 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def default_exception_handler(self, context: dict[str, Any]) -> None:
         self.call_exception_handler(context)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def replay_timeline(

@@ -99,6 +99,17 @@ def test_a_workflow_retried_by_its_policy_survives_a_host_kill_in_its_backoff(
     assert runs.epochs("rk") == [1, 2]
 
 
+def test_a_signal_handler_gets_25_earlier_signals_in_order_and_wakes_a_predicate(
+        client: rayline.Client) -> None:
+    handle = client.workflow.start(wf.handles_late, args=[26], workflow_id="late")
+    for i in range(25):
+        handle.signal("item", i)  # before the handler exists
+    handle.signal("ready")
+    wait_until(lambda: any(p.kind == "wait" for p in handle.describe().pending) is False)
+    handle.signal("item", 25)  # after: the predicate wait wakes on it
+    assert handle.result(timeout=60) == list(range(26))
+
+
 def test_cancel_wakes_a_long_sleep_and_cleanup_runs(client: rayline.Client, marks: str) -> None:
     handle = client.workflow.start(wf.cancellable_order, args=[marks])
     wait_until(lambda: handle.status() > 0)

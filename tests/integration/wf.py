@@ -378,3 +378,14 @@ async def fails_early_attempts(times: int) -> str:
     if attempt <= times:
         raise ConnectionError(f"attempt {attempt} failed")
     return f"done on attempt {attempt}"
+
+
+@rayline.workflow
+async def handles_late(n: int) -> list[object]:
+    """Sets its signal handler only once the signal ``ready`` came: the signals sent
+    before are handed to it then, in order; then waits on its own state."""
+    got: list[object] = []
+    await workflow.condition("ready")
+    workflow.set_signal_handler("item", got.append)
+    await workflow.condition(lambda: len(got) >= n)
+    return got

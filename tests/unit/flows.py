@@ -513,3 +513,29 @@ async def fails_first(key: str, times: int) -> str:
     if attempt <= times:
         raise ConnectionError(f"attempt {attempt} failed")
     return f"done on attempt {attempt}"
+
+
+@rayline.workflow
+async def handles_signals(n: int) -> list[object]:
+    """Registers its handler only after a sleep: the signals sent before it are handed to
+    it then, in order; waits on its own state for all ``n``."""
+    got: list[object] = []
+    await workflow.sleep(0.2)
+    workflow.set_signal_handler("item", got.append)
+    await workflow.condition(lambda: len(got) >= n)
+    return got
+
+
+@rayline.workflow
+async def default_and_async_handlers() -> list[object]:
+    seen: list[object] = []
+
+    @workflow.on_signal("slow")
+    async def slow(data: object) -> None:  # an async handler: a task of the workflow
+        await workflow.sleep(0.01)
+        seen.append(["slow", data])
+
+    workflow.set_default_signal_handler(lambda name, data: seen.append([name, data]))
+    done = await workflow.condition(lambda: len(seen) >= 3, timeout=30)
+    timed_out = await workflow.condition(lambda: False, timeout=0.05)
+    return [seen, done, timed_out]

@@ -265,6 +265,32 @@ def test_duplicate_ids_and_reuse_policies(runs: RunStore) -> None:
     run(main)
 
 
+def test_a_signal_handler_gets_the_signals_sent_before_it_in_order(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs, park_after=0.05)
+        await host.start(request(flows.handles_signals, 25))
+        for i in range(24):  # all before the handler exists (the workflow sleeps)
+            await host.signal("wf", "item", _serde.encode(i))
+        # waiting on its own state for the 25th: parked until a signal comes
+        await until(lambda: host.parking.parked.get("wf") == math.inf)
+        await host.signal("wf", "item", _serde.encode(24))
+        assert value(await host.result("wf")) == list(range(25))
+        started, batches = runs.load("wf")
+        instance, unfinished = replay_timeline(flows.handles_signals, started, batches)
+        assert unfinished == []  # the replay issues exactly what was recorded
+
+        await host.start(request(flows.default_and_async_handlers, workflow_id="d"))
+        await until(lambda: "d" in host.parking.parked)  # waiting on a predicate: parked
+        await host.signal("d", "a", _serde.encode(1))
+        await host.signal("d", "slow", _serde.encode(2))
+        await host.signal("d", "b", _serde.encode(3))
+        seen, done, timed_out = value(await host.result("d"))
+        assert sorted(map(tuple, seen)) == [("a", 1), ("b", 3), ("slow", 2)]
+        assert (done, timed_out) == (True, False)
+
+    run(main)
+
+
 def _retried(fn: Any, *args: Any, attempts: int, **extra: Any) -> StartRequest:
     policy = RetryPolicy(maximum_attempts=attempts, initial_interval=0.05)
     return request(fn, *args, options=RunOptions(retry=policy.to_json()), **extra)
