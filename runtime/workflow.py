@@ -278,12 +278,18 @@ def patched(patch_id: str) -> bool:
 
 
 def deprecate_patch(patch_id: str) -> None:
-    """Marks a patch whose old branch has been removed; kept for symmetry with ``patched``."""
-    _runtime("deprecate_patch")
+    """Says the code has dropped the branch from before patch ``patch_id`` (call it where
+    ``patched(patch_id)`` was): runs that recorded the patch replay without the call, and
+    new runs record nothing. Do it once no run from before the patch is open."""
+    if not isinstance(patch_id, str) or not patch_id:
+        raise InvalidInputError("deprecate_patch() needs a patch id string")
+    _runtime("deprecate_patch").deprecate_patch(patch_id)
 
 
 def info() -> WorkflowInfo:
-    """workflow_id, run_id, workflow_name, task_queue, attempt, is_replaying, parent."""
+    """workflow_id, run_id, workflow_name, task_queue, attempt, is_replaying, parent,
+    start_time, namespace, continued_from, history_length, search, memo, and
+    ``is_continue_as_new_suggested()``."""
     return _runtime("info").info()
 
 

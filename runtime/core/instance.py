@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import datetime
 import inspect
 import logging
 import random
@@ -108,6 +109,24 @@ class WorkflowInfo:
     attempt: int
     is_replaying: bool
     parent: str | None
+    start_time: datetime.datetime = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
+    """When the run started (UTC)."""
+    namespace: str = ""
+    continued_from: str | None = None
+    """The run this one continues (continue-as-new, or a retry's previous attempt)."""
+    history_length: int = 0
+    """Events and commands in the run's history so far."""
+    search: dict[str, Any] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    def is_continue_as_new_suggested(self) -> bool:
+        """Whether the history is long enough that continuing as new would keep replays
+        (host restarts, moves, wakes) quick: past ``CONTINUE_AS_NEW_AFTER`` entries."""
+        return self.history_length >= CONTINUE_AS_NEW_AFTER
+
+
+CONTINUE_AS_NEW_AFTER = 10_000
+"""History entries (events and commands) from which ``is_continue_as_new_suggested``."""
 
 
 class WorkflowInstance(asyncio.AbstractEventLoop):
@@ -149,6 +168,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self._arrived = 0
         self._arrival: dict[int, int] = {}  # id(buffered signal) -> its arrival number
         self._predicates: list[tuple[Callable[[], Any], asyncio.Future[bool]]] = []
+        self._deprecated: set[str] = set()  # patches whose old branch is gone
+        self._history = 0  # events and commands so far (workflow.info().history_length)
         self.slips: list[str] = []
         """What the determinism guards reported of this run's code (distinct, at most 10)."""
 
@@ -164,6 +185,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         asyncio.events._set_running_loop(self)
         guards.activating(self._slip)
         try:
+            self._history += len(events)
             if self._main is None:
                 self._start_main()
             for event in events:
@@ -173,6 +195,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             guards.done()
             asyncio.events._set_running_loop(previous)
         commands, self._commands = self._commands, []
+        self._history += len(commands)
         return commands
 
     def _slip(self, call: str, replacement: str, site: str) -> None:
@@ -568,6 +591,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self._commands.append(UpsertFields(seq=self._next_seq(), fields=dict(fields),
                                            indexed=indexed))
 
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The code no longer has the branch before ``patch_id``: a replay of a run that
+        recorded the patch accepts its marker without the ``patched()`` call."""
+        self._deprecated.add(patch_id)
+
     def patched(self, patch_id: str) -> bool:
         if patch_id not in self._patches:
             use = not self.is_replaying or patch_id in self._recorded_patches
@@ -589,8 +617,13 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def info(self) -> WorkflowInfo:
         s = self.started
-        return WorkflowInfo(s.workflow_id, s.run_id, s.workflow_name, s.task_queue, s.attempt,
-                            self.is_replaying, s.parent.workflow_id if s.parent else None)
+        runs = getattr(self.values, "runs", None)
+        return WorkflowInfo(
+            s.workflow_id, s.run_id, s.workflow_name, s.task_queue, s.attempt,
+            self.is_replaying, s.parent.workflow_id if s.parent else None,
+            start_time=datetime.datetime.fromtimestamp(s.time, datetime.timezone.utc),
+            namespace=getattr(runs, "namespace", ""), continued_from=s.continued_from,
+            history_length=self._history, search=dict(self.search_fields), memo=dict(s.memo))
 
     def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
         self._queries[name] = fn
@@ -758,7 +791,7 @@ def replay_timeline(
     try:
         for batch in batches:
             produced = instance.activate(batch.events, batch.time)
-            _check_same(started.workflow_id, batch, produced)
+            _check_same(started.workflow_id, batch, produced, instance._deprecated)
             if batch.terminated is not None:
                 break
     except NonDeterminismError as exc:
@@ -787,8 +820,10 @@ def _signature(command: Command) -> tuple[Any, ...]:
     return (command.type, getattr(command, "seq", None))
 
 
-def _check_same(workflow_id: str, batch: Batch, produced: list[Command]) -> None:
-    want = [_signature(c) for c in batch.commands]
+def _check_same(workflow_id: str, batch: Batch, produced: list[Command],
+                deprecated: Iterable[str] = ()) -> None:
+    want = [_signature(c) for c in batch.commands
+            if not (isinstance(c, RecordPatch) and c.patch_id in deprecated)]
     got = [_signature(c) for c in produced]
     if want != got:
         raise NonDeterminismError(

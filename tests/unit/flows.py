@@ -539,3 +539,26 @@ async def default_and_async_handlers() -> list[object]:
     done = await workflow.condition(lambda: len(seen) >= 3, timeout=30)
     timed_out = await workflow.condition(lambda: False, timeout=0.05)
     return [seen, done, timed_out]
+
+
+@rayline.workflow
+async def versioned_deprecated() -> str:
+    """``versioned`` once its old branch is gone: the patch is deprecated."""
+    workflow.deprecate_patch("v2")
+    return await workflow.execute_activity(add1, 1) and "new"
+
+
+@rayline.workflow
+async def versioned_removed() -> str:
+    """``versioned`` with its old branch and the patch call simply deleted."""
+    return await workflow.execute_activity(add1, 1) and "new"
+
+
+@rayline.workflow
+async def tells_about_itself() -> dict[str, object]:
+    workflow.search(stage="one")
+    await workflow.execute_activity(add1, 1)
+    info = workflow.info()
+    return {"history": info.history_length, "search": info.search, "memo": info.memo,
+            "suggested": info.is_continue_as_new_suggested(),
+            "started": info.start_time.timestamp(), "continued_from": info.continued_from}

@@ -232,6 +232,32 @@ def test_patched_is_true_live_and_false_for_runs_recorded_before_it() -> None:
     assert instance.activate([], old.time) == []
 
 
+def test_deprecate_patch_replays_runs_that_recorded_the_patch() -> None:
+    recorded = Script(flows.versioned)  # a run with the patch recorded
+    recorded.run_to_end()
+    recorded.definition = flows.versioned_deprecated  # the old branch is gone
+    _, unfinished = recorded.replay()
+    assert unfinished == []
+    recorded.definition = flows.versioned_removed  # deleted without deprecate_patch
+    with pytest.raises(NonDeterminismError, match="replay diverged"):
+        recorded.replay()
+    fresh = Script(flows.versioned_deprecated)  # new runs record no marker
+    fresh.run_to_end()
+    assert result_of(fresh) == "new"
+    assert not any(isinstance(c, RecordPatch) for b in fresh.batches for c in b.commands)
+
+
+def test_info_tells_history_length_fields_and_start_time() -> None:
+    script = Script(flows.tells_about_itself)
+    script.run_to_end()
+    told = result_of(script)
+    assert told["history"] == 3  # upsert + schedule, then the activity's completion
+    assert told["search"] == {"stage": "one"} and told["memo"] == {}
+    assert told["suggested"] is False and told["continued_from"] is None
+    assert told["started"] == script.started.time
+    assert_replays(script)
+
+
 def test_continue_as_new_closes_the_run_with_new_args() -> None:
     script = Script(flows.continues, 3)
     (command,) = script.step()
