@@ -379,7 +379,8 @@ class _Builder:
                      "workflow", ts, failure=_error(command.failure).model_dump(), **retry)
         elif kind == "continue_as_new":
             self.add("workflow_execution_continued_as_new", "workflow", ts,
-                     input=None if self.omit else [_decode_quietly(a) for a in command.args])
+                     input=None if self.omit else [_decode_quietly(a) for a in command.args],
+                     workflow_type=command.workflow_name)
 
 
 _UNPICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar("rayline_unpickle",

@@ -71,6 +71,8 @@ class RunOutcome(_Message):
     retry_at: float | None = None
     """For a failed run its retry policy runs again (status ``continued``): when the
     next run starts; it takes this run's arguments."""
+    continue_with: ContinueAsNewWorkflow | None = None
+    """For a run that continued as new into another workflow: which one."""
 
     @property
     def code(self) -> int:
@@ -101,7 +103,8 @@ class RunOutcome(_Message):
                            run_id=batch.run_id, time=batch.time, failure=command.failure)
             if isinstance(command, ContinueAsNewWorkflow):
                 return cls(status=RunStatus.CONTINUED, run_id=batch.run_id, time=batch.time,
-                           args=command.args)
+                           args=command.args, continue_with=command
+                           if command.workflow_name is not None else None)
         return None
 
 

@@ -317,10 +317,15 @@ class FailWorkflow(_Model):
 
 class ContinueAsNewWorkflow(_Model):
     """The run closes and a new run of the same id starts with ``args``; signals this run
-    never consumed are carried to it."""
+    never consumed are carried to it. With ``workflow_name`` the next run runs that
+    workflow (by import path ``code``, by value ``code_pickle``, or by name on the
+    queue) instead of this one."""
 
     type: Literal["continue_as_new"] = "continue_as_new"
     args: list[Payload]
+    workflow_name: str | None = None
+    code: str | None = None
+    code_pickle: str | None = None
 
 
 Command = Annotated[
@@ -412,9 +417,13 @@ class Batch(_Model):
 
 
 def _retried(command: Any) -> bool:
+    """Whether a command uses a field of timeline format 3 (a retry, a continue-as-new
+    into another workflow)."""
     if isinstance(command, dict):
-        return command.get("retry_in") is not None
-    return getattr(command, "retry_in", None) is not None
+        return command.get("retry_in") is not None or command.get("workflow_name") \
+            is not None and command.get("type") == "continue_as_new"
+    return getattr(command, "retry_in", None) is not None or (
+        isinstance(command, ContinueAsNewWorkflow) and command.workflow_name is not None)
 
 
 def _timed(event: Any) -> bool:

@@ -241,10 +241,12 @@ def get_external_handle(workflow_id: str) -> ExternalWorkflowHandle:
     return ExternalWorkflowHandle(workflow_id)
 
 
-def continue_as_new(*args: Any) -> None:
-    """Ends this run and starts a fresh run of the same workflow id with ``args``."""
+def continue_as_new(*args: Any, workflow: Any = None) -> None:
+    """Ends this run and starts a fresh run of the same workflow id with ``args``: of
+    this workflow, or of ``workflow`` (a workflow function, or a name registered on the
+    task queue) to hand over to another one."""
     _runtime("continue_as_new")
-    raise ContinueAsNew(args)
+    raise ContinueAsNew(args, workflow)
 
 
 def search(**fields: Any) -> None:

@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .. import _serde
 from .._activity import ActivityDefinition
-from .._definition import WorkflowDefinition
+from .._code import CodeRef
+from .._definition import WorkflowDefinition, as_workflow
 from .._options import ActivityOptions, RetryPolicy
 from .._search import search_value
 from .._validate import validate_args
@@ -276,10 +277,12 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             try:
                 args = _serde.encode_args(exc.new_args, what="continue_as_new",
                                           values=self.values)
+                name, code = _workflow_ref(exc.workflow)
             except RaylineError as err:
                 self._close(FailWorkflow(failure=failure_from(err)))
                 return
-            self._close(ContinueAsNewWorkflow(args=args))
+            self._close(ContinueAsNewWorkflow(args=args, workflow_name=name, code=code[0],
+                                              code_pickle=code[1]))
         else:
             self._close(self._failed(exc))
 
@@ -760,6 +763,18 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def default_exception_handler(self, context: dict[str, Any]) -> None:
         self.call_exception_handler(context)
+
+
+def _workflow_ref(workflow: Any) -> tuple[str | None, tuple[str | None, str | None]]:
+    """(name, (import path, pickled definition)) of the workflow a continue-as-new names;
+    ``(None, (None, None))`` for none (the same workflow)."""
+    if workflow is None:
+        return None, (None, None)
+    if isinstance(workflow, str):
+        return workflow, (None, None)
+    definition: WorkflowDefinition[Any, Any] = as_workflow(workflow)
+    code = CodeRef.of(definition)
+    return definition.name, (code.path, code.pickled)
 
 
 async def _awaited(awaitable: Any) -> Any:

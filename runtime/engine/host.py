@@ -1234,14 +1234,25 @@ class Host:
         if outcome.retry_at is not None:
             await asyncio.sleep(max(0.0, outcome.retry_at - self.now()))
         carried, execution.carried = execution.carried, []
+        handover = outcome.continue_with  # into another workflow
+        name, code = (handover.workflow_name or s.workflow_name,
+                      CodeRef.stored(handover.code, handover.code_pickle)) \
+            if handover is not None else (s.workflow_name, CodeRef.stored(s.code, s.code_pickle))
+        try:
+            definition = self._resolve(name, code, s.task_queue) if handover is not None \
+                else execution.definition
+        except Exception as exc:
+            log.exception("host %s: continue-as-new of %s into %s cannot load it",
+                          self.host_name, s.workflow_id, name)
+            self._fail_mail(carried, exc)
+            return None
         request = StartRequest(
-            workflow_id=s.workflow_id, workflow_name=s.workflow_name,
-            code=CodeRef.stored(s.code, s.code_pickle),
+            workflow_id=s.workflow_id, workflow_name=name, code=code,
             args=s.args if retry else outcome.args, attempt=s.attempt + 1 if retry else 1,
             task_queue=s.task_queue, search=execution.fields()[0], memo=s.memo,
             options=s.options, continued_from=s.run_id, parent=s.parent)
         try:
-            reply = await self._try_start(s.workflow_id, s.epoch + 1, execution.definition,
+            reply = await self._try_start(s.workflow_id, s.epoch + 1, definition,
                                           request, [], carried, attempts=None)
         except Exception as exc:
             log.exception("host %s: continue-as-new of %s failed", self.host_name, s.workflow_id)

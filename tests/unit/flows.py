@@ -562,3 +562,9 @@ async def tells_about_itself() -> dict[str, object]:
     return {"history": info.history_length, "search": info.search, "memo": info.memo,
             "suggested": info.is_continue_as_new_suggested(),
             "started": info.start_time.timestamp(), "continued_from": info.continued_from}
+
+
+@rayline.workflow
+async def hands_over(n: int) -> object:
+    """Continues as new into another workflow (``one_step``) with its own arguments."""
+    workflow.continue_as_new(n * 10, workflow=one_step)

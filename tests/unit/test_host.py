@@ -460,6 +460,11 @@ def test_continue_as_new_is_followed_by_result(runs: RunStore) -> None:
         stats = await host.stats()  # what the host's metrics count
         assert (stats.started, stats.closed) == (4, {"continued": 3, "completed": 1})
 
+        await host.start(request(flows.hands_over, 1, workflow_id="relay"))
+        assert value(await host.result("relay")) == 11  # one_step(10), as the next run
+        assert runs.read_run("relay").workflow_name == "one_step"
+        assert runs.epochs("relay") == [1, 2]
+
     run(main)
 
 
