@@ -82,7 +82,7 @@ R = TypeVar("R")
 _RELOCATE_ATTEMPTS = 30
 _BATCH = 128
 _START_OPTIONS = ("id_reuse_policy", "id_conflict_policy", "search", "memo",
-                  "execution_timeout", "strict", "retry")
+                  "execution_timeout", "strict", "retry", "start_delay")
 
 
 class Connection(Protocol):
@@ -325,10 +325,12 @@ class AsyncWorkflowClient:
                 ``memo``, ``execution_timeout`` (the run is terminated when it has not
                 finished by then), ``strict`` (default the client's: code that breaks
                 replay or blocks the host fails the run instead of being logged; children
-                inherit it), ``retry`` (a ``RetryPolicy``: a run that raises a
-                retryable error runs again as the next run of the id, after the
-                policy's backoff, ``workflow.info().attempt`` counting; once attempts
-                run out, ``result()`` raises code 597 with the last failure as cause).
+                inherit it), ``start_delay`` (the run exists at once, its code starts
+                after this long; signals sent meanwhile wait), ``retry`` (a
+                ``RetryPolicy``: a run that raises a retryable error runs again as the
+                next run of the id, after the policy's backoff,
+                ``workflow.info().attempt`` counting; once attempts run out,
+                ``result()`` raises code 597 with the last failure as cause).
 
         Raises:
             InvalidInputError: a bad id, option, or argument (naming it).
@@ -366,6 +368,7 @@ class AsyncWorkflowClient:
             args=args,
             id_reuse_policy=options.get("id_reuse_policy"),
             id_conflict_policy=options.get("id_conflict_policy"),
+            start_delay=optional_duration(options.get("start_delay"), what="start_delay"),
             search=search, memo=options.get("memo") or {},
             options=RunOptions(execution_timeout=optional_duration(
                 options.get("execution_timeout") or None, what="execution_timeout"),

@@ -128,6 +128,8 @@ class StartRequest(_Message):
     memo: Fields = {}
     options: RunOptions = RunOptions()
     id_reuse_policy: str | None = None
+    start_delay: float | None = None
+    """Seconds before the run's code starts (the run exists at once)."""
     id_conflict_policy: str | None = None
     """What a start does when the id's run is open: ``fail`` (the default),
     ``use_existing`` (answer with that run; ``signals`` go to it) or

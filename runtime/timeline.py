@@ -368,17 +368,21 @@ class WorkflowStarted(_Model):
     with this run instead of a duplicate."""
     version: str | None = None
     """The code version of the host that started the run: it resumes only there."""
+    not_before: float | None = None
+    """``start(..., start_delay=)``: the run's code starts at this time (the run's clock),
+    not before; signals sent meanwhile wait for it."""
 
     @model_validator(mode="before")
     @classmethod
     def _versioned(cls, data: Any) -> Any:
-        """``v`` is at least 3 for a run with a retry policy."""
+        """``v`` is at least 3 for a run with a retry policy or a start delay."""
         if not isinstance(data, dict):
             return data
         options = data.get("options")
         retry = options.get("retry") if isinstance(options, dict) else \
             getattr(options, "retry", None)
-        return {**data, "v": max(data.get("v", 1), 3)} if retry else data
+        needed = retry or data.get("not_before") is not None
+        return {**data, "v": max(data.get("v", 1), 3)} if needed else data
 
 
 class Terminated(_Model):

@@ -119,6 +119,8 @@ class Execution:
         self._first = False
         self._expiry: asyncio.Task[None] | None = None
         self._closed_fields: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._hold_until: float | None = None
+        """A run whose start is delayed: its first activation waits until then."""
         self.carried: list[Mail] = []
         """On continue-as-new: signals and cancels the next run takes over."""
 
@@ -216,7 +218,8 @@ class Execution:
                                                     self.values)
         self._arm_deadline()
         self._loop_task = asyncio.create_task(self._loop(), name=f"execution:{self.workflow_id}")
-        if not batches:  # the run object had no first batch: run it now
+        if not batches:  # the run object had no first batch: run it now (or when it may)
+            self._hold_until = self.started.not_before
             self._wakeup.set()
             self._first = True
         self._execute(unfinished)
@@ -244,6 +247,9 @@ class Execution:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if self._hold_until is not None:  # a start delay: no code before it ends
+                await asyncio.sleep(max(0.0, self._hold_until - self.env.now()))
+                self._hold_until = None
             async with self.lock.writer:
                 instance = self.instance
                 if self.outcome is not None or instance is None:

@@ -512,7 +512,10 @@ class Host:
             options=request.options.model_copy(update={"strict": True})
             if self.strict and not request.options.strict else request.options,
             request_id=request.request_id, version=self.version,
+            not_before=self.now() + request.start_delay if request.start_delay else None,
         )
+        if started.not_before is not None:
+            return await self._start_later(started, request, attempts)
         execution = Execution(self, definition, started)
         events: list[Event] = [SignalReceived(signal_id=s.signal_id, data=s.data,
                                               request_id=s.request_id)
@@ -537,7 +540,27 @@ class Host:
             self.background(self._take_late_signals(execution, {key for key, _ in early}))
         return StartReply(workflow_id=workflow_id, run_id=started.run_id, host=self.host_name)
 
-    async def _create(self, started: WorkflowStarted, first: Batch,
+    async def _start_later(self, started: WorkflowStarted, request: StartRequest,
+                           attempts: int | None) -> StartReply | None:
+        """A run with a start delay: its record now (no activation), parked until its
+        code may start; ``None`` if that run exists."""
+        if request.signals:
+            raise InvalidInputError("start_delay cannot be combined with signals "
+                                    "(signal_with_start): signal the run once it exists")
+        workflow_id = started.workflow_id
+        assert started.not_before is not None
+        try:
+            await self._create(started, None, attempts)
+        except DuplicateWorkflowError:
+            return None
+        self._finished.pop(workflow_id, None)
+        self.parking.add(workflow_id, started.not_before)
+        self.write_marker(workflow_id, started.not_before)  # a restart keeps it parked
+        self.counts["started"] += 1
+        self._report_parked(started, [], 1)
+        return StartReply(workflow_id=workflow_id, run_id=started.run_id, host=self.host_name)
+
+    async def _create(self, started: WorkflowStarted, first: Batch | None,
                       attempts: int | None) -> None:
         """Open marker, then the run object (exclusive). A lost race, or a start that
         failed for good, leaves no marker."""

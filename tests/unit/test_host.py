@@ -291,6 +291,33 @@ def test_a_signal_handler_gets_the_signals_sent_before_it_in_order(runs: RunStor
     run(main)
 
 
+def test_a_delayed_start_runs_no_code_before_its_time_even_signalled_or_restarted(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        reply = await host.start(request(flows.waits, None, start_delay=0.6))
+        started = runs.read_run("wf")
+        assert started.not_before is not None and started.v == 3
+        assert reply.run_id == started.run_id and "wf" in host.parking.parked
+        assert runs.read_batches("wf", 1, started.run_id) == []  # no code ran yet
+        await until(lambda: dict(runs.open_workflows(host.host_name)).get("wf") is not None)
+        host.abandon()  # a restart in the delay keeps it waiting
+        again = await make_host(runs)
+        assert "wf" in again.parking.parked
+        signalled = asyncio.ensure_future(again.signal("wf", "go", _serde.encode("early")))
+        await asyncio.sleep(0.1)
+        assert runs.read_batches("wf", 1, started.run_id) == []  # the signal waits too
+        await signalled
+        first = runs.read_batches("wf", 1, started.run_id)[0]
+        assert first.time >= started.not_before  # code ran only once the delay ended
+        assert value(await again.result("wf")) == "early"
+        with pytest.raises(InvalidInputError, match="start_delay cannot be combined"):
+            await again.start(request(flows.waits, None, workflow_id="both", start_delay=1,
+                                      signals=[SignalIn(signal_id="go", data=_serde.encode(1))]))
+
+    run(main)
+
+
 def _retried(fn: Any, *args: Any, attempts: int, **extra: Any) -> StartRequest:
     policy = RetryPolicy(maximum_attempts=attempts, initial_interval=0.05)
     return request(fn, *args, options=RunOptions(retry=policy.to_json()), **extra)
