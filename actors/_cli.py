@@ -618,8 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:  # a wrong option or argument: one line too
         click.echo(f"rayline: error: {' '.join(exc.format_message().split())}", err=True)
         return 2
-    except (rayline.RaylineError, ConnectionError, TimeoutError) as exc:
-        message = " ".join(str(exc).split())
+    except Exception as exc:  # rayline's errors, Ray's, anything: one line, no traceback
+        message = " ".join(str(exc).split())[:2000]
         click.echo(f"rayline: error: {type(exc).__name__}: {message}", err=True)
         return 2
     return 0

@@ -502,13 +502,16 @@ def build_export(started: WorkflowStarted, batches: list[Batch], *,
                        if values else None,
                        "search": search if values else dict.fromkeys(search),
                        "enrich": enrich if values else dict.fromkeys(enrich)}
+    retrying = outcome is not None and outcome.retry_at is not None
     if "status" in sections:
-        export.status = outcome.code if outcome else max(1, _open_calls(batches))
+        export.status = 1 if retrying else outcome.code if outcome else \
+            max(1, _open_calls(batches))
     if "state" in sections:
         last = batches[-1].time if batches else started.time
         failure = outcome.failure if outcome else None
         export.state = JobState(
-            done=outcome is not None, status=outcome.status.value if outcome else "running",
+            done=outcome is not None and not retrying,
+            status="retrying" if retrying else outcome.status.value if outcome else "running",
             run_id=started.run_id,
             response=_decode_quietly(outcome.result)
             if values and outcome and outcome.result is not None else None,

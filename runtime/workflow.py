@@ -190,7 +190,12 @@ def _child_options(options: dict[str, Any]) -> ChildOptions:
         raise InvalidInputError(f"unknown child workflow option(s): {', '.join(sorted(unknown))}")
     validate_fields(options.get("memo"), what="memo")
     if options.get("search") is not None:
-        options = {**options, "search": search_fields(options["search"])}
+        try:
+            options = {**options, "search": search_fields(options["search"])}
+        except InvalidInputError:  # an older rayline took any JSON: its runs replay
+            if not _runtime("start_child").is_replaying:
+                raise
+            validate_fields(options["search"], what="search")
     try:
         return ChildOptions(**options)
     except pydantic.ValidationError as exc:

@@ -168,7 +168,9 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         """Signal handlers by signal name; ``None``: the default one (any other name)."""
         self._arrived = 0
         self._arrival: dict[int, int] = {}  # id(buffered signal) -> its arrival number
-        self._predicates: list[tuple[Callable[[], Any], asyncio.Future[bool]]] = []
+        self._predicates: list[tuple[Callable[[], Any], asyncio.Future[bool], bool]] = []
+        """``condition(predicate)`` waits: the predicate, its future, whether a cancel of
+        the workflow reaches it (not inside ``non_cancellable``)."""
         self._deprecated: set[str] = set()  # patches whose old branch is gone
         self._history = 0  # events and commands so far (workflow.info().history_length)
         self.slips: list[str] = []
@@ -235,7 +237,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         any did (their code then runs)."""
         moved = False
         for entry in list(self._predicates):
-            predicate, future = entry
+            predicate, future, _ = entry
             if future.done():
                 self._predicates.remove(entry)
                 continue
@@ -257,7 +259,10 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         """A future that resolves once ``predicate()`` holds, checked whenever the
         workflow's code has run."""
         future: asyncio.Future[bool] = self.create_future()
-        self._predicates.append((predicate, future))
+        if self._cancelled_now():
+            future.set_exception(CancelledFailure("workflow cancelled"))
+            return future
+        self._predicates.append((predicate, future, _shielded.get() == 0))
         return future
 
     def _on_main_done(self, task: asyncio.Task[Any]) -> None:
@@ -434,6 +439,10 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         for seq, pending in list(self._pending.items()):
             if pending.cancellable:
                 self._cancel_pending(seq, pending, CancelledFailure("workflow cancelled"))
+        for entry in [e for e in self._predicates if e[2]]:
+            self._predicates.remove(entry)
+            if not entry[1].done():
+                entry[1].set_exception(CancelledFailure("workflow cancelled"))
 
     def _cancel_pending(self, seq: int, pending: _Pending, error: BaseException) -> None:
         del self._pending[seq]
@@ -586,13 +595,23 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
 
     def upsert(self, fields: dict[str, Any], *, indexed: bool) -> None:
         if indexed:  # typed, so the index can compare them
-            fields = {key: search_value(key, value) for key, value in fields.items()}
+            fields = {key: self._searchable(key, value) for key, value in fields.items()}
         for key, value in fields.items():
             if not _serde._is_json(value):
                 raise InvalidInputError(f"enrich field {key!r} must be a JSON value")
         (self.search_fields if indexed else self.enrich_fields).update(fields)
         self._commands.append(UpsertFields(seq=self._next_seq(), fields=dict(fields),
                                            indexed=indexed))
+
+    def _searchable(self, key: str, value: Any) -> Any:
+        """``search_value``, except that a replay keeps a value an older rayline took
+        (any JSON), so the run replays as it was recorded."""
+        try:
+            return search_value(key, value)
+        except InvalidInputError:
+            if self.is_replaying:
+                return value
+            raise
 
     def deprecate_patch(self, patch_id: str) -> None:
         """The code no longer has the branch before ``patch_id``: a replay of a run that
@@ -807,6 +826,7 @@ def replay_timeline(
         for batch in batches:
             produced = instance.activate(batch.events, batch.time)
             _check_same(started.workflow_id, batch, produced, instance._deprecated)
+            instance._history += len(batch.commands) - len(produced)  # as recorded
             if batch.terminated is not None:
                 break
     except NonDeterminismError as exc:

@@ -23,6 +23,8 @@ from ..failures import attempt_failure
 from ..timeline import ActivityCompleted, ActivityFailed, AttemptFailed, Event
 
 Outcome = tuple[str, Any]
+KEEP_RETRIES = 20
+"""Failed attempts an activity's outcome lists at most (the first and the latest)."""
 
 
 def invoke(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo) -> Outcome:
@@ -113,6 +115,8 @@ async def run_with_retries(
         retries.append(AttemptFailed(attempt=number, started=began, ended=now(),
                                      type=reported["type"],
                                      message=str(reported.get("message", ""))[:1000]))
+        if len(retries) > KEEP_RETRIES:  # the first ones and the latest: bounded
+            del retries[KEEP_RETRIES // 2]
         await sleep(policy.delay(number))
 
 

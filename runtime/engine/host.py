@@ -60,6 +60,7 @@ from ..errors import (
     InvalidInputError,
     NotHereError,
     QuarantinedError,
+    QueryError,
     RaylineError,
     StorageError,
     WorkflowClosedError,
@@ -196,6 +197,8 @@ class Host:
         self._closers: dict[str, list[asyncio.Future[RunOutcome]]] = {}
         self._markers: dict[str, asyncio.Future[Any]] = {}
         self._adopting: dict[str, asyncio.Future[None]] = {}
+        self._backoffs: dict[str, asyncio.Task[None]] = {}
+        """Failed runs waiting out their retry backoff, by workflow id."""
         self.parking = ParkingLot(self, park_after)
         self.routing = Routing(name, backend, self, lambda workflow_id: workflow_id in
                                self.executions)
@@ -285,7 +288,9 @@ class Host:
                     continue
                 self.stuck.pop(workflow_id, None)
                 try:
-                    await self.resume_run(workflow_id)
+                    execution = await self.resume_run(workflow_id)
+                    if execution.outcome is None:  # the index hears of it again
+                        self._report(execution)
                     resumed += 1
                 except Exception as exc:
                     if _backoff.transient(exc):
@@ -627,11 +632,9 @@ class Host:
         if decision.action == "refuse":
             raise DuplicateWorkflowError(workflow_id, decision.reason)
         if decision.action == "terminate":
-            reason = "terminated by a new start (terminate_if_running)"
-            if execution is not None and execution.outcome is None:  # here: not via
-                await execution.terminate(reason)  # terminate(), which waits for this start
-            elif stuck is not None:
-                await self._terminate_stuck(workflow_id, reason)
+            reason = "terminated by a new start (id_conflict_policy=terminate_existing)"
+            if home == self.host_name:  # here: not via terminate(), which waits for starts
+                await self._terminate_here(workflow_id, reason)
             else:
                 await self.routing.host(home).terminate(workflow_id, reason)
         return decision.epoch
@@ -697,6 +700,11 @@ class Host:
                 outcome = execution.outcome
             if outcome.status is not RunStatus.CONTINUED or not follow:
                 return outcome
+            backoff = self._backoffs.get(workflow_id)
+            if backoff is not None:  # the next attempt, or a terminate calling it off
+                await asyncio.wait([backoff])
+                if execution is not None and execution.outcome is not outcome:
+                    continue  # called off: the run's outcome is now its termination
             await self._settled(workflow_id)
             latest = self._execution(workflow_id)
             if latest is None or latest.run_id == outcome.run_id:
@@ -767,6 +775,8 @@ class Host:
         if execution is not None and execution.outcome is None:
             await execution.deliver_durably(event)
             return
+        if await self._carry_to_retry(workflow_id, event):
+            return
         if execution is None and buffer_if_missing and \
                 await self.read(self.runs.latest_epoch, workflow_id, quick=True) is None:
             key = await self.read(self.runs.buffer_early_signal, workflow_id, event)
@@ -793,10 +803,14 @@ class Host:
         if execution is not None and execution.outcome is None:
             await execution.deliver_durably(CancelRequested(reason=reason))
             return
+        if await self._carry_to_retry(workflow_id, CancelRequested(reason=reason)):
+            return
         await self._closed_or_elsewhere(workflow_id, "cancel")
 
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
         await self._ready.wait()
+        if await self._call_off_retry(workflow_id, reason):
+            return
         if workflow_id in self.stuck:  # a stuck run can still be terminated
             await self._terminate_stuck(workflow_id, reason)
             return
@@ -805,6 +819,23 @@ class Host:
             await execution.terminate(reason)
             return
         await self._closed_or_elsewhere(workflow_id, "terminate")
+
+    async def _terminate_here(self, workflow_id: str, reason: str) -> None:
+        """Terminates the open run of ``workflow_id`` on this host for a start of the id
+        that holds ``_starting``: live, parked, stuck, waiting to retry or continuing."""
+        if await self._call_off_retry(workflow_id, reason):
+            return
+        continuing = self._continuing.get(workflow_id)
+        if continuing is not None:  # a continue-as-new making its next run: quick
+            await asyncio.wait([continuing])
+        if workflow_id in self.stuck:
+            await self._terminate_stuck(workflow_id, reason)
+            return
+        if workflow_id in self.parking:
+            await self.parking.wake(workflow_id)
+        execution = self.executions.get(workflow_id)
+        if execution is not None and execution.outcome is None:
+            await execution.terminate(reason)
 
     async def _terminate_stuck(self, workflow_id: str, reason: str | None) -> None:
         """Closes a run that cannot be replayed: a terminated batch after its last one."""
@@ -832,7 +863,12 @@ class Host:
         if RunOutcome.of_run(batches) is None:
             raise NotHereError(f"workflow {workflow_id} runs on {home_of(started, batches)[0]}")
         values = await self._values_for(started, batches)
-        instance, _ = replay_timeline(self._definition_of(started), started, batches, values)
+        try:
+            instance, _ = replay_timeline(self._definition_of(started), started, batches,
+                                          values)
+        except Exception as exc:  # its code no longer replays it (or cannot be loaded)
+            raise QueryError(f"workflow {workflow_id} has closed and its timeline does not "
+                             f"replay on this code: {type(exc).__name__}: {exc}") from exc
         return instance.query(name, args)
 
     async def describe(self, workflow_id: str) -> WorkflowDescription:
@@ -930,7 +966,7 @@ class Host:
             execution.abandon()
         self.executions.clear()
         self.parking.abandon()
-        for task in [*self._background, *self._continuing.values()]:
+        for task in [*self._background, *self._continuing.values(), *self._backoffs.values()]:
             task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)  # queued writes die with it
 
@@ -1150,10 +1186,13 @@ class Host:
         assert execution.outcome is not None
         self.counts[f"closed:{execution.outcome.status.value}"] += 1
         if execution.outcome.status is RunStatus.CONTINUED:
-            task = asyncio.ensure_future(self._continue(execution))
-            self._continuing[workflow_id] = task
-            task.add_done_callback(lambda t: self._continuing.get(workflow_id) is t
-                                   and self._continuing.pop(workflow_id))
+            if execution.outcome.retry_at is not None:  # a retry, after its backoff
+                backoff = asyncio.ensure_future(self._after_backoff(execution))
+                self._backoffs[workflow_id] = backoff
+                backoff.add_done_callback(lambda t: self._backoffs.get(workflow_id) is t
+                                          and self._backoffs.pop(workflow_id))
+            else:
+                self._continue_now(execution)
         self._resolve_closers(workflow_id, execution.outcome)
         self.background(self._after_close(execution))
 
@@ -1244,6 +1283,61 @@ class Host:
             log.warning("host %s: open marker of closed %s not removed: %s", self.host_name,
                         execution.workflow_id, exc)
 
+    def _continue_now(self, execution: Execution) -> asyncio.Task[Execution | None]:
+        workflow_id = execution.workflow_id
+        task = asyncio.ensure_future(self._continue(execution))
+        self._continuing[workflow_id] = task
+        task.add_done_callback(lambda t: self._continuing.get(workflow_id) is t
+                               and self._continuing.pop(workflow_id))
+        return task
+
+    async def _after_backoff(self, execution: Execution) -> None:
+        """Waits out a retry's backoff (calls about the workflow go on meanwhile: signals
+        and cancels are carried to the next attempt, a terminate calls it off), then
+        starts the next attempt."""
+        outcome = execution.outcome
+        assert outcome is not None and outcome.retry_at is not None
+        await asyncio.sleep(max(0.0, outcome.retry_at - self.now()))
+        self._backoffs.pop(execution.workflow_id, None)
+        await self._continue_now(execution)
+
+    async def _carry_to_retry(self, workflow_id: str, event: Event) -> bool:
+        """Hands ``event`` to the next attempt of a run waiting out its retry backoff and
+        returns once that attempt holds it; ``False`` when no retry is pending."""
+        finished = self._finished.get(workflow_id)
+        if workflow_id not in self._backoffs or finished is None:
+            return False
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        finished.carried.append((event, ack))
+        await ack
+        return True
+
+    async def _call_off_retry(self, workflow_id: str, reason: str | None) -> bool:
+        """Terminates a workflow whose failed run waits out its retry backoff: a
+        terminated batch after the run's last one calls the retry off (durably; a
+        restarted host reads it). ``False`` when no retry is pending here."""
+        backoff = self._backoffs.get(workflow_id)
+        finished = self._finished.get(workflow_id)
+        if backoff is None or finished is None:
+            return False
+        started, batches = await self.read(self.runs.load, workflow_id, attempts=None)
+        if started.run_id != finished.run_id or workflow_id not in self._backoffs:
+            return False  # the next attempt exists already
+        batch = Batch(seq=len(batches) + 1, run_id=started.run_id, time=self.now(),
+                      terminated=Terminated(reason=reason), owner=self.host_name)
+        await self.read(self.runs.append, workflow_id, started.epoch, batch, attempts=None)
+        backoff.cancel()
+        self._backoffs.pop(workflow_id, None)
+        outcome = RunOutcome.of(batch)
+        assert outcome is not None
+        finished.outcome = outcome
+        carried, finished.carried = finished.carried, []
+        self._fail_mail(carried, WorkflowClosedError(workflow_id, "signal"))
+        self._report(finished)
+        self._resolve_closers(workflow_id, outcome)
+        await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
+        return True
+
     async def _continue(self, execution: Execution) -> Execution | None:
         """Starts the run after ``execution`` at the next epoch, with the signals and
         cancels the old run handed on; retried until storage takes it. After a
@@ -1254,8 +1348,6 @@ class Host:
         assert outcome is not None
         s = execution.started
         retry = outcome.retry_at is not None
-        if outcome.retry_at is not None:
-            await asyncio.sleep(max(0.0, outcome.retry_at - self.now()))
         carried, execution.carried = execution.carried, []
         handover = outcome.continue_with  # into another workflow
         name, code = (handover.workflow_name or s.workflow_name,

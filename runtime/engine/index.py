@@ -12,9 +12,12 @@ In storage (``<ns>/index/``), in the order the registry writes it:
 A registry that starts reads the newest readable snapshot and the logs after it, then
 reconciles: it lists the workflows in storage and the hosts' open markers (listing, not
 reading) and reads only the timelines the index cannot vouch for: a workflow it does not
-know (its report was lost), and one it holds as open without a marker or as closed with
-one (a close, move or new run whose report was lost). Hosts report again every run they
-recover, so open runs are current soon after a restart anyway.
+know (its report was lost), one it holds as open without a marker or as closed with one
+(a close or new run whose report was lost), and one whose marker is on another host than
+it says (a move whose report was lost). Hosts report again every run they resume into
+memory. What listings cannot show (a search field written, or a closed run replaced by
+another closed run, while reports were lost) stays as last reported until the next
+report of that workflow.
 """
 
 from __future__ import annotations
@@ -249,6 +252,7 @@ class IndexStore:
         self.runs = runs
         self.seq = 0
         """The number of the last log or snapshot written or read."""
+        self._listed = False  # whether seq has been taken from storage
         self.logged = 0
         """Summaries in the logs since the last snapshot."""
         self.reads = 0
@@ -259,7 +263,8 @@ class IndexStore:
         names = self.runs.index_names()
         logs = sorted(_seq(n) for n in names if n.startswith("log-"))
         snaps = sorted((_seq(n) for n in names if n.startswith("snap-")), reverse=True)
-        self.seq = max([*logs, *snaps, 0])
+        self.seq = max([*logs, *snaps, self.seq])
+        self._listed = True
         found: list[RunSummary] = []
         base = 0
         for seq in snaps:
@@ -305,6 +310,9 @@ class IndexStore:
         if seq is not None:
             self.runs.put_index(f"{kind}-{seq:012d}", data)
             return seq
+        if not self._listed:  # after what is there (a log below a snapshot is not read)
+            self.seq = max([self.seq, *(_seq(n) for n in self.runs.index_names())])
+            self._listed = True
         while True:  # an exclusive create: a registry that overlapped this one wrote seq
             seq = self.seq + 1
             try:
@@ -317,11 +325,13 @@ class IndexStore:
         """The summaries of the workflows the index cannot vouch for, read from their
         timelines (see the module docstring)."""
         by_key = {id_key(workflow_id): s for workflow_id, s in list(known.items())}
-        open_keys: set[str] = set()
+        marked: dict[str, set[str]] = {}  # key -> the hosts with its open marker
         for host in self.runs.open_hosts():
-            open_keys.update(self.runs.open_keys(host))
+            for key in self.runs.open_keys(host):
+                marked.setdefault(key, set()).add(host)
         doubtful = [key for key in self.runs.all_workflow_keys()
-                    if key not in by_key or (by_key[key].state in OPEN) != (key in open_keys)]
+                    if key not in by_key or (by_key[key].state in OPEN) != (key in marked)
+                    or (key in marked and by_key[key].host not in marked[key])]
         found = []
         for key in doubtful:
             self.reads += 1

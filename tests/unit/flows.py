@@ -568,3 +568,27 @@ async def tells_about_itself() -> dict[str, object]:
 async def hands_over(n: int) -> object:
     """Continues as new into another workflow (``one_step``) with its own arguments."""
     workflow.continue_as_new(n * 10, workflow=one_step)
+
+
+@rayline.workflow
+async def fails_then_waits() -> object:
+    """Fails its first attempt; the second waits for signal ``go`` and returns it."""
+    if workflow.info().attempt == 1:
+        raise ConnectionError("first attempt failed")
+    return await workflow.condition("go")
+
+
+@rayline.workflow
+async def waits_on_state() -> str:
+    try:
+        await workflow.condition(lambda: False)
+    except rayline.CancelledFailure:
+        return "cancelled"
+    return "not reached"
+
+
+@rayline.workflow
+async def writes_a_dict_field() -> str:
+    """What an older rayline let a workflow write as a search field (any JSON)."""
+    workflow.search(meta={"a": 1})
+    return "ok"

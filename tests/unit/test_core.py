@@ -258,6 +258,22 @@ def test_info_tells_history_length_fields_and_start_time() -> None:
     assert_replays(script)
 
 
+def test_a_search_value_an_older_rayline_recorded_still_replays() -> None:
+    from rayline.core import replay_timeline
+    from rayline.timeline import Batch, UpsertFields
+
+    from .drive import started_record
+    started = started_record(flows.writes_a_dict_field)
+    recorded = Batch(seq=1, run_id=started.run_id, time=started.time, commands=[
+        UpsertFields(seq=1, fields={"meta": {"a": 1}}, indexed=True),
+        CompleteWorkflow(result=_serde.encode("ok"))])
+    instance, unfinished = replay_timeline(flows.writes_a_dict_field, started, [recorded])
+    assert unfinished == [] and instance.search_fields == {"meta": {"a": 1}}
+    live = Script(flows.writes_a_dict_field)  # new runs are refused such a value
+    live.run_to_end()
+    assert "search field 'meta'" in live.instance.closing.failure.message
+
+
 def test_continue_as_new_closes_the_run_with_new_args() -> None:
     script = Script(flows.continues, 3)
     (command,) = script.step()

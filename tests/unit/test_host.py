@@ -23,6 +23,7 @@ from rayline.errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
+from rayline.export import build_export
 from rayline.messages import PendingWork, RunOutcome, SignalIn, StartReply, StartRequest
 from rayline.storage import LocalStore, MemoryStore, RunStore
 from rayline.timeline import RunOptions
@@ -363,6 +364,66 @@ def test_a_retry_backoff_survives_its_host_dying(runs: RunStore) -> None:
         again = await make_host(runs)  # recovers the closed run and waits the rest
         assert value(await again.result("wf")) == "done on attempt 2"
         assert runs.epochs("wf") == [1, 2]
+
+    run(main)
+
+
+def test_calls_during_a_retry_backoff_go_on_and_a_terminate_calls_the_retry_off(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        slow = RetryPolicy(maximum_attempts=3, initial_interval=0.5)
+        await host.start(request(flows.fails_then_waits,
+                                 options=RunOptions(retry=slow.to_json())))
+        await until(lambda: "wf" in host._backoffs)
+        described = await host.describe("wf")  # answers at once, in the backoff
+        assert described.state == "continued" and runs.epochs("wf") == [1]
+        await host.signal("wf", "go", _serde.encode("carried"))  # held for attempt 2
+        assert runs.epochs("wf") == [1, 2]
+        assert value(await host.result("wf")) == "carried"
+
+        await host.start(request(flows.fails_first, "t", 5, workflow_id="off",
+                                 options=RunOptions(retry=RetryPolicy(
+                                     maximum_attempts=5, initial_interval=30).to_json())))
+        await until(lambda: "off" in host._backoffs)
+        exported = build_export(*runs.load("off"))  # waiting to retry: not done
+        assert exported.status == 1 and exported.state is not None
+        assert (exported.state.done, exported.state.status) == (False, "retrying")
+        waiting = asyncio.ensure_future(host.result("off"))
+        await host.terminate("off", "not worth another try")  # at once, not in 30 s
+        outcome = await waiting
+        assert outcome.status == "terminated" and outcome.reason == "not worth another try"
+        assert runs.epochs("off") == [1] and "off" not in host._backoffs
+        host.abandon()
+        again = await make_host(runs)  # a restart does not bring the retry back
+        assert (await again.result("off")).status == "terminated"
+        assert runs.epochs("off") == [1]
+
+    run(main)
+
+
+def test_cancelling_a_workflow_reaches_a_wait_on_its_state(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs, park_after=0.05)
+        await host.start(request(flows.waits_on_state))
+        await until(lambda: "wf" in host.parking.parked)
+        await host.cancel("wf")
+        assert value(await host.result("wf")) == "cancelled"
+
+    run(main)
+
+
+def test_terminate_existing_reaches_a_parked_run_without_waiting_on_itself(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs, park_after=0.05)
+        await host.start(request(flows.waits, None))
+        await until(lambda: "wf" in host.parking.parked)
+        reply = await host.start(request(flows.one_step, 1,
+                                         id_conflict_policy="terminate_existing"))
+        assert not reply.existing and runs.epochs("wf") == [1, 2]
+        assert runs.load("wf", 1)[1][-1].terminated is not None
+        assert value(await host.result("wf")) == 2
 
     run(main)
 

@@ -153,12 +153,16 @@ def test_a_new_registry_reads_only_the_timelines_whose_reports_were_lost(
         runs.append("wf-00020", 1, Batch(seq=2, run_id="r20", time=2e6, owner="host-q-0",
                                          terminated=Terminated(reason="x")))
         runs.clear_open("host-q-0", "wf-00020")  # closed; the report of it was lost
+        runs.append("wf-00010", 1, Batch(seq=2, run_id="r10", time=2e6, owner="host-q-1"))
+        runs.clear_open("host-q-0", "wf-00010")  # moved; the report of it was lost
+        runs.mark_open("host-q-1", "wf-00010")
 
         store.reads.clear()
         store.timelines.clear()
         fresh = Registry(runs, store.url, Launcher(runs))
         found = {s.workflow_id: s for s in await _all_pages(fresh)}
-        assert len(found) == 52 and len(store.timelines) == 3  # those three only
+        assert len(found) == 52 and len(store.timelines) == 4  # those four only
+        assert found["wf-00010"].host == "host-q-1"
         assert found["wf-00050"].state is RunStatus.RUNNING
         assert found["wf-00051"].state is RunStatus.TERMINATED
         assert found["wf-00020"].state is RunStatus.TERMINATED and found["wf-00020"].closed_at
@@ -219,3 +223,26 @@ def test_search_values_and_conditions_are_typed_and_bad_ones_named() -> None:
     with pytest.raises(InvalidInputError, match="order_by"):  # a token keeps its order
         asyncio.run(registry.list(ListRequest(limit=1, order_by="workflow_id",
                                               page_token=first.next_page_token)))
+
+
+def test_a_registry_that_reports_before_it_lists_writes_after_the_snapshot(
+        monkeypatch: Any) -> None:
+    monkeypatch.setattr(registry_module, "INDEX_SAVE_EVERY", 0)
+    monkeypatch.setattr(registry_module, "INDEX_MIN_SNAPSHOT", 1)
+    store = CountingStore(f"i-{uuid.uuid4().hex}")
+    runs = RunStore(store, "t")
+
+    async def main() -> None:
+        first = Registry(runs, store.url, Launcher(runs))
+        await first.count(CountRequest())
+        for i in range(3):
+            await first.report([_summary(i)])
+            await _saved(first)
+        assert any(n.startswith("snap-") for n in runs.index_names())
+        second = Registry(runs, store.url, Launcher(runs))  # restarted: hosts report
+        await second.report([_summary(7)])  # before anyone lists
+        await _saved(second)
+        third = Registry(runs, store.url, Launcher(runs))
+        assert "wf-00007" in {s.workflow_id for s in await _all_pages(third)}
+
+    asyncio.run(main())
