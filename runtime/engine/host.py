@@ -789,7 +789,19 @@ class Host:
                 if key is not None:
                     await self.read(self.runs.delete, key, quick=True)
             return
+        if request_id is not None and await self._recorded(workflow_id, request_id):
+            return  # a retry of a signal the run took before it closed: done already
         await self._closed_or_elsewhere(workflow_id, "signal")
+
+    async def _recorded(self, workflow_id: str, request_id: str) -> bool:
+        """Whether the id's latest run recorded the signal sent with ``request_id`` (a
+        caller that lost the answer, e.g. to a host restart, sends it again)."""
+        try:
+            _, batches = await self.read(self.runs.load, workflow_id)
+        except WorkflowNotFoundError:
+            return False
+        return any(getattr(event, "request_id", None) == request_id
+                   for batch in batches for event in batch.events)
 
     async def _closed_or_elsewhere(self, workflow_id: str, action: str) -> None:
         _, outcome, home = await self._latest_outcome(workflow_id)

@@ -402,6 +402,21 @@ def test_calls_during_a_retry_backoff_go_on_and_a_terminate_calls_the_retry_off(
     run(main)
 
 
+def test_a_signal_sent_again_after_its_run_closed_is_answered_as_taken(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.waits, None))
+        await host.signal("wf", "go", _serde.encode(1), None, "sent-once")
+        assert value(await host.result("wf")) == 1
+        # the caller lost the answer (its host restarted) and sends it again: done
+        await host.signal("wf", "go", _serde.encode(1), None, "sent-once")
+        with pytest.raises(WorkflowClosedError):  # a new signal to a closed run
+            await host.signal("wf", "go", _serde.encode(2), None, "another")
+
+    run(main)
+
+
 def test_cancelling_a_workflow_reaches_a_wait_on_its_state(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs, park_after=0.05)
