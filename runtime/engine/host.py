@@ -53,7 +53,7 @@ from .._serde import Payload
 from .._validate import validate_fields, validate_task_queue
 from .._values import ObjectSpace, Stored, Values
 from ..core import guards
-from ..core.instance import replay_timeline
+from ..core.instance import WorkflowInstance, replay_timeline
 from ..errors import (
     ConflictError,
     DuplicateWorkflowError,
@@ -106,6 +106,7 @@ QUARANTINE_AFTER = int(os.environ.get("RAYLINE_QUARANTINE_AFTER", "2"))
 log = logging.getLogger("rayline.host")
 
 KEEP_FINISHED = 2_000  # closed runs kept in memory for result() and describe()
+KEEP_REPLAYED = 64  # closed runs kept replayed, to answer queries
 PARK_AFTER = float(os.environ.get("RAYLINE_PARK_AFTER", "2"))
 
 
@@ -199,6 +200,9 @@ class Host:
         self._adopting: dict[str, asyncio.Future[None]] = {}
         self._backoffs: dict[str, asyncio.Task[None]] = {}
         """Failed runs waiting out their retry backoff, by workflow id."""
+        self._replayed: collections.OrderedDict[str, WorkflowInstance] = \
+            collections.OrderedDict()
+        """Closed runs replayed to answer queries, by run id (``KEEP_REPLAYED``)."""
         self.parking = ParkingLot(self, park_after)
         self.routing = Routing(name, backend, self, lambda workflow_id: workflow_id in
                                self.executions)
@@ -874,13 +878,20 @@ class Host:
         started, batches = await self.read(self.runs.load, workflow_id)
         if RunOutcome.of_run(batches) is None:
             raise NotHereError(f"workflow {workflow_id} runs on {home_of(started, batches)[0]}")
-        values = await self._values_for(started, batches)
-        try:
-            instance, _ = replay_timeline(self._definition_of(started), started, batches,
-                                          values)
-        except Exception as exc:  # its code no longer replays it (or cannot be loaded)
-            raise QueryError(f"workflow {workflow_id} has closed and its timeline does not "
-                             f"replay on this code: {type(exc).__name__}: {exc}") from exc
+        instance = self._replayed.get(started.run_id)
+        if instance is None:  # replayed once per closed run (a few kept), not per query
+            values = await self._values_for(started, batches)
+            try:
+                instance, _ = replay_timeline(self._definition_of(started), started,
+                                              batches, values)
+            except Exception as exc:  # its code no longer replays it (or cannot load)
+                raise QueryError(f"workflow {workflow_id} has closed and its timeline does "
+                                 f"not replay on this code: {type(exc).__name__}: "
+                                 f"{exc}") from exc
+            self._replayed[started.run_id] = instance
+            while len(self._replayed) > KEEP_REPLAYED:
+                self._replayed.popitem(last=False)
+        self._replayed.move_to_end(started.run_id)
         return instance.query(name, args)
 
     async def describe(self, workflow_id: str) -> WorkflowDescription:

@@ -451,6 +451,9 @@ def test_a_closed_workflow_answers_queries_from_its_timeline(runs: RunStore) -> 
         assert await host.query("wf", "count", ()) == 3  # in memory: it just closed
         fresh = await make_host(runs)  # a host that never ran it: replayed from storage
         assert await fresh.query("wf", "count", ()) == 3
+        replayed = dict(fresh._replayed)
+        assert await fresh.query("wf", "count", ()) == 3  # the same replay answers again
+        assert fresh._replayed == replayed and list(replayed) == [runs.read_run("wf").run_id]
         with pytest.raises(QueryError, match="no query handler 'nope'"):
             await fresh.query("wf", "nope", ())
 
