@@ -79,21 +79,30 @@ async def _all_pages(registry: Registry, **wanted: Any) -> list[RunSummary]:
             return found
 
 
+def _namespace(stored: int) -> tuple[CountingStore, RunStore, Registry]:
+    """A fresh store holding the timelines of workflows ``0..stored-1`` as their hosts
+    left them, and a registry over it that saves its index at once."""
+    store = CountingStore(f"i-{uuid.uuid4().hex}")
+    runs = RunStore(store, "t")
+    for i in range(stored):
+        _store_run(runs, i, closed=_summary(i).state is not RunStatus.RUNNING)
+    return store, runs, Registry(runs, store.url, Launcher(runs))
+
+
+@pytest.fixture(autouse=True)
+def _save_at_once(monkeypatch: Any) -> None:
+    monkeypatch.setattr(registry_module, "INDEX_SAVE_EVERY", 0)
+
+
 async def _saved(registry: Registry) -> None:
     """Waits until the registry has written what it knows to the index in storage."""
     while registry._saving is not None and not registry._saving.done():
         await registry._saving
 
 
-def test_10000_workflows_listed_by_state_search_range_and_time_in_pages_and_counted(
-        monkeypatch: Any) -> None:
-    monkeypatch.setattr(registry_module, "INDEX_SAVE_EVERY", 0)
-    store = CountingStore(f"i-{uuid.uuid4().hex}")
-    runs = RunStore(store, "t")
-    registry = Registry(runs, store.url, Launcher(runs))
+def test_10000_workflows_listed_by_state_search_range_and_time_in_pages_and_counted() -> None:
+    store, runs, registry = _namespace(N)
     summaries = [_summary(i) for i in range(N)]
-    for i, summary in enumerate(summaries):
-        _store_run(runs, i, closed=summary.state is not RunStatus.RUNNING)
 
     async def check(registry: Registry) -> None:
         running = await _all_pages(registry, status=RunStatus.RUNNING)
@@ -134,15 +143,9 @@ def test_10000_workflows_listed_by_state_search_range_and_time_in_pages_and_coun
     asyncio.run(main())
 
 
-def test_a_new_registry_reads_only_the_timelines_whose_reports_were_lost(
-        monkeypatch: Any) -> None:
-    monkeypatch.setattr(registry_module, "INDEX_SAVE_EVERY", 0)
-    store = CountingStore(f"i-{uuid.uuid4().hex}")
-    runs = RunStore(store, "t")
-    registry = Registry(runs, store.url, Launcher(runs))
+def test_a_new_registry_reads_only_the_timelines_whose_reports_were_lost() -> None:
+    store, runs, registry = _namespace(50)
     reported = [_summary(i) for i in range(0, 50)]
-    for i, summary in enumerate(reported):
-        _store_run(runs, i, closed=summary.state is not RunStatus.RUNNING)
 
     async def main() -> None:
         await registry.report(reported)
@@ -177,13 +180,8 @@ def test_a_new_registry_reads_only_the_timelines_whose_reports_were_lost(
 
 def test_logs_become_a_snapshot_and_a_torn_one_falls_back_to_the_timelines(
         monkeypatch: Any) -> None:
-    monkeypatch.setattr(registry_module, "INDEX_SAVE_EVERY", 0)
     monkeypatch.setattr(registry_module, "INDEX_MIN_SNAPSHOT", 10)
-    store = CountingStore(f"i-{uuid.uuid4().hex}")
-    runs = RunStore(store, "t")
-    registry = Registry(runs, store.url, Launcher(runs))
-    for i in range(30):
-        _store_run(runs, i, closed=_summary(i).state is not RunStatus.RUNNING)
+    store, runs, registry = _namespace(30)
 
     async def main() -> None:
         await registry.count(CountRequest())
@@ -227,13 +225,10 @@ def test_search_values_and_conditions_are_typed_and_bad_ones_named() -> None:
 
 def test_a_registry_that_reports_before_it_lists_writes_after_the_snapshot(
         monkeypatch: Any) -> None:
-    monkeypatch.setattr(registry_module, "INDEX_SAVE_EVERY", 0)
     monkeypatch.setattr(registry_module, "INDEX_MIN_SNAPSHOT", 1)
-    store = CountingStore(f"i-{uuid.uuid4().hex}")
-    runs = RunStore(store, "t")
+    store, runs, first = _namespace(0)
 
     async def main() -> None:
-        first = Registry(runs, store.url, Launcher(runs))
         await first.count(CountRequest())
         for i in range(3):
             await first.report([_summary(i)])
