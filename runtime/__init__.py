@@ -20,11 +20,17 @@ it survives the loss of any process, node or cluster and resumes where it was.
     print(client.workflow.execute(total, args=[41]))
 """
 
-from . import errors, workflow
+from . import errors, schedules, workflow
 from ._activity import ActivityDefinition, ActivityInfo, activity, heartbeat
 from ._activity import info as activity_info
 from ._definition import WorkflowDefinition
 from ._options import ActivityOptions, RetryPolicy
+from ._schedule_client import (
+    AsyncScheduleClient,
+    AsyncScheduleHandle,
+    ScheduleClient,
+    ScheduleHandle,
+)
 from .client import (
     AsyncClient,
     AsyncWorkflowClient,
@@ -37,6 +43,7 @@ from .errors import (
     ActivityCancelledError,
     ActivityError,
     CancelledFailure,
+    ChildWorkflowError,
     ClusterUnavailableError,
     CodeUnavailableError,
     ConflictError,
@@ -57,6 +64,7 @@ from .errors import (
     SerializationError,
     StorageError,
     TimeoutFailure,
+    UpdateRejectedError,
     WorkflowClosedError,
     WorkflowFailedError,
     WorkflowNotFoundError,
@@ -71,6 +79,7 @@ from .messages import (
     WorkflowDescription,
     WorkflowPage,
 )
+from .schedules import ScheduleAlreadyExistsError, ScheduleDescription, ScheduleNotFoundError
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -82,9 +91,12 @@ __all__ = [
     "ActivityInfo",
     "ActivityOptions",
     "AsyncClient",
+    "AsyncScheduleClient",
+    "AsyncScheduleHandle",
     "AsyncWorkflowClient",
     "AsyncWorkflowHandle",
     "CancelledFailure",
+    "ChildWorkflowError",
     "Client",
     "ClusterUnavailableError",
     "CodeUnavailableError",
@@ -108,9 +120,15 @@ __all__ = [
     "RunOutcome",
     "RunStatus",
     "RunSummary",
+    "ScheduleAlreadyExistsError",
+    "ScheduleClient",
+    "ScheduleDescription",
+    "ScheduleHandle",
+    "ScheduleNotFoundError",
     "SerializationError",
     "StorageError",
     "TimeoutFailure",
+    "UpdateRejectedError",
     "Worker",
     "WorkflowClient",
     "WorkflowClosedError",
@@ -126,5 +144,6 @@ __all__ = [
     "errors",
     "heartbeat",
     "is_cancellation",
+    "schedules",
     "workflow",
 ]

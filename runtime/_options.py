@@ -133,3 +133,17 @@ class ActivityOptions:
         if ray:
             out["ray"] = ray
         return out
+
+
+def retry_json(policy: Any) -> dict[str, Any] | None:
+    """``retry=...`` of a start or a child, as a run keeps it.
+
+    Raises:
+        InvalidInputError: not a ``RetryPolicy``.
+    """
+    if policy is None:
+        return None
+    if not isinstance(policy, RetryPolicy):
+        raise InvalidInputError(f"retry must be a rayline.RetryPolicy, got "
+                                f"{type(policy).__name__}")
+    return policy.to_json()

@@ -35,7 +35,7 @@ from . import _backoff, _serde, export, failures
 from ._code import CodeRef
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
-from ._options import RetryPolicy
+from ._options import retry_json
 from ._search import conditions, search_fields, timestamp
 from ._serde import Payload
 from ._validate import validate_args, validate_fields, validate_task_queue
@@ -373,7 +373,7 @@ class AsyncWorkflowClient:
             options=RunOptions(execution_timeout=optional_duration(
                 options.get("execution_timeout") or None, what="execution_timeout"),
                 strict=bool(options.get("strict", self._client.strict)),
-                retry=_retry_json(options.get("retry"))),
+                retry=retry_json(options.get("retry"))),
             signals=sent,
             request_id=uuid.uuid4().hex)
         conn = await self._client.connection()
@@ -505,20 +505,6 @@ class AsyncWorkflowClient:
                 "started_before": timestamp(started_before, "started_before"),
                 "closed_after": timestamp(closed_after, "closed_after"),
                 "closed_before": timestamp(closed_before, "closed_before")}
-
-
-def _retry_json(policy: Any) -> dict[str, Any] | None:
-    """``start(retry=...)`` as a run keeps it.
-
-    Raises:
-        InvalidInputError: not a ``RetryPolicy``.
-    """
-    if policy is None:
-        return None
-    if not isinstance(policy, RetryPolicy):
-        raise InvalidInputError(f"retry must be a rayline.RetryPolicy, got "
-                                f"{type(policy).__name__}")
-    return policy.to_json()
 
 
 def _checked_paging(order_by: str, limit: int, page_token: str | None) -> dict[str, Any]:

@@ -11,7 +11,9 @@ Everything rayline raises on purpose descends from one of two roots::
     ├── NotHereError                          the run is not on the host asked: look again
     │   └── HostDiedError                     its host died while handling the call
     ├── WorkflowFailedError                   result() of a failed workflow (cause, code, stack)
-    │   └── WorkflowTerminatedError           code 410
+    │   ├── WorkflowTerminatedError           code 410
+    │   └── ChildWorkflowError                a child failed, was terminated or timed out
+    ├── UpdateRejectedError                   an update's validator (or a missing handler) refused it
     ├── ActivityError                         an activity failed (type, message, stack)
     │   ├── MaxedError                        retries exhausted, code 597
     │   └── TimeoutFailure                    an activity or wait timed out, code 596
@@ -133,6 +135,28 @@ class WorkflowTerminatedError(WorkflowFailedError):
 
     def __init__(self, message: str = "workflow terminated", *, stack: str = "") -> None:
         super().__init__(message, cause_type="WorkflowTerminatedError", code=410, stack=stack)
+
+
+class ChildWorkflowError(WorkflowFailedError):
+    """A child workflow ended without a result; raised in the parent at the child's
+    await. ``workflow_id`` names the child, ``__cause__`` is the child's own error (a
+    ``WorkflowTerminatedError`` when it was terminated)."""
+
+    def __init__(self, message: str, *, workflow_id: str = "", cause_type: str = "",
+                 code: int = 500, stack: str = "") -> None:
+        super().__init__(message, cause_type=cause_type, code=code, stack=stack)
+        self.workflow_id = workflow_id
+
+
+class UpdateRejectedError(RaylineError):
+    """An update was refused before anything was recorded: its validator raised, or the
+    workflow has no handler of that name. ``cause_type`` names what the validator raised."""
+
+    code = 422
+
+    def __init__(self, message: str, *, cause_type: str = "") -> None:
+        super().__init__(message)
+        self.cause_type = cause_type
 
 
 class ActivityError(RaylineError):

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from .errors import (
     ActivityError,
     CancelledFailure,
+    ChildWorkflowError,
     MaxedError,
     TimeoutFailure,
     WorkflowFailedError,
@@ -98,8 +99,16 @@ def workflow_error(failure: Failure) -> BaseException:
                                       code=failure.code, stack=failure.stack), failure)
 
 
-def child_error(failure: Failure) -> BaseException:
-    """What a parent sees at the await of a child (or external call) that failed."""
+def child_error(failure: Failure, workflow_id: str | None = None) -> BaseException:
+    """What a parent sees at the await of a child (given its ``workflow_id``) or of an
+    external call that failed: a cancelled child is the parent's ``CancelledFailure``;
+    any other end of a child a ``ChildWorkflowError`` caused by the child's own error."""
     if failure.kind == "cancelled":
         return CancelledFailure(failure.message)
-    return workflow_error(failure)
+    if workflow_id is None:
+        return workflow_error(failure)
+    error = ChildWorkflowError(failure.message, workflow_id=workflow_id,
+                               cause_type=failure.type, code=failure.code,
+                               stack=failure.stack)
+    error.__cause__ = workflow_error(failure)
+    return error

@@ -22,14 +22,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Iterable, Iterator, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_serializer,
+    model_validator,
+)
 
 from ._serde import Fields, Payload
 
-TIMELINE_VERSION = 3
+TIMELINE_VERSION = 4
 """The newest timeline format this rayline reads. 2: a batch may name the code version
 its run moved to (``Batch.version``). 3: an activity's outcome may say when its last
-attempt began and list the attempts that failed before it (``retries``)."""
+attempt began and list the attempts that failed before it (``retries``). 4: updates
+(``UpdateAccepted``, ``CompleteUpdate``), a child's close policy, cancellation type,
+retry and timeout, and cron runs (``RunOptions.cron``)."""
 
 
 class _Model(BaseModel):
@@ -64,6 +73,10 @@ class RunOptions(_Model):
     error is run again, as the next run of the id, after the policy's backoff."""
 
 
+ParentClosePolicy = Literal["terminate", "request_cancel", "abandon"]
+CancellationType = Literal["wait_cancellation_completed", "try_cancel"]
+
+
 class ChildOptions(_Model):
     """How a parent asked for its child to be started."""
 
@@ -71,6 +84,31 @@ class ChildOptions(_Model):
     memo: Fields = {}
     id_reuse_policy: str | None = None
     dedicated: bool = False
+    parent_close_policy: ParentClosePolicy = "terminate"
+    """What happens to the child, if still running, when the parent's run closes (it
+    completes, fails, is cancelled, terminated or times out): it is terminated, asked to
+    cancel, or left alone."""
+    cancellation_type: CancellationType = "wait_cancellation_completed"
+    """When the parent cancels the child (the parent is cancelled, or abandons the call):
+    the parent's call waits until the child has finished cancelling, or raises at once."""
+    retry: Fields | None = None
+    """The child's ``RetryPolicy`` (``to_json``)."""
+    execution_timeout: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: Any) -> Any:
+        """Leaves out the later fields (timeline format 4) that keep their defaults, so
+        a child started without them reads in an older rayline."""
+        data = handler(self)
+        for key, default in _LATER_CHILD_FIELDS.items():
+            if key in data and data[key] == default:
+                del data[key]
+        return data
+
+
+_LATER_CHILD_FIELDS: dict[str, Any] = {
+    "parent_close_policy": "terminate", "cancellation_type": "wait_cancellation_completed",
+    "retry": None, "execution_timeout": None}
 
 
 class _Step(_Model):
@@ -171,6 +209,17 @@ class ChildFailed(_Step):
     failure: Failure
 
 
+class UpdateAccepted(_Model):
+    """An update passed its validator (if any) and was taken: the run's handler for
+    ``name`` runs with ``args``; ``update_id`` makes an update sent twice count once and
+    names the ``CompleteUpdate`` that answers it."""
+
+    type: Literal["update_accepted"] = "update_accepted"
+    update_id: str
+    name: str
+    args: list[Payload] = []
+
+
 class ExternalResolved(_Step):
     """A signal or cancel sent to another workflow was delivered, or ``failure`` says why
     not (no such workflow, or it had closed): the sender's call returns or raises it."""
@@ -182,7 +231,7 @@ class ExternalResolved(_Step):
 Event = Annotated[
     Union[
         ActivityCompleted, ActivityFailed, TimerFired, SignalReceived, CancelRequested,
-        ChildStarted, ChildCompleted, ChildFailed, ExternalResolved,
+        ChildStarted, ChildCompleted, ChildFailed, ExternalResolved, UpdateAccepted,
     ],
     Field(discriminator="type"),
 ]  # fmt: skip
@@ -296,6 +345,16 @@ class DropSignal(_Model):
     expire_at: float
 
 
+class CompleteUpdate(_Model):
+    """The handler of update ``update_id`` returned ``result`` or raised ``failure``: the
+    caller of ``execute_update`` is answered once this is durable."""
+
+    type: Literal["complete_update"] = "complete_update"
+    update_id: str
+    result: Payload | None = None
+    failure: Failure | None = None
+
+
 class CompleteWorkflow(_Model):
     """The workflow returned: ``result`` is what every ``result()`` call gets, and what a
     parent's child call returns."""
@@ -332,7 +391,7 @@ Command = Annotated[
     Union[
         ScheduleActivity, CancelActivity, StartTimer, StartWait, CancelTimer, StartChild,
         CancelChild,
-        SignalExternal, CancelExternal, UpsertFields, RecordPatch, DropSignal,
+        SignalExternal, CancelExternal, UpsertFields, RecordPatch, DropSignal, CompleteUpdate,
         CompleteWorkflow, FailWorkflow, ContinueAsNewWorkflow,
     ],
     Field(discriminator="type"),
@@ -411,29 +470,39 @@ class Batch(_Model):
     @classmethod
     def _versioned(cls, data: Any) -> Any:
         """``v`` is at least what the batch's fields need: 2 for a ``version``, 3 for an
-        activity outcome that says when its attempt began or lists retries."""
+        activity outcome that says when its attempt began or lists retries, 4 for an
+        update or a child started with a later option."""
         if not isinstance(data, dict):
             return data
-        needed = 3 if any(_timed(e) for e in data.get("events") or ()) \
-            or any(_retried(c) for c in data.get("commands") or ()) else \
-            2 if data.get("version") is not None else 1
+        needed = max([1, 2 if data.get("version") is not None else 1,
+                      *(_event_format(e) for e in data.get("events") or ()),
+                      *(_command_format(c) for c in data.get("commands") or ())])
         return {**data, "v": max(data.get("v", 1), needed)} if needed > 1 else data
 
 
-def _retried(command: Any) -> bool:
-    """Whether a command uses a field of timeline format 3 (a retry, a continue-as-new
-    into another workflow)."""
-    if isinstance(command, dict):
-        return command.get("retry_in") is not None or command.get("workflow_name") \
-            is not None and command.get("type") == "continue_as_new"
-    return getattr(command, "retry_in", None) is not None or (
-        isinstance(command, ContinueAsNewWorkflow) and command.workflow_name is not None)
+def _field(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
 
 
-def _timed(event: Any) -> bool:
-    if isinstance(event, dict):
-        return event.get("started") is not None or bool(event.get("retries"))
-    return getattr(event, "started", None) is not None or bool(getattr(event, "retries", ()))
+def _event_format(event: Any) -> int:
+    if _field(event, "type") == "update_accepted":
+        return 4
+    return 3 if _field(event, "started") is not None or _field(event, "retries") else 1
+
+
+def _command_format(command: Any) -> int:
+    kind = _field(command, "type")
+    if kind == "complete_update":
+        return 4
+    if kind == "start_child":
+        options = _field(command, "options") or {}
+        if any(_field(options, key) not in (None, default)
+               for key, default in _LATER_CHILD_FIELDS.items()):
+            return 4
+    if _field(command, "retry_in") is not None or (
+            kind == "continue_as_new" and _field(command, "workflow_name") is not None):
+        return 3
+    return 1
 
 
 class RunRecord(_Model):
@@ -458,6 +527,18 @@ def home_of(started: WorkflowStarted, batches: list[Batch]) -> tuple[str, str | 
     version = next((b.version for b in reversed(batches) if b.version is not None),
                    started.version)
     return host, version
+
+
+def track_children(children: dict[int, tuple[str, ParentClosePolicy]], batch: Batch) -> None:
+    """Brings ``children`` (seq -> (workflow id, close policy)) up to ``batch``: the
+    children the run started, not seen to end, that its close must reach (every policy
+    but ``abandon``). A ``start_child`` child's end is never recorded: it stays."""
+    for event in batch.events:
+        if isinstance(event, (ChildCompleted, ChildFailed)):
+            children.pop(event.seq, None)
+    for command in batch.commands:
+        if isinstance(command, StartChild) and command.options.parent_close_policy != "abandon":
+            children[command.seq] = (command.workflow_id, command.options.parent_close_policy)
 
 
 def fields_of(started: WorkflowStarted, batches: list[Batch]) -> tuple[Fields, Fields]:

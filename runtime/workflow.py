@@ -24,7 +24,7 @@ from ._activity import ActivityDefinition, as_activity
 from ._code import CodeRef
 from ._definition import WorkflowDefinition, as_workflow, define
 from ._durations import Duration, optional_duration, parse_duration
-from ._options import ActivityOptions
+from ._options import ActivityOptions, retry_json
 from ._search import search_fields
 from ._validate import validate_fields
 from .core.instance import WorkflowInfo, WorkflowInstance, _shielded
@@ -189,6 +189,11 @@ def _child_options(options: dict[str, Any]) -> ChildOptions:
     if unknown:
         raise InvalidInputError(f"unknown child workflow option(s): {', '.join(sorted(unknown))}")
     validate_fields(options.get("memo"), what="memo")
+    if "retry" in options:
+        options = {**options, "retry": retry_json(options["retry"])}
+    if options.get("execution_timeout") is not None:
+        options = {**options, "execution_timeout": parse_duration(
+            options["execution_timeout"], what="child execution_timeout")}
     if options.get("search") is not None:
         try:
             options = {**options, "search": search_fields(options["search"])}
@@ -212,14 +217,28 @@ def _start_child(fn_or_name: Any, args: tuple[Any, ...], workflow_id: str | None
 
 async def execute_child(fn_or_name: Any, *args: Any, workflow_id: str | None = None,
                         task_queue: str | None = None, **options: Any) -> Any:
-    """Starts a child workflow and returns its result."""
+    """Starts a child workflow and returns its result.
+
+    Options: ``search``, ``memo``, ``id_reuse_policy``, ``dedicated``, ``retry`` (a
+    ``RetryPolicy`` for the child's runs), ``execution_timeout``,
+    ``parent_close_policy`` (what the parent's close does to the child while it runs:
+    ``"terminate"``, the default, ``"request_cancel"`` or ``"abandon"``), and
+    ``cancellation_type`` (when the parent cancels it: ``"wait_cancellation_completed"``,
+    the default, waits until the child has ended; ``"try_cancel"`` raises at once).
+
+    Raises:
+        ChildWorkflowError: the child failed, timed out or was terminated; its own
+            error is the ``__cause__``.
+    """
     return await _start_child(fn_or_name, args, workflow_id, task_queue, options, wait=True,
                               what="execute_child")[1]
 
 
 async def start_child(fn_or_name: Any, *args: Any, workflow_id: str | None = None,
                       task_queue: str | None = None, **options: Any) -> str:
-    """Starts a child workflow and returns its workflow id without waiting for it."""
+    """Starts a child workflow and returns its workflow id without waiting for it (the
+    options of ``execute_child``; with the default ``parent_close_policy`` the child is
+    terminated when this run closes, so pass ``"abandon"`` to let it outlive the parent)."""
     return await _start_child(fn_or_name, args, workflow_id, task_queue, options, wait=False,
                               what="start_child")[0]
 

@@ -337,22 +337,42 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 started = pending.extra.get("started")
                 if started is not None and not started.done():
                     started.set_result(event.workflow_id)
+                if pending.extra.get("cancelling"):  # asked before the child existed
+                    self._commands.append(CancelChild(seq=event.seq,
+                                                      workflow_id=event.workflow_id))
                 if not pending.extra.get("wait", True):
                     self._pending.pop(event.seq)
         elif isinstance(event, ChildCompleted):
+            if self._child_cancelled(event.seq, None):
+                return
             self._resolve(event.seq, lambda: _serde.decode(event.result, self.values))
         elif isinstance(event, ChildFailed):
             pending = self._pending.get(event.seq)
             if pending is not None:
+                error = child_error(event.failure, pending.extra.get("workflow_id"))
+                if self._child_cancelled(event.seq, error):
+                    return
                 started = pending.extra.get("started")
                 if started is not None and not started.done():
-                    started.set_exception(child_error(event.failure))
-            self._reject(event.seq, child_error(event.failure))
+                    started.set_exception(error)
+                self._reject(event.seq, error)
         elif isinstance(event, ExternalResolved):
             if event.failure is None:
                 self._resolve(event.seq, lambda: None)
             else:
                 self._reject(event.seq, child_error(event.failure))
+
+    def _child_cancelled(self, seq: int, error: BaseException | None) -> bool:
+        """A child this run's cancel reached has ended: however it ended, the parent's
+        call raises ``CancelledFailure`` (the child's own error as its cause)."""
+        pending = self._pending.get(seq)
+        if pending is None or not pending.extra.get("cancelling"):
+            return False
+        cancelled = CancelledFailure("workflow cancelled")
+        if error is not None and not isinstance(error, CancelledFailure):
+            cancelled.__cause__ = error
+        self._reject(seq, cancelled)
+        return True
 
     def _resolve(self, seq: int, value: Callable[[], Any]) -> None:
         pending = self._pending.pop(seq, None)
@@ -445,6 +465,14 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 entry[1].set_exception(CancelledFailure("workflow cancelled"))
 
     def _cancel_pending(self, seq: int, pending: _Pending, error: BaseException) -> None:
+        if pending.kind == "child" and not pending.future.done() and \
+                pending.extra.get("cancellation_type") == "wait_cancellation_completed":
+            # the call stays open until the child has ended (how it ended is its answer)
+            if not pending.extra.get("cancelling"):
+                pending.extra["cancelling"] = True
+                self._commands.append(CancelChild(seq=seq,
+                                                  workflow_id=pending.extra["workflow_id"]))
+            return
         del self._pending[seq]
         if pending.kind == "activity":
             self._commands.append(CancelActivity(seq=seq))
@@ -576,7 +604,7 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         )
         started = self.create_future()
         pending = self._open("child", seq, command, workflow_id=child_id, wait=wait,
-                             started=started)
+                             started=started, cancellation_type=options.cancellation_type)
         if pending.future.done() and not started.done():
             started.set_exception(CancelledFailure("workflow cancelled"))
         return started, pending.future

@@ -123,6 +123,8 @@ class Execution:
         """A run whose start is delayed: its first activation waits until then."""
         self.carried: list[Mail] = []
         """On continue-as-new: signals and cancels the next run takes over."""
+        self.children: dict[int, tuple[str, tl.ParentClosePolicy]] = {}
+        """Children the run's close must reach (``tl.track_children``), by seq."""
 
     # -------------------------------------------------------------- lifecycle
 
@@ -182,6 +184,7 @@ class Execution:
         self._next_batch = 2
         self.batches_written = 1
         self.updated_at = first.time
+        tl.track_children(self.children, first)
         self._arm_deadline()
         self._loop_task = asyncio.create_task(self._loop(), name=f"execution:{self.workflow_id}")
         self._execute(first.commands)
@@ -202,6 +205,8 @@ class Execution:
         self.batches_written = len(batches)
         self.version = tl.home_of(self.started, batches)[1]
         self.updated_at = batches[-1].time if batches else self.started.time
+        for batch in batches:
+            tl.track_children(self.children, batch)
         outcome = RunOutcome.of_run(batches)
         if outcome is not None:
             self._closed_fields = tl.fields_of(self.started, batches)
@@ -296,6 +301,7 @@ class Execution:
         self._next_batch += 1
         self.batches_written += 1
         self.updated_at = batch.time
+        tl.track_children(self.children, batch)
         return True
 
     def fence(self) -> None:

@@ -1294,6 +1294,7 @@ class Host:
         outcome = execution.outcome
         assert outcome is not None
         self._report(execution)
+        await self._close_children(execution)
         if outcome.status is RunStatus.CONTINUED:
             return  # the next run takes over the open marker
         parent = execution.started.parent
@@ -1305,6 +1306,27 @@ class Host:
         except Exception as exc:  # left behind: a restart replays the close, harmlessly
             log.warning("host %s: open marker of closed %s not removed: %s", self.host_name,
                         execution.workflow_id, exc)
+
+    async def _close_children(self, execution: Execution) -> None:
+        """Applies each open child's parent close policy: terminates it or asks it to
+        cancel (one that has ended meanwhile answers so, and is let be)."""
+        assert execution.outcome is not None
+        reason = f"parent {execution.workflow_id} closed ({execution.outcome.status.value})"
+
+        async def close(workflow_id: str, policy: str) -> None:
+            try:
+                await self.routing.route(workflow_id, lambda host: (
+                    host.terminate(workflow_id, reason) if policy == "terminate"
+                    else host.cancel(workflow_id, reason)))
+            except (WorkflowClosedError, WorkflowNotFoundError):
+                pass
+            except Exception:
+                log.exception("host %s: applying the close policy %r of %s to child %s",
+                              self.host_name, policy, execution.workflow_id, workflow_id)
+
+        children = list(execution.children.values())
+        execution.children = {}
+        await asyncio.gather(*(close(child, policy) for child, policy in children))
 
     def _continue_now(self, execution: Execution) -> asyncio.Task[Execution | None]:
         workflow_id = execution.workflow_id

@@ -70,7 +70,8 @@ class Routing:
             code=CodeRef.stored(command.code, command.code_pickle), args=command.args,
             task_queue=queue, search=options.search, memo=options.memo,
             id_reuse_policy=options.id_reuse_policy,
-            options=RunOptions(strict=execution.started.options.strict),
+            options=RunOptions(strict=execution.started.options.strict, retry=options.retry,
+                               execution_timeout=options.execution_timeout),
             parent=ParentRef(workflow_id=execution.workflow_id, run_id=execution.run_id,
                              seq=command.seq, host=self.host_name),
             request_id=f"{execution.workflow_id}:{execution.run_id}:child-{command.seq}")

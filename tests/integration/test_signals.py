@@ -141,6 +141,21 @@ def test_terminate_with_descend_ends_the_whole_tree(client: rayline.Client) -> N
     parent.terminate(descend=True)  # with it, a tree already down is fine
 
 
+def test_a_parent_closing_applies_each_childs_close_policy(client: rayline.Client,
+                                                          marks: str) -> None:
+    kids = {}
+    for policy in ("abandon", "request_cancel", "terminate"):
+        parent = client.workflow.start(wf.leaves_child, args=[marks, policy, f"kid-{policy}"])
+        assert parent.result(timeout=60) == f"kid-{policy}"
+        kids[policy] = client.workflow.get_handle(f"kid-{policy}")
+    assert kids["request_cancel"].result(timeout=60) == "cancelled:refunded"
+    with pytest.raises(rayline.WorkflowTerminatedError, match="parent .* closed"):
+        kids["terminate"].result(timeout=60)
+    assert kids["abandon"].status() > 0  # left running by its parent
+    kids["abandon"].cancel()
+    assert kids["abandon"].result(timeout=60) == "cancelled:refunded"
+
+
 def _exists(client: rayline.Client, workflow_id: str) -> bool:
     try:
         client.workflow.get_handle(workflow_id).describe()

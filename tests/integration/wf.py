@@ -123,6 +123,12 @@ async def cancellable_order(folder: str) -> str:
 
 
 @rayline.workflow
+async def leaves_child(folder: str, policy: str, child_id: str) -> str:
+    return await workflow.start_child(cancellable_order, folder, workflow_id=child_id,
+                                      parent_close_policy=policy)
+
+
+@rayline.workflow
 async def not_cancellable_forever() -> str:
     await workflow.sleep("1h")
     return "slept"

@@ -227,6 +227,42 @@ async def parent_cancelled_with_child() -> str:
 
 
 @rayline.workflow
+async def slow_to_cancel() -> str:
+    try:
+        await workflow.sleep(3600)
+        return "slept"
+    except rayline.CancelledFailure:
+        async with workflow.non_cancellable():
+            said = await workflow.condition("finish")
+        return f"cancelled after {said}"
+
+
+@rayline.workflow
+async def parent_of_slow_to_cancel(cancellation_type: str) -> str:
+    try:
+        await workflow.execute_child(slow_to_cancel, workflow_id="slow-kid",
+                                     cancellation_type=cancellation_type)
+    except rayline.CancelledFailure:
+        return "parent saw cancel"
+    return "no"
+
+
+@rayline.workflow
+async def parent_of_doomed() -> str:
+    try:
+        await workflow.execute_child(waits, None, workflow_id="doomed-kid")
+    except rayline.ChildWorkflowError as exc:
+        return f"{type(exc.__cause__).__name__} of {exc.workflow_id}"
+    return "no"
+
+
+@rayline.workflow
+async def parent_leaving(policy: str, child_id: str) -> str:
+    return await workflow.start_child(waits, None, workflow_id=child_id,
+                                      parent_close_policy=policy)
+
+
+@rayline.workflow
 async def parent_waits_for_child() -> str:
     said = await workflow.execute_child(waits, None, workflow_id="mom-kid")
     return f"child said {said}"

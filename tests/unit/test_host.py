@@ -691,6 +691,79 @@ def test_cancel_from_another_workflow_and_cancel_reaching_a_child(runs: RunStore
     run(main)
 
 
+def test_a_parent_cancel_waits_for_its_child_to_finish_cancelling(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.parent_of_slow_to_cancel, "wait_cancellation_completed",
+                                 workflow_id="p"))
+        await until(lambda: "slow-kid" in host.executions)
+        await host.cancel("p")
+        await until_pending(host, "slow-kid", "finish")  # the child cleans up, slowly
+        assert host.executions["p"].outcome is None  # and the parent waits for it
+        await host.signal("slow-kid", "finish", _serde.encode("cleanup"))
+        assert value(await host.result("p")) == "parent saw cancel"
+        assert value(await host.result("slow-kid")) == "cancelled after cleanup"
+
+    run(main)
+
+
+def test_try_cancel_answers_the_parent_at_once_and_its_close_terminates_the_child(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.parent_of_slow_to_cancel, "try_cancel",
+                                 workflow_id="p"))
+        await until(lambda: "slow-kid" in host.executions)
+        await host.cancel("p")
+        assert value(await host.result("p")) == "parent saw cancel"
+        kid = await host.result("slow-kid")  # still cleaning up: the parent's close ends it
+        assert kid.status == "terminated" and "parent p closed" in (kid.reason or "")
+
+    run(main)
+
+
+def test_a_parent_sees_a_terminated_child_as_a_child_workflow_error(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.parent_of_doomed, workflow_id="p"))
+        await until(lambda: "doomed-kid" in host.executions)
+        await host.terminate("doomed-kid", "enough")
+        assert value(await host.result("p")) == "WorkflowTerminatedError of doomed-kid"
+
+    run(main)
+
+
+def test_a_parent_closing_terminates_cancels_or_leaves_its_children_by_policy(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        for policy in ("abandon", "request_cancel", "terminate"):
+            await host.start(request(flows.parent_leaving, policy, f"kid-{policy}",
+                                     workflow_id=f"p-{policy}"))
+            assert value(await host.result(f"p-{policy}")) == f"kid-{policy}"
+        cancelled = await host.result("kid-request_cancel")
+        assert cancelled.status == "cancelled", cancelled
+        terminated = await host.result("kid-terminate")
+        assert terminated.status == "terminated", terminated
+        assert (await host.describe("kid-abandon")).status > 0  # still running
+        await host.signal("kid-abandon", "go", _serde.encode("alone"))
+        assert value(await host.result("kid-abandon")) == "alone"
+
+    run(main)
+
+
+async def until_pending(host: Any, workflow_id: str, signal_id: str) -> None:
+    async def waiting() -> bool:
+        described = await host.describe(workflow_id)
+        return any(p.signal_id == signal_id for p in described.pending)
+
+    for _ in range(500):
+        if await waiting():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{workflow_id} never waited for {signal_id}")
+
+
 def test_a_parent_parks_while_its_child_runs_and_wakes_for_its_result(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs, park_after=0.05)

@@ -53,6 +53,8 @@ ERROR_ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "WorkflowFailedError": (("boom",), {"cause_type": "builtins.ValueError", "code": 501,
                                         "stack": "s"}),
     "WorkflowTerminatedError": (("stopped",), {"stack": "s"}),
+    "ChildWorkflowError": (("failed",), {"workflow_id": "kid", "cause_type": "E", "code": 410}),
+    "UpdateRejectedError": (("no",), {"cause_type": "builtins.ValueError"}),
     "ActivityError": (("m",), {"activity": "a", "cause_type": "KeyError", "stack": "s",
                                "attempt": 3}),
     "MaxedError": (("m",), {"activity": "a", "attempt": 5, "code": 597}),
