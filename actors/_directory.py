@@ -144,6 +144,11 @@ class RayHost(_Proxy):
         await self._call(lambda h: h.signal.remote(workflow_id, signal_id, data, expire,
                                                    request_id, buffer_if_missing))
 
+    async def update(self, workflow_id: str, update_id: str, name: str | None,
+                     args: list[Payload], wait: bool = True) -> m.UpdateOutcome:
+        return await self._call(  # type: ignore[no-any-return]
+            lambda h: h.update.remote(workflow_id, update_id, name, args, wait))
+
     async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
         await self._call(lambda h: h.cancel.remote(workflow_id, reason))
 

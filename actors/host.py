@@ -27,6 +27,7 @@ from rayline.messages import (
     RunOutcome,
     StartReply,
     StartRequest,
+    UpdateOutcome,
     WorkflowDescription,
 )
 from rayline.storage import RunStore, open_store
@@ -80,6 +81,10 @@ class HostActor:
                      expire: float | None = None, request_id: str | None = None,
                      buffer_if_missing: bool = False) -> None:
         await self.host.signal(workflow_id, signal_id, data, expire, request_id, buffer_if_missing)
+
+    async def update(self, workflow_id: str, update_id: str, name: str | None,
+                     args: list[Payload], wait: bool = True) -> UpdateOutcome:
+        return await self.host.update(workflow_id, update_id, name, args, wait)
 
     async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
         await self.host.cancel(workflow_id, reason)

@@ -20,22 +20,18 @@ it survives the loss of any process, node or cluster and resumes where it was.
     print(client.workflow.execute(total, args=[41]))
 """
 
-from . import errors, schedules, workflow
+from . import errors, workflow
 from ._activity import ActivityDefinition, ActivityInfo, activity, heartbeat
 from ._activity import info as activity_info
 from ._definition import WorkflowDefinition
 from ._options import ActivityOptions, RetryPolicy
-from ._schedule_client import (
-    AsyncScheduleClient,
-    AsyncScheduleHandle,
-    ScheduleClient,
-    ScheduleHandle,
-)
 from .client import (
     AsyncClient,
+    AsyncUpdateHandle,
     AsyncWorkflowClient,
     AsyncWorkflowHandle,
     Client,
+    UpdateHandle,
     WorkflowClient,
     WorkflowHandle,
 )
@@ -64,6 +60,7 @@ from .errors import (
     SerializationError,
     StorageError,
     TimeoutFailure,
+    UpdateFailedError,
     UpdateRejectedError,
     WorkflowClosedError,
     WorkflowFailedError,
@@ -79,7 +76,6 @@ from .messages import (
     WorkflowDescription,
     WorkflowPage,
 )
-from .schedules import ScheduleAlreadyExistsError, ScheduleDescription, ScheduleNotFoundError
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -91,8 +87,7 @@ __all__ = [
     "ActivityInfo",
     "ActivityOptions",
     "AsyncClient",
-    "AsyncScheduleClient",
-    "AsyncScheduleHandle",
+    "AsyncUpdateHandle",
     "AsyncWorkflowClient",
     "AsyncWorkflowHandle",
     "CancelledFailure",
@@ -120,14 +115,11 @@ __all__ = [
     "RunOutcome",
     "RunStatus",
     "RunSummary",
-    "ScheduleAlreadyExistsError",
-    "ScheduleClient",
-    "ScheduleDescription",
-    "ScheduleHandle",
-    "ScheduleNotFoundError",
     "SerializationError",
     "StorageError",
     "TimeoutFailure",
+    "UpdateFailedError",
+    "UpdateHandle",
     "UpdateRejectedError",
     "Worker",
     "WorkflowClient",
@@ -144,6 +136,5 @@ __all__ = [
     "errors",
     "heartbeat",
     "is_cancellation",
-    "schedules",
     "workflow",
 ]

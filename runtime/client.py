@@ -67,6 +67,7 @@ from .messages import (
     SignalIn,
     StartReply,
     StartRequest,
+    UpdateOutcome,
     UpgradeReport,
     VersionSummary,
     WorkflowDescription,
@@ -208,6 +209,16 @@ class AsyncClient:
         if outcome.result is not None and "r" in outcome.result:
             return await asyncio.to_thread(_settle, outcome, Values(self.runs()))
         return _settle(outcome)
+
+    async def settle_update(self, outcome: UpdateOutcome) -> Any:
+        """An update's answer: its handler's result (a large one read from storage), or
+        its error raised."""
+        if outcome.failure is not None:
+            raise failures.update_error(outcome.failure)
+        payload = outcome.result or {"j": None}
+        if "r" in payload:
+            return await asyncio.to_thread(_serde.decode, payload, Values(self.runs()))
+        return _serde.decode(payload)
 
     async def connection(self) -> Connection:
         """The open connection, connecting (and resuming unfinished runs) on first use."""
@@ -696,6 +707,49 @@ class AsyncWorkflowHandle:
         """Calls the workflow's query handler ``name`` on its live state."""
         return await self._on_host(lambda host: host.query(self.workflow_id, name, args))
 
+    async def execute_update(self, name: str, *args: Any, update_id: str | None = None) -> Any:
+        """Sends update ``name`` with ``args`` to the workflow's update handler and
+        returns what the handler returned, once that is durable. The same ``update_id``
+        sent again gets the same answer (the handler runs once).
+
+        Raises:
+            UpdateRejectedError: the workflow has no such handler, the arguments do not fit
+                it, or its validator refused them (nothing was recorded).
+            UpdateFailedError: the handler raised (its error is the ``__cause__``).
+            WorkflowClosedError: the workflow closed before the update ended.
+        """
+        outcome = await self._update(name, args, update_id, wait=True)
+        return await self._client.settle_update(outcome)
+
+    async def start_update(self, name: str, *args: Any,
+                           update_id: str | None = None) -> AsyncUpdateHandle:
+        """Sends an update and returns once the workflow has taken it (checked and
+        recorded), with a handle whose ``result()`` waits for the handler's answer.
+
+        Raises:
+            UpdateRejectedError: as for ``execute_update``.
+        """
+        outcome = await self._update(name, args, update_id, wait=False)
+        return AsyncUpdateHandle(self, outcome.update_id, outcome if outcome.done else None)
+
+    async def get_update_handle(self, update_id: str) -> AsyncUpdateHandle:
+        """A handle on an update sent before (by its ``update_id``)."""
+        if not isinstance(update_id, str) or not update_id:
+            raise InvalidInputError("update id must be a non-empty string")
+        return AsyncUpdateHandle(self, update_id, None)
+
+    async def _update(self, name: str | None, args: Sequence[Any], update_id: str | None,
+                      wait: bool) -> UpdateOutcome:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise InvalidInputError("update name must be a non-empty string")
+        if update_id is not None and (not isinstance(update_id, str) or not update_id):
+            raise InvalidInputError("update id must be a non-empty string")
+        payloads = [await self._client.encode(arg, what=f"update {name!r} argument")
+                    for arg in args]
+        chosen = update_id or uuid.uuid4().hex  # the same on every retry: taken once
+        return await self._on_host(lambda host: host.update(
+            self.workflow_id, chosen, name, payloads, wait))
+
     def _runs(self) -> RunStore:
         return self._client.runs()
 
@@ -776,6 +830,33 @@ def _settle(outcome: RunOutcome, values: Values | None = None
 # ------------------------------------------------------------------ sync facade
 
 
+class AsyncUpdateHandle:
+    """An update sent to a workflow: ``result()`` waits for its handler's answer."""
+
+    def __init__(self, workflow: AsyncWorkflowHandle, update_id: str,
+                 outcome: UpdateOutcome | None) -> None:
+        self.workflow_id = workflow.workflow_id
+        self.update_id = update_id
+        self._workflow = workflow
+        self._outcome = outcome
+
+    async def result(self, timeout: Duration | None = None) -> Any:
+        """What the update's handler returned, once durable.
+
+        Raises:
+            UpdateFailedError: the handler raised.
+            WorkflowClosedError: the workflow closed before the update ended.
+            InvalidInputError: the workflow never took an update of this id.
+            TimeoutError: ``timeout`` passed first.
+        """
+        seconds = optional_duration(timeout, what="update result timeout")
+        if self._outcome is None:
+            work = self._workflow._update(None, (), self.update_id, wait=True)
+            self._outcome = await (asyncio.wait_for(work, seconds) if seconds is not None
+                                   else work)
+        return await self._workflow._client.settle_update(self._outcome)
+
+
 class _LoopThread:
     """A private event loop in a daemon thread; the sync facade runs coroutines on it."""
 
@@ -816,8 +897,14 @@ class WorkflowClient(_Facade):
     """The sync twin of :class:`AsyncWorkflowClient`: same names, blocking."""
 
 
+class UpdateHandle(_Facade):
+    """The sync twin of :class:`AsyncUpdateHandle`: same names, blocking."""
+
+
 def _wrap(value: Any, runner: _LoopThread) -> Any:
-    return WorkflowHandle(value, runner) if isinstance(value, AsyncWorkflowHandle) else value
+    if isinstance(value, AsyncWorkflowHandle):
+        return WorkflowHandle(value, runner)
+    return UpdateHandle(value, runner) if isinstance(value, AsyncUpdateHandle) else value
 
 
 class Client:

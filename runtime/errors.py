@@ -13,7 +13,8 @@ Everything rayline raises on purpose descends from one of two roots::
     ├── WorkflowFailedError                   result() of a failed workflow (cause, code, stack)
     │   ├── WorkflowTerminatedError           code 410
     │   └── ChildWorkflowError                a child failed, was terminated or timed out
-    ├── UpdateRejectedError                   an update's validator (or a missing handler) refused it
+    ├── UpdateRejectedError                   an update's validator or a missing handler refused it
+    ├── UpdateFailedError                     an update's handler raised (the workflow goes on)
     ├── ActivityError                         an activity failed (type, message, stack)
     │   ├── MaxedError                        retries exhausted, code 597
     │   └── TimeoutFailure                    an activity or wait timed out, code 596
@@ -157,6 +158,16 @@ class UpdateRejectedError(RaylineError):
     def __init__(self, message: str, *, cause_type: str = "") -> None:
         super().__init__(message)
         self.cause_type = cause_type
+
+
+class UpdateFailedError(RaylineError):
+    """An update's handler raised; the caller of ``execute_update`` gets this, with the
+    handler's error as ``__cause__``. The workflow itself goes on."""
+
+    def __init__(self, message: str, *, cause_type: str = "", stack: str = "") -> None:
+        super().__init__(message)
+        self.cause_type = cause_type
+        self.stack = stack
 
 
 class ActivityError(RaylineError):

@@ -41,7 +41,8 @@ SYSTEM_ACTIVITY_PREFIX = "rayline."
 SECTIONS = ("data", "state", "status", "timeline", "transitions")
 """The sections of a ``DurableJobExport``, for ``allow`` and ``block``."""
 
-Category = Literal["workflow", "activity", "child_workflow", "timer", "signal", "marker"]
+Category = Literal["workflow", "activity", "child_workflow", "timer", "signal", "update",
+                   "marker"]
 
 
 class ExecutionEvent(BaseModel):
@@ -183,6 +184,7 @@ class _Builder:
         self.names: dict[int, str] = {}  # activity call number -> activity name
         self.waits: dict[str, list[ExecutionEvent]] = {}  # signal -> open waits, oldest first
         self.unclaimed: dict[str, list[ExecutionEvent]] = {}  # signals before their wait
+        self.updates: dict[str, ExecutionEvent] = {}  # update id -> its acceptance
         self.count = {"activities": 0, "completed": 0, "failed": 0, "retried": 0,
                       "system": 0, "children": 0, "children_completed": 0,
                       "children_failed": 0, "timers": 0, "signals": 0}
@@ -266,6 +268,11 @@ class _Builder:
                      failure=_error(ev.failure).model_dump() if ev.failure else None)
         elif kind == "cancel_requested":
             self.add("workflow_execution_cancel_requested", "workflow", ts, reason=ev.reason)
+        elif kind == "update_accepted":
+            self.updates[ev.update_id] = self.add(
+                "workflow_execution_update_accepted", "update", ts, update_id=ev.update_id,
+                update_name=ev.name,
+                input=None if self.omit else [_decode_quietly(a) for a in ev.args])
 
     def _activity_outcome(self, ev: Any, ts: float) -> None:
         scheduled = self.opened.get(("schedule_activity", ev.seq))
@@ -369,6 +376,13 @@ class _Builder:
         elif kind == "drop_signal":
             self.add("signal_expired", "signal", ts, system=True,
                      signal_name=command.signal_id)
+        elif kind == "complete_update":
+            accepted = self.updates.get(command.update_id)
+            outcome: dict[str, Any] = {"failure": _error(command.failure).model_dump()} \
+                if command.failure is not None else {"result": self.value(command.result)}
+            self.add("workflow_execution_update_completed", "update", ts, since=accepted,
+                     update_id=command.update_id,
+                     accepted_event_id=accepted.event_id if accepted else None, **outcome)
         elif kind == "complete_workflow":
             self.add("workflow_execution_completed", "workflow", ts,
                      result=self.value(command.result))

@@ -18,6 +18,7 @@ from .errors import (
     ChildWorkflowError,
     MaxedError,
     TimeoutFailure,
+    UpdateFailedError,
     WorkflowFailedError,
     WorkflowTerminatedError,
 )
@@ -97,6 +98,14 @@ def workflow_error(failure: Failure) -> BaseException:
         return _chain(WorkflowTerminatedError(failure.message, stack=failure.stack), failure)
     return _chain(WorkflowFailedError(failure.message, cause_type=failure.type,
                                       code=failure.code, stack=failure.stack), failure)
+
+
+def update_error(failure: Failure) -> BaseException:
+    """What the caller of an update whose handler raised gets."""
+    error = UpdateFailedError(f"update failed: {failure.message}", cause_type=failure.type,
+                              stack=failure.stack)
+    error.__cause__ = workflow_error(failure)
+    return error
 
 
 def child_error(failure: Failure, workflow_id: str | None = None) -> BaseException:

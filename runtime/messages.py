@@ -108,6 +108,16 @@ class RunOutcome(_Message):
         return None
 
 
+class UpdateOutcome(_Message):
+    """What a host answers an update: taken and running (``done`` False, for
+    ``start_update``), or ended with ``result`` or ``failure`` (durable)."""
+
+    update_id: str
+    done: bool
+    result: Payload | None = None
+    failure: Failure | None = None
+
+
 class SignalIn(_Message):
     """A signal sent with a start (``signal_with_start``, ``signals=``)."""
 

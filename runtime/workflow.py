@@ -52,9 +52,11 @@ __all__ = [
     "set_default_signal_handler",
     "set_query_handler",
     "set_signal_handler",
+    "set_update_handler",
     "signal",
     "sleep",
     "start_child",
+    "update",
     "uuid4",
 ]
 
@@ -172,6 +174,31 @@ def on_signal(name: str | None = None) -> Callable[[F], F]:
         set_signal_handler(name or fn.__name__, fn)
         return fn
     return register
+
+
+def set_update_handler(name: str, fn: Callable[..., Any],
+                       validator: Callable[..., Any] | None = None) -> None:
+    """Answers ``handle.execute_update(name, *args)``: ``fn(*args)`` (a function, or an
+    async one that may await activities, timers and signals) runs as a task of the
+    workflow and its return value is the caller's answer, once durable; what it raises
+    fails the update, not the workflow. ``validator(*args)``, if given, runs first on
+    the workflow's state as it is (it must only read it): if it raises, the update is
+    refused and nothing is recorded. Updates for a name with no handler are refused."""
+    if not isinstance(name, str) or not name or not callable(fn):
+        raise InvalidInputError("set_update_handler() needs an update name and a function")
+    if validator is not None and not callable(validator):
+        raise InvalidInputError("an update validator must be a function")
+    _runtime("set_update_handler").set_update_handler(name, fn, validator)
+
+
+def update(fn: F | None = None, *, name: str | None = None,
+           validator: Callable[..., Any] | None = None) -> Any:
+    """Decorator form of ``set_update_handler`` inside a workflow, bare or with options:
+    the function handles update ``name`` (default: its own name)."""
+    def register(handler: F) -> F:
+        set_update_handler(name or handler.__name__, handler, validator)
+        return handler
+    return register(fn) if fn is not None else register
 
 
 def _child_ref(fn_or_name: Any) -> tuple[str, tuple[str | None, str | None]]:

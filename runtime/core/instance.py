@@ -44,8 +44,9 @@ from ..errors import (
     NonDeterminismError,
     QueryError,
     RaylineError,
+    UpdateRejectedError,
 )
-from ..failures import FATAL, MAXED, activity_error, child_error, failure_from
+from ..failures import FATAL, MAXED, activity_error, child_error, failure_from, qualified_name
 from ..messages import PendingWork, WorkKind
 from ..timeline import (
     ActivityCompleted,
@@ -61,6 +62,7 @@ from ..timeline import (
     ChildOptions,
     ChildStarted,
     Command,
+    CompleteUpdate,
     CompleteWorkflow,
     ContinueAsNewWorkflow,
     DropSignal,
@@ -76,6 +78,7 @@ from ..timeline import (
     StartTimer,
     StartWait,
     TimerFired,
+    UpdateAccepted,
     UpsertFields,
     WorkflowStarted,
 )
@@ -171,6 +174,11 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         self._predicates: list[tuple[Callable[[], Any], asyncio.Future[bool], bool]] = []
         """``condition(predicate)`` waits: the predicate, its future, whether a cancel of
         the workflow reaches it (not inside ``non_cancellable``)."""
+        self._update_handlers: dict[str, tuple[Callable[..., Any],
+                                               Callable[..., Any] | None]] = {}
+        """Update handlers by name, each with its validator (if any)."""
+        self._updates: dict[str, CompleteUpdate | None] = {}
+        """Updates this run took, by update id: how each ended (``None``: running)."""
         self._deprecated: set[str] = set()  # patches whose old branch is gone
         self._history = 0  # events and commands so far (workflow.info().history_length)
         self.slips: list[str] = []
@@ -328,6 +336,8 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 pending.on_fire()
         elif isinstance(event, SignalReceived):
             self._on_signal(event)
+        elif isinstance(event, UpdateAccepted):
+            self._on_update(event)
         elif isinstance(event, CancelRequested):
             self._on_cancel()
         elif isinstance(event, ChildStarted):
@@ -439,6 +449,79 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 self._main.remove_done_callback(self._on_main_done)
                 self._main.cancel()
             self._close(self._failed(exc))
+
+    def set_update_handler(self, name: str, fn: Callable[..., Any],
+                           validator: Callable[..., Any] | None) -> None:
+        self._update_handlers[name] = (fn, validator)
+
+    def update_state(self, update_id: str) -> CompleteUpdate | bool:
+        """How update ``update_id`` ended (its ``CompleteUpdate``), ``True`` while its
+        handler runs, ``False`` when this run never took it."""
+        if update_id not in self._updates:
+            return False
+        return self._updates[update_id] or True
+
+    def validate_update(self, name: str, args: Sequence[Any]) -> None:
+        """Checks an update before anything is recorded: there is a handler for it, its
+        arguments fit the handler, and its validator (run on the workflow's state as it
+        is now; it must not change it) accepts them.
+
+        Raises:
+            UpdateRejectedError: naming what refused it.
+        """
+        found = self._update_handlers.get(name)
+        if found is None:
+            known = ", ".join(sorted(self._update_handlers)) or "none"
+            raise UpdateRejectedError(f"workflow {self.started.workflow_id!r} has no update "
+                                      f"handler {name!r} (known: {known})")
+        fn, validator = found
+        previous = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(self)  # workflow.info() and the like work in it
+        try:
+            decoded = tuple(_serde.decode(p, self.values) for p in args)
+            validate_args(fn, decoded, what=f"update {name!r}")
+            if validator is not None:
+                validator(*decoded)
+        except Exception as exc:
+            raise UpdateRejectedError(f"update {name!r} rejected: {exc}",
+                                      cause_type=qualified_name(type(exc))) from None
+        finally:
+            asyncio.events._set_running_loop(previous)
+
+    def _on_update(self, event: UpdateAccepted) -> None:
+        """Runs the handler of an accepted update as a task of the workflow; what it
+        returns or raises is recorded as the update's ``CompleteUpdate`` (an update's
+        error fails the update, not the workflow)."""
+        if event.update_id in self._updates:
+            return
+        self._updates[event.update_id] = None
+        found = self._update_handlers.get(event.name)
+        if found is None:  # the code changed since it was taken
+            self._complete_update(event.update_id, None, UpdateRejectedError(
+                f"no update handler {event.name!r}"))
+            return
+        self.create_task(self._run_update(event, found[0]), name=f"update:{event.name}")
+
+    async def _run_update(self, event: UpdateAccepted, fn: Callable[..., Any]) -> None:
+        try:
+            args = tuple(_serde.decode(p, self.values) for p in event.args)
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            payload = _serde.encode(result, what=f"update {event.name!r} result",
+                                    values=self.values)
+        except BaseException as exc:  # noqa: BLE001 - a cancel of the run too
+            self._complete_update(event.update_id, None, exc)
+            return
+        self._complete_update(event.update_id, payload, None)
+
+    def _complete_update(self, update_id: str, result: Any,
+                         error: BaseException | None) -> None:
+        command = CompleteUpdate(update_id=update_id, result=result,
+                                 failure=None if error is None else failure_from(error))
+        self._updates[update_id] = command
+        if self.closing is None:
+            self._commands.append(command)
 
     def set_signal_handler(self, name: str | None, fn: Callable[..., Any]) -> None:
         """Registers a signal handler (``None``: the default one) and hands it, in the
@@ -695,6 +778,10 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         nothing, so they need not be recorded."""
         out, answered, requests = [], set(), set()
         for event in events:
+            if isinstance(event, UpdateAccepted):  # an update sent again: taken once
+                if event.update_id in self._updates or event.update_id in requests:
+                    continue
+                requests.add(event.update_id)
             request_id = getattr(event, "request_id", None)
             if request_id is not None:  # a signal sent again (a retry): recorded once
                 if request_id in self._seen_requests or request_id in requests:
@@ -878,6 +965,8 @@ def _signature(command: Command) -> tuple[Any, ...]:
         return ("signal", command.seq, command.workflow_id, command.signal_id)
     if isinstance(command, StartWait):
         return ("wait", command.seq, command.signal_id)
+    if isinstance(command, CompleteUpdate):
+        return ("update", command.update_id)
     if isinstance(command, (CompleteWorkflow, FailWorkflow, ContinueAsNewWorkflow)):
         return ("close", command.type)
     return (command.type, getattr(command, "seq", None))

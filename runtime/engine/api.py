@@ -27,6 +27,7 @@ from ..messages import (
     RunSummary,
     StartReply,
     StartRequest,
+    UpdateOutcome,
     UpgradeReport,
     VersionSummary,
     WorkflowDescription,
@@ -46,6 +47,8 @@ class HostAPI(Protocol):
     async def signal(self, workflow_id: str, signal_id: str, data: Payload,
                      expire: float | None = None, request_id: str | None = None,
                      buffer_if_missing: bool = False) -> None: ...
+    async def update(self, workflow_id: str, update_id: str, name: str | None,
+                     args: list[Payload], wait: bool = True) -> UpdateOutcome: ...
     async def cancel(self, workflow_id: str, reason: str | None = None) -> None: ...
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None: ...
     async def release(self, workflow_id: str) -> None: ...

@@ -35,6 +35,7 @@ from .. import timeline as tl
 from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
 from .._options import ActivityOptions
+from .._serde import Payload
 from .._values import ObjectSpace, Values
 from ..core.instance import WorkflowInstance, replay_timeline
 from ..errors import ConflictError, NotHereError, WorkflowClosedError
@@ -82,6 +83,7 @@ class Environment(Protocol):
     def cancel_external(self, execution: Execution, seq: int,
                         workflow_id: str) -> Awaitable[tl.Event]: ...
     def on_fields(self, execution: Execution) -> None: ...
+    def on_update(self, execution: Execution, command: tl.CompleteUpdate) -> None: ...
     def on_closed(self, execution: Execution) -> None: ...
     def on_idle(self, execution: Execution) -> None: ...
     def on_fenced(self, execution: Execution, unwritten: list[Mail]) -> None: ...
@@ -353,6 +355,8 @@ class Execution:
                                                              command.workflow_id))
             elif isinstance(command, tl.UpsertFields):
                 self.env.on_fields(self)
+            elif isinstance(command, tl.CompleteUpdate):
+                self.env.on_update(self, command)
             elif isinstance(command, tl.CLOSING_COMMANDS):
                 outcome = RunOutcome.of(tl.Batch(seq=0, run_id=self.run_id, time=self.updated_at,
                                               commands=[command]))
@@ -476,6 +480,26 @@ class Execution:
         async with self.lock.reader:
             assert self.instance is not None
             return self.instance.query(name, args)
+
+    async def validate_update(self, name: str, args: list[Payload]) -> None:
+        """Runs the update's checks on the run's state between activations.
+
+        Raises:
+            UpdateRejectedError: no handler, arguments that do not fit, or the validator
+                refused it.
+            WorkflowClosedError: the run closed meanwhile.
+        """
+        await self.values.prefetch(args, self.env.io)
+        async with self.lock.reader:
+            if self.instance is None or self.outcome is not None:
+                raise WorkflowClosedError(self.workflow_id, "update")
+            self.instance.validate_update(name, args)
+
+    def update_state(self, update_id: str) -> tl.CompleteUpdate | bool:
+        """How update ``update_id`` ended, ``True`` while it runs, ``False`` if unknown."""
+        if self.instance is None:
+            return False
+        return self.instance.update_state(update_id)
 
     def status(self) -> int:
         if self.outcome is not None:

@@ -74,18 +74,21 @@ from ..messages import (
     RunSummary,
     StartReply,
     StartRequest,
+    UpdateOutcome,
     WorkflowDescription,
 )
 from ..storage.runs import RunStore, validate_id
 from ..timeline import (
     Batch,
     CancelRequested,
+    CompleteUpdate,
     Event,
     ScheduleActivity,
     SignalExternal,
     SignalReceived,
     StartChild,
     Terminated,
+    UpdateAccepted,
     WorkflowStarted,
     fields_of,
     home_of,
@@ -107,6 +110,9 @@ log = logging.getLogger("rayline.host")
 
 KEEP_FINISHED = 2_000  # closed runs kept in memory for result() and describe()
 KEEP_REPLAYED = 64  # closed runs kept replayed, to answer queries
+UPDATE_CHECK_EVERY = 5.0
+"""Seconds between checks, while an update call waits, that its run is still here (it may
+have moved to another host, which then answers the caller's retry)."""
 PARK_AFTER = float(os.environ.get("RAYLINE_PARK_AFTER", "2"))
 
 
@@ -200,6 +206,8 @@ class Host:
         self._adopting: dict[str, asyncio.Future[None]] = {}
         self._backoffs: dict[str, asyncio.Task[None]] = {}
         """Failed runs waiting out their retry backoff, by workflow id."""
+        self._updates: dict[tuple[str, str], asyncio.Future[CompleteUpdate]] = {}
+        """Update calls waiting here, by (workflow id, update id), for the update's end."""
         self._replayed: collections.OrderedDict[str, WorkflowInstance] = \
             collections.OrderedDict()
         """Closed runs replayed to answer queries, by run id (``KEEP_REPLAYED``)."""
@@ -797,6 +805,97 @@ class Host:
             return  # a retry of a signal the run took before it closed: done already
         await self._closed_or_elsewhere(workflow_id, "signal")
 
+    async def update(self, workflow_id: str, update_id: str, name: str | None, args: list[Payload],
+                     wait: bool = True) -> UpdateOutcome:
+        """Takes an update: checks it (nothing is recorded when it is refused), records
+        it, and once its handler's end is durable answers with it (``wait``), or at once
+        once it is taken. The same ``update_id`` again is answered by the update already
+        taken (a caller retrying after a host restart gets its result, not a second run).
+        Without ``name``, only an update already taken is answered.
+
+        Raises:
+            UpdateRejectedError: the run has no such handler or its validator refused.
+            InvalidInputError: (without ``name``) the run took no update of this id.
+            WorkflowClosedError: the run closed before (or without) finishing the update.
+            NotHereError: the run is on another host.
+        """
+        await self._ready.wait()
+        execution = await self._live(workflow_id)
+        if execution is None or execution.outcome is not None:
+            return await self._stored_update(workflow_id, update_id)
+        key = (workflow_id, update_id)
+        state = execution.update_state(update_id)
+        waiter = None
+        if state is False:
+            if name is None:
+                raise InvalidInputError(f"workflow {workflow_id} took no update {update_id}")
+            await execution.validate_update(name, args)
+            waiter = self._update_waiter(key)
+            try:
+                await execution.deliver_durably(UpdateAccepted(update_id=update_id, name=name,
+                                                               args=args))
+            except BaseException:
+                if not waiter.done():
+                    self._updates.pop(key, None)
+                raise
+        elif isinstance(state, CompleteUpdate):
+            return _update_outcome(state)
+        if not wait:
+            return UpdateOutcome(update_id=update_id, done=False)
+        return await self._await_update(workflow_id, update_id, waiter)
+
+    def _update_waiter(self, key: tuple[str, str]) -> asyncio.Future[CompleteUpdate]:
+        waiter = self._updates.get(key)
+        if waiter is None or waiter.done():
+            waiter = self._updates[key] = asyncio.get_running_loop().create_future()
+        return waiter
+
+    async def _await_update(self, workflow_id: str, update_id: str,
+                            waiter: asyncio.Future[CompleteUpdate] | None) -> UpdateOutcome:
+        """Waits for a taken update's end: on ``waiter`` (the one made before it was
+        recorded, which its end may have resolved already) or a new one, checking every
+        ``UPDATE_CHECK_EVERY`` seconds that the run is still here."""
+        key = (workflow_id, update_id)
+        while True:
+            waiter = waiter or self._update_waiter(key)
+            try:
+                done = await asyncio.wait_for(asyncio.shield(waiter), UPDATE_CHECK_EVERY)
+                return _update_outcome(done)
+            except asyncio.TimeoutError:
+                waiter = None
+            execution = self._execution(workflow_id)
+            if execution is not None and execution.outcome is None:
+                state = execution.update_state(update_id)
+                if isinstance(state, CompleteUpdate):
+                    return _update_outcome(state)
+                if state:
+                    continue
+            if workflow_id in self.parking:
+                continue
+            self._updates.pop(key, None)
+            return await self._stored_update(workflow_id, update_id)
+
+    async def _stored_update(self, workflow_id: str, update_id: str) -> UpdateOutcome:
+        """The end of update ``update_id`` as the latest run's timeline holds it.
+
+        Raises:
+            WorkflowClosedError: the run closed and never finished the update.
+            NotHereError: the run is open on another host.
+        """
+        started, batches = await self.read(self.runs.load, workflow_id)
+        for batch in batches:
+            for command in batch.commands:
+                if isinstance(command, CompleteUpdate) and command.update_id == update_id:
+                    return _update_outcome(command)
+        if RunOutcome.of_run(batches) is None:
+            raise NotHereError(f"workflow {workflow_id} runs on {home_of(started, batches)[0]}")
+        raise WorkflowClosedError(workflow_id, "finish the update")
+
+    def on_update(self, execution: Execution, command: CompleteUpdate) -> None:
+        waiter = self._updates.pop((execution.workflow_id, command.update_id), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(command)
+
     async def _recorded(self, workflow_id: str, request_id: str) -> bool:
         """Whether the id's latest run recorded the signal sent with ``request_id`` (a
         caller that lost the answer, e.g. to a host restart, sends it again)."""
@@ -1217,6 +1316,10 @@ class Host:
             else:
                 self._continue_now(execution)
         self._resolve_closers(workflow_id, execution.outcome)
+        for key in [k for k in self._updates if k[0] == workflow_id]:
+            waiter = self._updates.pop(key)  # the run closed before the update ended
+            if not waiter.done():
+                waiter.set_exception(WorkflowClosedError(workflow_id, "finish the update"))
         self.background(self._after_close(execution))
 
     def on_fenced(self, execution: Execution, unwritten: list[Mail]) -> None:
@@ -1473,3 +1576,8 @@ def _finished_value(task: asyncio.Task[RunOutcome]) -> RunOutcome | Exception | 
     if error is None:
         return task.result()
     return error if isinstance(error, Exception) else RaylineError(repr(error))
+
+
+def _update_outcome(command: CompleteUpdate) -> UpdateOutcome:
+    return UpdateOutcome(update_id=command.update_id, done=True, result=command.result,
+                         failure=command.failure)

@@ -156,6 +156,28 @@ def test_a_parent_closing_applies_each_childs_close_policy(client: rayline.Clien
     assert kids["abandon"].result(timeout=60) == "cancelled:refunded"
 
 
+def test_an_update_is_validated_answered_once_durable_and_survives_a_host_kill(
+        client: rayline.Client, namespace: str) -> None:
+    handle = client.workflow.start(wf.approvals, args=[2])
+    ann = handle.start_update("approve", "ann")  # taken; its handler waits for a stamp
+    handle.signal("stamp-ann", "ok")
+    assert ann.result(timeout=60) == "ann:ok"
+    with pytest.raises(rayline.UpdateRejectedError, match="approved already"):
+        handle.execute_update("approve", "ann")
+    bob = handle.start_update("approve", "bob", update_id="bob-1")
+    ray.kill(host_actor(namespace, handle.describe().host), no_restart=False)
+    handle.signal("stamp-bob", "late")
+    assert bob.result(timeout=60) == "bob:late"  # asked again of the restarted host
+    assert handle.execute_update("approve", "bob", update_id="bob-1") == "bob:late"  # once
+    assert handle.result(timeout=60) == ["ann", "bob"]
+    events = handle.export_execution().events
+    accepted = [e.attributes["input"] for e in events
+                if e.event_type == "workflow_execution_update_accepted"]
+    assert accepted == [["ann"], ["bob"]]  # the refused update left no trace
+    assert [e.attributes["result"] for e in events
+            if e.event_type == "workflow_execution_update_completed"] == ["ann:ok", "bob:late"]
+
+
 def _exists(client: rayline.Client, workflow_id: str) -> bool:
     try:
         client.workflow.get_handle(workflow_id).describe()

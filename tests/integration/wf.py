@@ -129,6 +129,24 @@ async def leaves_child(folder: str, policy: str, child_id: str) -> str:
 
 
 @rayline.workflow
+async def approvals(needed: int) -> list[str]:
+    approved: list[str] = []
+
+    def not_twice(name: str) -> None:
+        if name in approved:
+            raise ValueError(f"{name} is approved already")
+
+    @workflow.update(validator=not_twice)
+    async def approve(name: str) -> str:
+        stamp = await workflow.condition(f"stamp-{name}")
+        approved.append(name)
+        return f"{name}:{stamp}"
+
+    await workflow.condition(lambda: len(approved) >= needed)
+    return approved
+
+
+@rayline.workflow
 async def not_cancellable_forever() -> str:
     await workflow.sleep("1h")
     return "slept"

@@ -263,6 +263,30 @@ async def parent_leaving(policy: str, child_id: str) -> str:
 
 
 @rayline.workflow
+async def cart(limit: int) -> list[str]:
+    items: list[str] = []
+
+    def room_for(item: str) -> None:
+        if not item:
+            raise ValueError("an item needs a name")
+        if len(items) >= limit:
+            raise ValueError("the cart is full")
+
+    @workflow.update(validator=room_for)
+    async def add(item: str) -> int:
+        await workflow.execute_activity(add1, 0)  # a handler may await activities
+        items.append(item)
+        return len(items)
+
+    @workflow.update(name="break")
+    def fails(reason: str) -> None:
+        raise KeyError(reason)
+
+    await workflow.condition("checkout")
+    return items
+
+
+@rayline.workflow
 async def parent_waits_for_child() -> str:
     said = await workflow.execute_child(waits, None, workflow_id="mom-kid")
     return f"child said {said}"

@@ -19,6 +19,7 @@ from rayline.errors import (
     NotHereError,
     QueryError,
     StorageError,
+    UpdateRejectedError,
     WorkflowClosedError,
     WorkflowFailedError,
     WorkflowNotFoundError,
@@ -687,6 +688,48 @@ def test_cancel_from_another_workflow_and_cancel_reaching_a_child(runs: RunStore
         await host.cancel("p")
         assert value(await host.result("p")) == "parent saw cancel"
         assert value(await host.result("the-child")) == "cancelled:refunded"
+
+    run(main)
+
+
+def test_updates_are_checked_recorded_answered_once_and_replay(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.cart, 3, workflow_id="cart"))
+
+        async def update(name: str | None, *args: Any, update_id: str = "",
+                         wait: bool = True) -> Any:
+            return await host.update("cart", update_id or os.urandom(8).hex(), name,
+                                     _serde.encode_args(args, what="test"), wait)
+
+        first_add = await update("add", "apple")
+        assert first_add.result is not None, first_add
+        assert _serde.decode(first_add.result) == 1
+        before = len(recorded_events(runs, "cart"))
+        with pytest.raises(UpdateRejectedError, match="needs a name"):
+            await update("add", "")  # the validator refuses it
+        with pytest.raises(UpdateRejectedError, match="no update handler 'remove'"):
+            await update("remove", "apple")
+        with pytest.raises(UpdateRejectedError, match="add"):
+            await update("add", 1, 2)  # arguments that do not fit the handler
+        assert len(recorded_events(runs, "cart")) == before  # refused: nothing recorded
+        failed = await update("break", "on purpose")  # the update fails, the run goes on
+        assert failed.failure is not None and failed.failure.type == "builtins.KeyError"
+        taken = await update("add", "pear", update_id="u-2", wait=False)
+        assert not taken.done
+        first = await update("add", "pear", update_id="u-2")  # sent again: answered once
+        again = await update("add", "pear", update_id="u-2")
+        assert _serde.decode(first.result) == _serde.decode(again.result) == 2
+        assert _serde.decode((await update(None, update_id="u-2")).result) == 2
+        with pytest.raises(InvalidInputError, match="no update never-sent"):
+            await update(None, update_id="never-sent")
+        await host.signal("cart", "checkout", _serde.encode(None))
+        assert value(await host.result("cart")) == ["apple", "pear"]
+        assert _serde.decode((await update(None, update_id="u-2")).result) == 2  # closed
+        started = runs.read_run("cart")
+        batches = runs.read_batches("cart", started.epoch, started.run_id)
+        assert recorded_events(runs, "cart").count("update_accepted") == 3
+        replay_timeline(flows.cart, started, batches)  # the same commands: deterministic
 
     run(main)
 

@@ -55,6 +55,7 @@ ERROR_ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "WorkflowTerminatedError": (("stopped",), {"stack": "s"}),
     "ChildWorkflowError": (("failed",), {"workflow_id": "kid", "cause_type": "E", "code": 410}),
     "UpdateRejectedError": (("no",), {"cause_type": "builtins.ValueError"}),
+    "UpdateFailedError": (("failed",), {"cause_type": "builtins.KeyError", "stack": "s"}),
     "ActivityError": (("m",), {"activity": "a", "cause_type": "KeyError", "stack": "s",
                                "attempt": 3}),
     "MaxedError": (("m",), {"activity": "a", "attempt": 5, "code": 597}),
