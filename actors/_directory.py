@@ -140,17 +140,18 @@ class RayHost(_Proxy):
 
     async def signal(self, workflow_id: str, signal_id: str, data: Payload,
                      expire: float | None = None, request_id: str | None = None,
-                     buffer_if_missing: bool = False) -> None:
+                     buffer_if_missing: bool = False, run_id: str | None = None) -> None:
         await self._call(lambda h: h.signal.remote(workflow_id, signal_id, data, expire,
-                                                   request_id, buffer_if_missing))
+                                                   request_id, buffer_if_missing, run_id))
 
     async def update(self, workflow_id: str, update_id: str, name: str | None,
                      args: list[Payload], wait: bool = True) -> m.UpdateOutcome:
         return await self._call(  # type: ignore[no-any-return]
             lambda h: h.update.remote(workflow_id, update_id, name, args, wait))
 
-    async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
-        await self._call(lambda h: h.cancel.remote(workflow_id, reason))
+    async def cancel(self, workflow_id: str, reason: str | None = None,
+                     run_id: str | None = None) -> None:
+        await self._call(lambda h: h.cancel.remote(workflow_id, reason, run_id))
 
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
         await self._call(lambda h: h.terminate.remote(workflow_id, reason))

@@ -79,15 +79,17 @@ class HostActor:
 
     async def signal(self, workflow_id: str, signal_id: str, data: Payload,
                      expire: float | None = None, request_id: str | None = None,
-                     buffer_if_missing: bool = False) -> None:
-        await self.host.signal(workflow_id, signal_id, data, expire, request_id, buffer_if_missing)
+                     buffer_if_missing: bool = False, run_id: str | None = None) -> None:
+        await self.host.signal(workflow_id, signal_id, data, expire, request_id,
+                               buffer_if_missing, run_id)
 
     async def update(self, workflow_id: str, update_id: str, name: str | None,
                      args: list[Payload], wait: bool = True) -> UpdateOutcome:
         return await self.host.update(workflow_id, update_id, name, args, wait)
 
-    async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
-        await self.host.cancel(workflow_id, reason)
+    async def cancel(self, workflow_id: str, reason: str | None = None,
+                     run_id: str | None = None) -> None:
+        await self.host.cancel(workflow_id, reason, run_id)
 
     async def terminate(self, workflow_id: str, reason: str | None = None) -> None:
         await self.host.terminate(workflow_id, reason)

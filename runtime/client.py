@@ -33,6 +33,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Generic, Protocol, Seque
 
 from . import _backoff, _serde, export, failures
 from ._code import CodeRef
+from ._cron import cron_spec
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
 from ._options import retry_json
@@ -83,7 +84,7 @@ R = TypeVar("R")
 _RELOCATE_ATTEMPTS = 30
 _BATCH = 128
 _START_OPTIONS = ("id_reuse_policy", "id_conflict_policy", "search", "memo",
-                  "execution_timeout", "strict", "retry", "start_delay")
+                  "execution_timeout", "strict", "retry", "start_delay", "cron")
 
 
 class Connection(Protocol):
@@ -341,14 +342,19 @@ class AsyncWorkflowClient:
                 ``RetryPolicy``: a run that raises a retryable error runs again as the
                 next run of the id, after the policy's backoff,
                 ``workflow.info().attempt`` counting; once attempts run out,
-                ``result()`` raises code 597 with the last failure as cause).
+                ``result()`` raises code 597 with the last failure as cause), ``cron``
+                (a cron expression, UTC unless it begins ``CRON_TZ=<zone>``: the first run
+                starts at its next time, and each run that completes or fails is followed
+                by a new run of the id, with the same arguments, at the time after; a
+                cancel or terminate ends the chain, and ``result()`` follows it until then;
+                ``workflow.info().scheduled_time`` says when a run was due).
 
         Raises:
             InvalidInputError: a bad id, option, or argument (naming it).
             DuplicateWorkflowError: the id is in use and the reuse policy forbids a new run.
         """
         unknown = set(options) - set(_START_OPTIONS)
-        unsupported = unknown & {"cron", "expire"}
+        unsupported = unknown & {"expire"}
         if unsupported:
             raise InvalidInputError(f"start option(s) {', '.join(sorted(unsupported))} are not "
                                     "supported yet")
@@ -360,6 +366,12 @@ class AsyncWorkflowClient:
             validate_version(version)
         search = search_fields(options.get("search"))
         validate_fields(options.get("memo"), what="memo")
+        cron = options.get("cron")
+        if cron is not None:
+            cron_spec(cron)
+            if options.get("start_delay") or signals:
+                raise InvalidInputError("a cron start cannot also take start_delay or "
+                                        "signals")
         code: CodeRef | None = None
         if workflow is not None:
             definition = as_workflow(workflow)
@@ -384,7 +396,7 @@ class AsyncWorkflowClient:
             options=RunOptions(execution_timeout=optional_duration(
                 options.get("execution_timeout") or None, what="execution_timeout"),
                 strict=bool(options.get("strict", self._client.strict)),
-                retry=retry_json(options.get("retry"))),
+                retry=retry_json(options.get("retry")), cron=cron),
             signals=sent,
             request_id=uuid.uuid4().hex)
         conn = await self._client.connection()

@@ -313,11 +313,14 @@ class CancelledFailure(ControlFlow):
 class ContinueAsNew(ControlFlow):
     """Raised by ``workflow.continue_as_new``: ends this run, starts the next."""
 
-    def __init__(self, args: tuple[Any, ...] = (), workflow: Any = None) -> None:
+    def __init__(self, args: tuple[Any, ...] = (), workflow: Any = None,
+                 task_queue: str | None = None) -> None:
         super().__init__("continue as new")
         self.new_args = args
         self.workflow = workflow
         """Another workflow (function or registered name) the next run runs, if any."""
+        self.task_queue = task_queue
+        """Another task queue whose hosts run the next run, if any."""
 
 
 def is_cancellation(err: BaseException | None) -> bool:

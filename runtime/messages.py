@@ -73,6 +73,9 @@ class RunOutcome(_Message):
     next run starts; it takes this run's arguments."""
     continue_with: ContinueAsNewWorkflow | None = None
     """For a run that continued as new into another workflow: which one."""
+    next_run_at: float | None = None
+    """For a run of a cron start (status ``continued``): when the next run starts; it
+    takes this run's arguments."""
 
     @property
     def code(self) -> int:
@@ -91,6 +94,10 @@ class RunOutcome(_Message):
                        reason=batch.terminated.reason)
         for command in batch.commands:
             if isinstance(command, CompleteWorkflow):
+                if command.next_run_at is not None:  # a cron start: the next run follows
+                    return cls(status=RunStatus.CONTINUED, run_id=batch.run_id,
+                               time=batch.time, result=command.result,
+                               next_run_at=command.next_run_at)
                 return cls(status=RunStatus.COMPLETED, run_id=batch.run_id, time=batch.time,
                            result=command.result)
             if isinstance(command, FailWorkflow):
@@ -98,13 +105,18 @@ class RunOutcome(_Message):
                     return cls(status=RunStatus.CONTINUED, run_id=batch.run_id,
                                time=batch.time, failure=command.failure,
                                retry_at=batch.time + command.retry_in)
+                if command.next_run_at is not None:
+                    return cls(status=RunStatus.CONTINUED, run_id=batch.run_id,
+                               time=batch.time, failure=command.failure,
+                               next_run_at=command.next_run_at)
                 cancelled = command.failure.kind == "cancelled"
                 return cls(status=RunStatus.CANCELLED if cancelled else RunStatus.FAILED,
                            run_id=batch.run_id, time=batch.time, failure=command.failure)
             if isinstance(command, ContinueAsNewWorkflow):
                 return cls(status=RunStatus.CONTINUED, run_id=batch.run_id, time=batch.time,
                            args=command.args, continue_with=command
-                           if command.workflow_name is not None else None)
+                           if command.workflow_name is not None
+                           or command.task_queue is not None else None)
         return None
 
 
@@ -140,6 +152,8 @@ class StartRequest(_Message):
     id_reuse_policy: str | None = None
     start_delay: float | None = None
     """Seconds before the run's code starts (the run exists at once)."""
+    not_before: float | None = None
+    """The time the run's code starts (a cron start's next run); over ``start_delay``."""
     id_conflict_policy: str | None = None
     """What a start does when the id's run is open: ``fail`` (the default),
     ``use_existing`` (answer with that run; ``signals`` go to it) or
@@ -150,6 +164,9 @@ class StartRequest(_Message):
     request_id: str | None = None
     """Sent again with the same id, the start is answered with the run it made."""
     attempt: int = 1
+    epoch: int | None = None
+    """A continue-as-new onto another task queue: the run to make is this epoch of the
+    id (no reuse rule applies; if it exists, it was made before and is answered)."""
 
 
 class StartReply(_Message):

@@ -71,6 +71,9 @@ class RunOptions(_Model):
     retry: Fields | None = None
     """The workflow's ``RetryPolicy`` (``to_json``): a run that fails with a retryable
     error is run again, as the next run of the id, after the policy's backoff."""
+    cron: str | None = None
+    """A cron start's expression (``rayline._cron``): each run that completes or fails
+    (after its retries) is followed by the next run of the id at the next time."""
 
 
 ParentClosePolicy = Literal["terminate", "request_cancel", "abandon"]
@@ -310,6 +313,8 @@ class SignalExternal(_Step):
     signal_id: str
     data: Payload
     request_id: str
+    run_id: str | None = None
+    """Only this run of the workflow takes it (``get_external_handle(id, run_id)``)."""
 
 
 class CancelExternal(_Step):
@@ -317,6 +322,7 @@ class CancelExternal(_Step):
 
     type: Literal["cancel_external"] = "cancel_external"
     workflow_id: str
+    run_id: str | None = None
 
 
 class UpsertFields(_Model):
@@ -357,10 +363,12 @@ class CompleteUpdate(_Model):
 
 class CompleteWorkflow(_Model):
     """The workflow returned: ``result`` is what every ``result()`` call gets, and what a
-    parent's child call returns."""
+    parent's child call returns. With ``next_run_at`` (a cron start) the next run of the
+    id starts then, with the same arguments (the run reads as ``continued``)."""
 
     type: Literal["complete_workflow"] = "complete_workflow"
     result: Payload
+    next_run_at: float | None = None
 
 
 class FailWorkflow(_Model):
@@ -372,6 +380,8 @@ class FailWorkflow(_Model):
     type: Literal["fail_workflow"] = "fail_workflow"
     failure: Failure
     retry_in: float | None = None
+    next_run_at: float | None = None
+    """As for ``CompleteWorkflow``: a cron start goes on after a failure too."""
 
 
 class ContinueAsNewWorkflow(_Model):
@@ -385,6 +395,8 @@ class ContinueAsNewWorkflow(_Model):
     workflow_name: str | None = None
     code: str | None = None
     code_pickle: str | None = None
+    task_queue: str | None = None
+    """The next run runs on this task queue's hosts (default: this run's)."""
 
 
 Command = Annotated[
@@ -434,14 +446,14 @@ class WorkflowStarted(_Model):
     @model_validator(mode="before")
     @classmethod
     def _versioned(cls, data: Any) -> Any:
-        """``v`` is at least 3 for a run with a retry policy or a start delay."""
+        """``v`` is at least 3 for a run with a retry policy or a start delay, 4 for a
+        cron start."""
         if not isinstance(data, dict):
             return data
-        options = data.get("options")
-        retry = options.get("retry") if isinstance(options, dict) else \
-            getattr(options, "retry", None)
-        needed = retry or data.get("not_before") is not None
-        return {**data, "v": max(data.get("v", 1), 3)} if needed else data
+        options = data.get("options") or {}
+        needed = 4 if _field(options, "cron") is not None else \
+            3 if _field(options, "retry") or data.get("not_before") is not None else 1
+        return {**data, "v": max(data.get("v", 1), needed)} if needed > 1 else data
 
 
 class Terminated(_Model):
@@ -492,7 +504,10 @@ def _event_format(event: Any) -> int:
 
 def _command_format(command: Any) -> int:
     kind = _field(command, "type")
-    if kind == "complete_update":
+    if kind == "complete_update" or _field(command, "next_run_at") is not None \
+            or _field(command, "task_queue") is not None and kind == "continue_as_new" \
+            or _field(command, "run_id") is not None and kind in ("signal_external",
+                                                               "cancel_external"):
         return 4
     if kind == "start_child":
         options = _field(command, "options") or {}

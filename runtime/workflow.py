@@ -26,7 +26,7 @@ from ._definition import WorkflowDefinition, as_workflow, define
 from ._durations import Duration, optional_duration, parse_duration
 from ._options import ActivityOptions, retry_json
 from ._search import search_fields
-from ._validate import validate_fields
+from ._validate import validate_fields, validate_task_queue
 from .core.instance import WorkflowInfo, WorkflowInstance, _shielded
 from .errors import ContinueAsNew, InvalidInputError
 from .timeline import ChildOptions
@@ -276,28 +276,36 @@ async def signal(workflow_id: str, signal_id: str, data: Any = None) -> None:
 
 
 class ExternalWorkflowHandle:
-    """Another workflow, seen from inside a workflow."""
+    """Another workflow, seen from inside a workflow: its open run, or with ``run_id``
+    that run only (a call raises ``WorkflowClosedError`` once it has closed, even if a
+    later run of the id is open)."""
 
-    def __init__(self, workflow_id: str) -> None:
+    def __init__(self, workflow_id: str, run_id: str | None = None) -> None:
         self.workflow_id = workflow_id
+        self.run_id = run_id
 
     async def signal(self, signal_id: str, data: Any = None) -> None:
-        await signal(self.workflow_id, signal_id, data)
+        await _runtime("signal").signal_external(self.workflow_id, signal_id, data,
+                                                 self.run_id)
 
     async def cancel(self) -> None:
-        await _runtime("cancel").cancel_external(self.workflow_id)
+        await _runtime("cancel").cancel_external(self.workflow_id, self.run_id)
 
 
-def get_external_handle(workflow_id: str) -> ExternalWorkflowHandle:
-    return ExternalWorkflowHandle(workflow_id)
+def get_external_handle(workflow_id: str, run_id: str | None = None) -> ExternalWorkflowHandle:
+    """A handle to signal or cancel another workflow (``run_id``: that run only)."""
+    return ExternalWorkflowHandle(workflow_id, run_id)
 
 
-def continue_as_new(*args: Any, workflow: Any = None) -> None:
+def continue_as_new(*args: Any, workflow: Any = None, task_queue: str | None = None) -> None:
     """Ends this run and starts a fresh run of the same workflow id with ``args``: of
     this workflow, or of ``workflow`` (a workflow function, or a name registered on the
-    task queue) to hand over to another one."""
+    task queue) to hand over to another one; on this run's task queue, or on
+    ``task_queue`` (its hosts run the next run)."""
     _runtime("continue_as_new")
-    raise ContinueAsNew(args, workflow)
+    if task_queue is not None:
+        validate_task_queue(task_queue)
+    raise ContinueAsNew(args, workflow, task_queue)
 
 
 def search(**fields: Any) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 from .. import _serde
 from .._activity import ActivityDefinition
 from .._code import CodeRef
+from .._cron import cron_spec
 from .._definition import WorkflowDefinition, as_workflow
 from .._options import ActivityOptions, RetryPolicy
 from .._search import search_value
@@ -122,6 +123,9 @@ class WorkflowInfo:
     """Events and commands in the run's history so far."""
     search: dict[str, Any] = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict)
+    scheduled_time: datetime.datetime | None = None
+    """When a cron run (or a delayed start) was due to start."""
+    cron_schedule: str | None = None
 
     def is_continue_as_new_suggested(self) -> bool:
         """Whether the history is long enough that continuing as new would keep replays
@@ -295,13 +299,27 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
                 self._close(FailWorkflow(failure=failure_from(err)))
                 return
             self._close(ContinueAsNewWorkflow(args=args, workflow_name=name, code=code[0],
-                                              code_pickle=code[1]))
+                                              code_pickle=code[1], task_queue=exc.task_queue))
         else:
             self._close(self._failed(exc))
 
     def _close(self, command: Command) -> None:
+        command = self._next_cron_run(command)
         self.closing = command
         self._commands.append(command)
+
+    def _next_cron_run(self, command: Command) -> Command:
+        """For a cron start, a run that completed or failed for good (not cancelled)
+        names when the next run of the id starts: the expression's next time."""
+        cron = self.started.options.cron
+        if cron is None or not isinstance(command, (CompleteWorkflow, FailWorkflow)):
+            return command
+        if isinstance(command, FailWorkflow) and (
+                command.retry_in is not None or command.failure.kind == "cancelled"):
+            return command
+        next_run = cron_spec(cron).next_after(self._time)
+        return command if next_run is None else \
+            command.model_copy(update={"next_run_at": next_run})
 
     def _failed(self, exc: BaseException) -> FailWorkflow:
         """How the workflow raising ``exc`` closes the run: failed, or (by the run's retry
@@ -692,17 +710,19 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             started.set_exception(CancelledFailure("workflow cancelled"))
         return started, pending.future
 
-    def signal_external(self, workflow_id: str, signal_id: str, data: Any) -> asyncio.Future[Any]:
+    def signal_external(self, workflow_id: str, signal_id: str, data: Any,
+                        run_id: str | None = None) -> asyncio.Future[Any]:
         payload = _serde.encode(data, what=f"signal {signal_id!r} data", values=self.values)
         seq = self._next_seq()
         request_id = f"{self.started.workflow_id}:{self.started.run_id}:{seq}"
         command = SignalExternal(seq=seq, workflow_id=workflow_id, signal_id=signal_id,
-                                 data=payload, request_id=request_id)
+                                 data=payload, request_id=request_id, run_id=run_id)
         return self._open("external", seq, command).future
 
-    def cancel_external(self, workflow_id: str) -> asyncio.Future[Any]:
+    def cancel_external(self, workflow_id: str, run_id: str | None = None) -> asyncio.Future[Any]:
         seq = self._next_seq()
-        return self._open("external", seq, CancelExternal(seq=seq, workflow_id=workflow_id)).future
+        command = CancelExternal(seq=seq, workflow_id=workflow_id, run_id=run_id)
+        return self._open("external", seq, command).future
 
     def upsert(self, fields: dict[str, Any], *, indexed: bool) -> None:
         if indexed:  # typed, so the index can compare them
@@ -756,7 +776,10 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
             self.is_replaying, s.parent.workflow_id if s.parent else None,
             start_time=datetime.datetime.fromtimestamp(s.time, datetime.timezone.utc),
             namespace=getattr(runs, "namespace", ""), continued_from=s.continued_from,
-            history_length=self._history, search=dict(self.search_fields), memo=dict(s.memo))
+            history_length=self._history, search=dict(self.search_fields), memo=dict(s.memo),
+            scheduled_time=None if s.not_before is None else
+            datetime.datetime.fromtimestamp(s.not_before, datetime.timezone.utc),
+            cron_schedule=s.options.cron)
 
     def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
         self._queries[name] = fn

@@ -47,6 +47,7 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 from .. import _backoff
 from .._activity import ActivityDefinition, ActivityInfo
 from .._code import CodeRef
+from .._cron import cron_spec
 from .._definition import WorkflowDefinition, as_workflow
 from .._options import ActivityOptions
 from .._serde import Payload
@@ -72,6 +73,7 @@ from ..messages import (
     RunOutcome,
     RunStatus,
     RunSummary,
+    SignalIn,
     StartReply,
     StartRequest,
     UpdateOutcome,
@@ -491,6 +493,13 @@ class Host:
 
     async def _start(self, workflow_id: str, definition: WorkflowDefinition[Any, Any],
                      request: StartRequest) -> StartReply:
+        if request.epoch is not None:  # the next run of a continue-as-new from another queue
+            reply = await self._try_start(workflow_id, request.epoch, definition, request, [],
+                                          attempts=None)
+            if reply is not None:
+                return reply
+            started, _, home = await self.read(self._stored_latest, workflow_id)
+            return StartReply(workflow_id=workflow_id, run_id=started.run_id, host=home)
         # signals buffered for an id that had no run yet belong to its first run only
         early: list[tuple[str, SignalReceived]] = []
         if self._execution(workflow_id) is None and workflow_id not in self.parking \
@@ -529,7 +538,7 @@ class Host:
             options=request.options.model_copy(update={"strict": True})
             if self.strict and not request.options.strict else request.options,
             request_id=request.request_id, version=self.version,
-            not_before=self.now() + request.start_delay if request.start_delay else None,
+            not_before=self._not_before(request),
         )
         if started.not_before is not None:
             return await self._start_later(started, request, attempts)
@@ -557,13 +566,25 @@ class Host:
             self.background(self._take_late_signals(execution, {key for key, _ in early}))
         return StartReply(workflow_id=workflow_id, run_id=started.run_id, host=self.host_name)
 
+    def _not_before(self, request: StartRequest) -> float | None:
+        """When a new run's code may start: the time asked (a cron start's next run), a
+        start delay from now, a cron start's first time, or at once (``None``)."""
+        if request.not_before is not None:
+            return request.not_before
+        if request.start_delay:
+            return self.now() + request.start_delay
+        if request.options.cron is not None and request.continued_from is None:
+            return cron_spec(request.options.cron).next_after(self.now())
+        return None
+
     async def _start_later(self, started: WorkflowStarted, request: StartRequest,
                            attempts: int | None) -> StartReply | None:
         """A run with a start delay: its record now (no activation), parked until its
         code may start; ``None`` if that run exists."""
         if request.signals:
-            raise InvalidInputError("start_delay cannot be combined with signals "
-                                    "(signal_with_start): signal the run once it exists")
+            raise InvalidInputError("a delayed start (start_delay, cron) cannot be combined "
+                                    "with signals (signal_with_start): signal the run once "
+                                    "it exists")
         workflow_id = started.workflow_id
         assert started.not_before is not None
         try:
@@ -775,15 +796,18 @@ class Host:
 
     async def signal(self, workflow_id: str, signal_id: str, data: Payload,
                      expire: float | None = None, request_id: str | None = None,
-                     buffer_if_missing: bool = False) -> None:
+                     buffer_if_missing: bool = False, run_id: str | None = None) -> None:
         """Delivers a signal; returns once it is durable in the workflow's timeline (or,
         with ``buffer_if_missing`` and no run yet, in the id's early-signal buffer).
-        A signal sent again with the same ``request_id`` is recorded once."""
+        A signal sent again with the same ``request_id`` is recorded once. With
+        ``run_id``, only that run takes it (``WorkflowClosedError`` once it has closed)."""
         await self._ready.wait()
         expire_at = None if expire is None else self.now() + expire
         event = SignalReceived(signal_id=signal_id, data=data, expire_at=expire_at,
                                request_id=request_id or uuid.uuid4().hex)
         execution = await self._live(workflow_id)
+        if run_id is not None:
+            await self._for_run(workflow_id, run_id, execution, "signal")
         if execution is not None and execution.outcome is None:
             await execution.deliver_durably(event)
             return
@@ -912,9 +936,28 @@ class Host:
             raise WorkflowClosedError(workflow_id, action)
         raise NotHereError(f"workflow {workflow_id} runs on {home}")
 
-    async def cancel(self, workflow_id: str, reason: str | None = None) -> None:
+    async def _for_run(self, workflow_id: str, run_id: str, execution: Execution | None,
+                       action: str) -> None:
+        """Checks that a call meant for run ``run_id`` reaches that run.
+
+        Raises:
+            WorkflowClosedError: the id's open run is another one (that run has closed).
+            WorkflowNotFoundError: the id never had that run.
+        """
+        if execution is not None and execution.outcome is None:
+            if execution.run_id == run_id:
+                return
+        elif (await self._latest_outcome(workflow_id))[0].run_id == run_id:
+            return  # the latest run: answered as any call is (closed, or on its host)
+        await self._stored_outcome(workflow_id, run_id)  # WorkflowNotFoundError: none
+        raise WorkflowClosedError(workflow_id, f"{action} run {run_id}")
+
+    async def cancel(self, workflow_id: str, reason: str | None = None,
+                     run_id: str | None = None) -> None:
         await self._ready.wait()
         execution = await self._live(workflow_id)
+        if run_id is not None:
+            await self._for_run(workflow_id, run_id, execution, "cancel")
         if execution is not None and execution.outcome is None:
             await execution.deliver_durably(CancelRequested(reason=reason))
             return
@@ -1290,9 +1333,9 @@ class Host:
     def signal_external(self, execution: Execution, command: SignalExternal) -> Awaitable[Event]:
         return self.routing.signal_external(execution, command)
 
-    def cancel_external(self, execution: Execution, seq: int,
-                        workflow_id: str) -> Awaitable[Event]:
-        return self.routing.cancel_external(execution, seq, workflow_id)
+    def cancel_external(self, execution: Execution, seq: int, workflow_id: str,
+                        run_id: str | None = None) -> Awaitable[Event]:
+        return self.routing.cancel_external(execution, seq, workflow_id, run_id)
 
     def on_fields(self, execution: Execution) -> None:
         self._report(execution)
@@ -1496,11 +1539,28 @@ class Host:
         assert outcome is not None
         s = execution.started
         retry = outcome.retry_at is not None
+        cron = outcome.next_run_at is not None  # the next run of a cron start, at its time
         carried, execution.carried = execution.carried, []
-        handover = outcome.continue_with  # into another workflow
+        if cron:  # signals a cron run left are not carried; those in flight go again
+            self._fail_mail(carried, NotHereError(f"workflow {s.workflow_id} moved on"))
+            carried = []
+        handover = outcome.continue_with  # into another workflow, or onto another queue
         name, code = (handover.workflow_name or s.workflow_name,
-                      CodeRef.stored(handover.code, handover.code_pickle)) \
+                      CodeRef.stored(handover.code, handover.code_pickle)
+                      if handover.workflow_name else CodeRef.stored(s.code, s.code_pickle)) \
             if handover is not None else (s.workflow_name, CodeRef.stored(s.code, s.code_pickle))
+        queue = handover.task_queue if handover is not None and handover.task_queue \
+            else s.task_queue
+        request = StartRequest(
+            workflow_id=s.workflow_id, workflow_name=name, code=code,
+            args=s.args if retry or cron else outcome.args,
+            attempt=s.attempt + 1 if retry else 1, not_before=outcome.next_run_at,
+            task_queue=queue, search=execution.fields()[0], memo=s.memo,
+            options=s.options, continued_from=s.run_id, parent=s.parent)
+        if queue != s.task_queue:
+            await self._continue_elsewhere(request.model_copy(update={"epoch": s.epoch + 1}),
+                                           carried)
+            return None
         try:
             definition = self._resolve(name, code, s.task_queue) if handover is not None \
                 else execution.definition
@@ -1509,11 +1569,6 @@ class Host:
                           self.host_name, s.workflow_id, name)
             self._fail_mail(carried, exc)
             return None
-        request = StartRequest(
-            workflow_id=s.workflow_id, workflow_name=name, code=code,
-            args=s.args if retry else outcome.args, attempt=s.attempt + 1 if retry else 1,
-            task_queue=s.task_queue, search=execution.fields()[0], memo=s.memo,
-            options=s.options, continued_from=s.run_id, parent=s.parent)
         try:
             reply = await self._try_start(s.workflow_id, s.epoch + 1, definition,
                                           request, [], carried, attempts=None)
@@ -1524,6 +1579,35 @@ class Host:
         if reply is None:  # made before a crash: the run after it exists already
             self._fail_mail(carried, NotHereError(f"workflow {s.workflow_id} moved on"))
         return self._execution(s.workflow_id)
+
+    async def _continue_elsewhere(self, request: StartRequest, carried: list[Mail]) -> None:
+        """Has a host of ``request``'s task queue make the next run (at the epoch the
+        request names) with the signals this run left; calls in flight are sent on (their
+        senders find the new run). Tried until it is made: a queue whose hosts are not up
+        yet gets it once they are. Then this host's open marker of the id goes."""
+        workflow_id = request.workflow_id
+        self._fail_mail([m for m in carried if m[1] is not None], NotHereError(
+            f"workflow {workflow_id} moved on to task queue {request.task_queue}"))
+        signals = [SignalIn(signal_id=event.signal_id, data=event.data,
+                            request_id=event.request_id)
+                   for event, ack in carried if ack is None and isinstance(event, SignalReceived)]
+        request = request.model_copy(update={"signals": signals})
+        for attempt, delay in enumerate(_backoff.delays(cap=30.0)):
+            try:
+                host = await self.backend.place(request.task_queue, workflow_id, False)
+                await self.routing.host(host).start(request)
+                break
+            except Exception as exc:
+                (log.error if attempt >= 3 else log.warning)(
+                    "host %s: the next run of %s on task queue %s could not be made (%s: %s); "
+                    "again in %.1fs", self.host_name, workflow_id, request.task_queue,
+                    type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+        try:
+            await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
+        except Exception as exc:  # left behind: a restart finds the next run made
+            log.warning("host %s: open marker of %s not removed: %s", self.host_name,
+                        workflow_id, exc)
 
     def _report(self, execution: Execution) -> None:
         search, _ = execution.fields()

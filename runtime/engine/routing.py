@@ -102,15 +102,16 @@ class Routing:
         try:
             await self.route(command.workflow_id, lambda host: host.signal(
                 command.workflow_id, command.signal_id, command.data, None,
-                command.request_id))
+                command.request_id, False, command.run_id))
         except RaylineError as exc:
             return ExternalResolved(seq=command.seq, failure=failure_from(exc))
         return ExternalResolved(seq=command.seq)
 
-    async def cancel_external(self, execution: Execution, seq: int, workflow_id: str) -> Event:
+    async def cancel_external(self, execution: Execution, seq: int, workflow_id: str,
+                              run_id: str | None = None) -> Event:
         try:
-            await self.route(workflow_id,
-                             lambda host: host.cancel(workflow_id, f"by {execution.workflow_id}"))
+            await self.route(workflow_id, lambda host: host.cancel(
+                workflow_id, f"by {execution.workflow_id}", run_id))
         except WorkflowClosedError:
             pass
         except RaylineError as exc:

@@ -177,6 +177,66 @@ def test_an_upgrade_moves_the_runs_that_replay_on_the_new_code_and_says_why_not_
     assert handles["early"].result() == "wf-v1/act-v1"  # all of it ran the old code
 
 
+PATCHED = MODULE.replace('''    if wait:
+        await workflow.condition("go")
+    return "wf-" + VERSION + "/" + await workflow.execute_activity(act)
+''', """    first = {first}
+    if wait:
+        await workflow.condition("go")
+    return "wf-" + VERSION + "/" + first
+
+
+@rayline.activity
+def other() -> str:
+    return "other"
+
+
+async def _old() -> str:
+    return await workflow.execute_activity(act)
+
+
+async def _new() -> str:
+    return await workflow.execute_activity(other)
+
+
+async def _patched() -> str:
+    return await (_new() if workflow.patched("other-first") else _old())
+
+
+async def _deprecated() -> str:
+    workflow.deprecate_patch("other-first")
+    return await _new()
+""")
+
+
+def test_patched_code_replays_old_runs_on_the_old_branch_and_deprecate_patch_drops_it(
+        client: rayline.Client, ray_cluster: dict[str, Any], storage: str, namespace: str,
+        tmp_path: Any) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+
+    def deploy(version: str, first: str, *args: str) -> dict[str, Any]:
+        (project / "patchmod.py").write_text(PATCHED.format(version=version, first=first))
+        return _output(_drive(project, ray_cluster, storage, namespace, "patchmod", *args,
+                              working_dir=True))
+
+    v1 = deploy("v1", "await _old()", "wait", "old")["version"]  # act ran, then waits
+    v2 = deploy("v2", "await _patched()", "wait", "mid")["version"]  # records the patch
+    handles = {name: client.workflow.get_handle(name) for name in ("old", "mid")}
+    for handle in handles.values():
+        wait_until(lambda h=handle: [p.kind for p in h.describe().pending] == ["wait"])
+    assert client.upgrade(v1, v2).moved == ["old"]  # replays on the old branch
+    v3 = deploy("v3", "await _deprecated()", "run")
+    assert v3["result"] == "wf-v3/other"
+    report = client.upgrade(v2, v3["version"])
+    assert report.moved == ["mid"]  # it recorded the patch: replays without the old branch
+    assert "NonDeterminismError" in report.left["old"]  # it took the old branch: stays
+    for handle in handles.values():
+        handle.signal("go", None)
+    assert handles["old"].result() == "wf-v2/act-v1"
+    assert handles["mid"].result() == "wf-v3/other"
+
+
 def test_two_jobs_with_their_own_working_dirs_run_their_workflows_side_by_side(
         ray_cluster: dict[str, Any], storage: str, namespace: str, tmp_path: Any) -> None:
     _write(tmp_path / "a", "moda", "a")

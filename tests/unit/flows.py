@@ -287,6 +287,31 @@ async def cart(limit: int) -> list[str]:
 
 
 @rayline.workflow
+async def signals_run(target: str, run_id: str) -> str:
+    try:
+        await workflow.get_external_handle(target, run_id).signal("go", "to that run")
+    except rayline.WorkflowFailedError as exc:
+        return f"refused: {exc}"
+    return "sent"
+
+
+@rayline.workflow
+async def moves_to(queue: str) -> str:
+    if workflow.info().task_queue != queue:
+        await workflow.condition("before")
+        workflow.continue_as_new(queue, task_queue=queue)
+    return f"ran on {workflow.info().task_queue}, got {await workflow.condition('after')}"
+
+
+@rayline.workflow
+async def says_when(fail: bool) -> float | None:
+    scheduled = workflow.info().scheduled_time
+    if fail:
+        raise ValueError("this run fails; the next goes on")
+    return None if scheduled is None else scheduled.timestamp()
+
+
+@rayline.workflow
 async def parent_waits_for_child() -> str:
     said = await workflow.execute_child(waits, None, workflow_id="mom-kid")
     return f"child said {said}"

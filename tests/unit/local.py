@@ -24,6 +24,7 @@ class LocalBackend:
         self.hosts: dict[str, Host] = {}
         self.executions: list[tuple[str, int, int]] = []
         self.reports: list[RunSummary] = []
+        self.queues: dict[str, str] = {}  # task queue -> the host that takes its starts
 
     async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                           options: ActivityOptions, info: ActivityInfo) -> Outcome:
@@ -41,7 +42,7 @@ class LocalBackend:
         return self.hosts[name]
 
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str:
-        return sorted(self.hosts)[0]
+        return self.queues.get(task_queue) or sorted(self.hosts)[0]
 
     async def locate(self, workflow_id: str) -> str:
         for name, host in self.hosts.items():

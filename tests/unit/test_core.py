@@ -348,3 +348,17 @@ def test_answers_to_calls_no_longer_open_are_not_novel() -> None:
     (command,) = twice.step()
     done = ActivityCompleted(seq=command.seq, result={"j": 2})
     assert twice.instance.novel([done, done]) == [done]
+
+
+def test_a_cron_start_reads_its_expression_in_utc_or_in_its_cron_tz() -> None:
+    from datetime import datetime, timezone
+
+    from rayline._cron import cron_spec
+
+    midnight = datetime(2026, 7, 1, tzinfo=timezone.utc).timestamp()
+    assert cron_spec("0 9 * * *").next_after(midnight) == midnight + 9 * 3600
+    in_new_york = cron_spec("CRON_TZ=America/New_York 0 9 * * *")  # summer: UTC-4
+    assert in_new_york.next_after(midnight) == midnight + 13 * 3600
+    for bad in ("61 * * * *", "CRON_TZ=Mars/Base 0 * * * *", ""):
+        with pytest.raises(InvalidInputError, match="cron"):
+            cron_spec(bad)

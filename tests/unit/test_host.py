@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 from typing import Any, Awaitable, Callable
 
 import pytest
@@ -313,7 +314,7 @@ def test_a_delayed_start_runs_no_code_before_its_time_even_signalled_or_restarte
         first = runs.read_batches("wf", 1, started.run_id)[0]
         assert first.time >= started.not_before  # code ran only once the delay ended
         assert value(await again.result("wf")) == "early"
-        with pytest.raises(InvalidInputError, match="start_delay cannot be combined"):
+        with pytest.raises(InvalidInputError, match="cannot be combined with signals"):
             await again.start(request(flows.waits, None, workflow_id="both", start_delay=1,
                                       signals=[SignalIn(signal_id="go", data=_serde.encode(1))]))
 
@@ -643,6 +644,71 @@ def test_idle_runs_are_parked_and_woken_by_their_timer_or_a_signal(runs: RunStor
         await host.signal("waiting", "go", _serde.encode("hello"))
         assert value(await result) == [2, "hello", 3]
         assert value(await host.result("sleepy")) == 0.4  # woken by its timer
+
+    run(main)
+
+
+def test_an_external_handle_with_a_run_id_reaches_that_run_only(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        first = (await host.start(request(flows.waits, None, workflow_id="t"))).run_id
+        await host.start(request(flows.signals_run, "t", first, workflow_id="s1"))
+        assert value(await host.result("s1")) == "sent"
+        assert value(await host.result("t")) == "to that run"
+        await host.start(request(flows.waits, None, workflow_id="t"))  # a second run
+        await host.start(request(flows.signals_run, "t", first, workflow_id="s2"))
+        assert value(await host.result("s2")).startswith("refused: cannot signal run")
+        await host.start(request(flows.signals_run, "t", "no-such-run", workflow_id="s3"))
+        assert "not found" in value(await host.result("s3"))
+        assert (await host.describe("t")).status > 0  # the open run got neither
+
+    run(main)
+
+
+def test_continue_as_new_onto_another_task_queue_runs_the_next_run_on_its_hosts(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        here = await make_host(runs, backend)
+        there = await make_host(runs, backend, name="h1")
+        backend.queues["gpu"] = "h1"
+        await here.start(request(flows.moves_to, "gpu", workflow_id="m"))
+        await here.signal("m", "before", _serde.encode(1))
+        await until(lambda: "m" in there.executions)
+        assert runs.read_run("m").task_queue == "gpu" and runs.read_run("m").epoch == 2
+        await there.signal("m", "after", _serde.encode("a signal"))
+        assert value(await there.result("m")) == "ran on gpu, got a signal"
+        assert (await here.result("m", follow=False)).status == "continued"
+        assert "m" not in dict(runs.open_workflows("h0"))  # the first host let it go
+
+    run(main)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_cron_start_runs_at_each_time_as_a_new_run_of_the_id(runs: RunStore,
+                                                              fail: bool) -> None:
+    base = time.time()
+    tick = math.ceil(base / 60) * 60 + 60.0  # the clock reads 0.3 s before a minute
+
+    async def main() -> None:
+        host = await make_host(runs, clock=lambda: time.time() + (tick - 0.3 - base))
+        await host.start(request(flows.says_when, fail, workflow_id="c",
+                                 options=RunOptions(cron="* * * * *")))
+        first = runs.read_run("c")
+        assert first.not_before == tick and first.v == 4  # no code before the first time
+        await until(lambda: runs.latest_epoch("c") == 2)  # run 1 ran; run 2 waits
+        second = runs.read_run("c")
+        assert second.not_before == tick + 60 and second.continued_from == first.run_id
+        assert second.args == first.args and second.attempt == 1
+        closed = RunOutcome.of_run(runs.read_batches("c", 1, first.run_id))
+        assert closed is not None and closed.status == "continued"
+        assert closed.next_run_at == tick + 60
+        if fail:
+            assert closed.failure is not None and "this run fails" in closed.failure.message
+        else:
+            assert closed.result is not None and _serde.decode(closed.result) == tick
+        await host.terminate("c", "stop the schedule")  # ends the chain
+        assert (await host.result("c")).status == "terminated"
 
     run(main)
 
