@@ -656,6 +656,19 @@ async def hands_over(n: int) -> object:
 
 
 @rayline.workflow
+async def parent_of_retried_and_timed_out(key: str) -> list[str]:
+    retried = await workflow.execute_child(
+        fails_first, key, 2, workflow_id="retried-kid",
+        retry=RetryPolicy(maximum_attempts=3, initial_interval=0.01))
+    try:
+        await workflow.execute_child(waits, None, workflow_id="slow-kid",
+                                     execution_timeout="200ms")
+    except rayline.ChildWorkflowError as exc:
+        return [retried, f"{type(exc.__cause__).__name__}: {exc}"]
+    return [retried, "no timeout"]
+
+
+@rayline.workflow
 async def fails_then_waits() -> object:
     """Fails its first attempt; the second waits for signal ``go`` and returns it."""
     if workflow.info().attempt == 1:

@@ -831,6 +831,17 @@ def test_try_cancel_answers_the_parent_at_once_and_its_close_terminates_the_chil
     run(main)
 
 
+def test_children_take_a_retry_policy_and_an_execution_timeout(runs: RunStore) -> None:
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.parent_of_retried_and_timed_out, "kids",
+                                 workflow_id="p"))
+        assert value(await host.result("p")) == [
+            "done on attempt 3", "WorkflowTerminatedError: execution_timeout exceeded"]
+
+    run(main)
+
+
 def test_a_parent_sees_a_terminated_child_as_a_child_workflow_error(runs: RunStore) -> None:
     async def main() -> None:
         host = await make_host(runs)
