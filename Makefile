@@ -34,12 +34,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check runtime actors tests examples benchmarks
 
 # mypy --strict over the package as it installs (rayline = runtime/, rayline.actors =
-# actors/): a tree of links with that shape, since mypy cannot follow the package-dir map
+# actors/): a tree of links with that shape, since mypy cannot follow the package-dir map;
+# then over examples/, as a user's code type-checks against it
 typecheck: $(STAMP)
 	rm -rf .typecheck && mkdir -p .typecheck/rayline
 	for f in runtime/*; do ln -s ../../$$f .typecheck/rayline/; done
 	ln -s ../../actors .typecheck/rayline/actors
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p rayline
+	cd .typecheck && MYPYPATH=. ../$(VENV)/bin/mypy --config-file ../pyproject.toml ../examples/*.py
 
 clean:
 	rm -rf $(VENV) .rayline .pytest_cache .typecheck

@@ -33,11 +33,12 @@ def report(scores: list[float]) -> str:
 
 @rayline.workflow
 async def pipeline(shards: int) -> str:
-    acts = workflow.proxy_activities(load, train, report, start_to_close="1m")
-    data = await asyncio.gather(*(acts.load(s) for s in range(shards)))
-    scores = await asyncio.gather(*(acts.train(d) for d in data))
+    run_load = workflow.proxy_activity(load, start_to_close="1m")  # typed like `load`
+    run_train = workflow.proxy_activity(train, start_to_close="1m")
+    data = await asyncio.gather(*(run_load(s) for s in range(shards)))
+    scores = await asyncio.gather(*(run_train(d) for d in data))
     await workflow.sleep("200ms")
-    return await acts.report(list(scores))
+    return await workflow.execute_activity(report, list(scores), start_to_close="1m")
 
 
 def main() -> None:

@@ -64,7 +64,7 @@ def run(client: rayline.Client, trials: int = 12, parallel: int = 4,
     alphas = [10 ** (i / 2 - 3) for i in range(trials)]
     handle = client.workflow.start(sweep, args=[alphas, parallel, samples],
                                    workflow_id=f"sweep-{int(time.time() * 1000)}")
-    return handle.result()  # type: ignore[no-any-return]
+    return handle.result()
 
 
 def main() -> None:

@@ -114,12 +114,12 @@ def run(client: rayline.Client, samples: int = 100_000, epochs: int = 200,
     deadline = time.monotonic() + 600
     while handle.query_state(["stage"])["stage"] != "awaiting-approval":
         if time.monotonic() > deadline or handle.status() <= 0:
-            return handle.result()  # type: ignore[no-any-return]  # raises its failure
+            return handle.result()  # raises its failure
         time.sleep(0.1)
     accuracy = handle.query_state(["accuracy"])["accuracy"]
     print(f"model accuracy {accuracy:.3f}: {'approving' if approve else 'rejecting'}")
     handle.signal("approve", {"approved": approve, "by": "alice"})
-    return handle.result()  # type: ignore[no-any-return]
+    return handle.result()
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ it survives the loss of any process, node or cluster and resumes where it was.
     print(client.workflow.execute(total, args=[41]))
 """
 
-from . import errors, workflow
+from . import errors
 from ._activity import ActivityDefinition, ActivityInfo, activity, heartbeat
 from ._activity import info as activity_info
 from ._definition import WorkflowDefinition
@@ -77,6 +77,7 @@ from .messages import (
     WorkflowPage,
 )
 from .worker import Worker
+from .workflow import api as workflow  # the decorator and the in-workflow API
 
 __version__ = "0.1.0"
 

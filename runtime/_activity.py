@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, ParamSpec, TypeVar
+from typing import Any, Callable, Generic, ParamSpec, TypeVar, overload
 
 from ._options import ActivityOptions
 from ._serde import import_path
@@ -117,23 +117,33 @@ class ActivityDefinition(Generic[P, R]):
         return f"<activity {self.name}>"
 
 
-def activity(
-    fn: Callable[P, R] | None = None, *, name: str | None = None, **options: Any
-) -> Any:
-    """Marks a function as an activity.
+class ActivityDecorator:
+    """What ``@rayline.activity(...)`` with options returns: the decorator proper."""
+
+    def __init__(self, name: str | None, options: ActivityOptions) -> None:
+        self._name = name
+        self._options = options
+
+    def __call__(self, fn: Callable[P, R], /) -> ActivityDefinition[P, R]:
+        target: Callable[P, R] = fn.fn if isinstance(fn, ActivityDefinition) else fn
+        return ActivityDefinition(target, self._name or target.__name__, self._options)
+
+
+@overload
+def activity(fn: Callable[P, R], /) -> ActivityDefinition[P, R]: ...
+@overload
+def activity(*, name: str | None = None, **options: Any) -> ActivityDecorator: ...
+def activity(fn: Callable[P, R] | None = None, /, *, name: str | None = None,
+             **options: Any) -> ActivityDefinition[P, R] | ActivityDecorator:
+    """Marks a function as an activity; the definition keeps its signature, so
+    ``workflow.execute_activity(defn, *args)`` is checked by type checkers.
 
     Use bare (``@rayline.activity``) or with options (``@rayline.activity(num_gpus=1,
     retry=RetryPolicy(maximum_attempts=5), start_to_close="10m", local=True)``). Any Ray
     task resource option is accepted.
     """
-    built = ActivityOptions.build(**options)
-
-    def wrap(target: Callable[P, R]) -> ActivityDefinition[P, R]:
-        if isinstance(target, ActivityDefinition):
-            target = target.fn
-        return ActivityDefinition(target, name or target.__name__, built)
-
-    return wrap(fn) if fn is not None else wrap
+    decorator = ActivityDecorator(name, ActivityOptions.build(**options))
+    return decorator(fn) if fn is not None else decorator
 
 
 def as_activity(fn: Any) -> ActivityDefinition[Any, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Awaitable, Callable, Generic, ParamSpec, TypeVar
+from typing import Any, Awaitable, Callable, Generic, ParamSpec, TypeVar, overload
 
 from ._serde import import_path
 from .errors import InvalidInputError
@@ -31,15 +31,28 @@ class WorkflowDefinition(Generic[P, R]):
         return f"<workflow {self.name}>"
 
 
-def define(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-    """``@rayline.workflow`` or ``@rayline.workflow(name="orderWorkflow")``."""
+class WorkflowDecorator:
+    """What ``@rayline.workflow(name=...)`` returns: the decorator proper."""
 
-    def wrap(target: Callable[..., Any]) -> WorkflowDefinition[Any, Any]:
-        if isinstance(target, WorkflowDefinition):
-            return target
-        return WorkflowDefinition(target, name or target.__name__)
+    def __init__(self, name: str | None) -> None:
+        self._name = name
 
-    return wrap(fn) if fn is not None else wrap
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> WorkflowDefinition[P, R]:
+        if isinstance(fn, WorkflowDefinition):
+            return fn
+        return WorkflowDefinition(fn, self._name or fn.__name__)
+
+
+@overload
+def define(fn: Callable[P, Awaitable[R]], /) -> WorkflowDefinition[P, R]: ...
+@overload
+def define(*, name: str | None = None) -> WorkflowDecorator: ...
+def define(fn: Callable[P, Awaitable[R]] | None = None, /, *,
+           name: str | None = None) -> WorkflowDefinition[P, R] | WorkflowDecorator:
+    """``@rayline.workflow`` or ``@rayline.workflow(name="orderWorkflow")``: the
+    definition keeps the function's signature and result type."""
+    decorator = WorkflowDecorator(name)
+    return decorator(fn) if fn is not None else decorator
 
 
 def as_workflow(fn: Any) -> WorkflowDefinition[Any, Any]:

@@ -29,7 +29,18 @@ import time
 import typing
 import uuid
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Coroutine, Generic, Protocol, Sequence, TypeVar
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generic,
+    Literal,
+    Protocol,
+    Sequence,
+    TypeVar,
+    overload,
+)
 
 from . import _backoff, _serde, export, failures
 from ._code import CodeRef
@@ -309,17 +320,23 @@ class AsyncClient:
         return await conn.registry().upgrade(validate_version(old), target, workflow_ids)
 
 
+
 class AsyncWorkflowClient:
     """``client.workflow``: start, execute, get_handle, signal, list."""
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
+    @overload
+    async def start(self, workflow: Callable[..., Awaitable[R]],
+                    **kwargs: Any) -> AsyncWorkflowHandle[R]: ...
+    @overload
+    async def start(self, workflow: None = None, **kwargs: Any) -> AsyncWorkflowHandle[Any]: ...
     async def start(self, workflow: Any = None, *, args: list[Any] | tuple[Any, ...] = (),
                     workflow_id: str | None = None, task_queue: str = "default",
                     workflow_name: str | None = None, dedicated: bool = False,
                     signals: list[tuple[str, Any]] | None = None,
-                    version: str | None = None, **options: Any) -> AsyncWorkflowHandle:
+                    version: str | None = None, **options: Any) -> AsyncWorkflowHandle[Any]:
         """Starts a workflow and returns its handle without waiting for it.
 
         Args:
@@ -416,12 +433,17 @@ class AsyncWorkflowClient:
                                f"{workflow_id}")
         return AsyncWorkflowHandle(self._client, workflow_id, reply.run_id, name, host)
 
+    @overload
+    async def execute(self, workflow: Callable[..., Awaitable[R]], **kwargs: Any) -> R: ...
+    @overload
+    async def execute(self, workflow: None = None, **kwargs: Any) -> Any: ...
     async def execute(self, workflow: Any = None, **kwargs: Any) -> Any:
         """``start`` and then ``result``."""
         handle = await self.start(workflow, **kwargs)
         return await handle.result()
 
-    async def get_handle(self, workflow_id: str, run_id: str | None = None) -> AsyncWorkflowHandle:
+    async def get_handle(self, workflow_id: str,
+                         run_id: str | None = None) -> AsyncWorkflowHandle[Any]:
         """A handle to an existing workflow, from any process.
 
         Raises:
@@ -439,11 +461,12 @@ class AsyncWorkflowClient:
         With ``buffer_if_missing=True`` a signal to an id that has no run yet is kept (for
         ``expire``) and delivered when a workflow with that id starts.
         """
-        handle = AsyncWorkflowHandle(self._client, validate_id(workflow_id), None, None, None)
+        handle: AsyncWorkflowHandle[Any] = AsyncWorkflowHandle(
+            self._client, validate_id(workflow_id), None, None, None)
         await handle._signal(signal_id, data, expire, buffer_if_missing)
 
     async def signal_with_start(self, workflow: Any = None, *, signal_id: str,
-                                data: Any = None, **kwargs: Any) -> AsyncWorkflowHandle:
+                                data: Any = None, **kwargs: Any) -> AsyncWorkflowHandle[Any]:
         """Signals the workflow if its run is open, else starts it with the signal first
         in its buffer: one step on the host, so concurrent callers get one workflow and
         each caller's signals arrive in order. Takes ``start``'s arguments
@@ -542,8 +565,9 @@ def _checked_paging(order_by: str, limit: int, page_token: str | None) -> dict[s
     return {"order_by": order_by, "limit": limit, "page_token": page_token}
 
 
-class AsyncWorkflowHandle:
-    """A workflow, by id; survives host restarts (it finds the workflow again)."""
+class AsyncWorkflowHandle(Generic[R]):
+    """A workflow, by id; survives host restarts (it finds the workflow again).
+    ``R`` is its result type (``Any`` for a handle got by id)."""
 
     def __init__(self, client: AsyncClient, workflow_id: str, run_id: str | None,
                  workflow_name: str | None, host: str | None) -> None:
@@ -572,6 +596,12 @@ class AsyncWorkflowHandle:
                 await asyncio.sleep(delay)
         raise RaylineError(f"workflow {self.workflow_id}: no host answers for it")
 
+    @overload
+    async def result(self, throw_on_error: Literal[True] = True,
+                     timeout: Duration | None = None) -> R: ...
+    @overload
+    async def result(self, throw_on_error: Literal[False],
+                     timeout: Duration | None = None) -> R | BaseException: ...
     async def result(self, throw_on_error: bool = True, timeout: Duration | None = None) -> Any:
         """Waits for the workflow to finish and returns its result (follows continue-as-new).
 
@@ -845,7 +875,7 @@ def _settle(outcome: RunOutcome, values: Values | None = None
 class AsyncUpdateHandle:
     """An update sent to a workflow: ``result()`` waits for its handler's answer."""
 
-    def __init__(self, workflow: AsyncWorkflowHandle, update_id: str,
+    def __init__(self, workflow: AsyncWorkflowHandle[Any], update_id: str,
                  outcome: UpdateOutcome | None) -> None:
         self.workflow_id = workflow.workflow_id
         self.update_id = update_id
@@ -901,12 +931,45 @@ class _Facade:
         return blocking
 
 
-class WorkflowHandle(_Facade):
+class WorkflowHandle(_Facade, Generic[R]):
     """The sync twin of :class:`AsyncWorkflowHandle`: same names, blocking."""
+
+    @overload
+    def result(self, throw_on_error: Literal[True] = True,
+               timeout: Duration | None = None) -> R: ...
+    @overload
+    def result(self, throw_on_error: Literal[False],
+               timeout: Duration | None = None) -> R | BaseException: ...
+    def result(self, throw_on_error: bool = True, timeout: Duration | None = None) -> Any:
+        """Waits for the workflow to finish and returns its result (see
+        :meth:`AsyncWorkflowHandle.result`)."""
+        return self._runner.run(self._target.result(throw_on_error, timeout))
 
 
 class WorkflowClient(_Facade):
     """The sync twin of :class:`AsyncWorkflowClient`: same names, blocking."""
+
+    @overload
+    def start(self, workflow: Callable[..., Awaitable[R]], **kwargs: Any) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: None = None, **kwargs: Any) -> WorkflowHandle[Any]: ...
+    def start(self, workflow: Any = None, **kwargs: Any) -> WorkflowHandle[Any]:
+        """Starts a workflow (see :meth:`AsyncWorkflowClient.start`)."""
+        return WorkflowHandle(self._runner.run(self._target.start(workflow, **kwargs)),
+                              self._runner)
+
+    @overload
+    def execute(self, workflow: Callable[..., Awaitable[R]], **kwargs: Any) -> R: ...
+    @overload
+    def execute(self, workflow: None = None, **kwargs: Any) -> Any: ...
+    def execute(self, workflow: Any = None, **kwargs: Any) -> Any:
+        """``start`` and then ``result``."""
+        return self._runner.run(self._target.execute(workflow, **kwargs))
+
+    def get_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle[Any]:
+        """A handle to an existing workflow (see :meth:`AsyncWorkflowClient.get_handle`)."""
+        return WorkflowHandle(self._runner.run(self._target.get_handle(workflow_id, run_id)),
+                              self._runner)
 
 
 class UpdateHandle(_Facade):
@@ -968,3 +1031,4 @@ class Client:
 
     def close(self) -> None:
         self._runner.run(self.aio.close())
+

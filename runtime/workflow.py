@@ -4,25 +4,42 @@ Every function here is one line into the running workflow instance (the event lo
 that runs the workflow's code). Called outside a workflow they raise ``RuntimeError``'s
 sibling :class:`rayline.errors.InvalidInputError`, naming the function.
 
-The module is also the decorator: ``@rayline.workflow`` and
-``@rayline.workflow(name="orderWorkflow")`` mark an ``async def`` as a workflow.
+``rayline.workflow`` (what ``from rayline import workflow`` gives) is :data:`api`, an
+object that is both the decorator (``@rayline.workflow``,
+``@rayline.workflow(name="orderWorkflow")``) and this module's functions as attributes
+(``workflow.sleep``): one object that type checkers see whole, both uses typed. The
+functions stay in this plain module too (``from rayline.workflow import sleep``).
+
+Typed calls: ``execute_activity(defn, *args)``, ``proxy_activity(defn)`` and
+``execute_child(defn, *args)`` check the arguments against the activity's or workflow's
+signature and return its result type (positional arguments; options are keywords).
+``proxy_activities(...)`` (several activities by attribute) is dynamic, typed ``Any``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 import types
 import uuid as _uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Coroutine,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 import pydantic
+from typing_extensions import TypeVarTuple, Unpack
 
 from ._activity import ActivityDefinition, as_activity
 from ._code import CodeRef
-from ._definition import WorkflowDefinition, as_workflow, define
+from ._definition import WorkflowDecorator, WorkflowDefinition, as_workflow, define
 from ._durations import Duration, optional_duration, parse_duration
 from ._options import ActivityOptions, retry_json
 from ._search import search_fields
@@ -47,6 +64,7 @@ __all__ = [
     "on_signal",
     "patched",
     "proxy_activities",
+    "proxy_activity",
     "random",
     "search",
     "set_default_signal_handler",
@@ -61,6 +79,9 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+Ts = TypeVarTuple("Ts")
 
 
 def _runtime(name: str) -> WorkflowInstance:
@@ -116,11 +137,77 @@ def proxy_activities(*activities: Any, **options: Any) -> Any:
     return _Proxy(table, ActivityOptions.build(**options))
 
 
-async def execute_activity(fn: Any, *args: Any, **options: Any) -> Any:
-    """Runs one activity durably and returns its result."""
+class _ExecuteActivity(Protocol):
+    """The type of ``execute_activity``: the activity's arguments and result."""
+
+    @overload
+    def __call__(self, fn: Callable[[Unpack[Ts]], Coroutine[Any, Any, R]], /, *args: Unpack[Ts],
+                 **options: Any) -> Coroutine[Any, Any, R]: ...
+    @overload
+    def __call__(self, fn: Callable[[Unpack[Ts]], R], /, *args: Unpack[Ts],
+                 **options: Any) -> Coroutine[Any, Any, R]: ...
+
+
+class _ProxyActivity(Protocol):
+    """The type of ``proxy_activity``."""
+
+    @overload
+    def __call__(self, fn: Callable[[Unpack[Ts]], Coroutine[Any, Any, R]], /,
+                 **options: Any) -> Callable[[Unpack[Ts]], Awaitable[R]]: ...
+    @overload
+    def __call__(self, fn: Callable[[Unpack[Ts]], R], /,
+                 **options: Any) -> Callable[[Unpack[Ts]], Awaitable[R]]: ...
+
+
+class _ExecuteChild(Protocol):
+    """The type of ``execute_child``: the child's arguments and result (by definition)."""
+
+    @overload
+    def __call__(self, fn_or_name: Callable[[Unpack[Ts]], Awaitable[R]], /, *args: Unpack[Ts],
+                 workflow_id: str | None = None, task_queue: str | None = None,
+                 **options: Any) -> Coroutine[Any, Any, R]: ...
+    @overload
+    def __call__(self, fn_or_name: str, /, *args: Any, workflow_id: str | None = None,
+                 task_queue: str | None = None, **options: Any) -> Coroutine[Any, Any, Any]: ...
+
+
+class _StartChild(Protocol):
+    """The type of ``start_child``."""
+
+    @overload
+    def __call__(self, fn_or_name: Callable[[Unpack[Ts]], Awaitable[Any]], /, *args: Unpack[Ts],
+                 workflow_id: str | None = None, task_queue: str | None = None,
+                 **options: Any) -> Coroutine[Any, Any, str]: ...
+    @overload
+    def __call__(self, fn_or_name: str, /, *args: Any, workflow_id: str | None = None,
+                 task_queue: str | None = None, **options: Any) -> Coroutine[Any, Any, str]: ...
+
+
+async def _execute_activity(fn: Any, /, *args: Any, **options: Any) -> Any:
+    """Runs one activity durably and returns its result (``options`` as for
+    ``proxy_activities``, over the activity's own defaults)."""
     definition = as_activity(fn)
     merged = definition.defaults.merged(ActivityOptions.build(**options))
     return await _runtime("execute_activity").schedule_activity(definition, args, merged)
+
+
+execute_activity = cast(_ExecuteActivity, _execute_activity)
+
+
+def _proxy_activity(fn: Any, /, **options: Any) -> Any:
+    """One activity as an awaitable function with these options, typed like the
+    activity: ``charge = workflow.proxy_activity(charge_card, start_to_close="1m")``,
+    then ``await charge(order_id, cents)``."""
+    definition = as_activity(fn)
+    merged = definition.defaults.merged(ActivityOptions.build(**options))
+
+    def call(*args: Any) -> Awaitable[Any]:
+        return _runtime("proxy_activity").schedule_activity(definition, args, merged)
+
+    return call
+
+
+proxy_activity = cast(_ProxyActivity, _proxy_activity)
 
 
 async def sleep(duration: Duration) -> float:
@@ -234,16 +321,16 @@ def _child_options(options: dict[str, Any]) -> ChildOptions:
         raise InvalidInputError(f"child workflow options: {exc}") from None
 
 
-def _start_child(fn_or_name: Any, args: tuple[Any, ...], workflow_id: str | None,
-                 task_queue: str | None, options: dict[str, Any], *, wait: bool,
-                 what: str) -> tuple[asyncio.Future[str], asyncio.Future[Any]]:
+def _open_child(fn_or_name: Any, args: tuple[Any, ...], workflow_id: str | None,
+                task_queue: str | None, options: dict[str, Any], *, wait: bool,
+                what: str) -> tuple[asyncio.Future[str], asyncio.Future[Any]]:
     name, code = _child_ref(fn_or_name)
     return _runtime(what).start_child(name, code, args, workflow_id, task_queue,
                                       _child_options(options), wait=wait)
 
 
-async def execute_child(fn_or_name: Any, *args: Any, workflow_id: str | None = None,
-                        task_queue: str | None = None, **options: Any) -> Any:
+async def _execute_child(fn_or_name: Any, /, *args: Any, workflow_id: str | None = None,
+                         task_queue: str | None = None, **options: Any) -> Any:
     """Starts a child workflow and returns its result.
 
     Options: ``search``, ``memo``, ``id_reuse_policy``, ``dedicated``, ``retry`` (a
@@ -257,17 +344,23 @@ async def execute_child(fn_or_name: Any, *args: Any, workflow_id: str | None = N
         ChildWorkflowError: the child failed, timed out or was terminated; its own
             error is the ``__cause__``.
     """
-    return await _start_child(fn_or_name, args, workflow_id, task_queue, options, wait=True,
-                              what="execute_child")[1]
+    return await _open_child(fn_or_name, args, workflow_id, task_queue, options, wait=True,
+                             what="execute_child")[1]
 
 
-async def start_child(fn_or_name: Any, *args: Any, workflow_id: str | None = None,
-                      task_queue: str | None = None, **options: Any) -> str:
+execute_child = cast(_ExecuteChild, _execute_child)
+
+
+async def _start_child(fn_or_name: Any, /, *args: Any, workflow_id: str | None = None,
+                       task_queue: str | None = None, **options: Any) -> str:
     """Starts a child workflow and returns its workflow id without waiting for it (the
     options of ``execute_child``; with the default ``parent_close_policy`` the child is
     terminated when this run closes, so pass ``"abandon"`` to let it outlive the parent)."""
-    return await _start_child(fn_or_name, args, workflow_id, task_queue, options, wait=False,
-                              what="start_child")[0]
+    return await _open_child(fn_or_name, args, workflow_id, task_queue, options, wait=False,
+                             what="start_child")[0]
+
+
+start_child = cast(_StartChild, _start_child)
 
 
 async def signal(workflow_id: str, signal_id: str, data: Any = None) -> None:
@@ -370,14 +463,58 @@ class non_cancellable:  # noqa: N801 - used like a function: `async with non_can
         _shielded.reset(self._token)
 
 
-class _WorkflowModule(types.ModuleType):
-    """Lets ``@rayline.workflow`` decorate while ``rayline.workflow.sleep`` stays a module."""
+class WorkflowAPI:
+    """``rayline.workflow``: the workflow decorator, with this module's functions as
+    attributes (see the module docstring)."""
 
-    def __call__(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-        return define(fn, name=name)
+    ExternalWorkflowHandle = ExternalWorkflowHandle
+    WorkflowInfo = WorkflowInfo
+    condition = staticmethod(condition)
+    continue_as_new = staticmethod(continue_as_new)
+    deprecate_patch = staticmethod(deprecate_patch)
+    enrich = staticmethod(enrich)
+    execute_activity: _ExecuteActivity = staticmethod(execute_activity)  # type: ignore[assignment]
+    execute_child: _ExecuteChild = staticmethod(execute_child)  # type: ignore[assignment]
+    get_external_handle = staticmethod(get_external_handle)
+    info = staticmethod(info)
+    non_cancellable = non_cancellable
+    now = staticmethod(now)
+    on_signal = staticmethod(on_signal)
+    patched = staticmethod(patched)
+    proxy_activities = staticmethod(proxy_activities)
+    proxy_activity: _ProxyActivity = staticmethod(proxy_activity)  # type: ignore[assignment]
+    random = staticmethod(random)
+    search = staticmethod(search)
+    set_default_signal_handler = staticmethod(set_default_signal_handler)
+    set_query_handler = staticmethod(set_query_handler)
+    set_signal_handler = staticmethod(set_signal_handler)
+    set_update_handler = staticmethod(set_update_handler)
+    signal = staticmethod(signal)
+    sleep = staticmethod(sleep)
+    start_child: _StartChild = staticmethod(start_child)  # type: ignore[assignment]
+    update = staticmethod(update)
+    uuid4 = staticmethod(uuid4)
 
-    def __reduce__(self) -> Any:  # pickled by reference, like any module
-        return (importlib.import_module, (self.__name__,))
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> WorkflowDefinition[P, R]: ...
+    @overload
+    def __call__(self, *, name: str | None = None) -> WorkflowDecorator: ...
+    def __call__(  # type: ignore[misc]
+            self, fn: Callable[P, Awaitable[R]] | None = None, /, *,
+            name: str | None = None) -> WorkflowDefinition[P, R] | WorkflowDecorator:
+        """``@rayline.workflow`` or ``@rayline.workflow(name="orderWorkflow")``."""
+        return define(fn) if fn is not None else define(name=name)
+
+    def __reduce__(self) -> Any:  # pickled (with workflow code) by reference
+        return (_the_api, ())
+
+    def __repr__(self) -> str:
+        return "<rayline.workflow>"
 
 
-sys.modules[__name__].__class__ = _WorkflowModule
+api = WorkflowAPI()
+"""What ``from rayline import workflow`` gives."""
+
+
+def _the_api() -> WorkflowAPI:
+    return api

@@ -119,8 +119,10 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_written(
         client.workflow.start(workflow_name="nope", task_queue="default", args=[])
     with pytest.raises(rayline.InvalidInputError, match="unknown start option"):
         client.workflow.start(wf.add_one, args=[1], colour="red")
-    with pytest.raises(rayline.InvalidInputError, match="cron are not supported yet"):
-        client.workflow.start(wf.add_one, args=[1], cron="* * * * *")
+    with pytest.raises(rayline.InvalidInputError, match="cron '61 "):
+        client.workflow.start(wf.add_one, args=[1], cron="61 * * * *")
+    with pytest.raises(rayline.InvalidInputError, match="expire are not supported yet"):
+        client.workflow.start(wf.add_one, args=[1], expire="1d")
     assert RunStore(open_store(storage), namespace).all_workflow_keys() == []
 
 

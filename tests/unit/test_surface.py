@@ -27,7 +27,11 @@ def test_all_is_sorted_public_and_complete() -> None:
                      if inspect.isclass(v) and issubclass(v, BaseException)
                      and v.__module__ == errors.__name__ and not n.startswith("_")}
     assert public_errors - {"ControlFlow", "ContinueAsNew"} <= set(rayline.__all__)
-    assert workflow.__all__ == sorted(workflow.__all__)
+    module = importlib.import_module("rayline.workflow")
+    assert module.__all__ == sorted(module.__all__)
+    # `from rayline import workflow` has every function of the in-workflow module
+    missing = [name for name in module.__all__ if name not in vars(type(workflow))]
+    assert missing == [], f"add to WorkflowAPI: {missing}"
 
 
 def test_the_runtime_imports_without_ray() -> None:
