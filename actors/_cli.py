@@ -10,6 +10,8 @@
     rayline hosts [drain HOST... | drain --node NODE_ID]
     rayline versions [upgrade OLD NEW [--workflow ID ...]]
     rayline resume | retire
+    rayline replay [--workflow-name N | --workflow-id ID... | --file F...] [--module M]
+    rayline workflow timeline ID                     the raw timeline, for replay --file
 
 Every command takes ``--address`` (a Ray cluster; ``auto`` joins the local one),
 ``--storage`` and ``--namespace``; every command that reads takes ``--json`` (one JSON
@@ -37,14 +39,22 @@ stayed). ``retire`` stops now the idle hosts of older code versions and dedicate
 (the registry does it every ``RAYLINE_RETIRE_EVERY`` seconds). ``release`` lets a
 quarantined workflow load and run again, after its code was fixed.
 
+``replay`` replays stored runs (the latest ``--limit`` ones, 100) against the workflow
+code importable where it runs, before that code is deployed: each run it would break is
+named with the first activation where the code went another way (exit status 1). It and
+``workflow timeline`` read storage only (``--storage``, ``--namespace``): no Ray.
+
 Errors (an unknown id, bad JSON, no cluster at ``--address``, unreachable storage, a
 wrong option) are one line on stderr, ``rayline: error: ...``, and exit status 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, TypeVar
@@ -54,8 +64,11 @@ from rich.console import Console
 from rich.table import Table
 
 import rayline
+from rayline._definition import WorkflowDefinition
+from rayline._replayer import History, Replayer
 from rayline.export import ExecutionEvent, WorkflowExecution
 from rayline.messages import HostStats, RunSummary, WorkflowDescription
+from rayline.storage import RunStore, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 PIPE_WIDTH = 200
@@ -468,6 +481,60 @@ def export(client: rayline.Client, workflow_id: str, execution: bool, verbose: b
                                        omit_results=omit_results) if execution \
         else handle.export(values=not omit_results)
     click.echo(exported.model_dump_json(indent=None if json_out else 2, exclude_none=True))
+
+
+def stored(fn: F) -> F:
+    """Adds ``--storage`` and ``--namespace`` (a command that reads storage only: no Ray)."""
+    for option in (
+            click.option("--namespace", default="default", show_default=True,
+                         help="The rayline namespace."),
+            click.option("--storage", default=None, help="Storage URL (default "
+                         "$RAYLINE_STORAGE or ./.rayline).")):
+        fn = option(fn)
+    return fn
+
+
+@workflow.command(help="The latest run's raw timeline as JSON (what `rayline replay "
+                  "--file` reads). Reads storage only.")
+@stored
+@click.argument("workflow_id")
+def timeline(workflow_id: str, storage: str | None, namespace: str) -> None:
+    runs = RunStore(open_store(storage), namespace)
+    click.echo(History(*runs.load(workflow_id)).to_json())
+
+
+@cli.command(help="Replay stored runs against the workflow code importable here (a run's "
+             "stored import path, or a definition from --module by name): names each run "
+             "the code would break and where. Exit status 1 if any would. Reads storage "
+             "only; runs no activity.")
+@stored
+@click.option("--workflow-name", default=None, help="Only runs of this workflow.")
+@click.option("--workflow-id", "workflow_ids", multiple=True, help="This run (repeatable).")
+@click.option("--file", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A timeline JSON file (`rayline workflow timeline`), instead of storage.")
+@click.option("--module", "modules", multiple=True,
+              help="Import this module: its workflows replay the runs of their names.")
+@click.option("--limit", type=int, default=100, show_default=True,
+              help="The most recently updated runs, at most this many.")
+@as_json
+def replay(storage: str | None, namespace: str, workflow_name: str | None,
+           workflow_ids: tuple[str, ...], files: tuple[str, ...], modules: tuple[str, ...],
+           limit: int, json_out: bool) -> None:
+    sys.path.insert(0, os.getcwd())
+    definitions = [value for name in modules
+                   for value in vars(importlib.import_module(name)).values()
+                   if isinstance(value, WorkflowDefinition)]
+    replayer = Replayer(definitions, storage=storage, namespace=namespace)
+    histories = [History.from_file(path) for path in files] if files else replayer.stored(
+        workflow_ids or None, workflow_name=workflow_name, limit=limit)
+    report = replayer.replay(histories)
+    if json_out:
+        for result in report.results:
+            click.echo(json.dumps(dataclasses.asdict(result)))
+    else:
+        _console().print(str(report), markup=False)
+    if not report.ok:
+        raise Failed(f"{len(report.failed)} of {len(report.results)} runs would not replay")
 
 
 def _closing(action: str) -> click.Command:

@@ -227,7 +227,20 @@ class FatalError(RaylineError):
 
 
 class NonDeterminismError(RaylineError):
-    """Replaying the workflow's code issued different calls than its timeline records."""
+    """Replaying the workflow's code issued different calls than its timeline records.
+
+    Attributes (when replay found it): ``activation``, the batch number where the code
+    went another way; ``recorded`` and ``produced``, the calls the timeline holds there
+    and the calls the code made instead (``(kind, call number, name)`` tuples).
+    """
+
+    def __init__(self, message: str, *, activation: int | None = None,
+                 recorded: list[tuple[Any, ...]] | None = None,
+                 produced: list[tuple[Any, ...]] | None = None) -> None:
+        super().__init__(message)
+        self.activation = activation
+        self.recorded = recorded or []
+        self.produced = produced or []
 
 
 class DeadlockError(RaylineError):

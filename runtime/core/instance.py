@@ -1003,5 +1003,5 @@ def _check_same(workflow_id: str, batch: Batch, produced: list[Command],
     if want != got:
         raise NonDeterminismError(
             f"workflow {workflow_id!r} replay diverged at activation {batch.seq}: "
-            f"the timeline recorded {want}, the code now issues {got}"
-        )
+            f"the timeline recorded {want}, the code now issues {got}",
+            activation=batch.seq, recorded=want, produced=got)

@@ -344,6 +344,19 @@ class RunStore:
     def all_workflow_keys(self) -> list[str]:
         return self._io(self.store.list, f"{self._base}/wf")
 
+    def workflow_id_of_key(self, key: str) -> str:
+        """The workflow id stored under ``key`` (an entry of ``all_workflow_keys``).
+
+        Raises:
+            WorkflowNotFoundError: no run is stored under it.
+        """
+        prefix = f"{self._base}/wf/{key}/runs"
+        epochs = [int(n) for n in self._io(self.store.list, prefix) if n.isdigit()]
+        if not epochs:
+            raise WorkflowNotFoundError(key, "no run stored under this key")
+        name = f"{prefix}/{max(epochs):08d}"
+        return decode(self._io(self.store.get, name), name, _RECORD_ADAPTER).started.workflow_id
+
     # ---------------------------------------------------- visibility index
 
     def index_names(self) -> list[str]:

@@ -690,3 +690,22 @@ async def writes_a_dict_field() -> str:
     """What an older rayline let a workflow write as a search field (any JSON)."""
     workflow.search(meta={"a": 1})
     return "ok"
+
+
+@rayline.activity
+def first_step(n: int) -> int:
+    return n
+
+
+@rayline.activity
+def second_step(n: int) -> int:
+    return n + 1
+
+
+@rayline.workflow
+async def two_steps(n: int) -> int:
+    """One run in five takes a second step (what the replayer tests reorder)."""
+    a = await workflow.execute_activity(first_step, n)
+    if n % 5 == 0:
+        a = await workflow.execute_activity(second_step, a)
+    return a
