@@ -483,6 +483,51 @@ def export(client: rayline.Client, workflow_id: str, execution: bool, verbose: b
     click.echo(exported.model_dump_json(indent=None if json_out else 2, exclude_none=True))
 
 
+@workflow.command(help="Apply ACTION (signal, cancel, terminate, reset) to every workflow "
+                  "the filters match, as a job kept in storage: the same command again "
+                  "resumes it after an interruption. Exit status 1 if any failed.")
+@connected
+@click.argument("action", type=click.Choice(["signal", "cancel", "terminate", "reset"]))
+@filtered
+@click.option("--signal", "signal_id", default=None, help="signal: its name.")
+@click.option("--data", default="null", help="signal: its JSON data.")
+@click.option("--reason", default=None, help="terminate, reset: why.")
+@click.option("--to", default="last_failure", show_default=True,
+              help="reset: where (an event id, a marker key, last_failure, ...).")
+@click.option("--job-id", default=None, help="Name the job (default: from the command).")
+@click.option("--rate", type=float, default=50.0, show_default=True,
+              help="Actions per second at most.")
+@as_json
+def batch(client: rayline.Client, action: str, signal_id: str | None, data: str,
+          reason: str | None, to: str, job_id: str | None, rate: float, json_out: bool,
+          **options: Any) -> None:
+    query = {k: v for k, v in _filters(options).items() if v is not None}
+    if not query:
+        raise rayline.InvalidInputError("a batch needs at least one filter")
+    arguments: dict[str, Any] = {
+        "signal": {"signal_id": signal_id, "data": _json_arg(data, "--data")},
+        "terminate": {"reason": reason}, "cancel": {},
+        "reset": {"to": int(to) if to.isdigit() else to, "reason": reason}}[action]
+    console = _console(stderr=True)
+
+    def progress(done: int, matched: int) -> None:
+        if not json_out and (done % 50 == 0 or done == matched):
+            console.print(f"{action}: {done} of {matched} done", markup=False)
+
+    report = client.workflow.batch(query, action, job_id=job_id, rate=rate,
+                                   progress=progress, **arguments)
+    if json_out:
+        click.echo(json.dumps(dataclasses.asdict(report)))
+    else:
+        _console().print(f"job {report.job_id}: {action} matched {report.matched}, "
+                         f"{report.succeeded} done ({report.resumed} by an earlier call), "
+                         f"{len(report.failed)} failed", markup=False)
+        for workflow_id, error in sorted(report.failed.items()):
+            _console().print(f"  {workflow_id}: {error}", markup=False)
+    if report.failed:
+        raise Failed(f"{len(report.failed)} of {report.matched} failed")
+
+
 def stored(fn: F) -> F:
     """Adds ``--storage`` and ``--namespace`` (a command that reads storage only: no Ray)."""
     for option in (

@@ -149,6 +149,9 @@ class RayHost(_Proxy):
         return await self._call(  # type: ignore[no-any-return]
             lambda h: h.update.remote(workflow_id, update_id, name, args, wait))
 
+    async def reset(self, request: m.ResetRequest) -> m.StartReply:
+        return await self._call(lambda h: h.reset.remote(request))  # type: ignore[no-any-return]
+
     async def cancel(self, workflow_id: str, reason: str | None = None,
                      run_id: str | None = None) -> None:
         await self._call(lambda h: h.cancel.remote(workflow_id, reason, run_id))

@@ -24,6 +24,7 @@ from rayline.engine.host import Host
 from rayline.messages import (
     CodeVersion,
     HostStats,
+    ResetRequest,
     RunOutcome,
     StartReply,
     StartRequest,
@@ -86,6 +87,9 @@ class HostActor:
     async def update(self, workflow_id: str, update_id: str, name: str | None,
                      args: list[Payload], wait: bool = True) -> UpdateOutcome:
         return await self.host.update(workflow_id, update_id, name, args, wait)
+
+    async def reset(self, request: ResetRequest) -> StartReply:
+        return await self.host.reset(request)
 
     async def cancel(self, workflow_id: str, reason: str | None = None,
                      run_id: str | None = None) -> None:

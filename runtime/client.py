@@ -43,6 +43,7 @@ from typing import (
 )
 
 from . import _backoff, _serde, export, failures
+from ._batch import BatchReport, run_batch
 from ._code import CodeRef
 from ._cron import cron_spec
 from ._definition import as_workflow
@@ -74,6 +75,7 @@ from .messages import (
     ListOrder,
     ListRequest,
     RegistryInfo,
+    ResetRequest,
     RunOutcome,
     RunStatus,
     SignalIn,
@@ -454,6 +456,55 @@ class AsyncWorkflowClient:
         host = await conn.locate(workflow_id)
         return AsyncWorkflowHandle(self._client, workflow_id, run_id, None, host)
 
+    async def batch(self, query: dict[str, Any], action: str, *, job_id: str | None = None,
+                    rate: float = 50.0, concurrency: int = 16,
+                    progress: Callable[[int, int], None] | None = None,
+                    **arguments: Any) -> BatchReport:
+        """Applies ``action`` to every workflow ``query`` matches, as a job kept in
+        storage: the same call again after an interruption resumes it (see
+        ``rayline._batch``).
+
+        Args:
+            query: the filters of ``list`` as a dict (``{"search": {"batch": "b1"},
+                "status": "running"}``); the matching ids are listed once, when the job
+                is made.
+            action: ``signal`` (``signal_id=``, ``data=``), ``cancel``, ``terminate``
+                (``reason=``) or ``reset`` (``to=``, ``reason=``).
+            job_id: names the job (default: derived from the query, action and
+                arguments).
+            rate: actions started per second at most.
+            concurrency: actions in flight at most.
+            progress: called with (done, matched) as the job goes.
+
+        Returns:
+            A ``BatchReport``: matched, succeeded (over every call of the job), and each
+            failure by workflow id.
+        """
+        return await run_batch(self._client, query, action, job_id=job_id, rate=rate,
+                               concurrency=concurrency, arguments=arguments,
+                               progress=progress)
+
+    async def fork(self, workflow_id: str, from_: int | str = "last_failure", *,
+                   new_workflow_id: str | None = None, reason: str | None = None,
+                   reapply_signals: bool = False) -> AsyncWorkflowHandle[Any]:
+        """A new workflow (``new_workflow_id``, default a new guid) that takes over the
+        steps of ``workflow_id``'s latest run before ``from_`` (as ``handle.reset``'s
+        ``to``) and goes on live with the current code; the original is left as it is.
+
+        Raises:
+            InvalidInputError: ``from_`` names nothing in the run, or the current code
+                does not replay the steps before it.
+            DuplicateWorkflowError: ``new_workflow_id`` has a run already.
+        """
+        source: AsyncWorkflowHandle[Any] = await self.get_handle(workflow_id)
+        request = ResetRequest(
+            workflow_id=workflow_id, to=from_, reason=reason, reapply_signals=reapply_signals,
+            new_workflow_id=validate_id(new_workflow_id or uuid.uuid4().hex),
+            request_id=uuid.uuid4().hex)
+        reply = await source._on_host(lambda host: host.reset(request))
+        return AsyncWorkflowHandle(self._client, reply.workflow_id, reply.run_id,
+                                   source.workflow_name, reply.host)
+
     async def signal(self, workflow_id: str, signal_id: str, data: Any = None,
                      expire: Duration = "10m", *, buffer_if_missing: bool = False) -> None:
         """Signals a workflow by id.
@@ -748,6 +799,29 @@ class AsyncWorkflowHandle(Generic[R]):
     async def query(self, name: str, *args: Any) -> Any:
         """Calls the workflow's query handler ``name`` on its live state."""
         return await self._on_host(lambda host: host.query(self.workflow_id, name, args))
+
+    async def reset(self, to: int | str = "last_failure", *, reason: str | None = None,
+                    reapply_signals: bool = True) -> AsyncWorkflowHandle[R]:
+        """Re-runs the workflow from a point of its latest run, with the code the hosts
+        have now: a new run of the id takes over the old run's recorded steps before
+        ``to`` (they are not run again) and goes on live; the old run (terminated first
+        if still open) reads as ``reset``, pointing at the new one. ``to``:
+        ``"last_failure"`` (the default: the last failed activity or child runs again),
+        ``"first_activity_failure"``, ``"last_replayable"`` (a run stuck after a code
+        change goes on from where the new code agrees), an ``event_id`` of
+        ``export_execution()`` (that event and everything after happen again), or a
+        marker key such as ``"-proxy-3-"``. Signals recorded after the point go to the
+        new run unless ``reapply_signals=False``. Returns this handle, on the new run.
+
+        Raises:
+            InvalidInputError: ``to`` names nothing in the run, or the current code does
+                not replay the steps before it.
+        """
+        request = ResetRequest(workflow_id=self.workflow_id, to=to, reason=reason,
+                               reapply_signals=reapply_signals, request_id=uuid.uuid4().hex)
+        reply = await self._on_host(lambda host: host.reset(request))
+        self.run_id, self._host = reply.run_id, reply.host
+        return self
 
     async def execute_update(self, name: str, *args: Any, update_id: str | None = None) -> Any:
         """Sends update ``name`` with ``args`` to the workflow's update handler and

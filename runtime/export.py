@@ -58,6 +58,10 @@ class ExecutionEvent(BaseModel):
     duration_ms: float | None = None
     is_system: bool = False
     attributes: dict[str, Any] = {}
+    activation: int | None = None
+    """The batch (activation) of the run's timeline that recorded it (``reset(to=)``)."""
+    from_command: bool = False
+    """Recorded as what the workflow asked for (a command), not as what it was told."""
 
 
 class ExecutionSummary(BaseModel):
@@ -185,6 +189,8 @@ class _Builder:
         self.waits: dict[str, list[ExecutionEvent]] = {}  # signal -> open waits, oldest first
         self.unclaimed: dict[str, list[ExecutionEvent]] = {}  # signals before their wait
         self.updates: dict[str, ExecutionEvent] = {}  # update id -> its acceptance
+        self.activation: int | None = None  # the batch being walked
+        self.from_command = False
         self.count = {"activities": 0, "completed": 0, "failed": 0, "retried": 0,
                       "system": 0, "children": 0, "children_completed": 0,
                       "children_failed": 0, "timers": 0, "signals": 0}
@@ -197,7 +203,8 @@ class _Builder:
             opens: tuple[str, int] | None = None, **attributes: Any) -> ExecutionEvent:
         event = ExecutionEvent(
             event_id=len(self.events) + 1, event_type=event_type, category=category,
-            event_time=_iso(ts), is_system=system,
+            event_time=_iso(ts), is_system=system, activation=self.activation,
+            from_command=self.from_command,
             duration_ms=round((ts - self.times[since.event_id - 1]) * 1000, 3)
             if since is not None else None,
             attributes={"kind": event_type, **attributes})
@@ -209,16 +216,22 @@ class _Builder:
 
     def batch(self, batch: Batch) -> None:
         ts = batch.time
+        self.activation, self.from_command = batch.seq, False
         for event in batch.events:
             self._event(event, ts)
+        self.from_command = True
         for command in batch.commands:
             self._command(command, ts)
+        self.from_command = False
         if batch.terminated is not None:
             self.add("workflow_execution_terminated", "workflow", ts,
                      reason=batch.terminated.reason)
         if batch.version is not None:
             self.add("workflow_execution_moved", "workflow", ts, system=True,
                      host=batch.owner, version=batch.version)
+        if batch.reset is not None:
+            self.add("workflow_execution_reset", "workflow", ts, reason=batch.reset.reason,
+                     new_run_id=batch.reset.run_id, kept_activations=batch.reset.kept)
 
     def _event(self, ev: Any, ts: float) -> None:
         kind = ev.type
@@ -462,10 +475,15 @@ def build_execution(started: WorkflowStarted, batches: list[Batch], *, mode: str
     """The run as a ``WorkflowExecution`` (see the module docstring); with
     ``mode="verbose"``, ``load_child(workflow_id)`` gives each child's execution."""
     builder = _Builder(started, omit_results, enrich_inputs)
+    reset: dict[str, Any] = {} if started.reset_from is None else {
+        "reset_from_workflow_id": started.reset_from.workflow_id,
+        "reset_from_run_id": started.reset_from.run_id,
+        "kept_activations": started.reset_from.kept}
     builder.add("workflow_execution_started", "workflow", started.time,
                 workflow_type=started.workflow_name, task_queue=started.task_queue,
                 input=None if omit_results else [_decode_quietly(a) for a in started.args],
-                parent_workflow_id=started.parent.workflow_id if started.parent else None)
+                parent_workflow_id=started.parent.workflow_id if started.parent else None,
+                **reset)
     for batch in batches:
         builder.batch(batch)
     events = [e for e in builder.events if not (exclude_system and e.is_system)]

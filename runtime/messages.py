@@ -41,6 +41,8 @@ class RunStatus(str, enum.Enum):
     CANCELLED = "cancelled"
     TERMINATED = "terminated"
     CONTINUED = "continued"
+    RESET = "reset"
+    """Closed, then reset: a later run of the id took over its first steps."""
 
     @property
     def code(self) -> int:
@@ -51,7 +53,7 @@ class RunStatus(str, enum.Enum):
 _CODES = {RunStatus.RUNNING: 1, RunStatus.STUCK: 1, RunStatus.QUARANTINED: 1,
           RunStatus.COMPLETED: 0,
           RunStatus.CONTINUED: 0, RunStatus.FAILED: -1, RunStatus.CANCELLED: -2,
-          RunStatus.TERMINATED: -3}
+          RunStatus.TERMINATED: -3, RunStatus.RESET: -4}
 
 
 class RunOutcome(_Message):
@@ -76,6 +78,8 @@ class RunOutcome(_Message):
     next_run_at: float | None = None
     """For a run of a cron start (status ``continued``): when the next run starts; it
     takes this run's arguments."""
+    reset_to: str | None = None
+    """For a run that was reset (status ``reset``): the run that took over from it."""
 
     @property
     def code(self) -> int:
@@ -92,6 +96,9 @@ class RunOutcome(_Message):
         if batch.terminated is not None:
             return cls(status=RunStatus.TERMINATED, run_id=batch.run_id, time=batch.time,
                        reason=batch.terminated.reason)
+        if batch.reset is not None:
+            return cls(status=RunStatus.RESET, run_id=batch.run_id, time=batch.time,
+                       reason=batch.reset.reason, reset_to=batch.reset.run_id)
         for command in batch.commands:
             if isinstance(command, CompleteWorkflow):
                 if command.next_run_at is not None:  # a cron start: the next run follows
@@ -128,6 +135,21 @@ class UpdateOutcome(_Message):
     done: bool
     result: Payload | None = None
     failure: Failure | None = None
+
+
+class ResetRequest(_Message):
+    """``handle.reset`` (``new_workflow_id`` unset) or ``client.workflow.fork``."""
+
+    workflow_id: str
+    to: int | str
+    """Where the new run goes on live (``rayline.engine.reset``)."""
+    reason: str | None = None
+    reapply_signals: bool = True
+    """Signals recorded after that point go to the new run."""
+    new_workflow_id: str | None = None
+    """A fork: the new run is run 1 of this id; the original is left as it is."""
+    request_id: str | None = None
+    """Sent again with the same id, the reset is answered with the run it made."""
 
 
 class SignalIn(_Message):
@@ -167,6 +189,9 @@ class StartRequest(_Message):
     epoch: int | None = None
     """A continue-as-new onto another task queue: the run to make is this epoch of the
     id (no reuse rule applies; if it exists, it was made before and is answered)."""
+    trace: dict[str, str] | None = None
+    """The OpenTelemetry context the start was made in (W3C ``traceparent``): the
+    client's current span, or a parent run's span; the run's span goes under it."""
 
 
 class StartReply(_Message):
@@ -318,6 +343,10 @@ class WorkflowDescription(pydantic.BaseModel):
     long, where (the stack), and how to fix it."""
     version: str | None = None
     """The code version the run runs (``None``: started before versions were kept)."""
+    reset_from: str | None = None
+    """For a run made by ``reset`` or ``fork``: the run it took its first steps from
+    (``workflow_id/run_id`` for a fork). A run that was reset says where it went in
+    ``outcome.reset_to``."""
 
 
 class CodeVersion(_Message):

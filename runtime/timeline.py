@@ -38,7 +38,8 @@ TIMELINE_VERSION = 4
 its run moved to (``Batch.version``). 3: an activity's outcome may say when its last
 attempt began and list the attempts that failed before it (``retries``). 4: updates
 (``UpdateAccepted``, ``CompleteUpdate``), a child's close policy, cancellation type,
-retry and timeout, and cron runs (``RunOptions.cron``)."""
+retry and timeout, cron runs (``RunOptions.cron``), and a run's trace context
+(``WorkflowStarted.trace``)."""
 
 
 class _Model(BaseModel):
@@ -412,6 +413,16 @@ Command = Annotated[
 CLOSING_COMMANDS = (CompleteWorkflow, FailWorkflow, ContinueAsNewWorkflow)
 
 
+class ResetFrom(_Model):
+    """A run made by a reset or a fork: the run whose first ``kept`` batches it took
+    over (their recorded results replay; it went on live from there)."""
+
+    workflow_id: str
+    run_id: str
+    kept: int
+    reason: str | None = None
+
+
 class WorkflowStarted(_Model):
     """The run record: everything needed to run (or re-run) this execution."""
 
@@ -442,6 +453,11 @@ class WorkflowStarted(_Model):
     not_before: float | None = None
     """``start(..., start_delay=)``: the run's code starts at this time (the run's clock),
     not before; signals sent meanwhile wait for it."""
+    reset_from: ResetFrom | None = None
+    """Set on a run made by ``reset`` or ``fork``: where its first batches come from."""
+    trace: dict[str, str] | None = None
+    """The OpenTelemetry context the start carried (W3C ``traceparent``), kept so that
+    a host recovering the run continues its trace (``rayline._tracing``)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -451,7 +467,8 @@ class WorkflowStarted(_Model):
         if not isinstance(data, dict):
             return data
         options = data.get("options") or {}
-        needed = 4 if _field(options, "cron") is not None else \
+        needed = 4 if _field(options, "cron") is not None or data.get("reset_from") \
+            is not None or data.get("trace") is not None else \
             3 if _field(options, "retry") or data.get("not_before") is not None else 1
         return {**data, "v": max(data.get("v", 1), needed)} if needed > 1 else data
 
@@ -460,6 +477,15 @@ class Terminated(_Model):
     """Written by the host, not the workflow: the run was stopped from outside."""
 
     type: Literal["terminated"] = "terminated"
+    reason: str | None = None
+
+
+class ResetTo(_Model):
+    """Written after a run's last batch when it was reset: ``run_id`` (of the same id)
+    took over its first ``kept`` batches and went on from there."""
+
+    run_id: str
+    kept: int
     reason: str | None = None
 
 
@@ -473,6 +499,8 @@ class Batch(_Model):
     events: list[Event] = []
     commands: list[Command] = []
     terminated: Terminated | None = None
+    reset: ResetTo | None = None
+    """Set (alone) on the batch that marks a closed run as reset."""
     owner: str = ""
     version: str | None = None
     """Set (with ``v=2``) on the batch that moved the run to a host of this code version
@@ -487,6 +515,7 @@ class Batch(_Model):
         if not isinstance(data, dict):
             return data
         needed = max([1, 2 if data.get("version") is not None else 1,
+                      4 if data.get("reset") is not None else 1,
                       *(_event_format(e) for e in data.get("events") or ()),
                       *(_command_format(c) for c in data.get("commands") or ())])
         return {**data, "v": max(data.get("v", 1), needed)} if needed > 1 else data

@@ -59,6 +59,7 @@ from ..errors import (
     ConflictError,
     DuplicateWorkflowError,
     InvalidInputError,
+    NonDeterminismError,
     NotHereError,
     QuarantinedError,
     QueryError,
@@ -70,6 +71,7 @@ from ..errors import (
 from ..messages import (
     HostStats,
     PendingWork,
+    ResetRequest,
     RunOutcome,
     RunStatus,
     RunSummary,
@@ -85,6 +87,8 @@ from ..timeline import (
     CancelRequested,
     CompleteUpdate,
     Event,
+    ResetFrom,
+    ResetTo,
     ScheduleActivity,
     SignalExternal,
     SignalReceived,
@@ -96,6 +100,7 @@ from ..timeline import (
     home_of,
     payloads_of,
 )
+from . import reset as reset_rules
 from . import reuse
 from .activities import Outcome, run_with_retries
 from .api import HostAPI
@@ -486,6 +491,83 @@ class Host:
                     workflow_id, signal.signal_id, signal.data, None, signal.request_id)
         return reply
 
+    async def reset(self, request: ResetRequest) -> StartReply:
+        """Makes a run that takes over the first batches of the id's latest run up to
+        ``request.to`` and goes on live from there (``rayline.engine.reset``): the next
+        run of the id, the old one (terminated first if still open) marked as reset; or,
+        with ``new_workflow_id``, run 1 of that id, the original left as it is.
+
+        Raises:
+            InvalidInputError: ``to`` names nothing in the run, or the current code does
+                not replay the batches it would keep.
+            DuplicateWorkflowError: (a fork) the new id has a run already.
+        """
+        await self._ready.wait()
+        if self.draining:
+            raise NotHereError(f"host {self.host_name} is draining: it takes no new run")
+        source = validate_id(request.workflow_id)
+        target = validate_id(request.new_workflow_id or source)
+        while target in self._starting:  # one start (or reset) of an id at a time
+            await asyncio.wait([self._starting[target]])
+        starting = asyncio.get_running_loop().create_future()
+        self._starting[target] = starting
+        try:
+            return await self._reset(request, source, target)
+        finally:
+            del self._starting[target]
+            starting.set_result(None)
+
+    async def _reset(self, request: ResetRequest, source: str, target: str) -> StartReply:
+        fork = target != source
+        started, batches = await self.read(self.runs.load, source)
+        if not fork and started.reset_from is not None \
+                and started.request_id == request.request_id:
+            return StartReply(workflow_id=target, run_id=started.run_id,  # sent again
+                              host=home_of(started, batches)[0])
+        if fork and await self.read(self.runs.latest_epoch, target, quick=True) is not None:
+            raise DuplicateWorkflowError(target, "a fork needs a new workflow id")
+        if not fork and RunOutcome.of_run(batches) is None:  # open: it ends first
+            try:
+                await self.routing.route(source, lambda host: host.terminate(
+                    source, f"reset{': ' + request.reason if request.reason else ''}"))
+            except WorkflowClosedError:
+                pass
+            started, batches = await self.read(self.runs.load, source)
+        definition = self._definition_of(started)
+        values = await self._values_for(started, batches)
+        kept = reset_rules.kept_batches(
+            started, batches, request.to,
+            lambda k: _replays(definition, started, batches[:k], values))
+        reset_rules.check_replays(definition, started, batches[:kept], values)
+        run_id = uuid.UUID(int=self._rng.getrandbits(128)).hex
+        epoch = 1 if fork else started.epoch + 1
+        new = started.model_copy(update={
+            "workflow_id": target, "run_id": run_id, "epoch": epoch, "host": self.host_name,
+            "version": self.version, "request_id": request.request_id, "not_before": None,
+            "parent": None if fork else started.parent, "time": self.now(),
+            "reset_from": ResetFrom(workflow_id=source, run_id=started.run_id, kept=kept,
+                                    reason=request.reason)})
+        taken = reset_rules.rebased(batches[:kept], run_id, self.host_name)
+        await self._create(new, taken[0] if taken else None, attempts=None)
+        for batch in taken[1:]:
+            await self.read(self.runs.append, target, epoch, batch, attempts=None)
+        if not fork:  # the old run reads as reset, pointing at the new one
+            mark = Batch(seq=len(batches) + 1, run_id=started.run_id, time=self.now(),
+                         reset=ResetTo(run_id=run_id, kept=kept, reason=request.reason),
+                         owner=self.host_name)
+            await self.read(self.runs.append, source, started.epoch, mark, attempts=None)
+            self._finished.pop(source, None)
+        execution = self._revive(new, taken, values)
+        if request.reapply_signals:
+            for signal in reset_rules.signals_after(batches, kept):
+                execution.deliver(signal)
+        self.counts["started"] += 1
+        if execution.outcome is None:
+            self._report(execution)
+        log.info("host %s: %s %s from run %s of %s, keeping %d batch(es)", self.host_name,
+                 "forked" if fork else "reset", target, started.run_id, source, kept)
+        return StartReply(workflow_id=target, run_id=run_id, host=self.host_name)
+
     async def start_many(self, requests: list[StartRequest]
                          ) -> list[StartReply | BaseException]:
         """``start`` for each request, concurrently; a failed start's error in its place."""
@@ -731,6 +813,13 @@ class Host:
                 outcome = await self._wait_close(workflow_id)
             else:
                 outcome = execution.outcome
+            if outcome.status is RunStatus.RESET and follow:  # the run that took over
+                latest = self._execution(workflow_id)
+                if latest is not None and latest.run_id == outcome.reset_to:
+                    run_id = None
+                    continue
+                raise NotHereError(f"workflow {workflow_id} was reset: its run "
+                                   f"{outcome.reset_to} is elsewhere")
             if outcome.status is not RunStatus.CONTINUED or not follow:
                 return outcome
             backoff = self._backoffs.get(workflow_id)
@@ -1076,7 +1165,7 @@ class Host:
             updated_at=updated, host=host, attempt=started.attempt,
             parent=started.parent.workflow_id if started.parent else None,
             search=search, enrich=enrich, memo=started.memo, pending=pending,
-            version=version,
+            version=version, reset_from=_reset_from(started),
         )
 
     async def deliver(self, workflow_id: str, event: Event, run_id: str | None = None) -> None:
@@ -1665,3 +1754,22 @@ def _finished_value(task: asyncio.Task[RunOutcome]) -> RunOutcome | Exception | 
 def _update_outcome(command: CompleteUpdate) -> UpdateOutcome:
     return UpdateOutcome(update_id=command.update_id, done=True, result=command.result,
                          failure=command.failure)
+
+
+def _replays(definition: WorkflowDefinition[Any, Any], started: WorkflowStarted,
+             batches: list[Batch], values: Values) -> bool:
+    """Whether ``definition`` replays ``batches`` (a reset to ``last_replayable``)."""
+    try:
+        replay_timeline(definition, started, batches, values)
+    except NonDeterminismError:
+        return False
+    return True
+
+
+def _reset_from(started: WorkflowStarted) -> str | None:
+    source = started.reset_from
+    if source is None:
+        return None
+    if source.workflow_id == started.workflow_id:
+        return source.run_id
+    return f"{source.workflow_id}/{source.run_id}"

@@ -413,3 +413,18 @@ async def handles_late(n: int) -> list[object]:
     workflow.set_signal_handler("item", got.append)
     await workflow.condition(lambda: len(got) >= n)
     return got
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=1))
+def numbered(folder: str, n: int) -> int:
+    """Step ``n`` (counted): step 4 has a bug until ``folder/fixed`` exists; ten times
+    ``n``, or a hundred times once ``folder/times100`` exists (new code)."""
+    _mark(folder, f"step-{n}")
+    if n == 4 and not os.path.exists(os.path.join(folder, "fixed")):
+        raise KeyError("the bug in step 4")
+    return n * (100 if os.path.exists(os.path.join(folder, "times100")) else 10)
+
+
+@rayline.workflow
+async def five_numbered(folder: str) -> list[int]:
+    return [await workflow.execute_activity(numbered, folder, n) for n in range(1, 6)]

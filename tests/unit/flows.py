@@ -709,3 +709,25 @@ async def two_steps(n: int) -> int:
     if n % 5 == 0:
         a = await workflow.execute_activity(second_step, a)
     return a
+
+
+NUMBERED: dict[str, object] = {"calls": [], "bug": True, "times": 10}
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=1))
+def numbered_step(n: int) -> int:
+    """Step ``n``: step 4 has a bug while ``NUMBERED["bug"]``; each call is counted."""
+    NUMBERED["calls"].append(n)  # type: ignore[attr-defined]
+    if n == 4 and NUMBERED["bug"]:
+        raise KeyError("the bug in step 4")
+    return n * int(NUMBERED["times"])  # type: ignore[call-overload]
+
+
+@rayline.workflow
+async def five_numbered() -> list[int]:
+    done = []
+    for n in range(1, 6):
+        done.append(await workflow.execute_activity(numbered_step, n))
+        if n == 2:
+            workflow.enrich(second=await workflow.condition("after-2", timeout=0.01))
+    return done
