@@ -6,6 +6,8 @@
     rayline workflow signal ID SIGNAL [--data JSON]
     rayline workflow query ID NAME [--args JSON_LIST]
     rayline workflow cancel|terminate|release ID [--reason TEXT] [--descend]
+    rayline workflow reset ID [--to POINT] | fork ID [--from POINT] [--new-id ID]
+    rayline workflow batch signal|cancel|terminate|reset [FILTERS] [--job-id J]
     rayline status                                   the cluster at a glance
     rayline hosts [drain HOST... | drain --node NODE_ID]
     rayline versions [upgrade OLD NEW [--workflow ID ...]]
@@ -483,6 +485,40 @@ def export(client: rayline.Client, workflow_id: str, execution: bool, verbose: b
     click.echo(exported.model_dump_json(indent=None if json_out else 2, exclude_none=True))
 
 
+def _point(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+@workflow.command(help="Re-run a workflow from a point of its latest run with the code the "
+                  "hosts have now: the steps before it are not run again. Prints the new "
+                  "run's id.")
+@connected
+@click.argument("workflow_id")
+@click.option("--to", default="last_failure", show_default=True,
+              help="An export event id, a marker key (-proxy-3-), last_failure, "
+              "first_activity_failure or last_replayable.")
+@click.option("--reason", default=None, help="Why (kept with both runs).")
+@click.option("--no-signals", is_flag=True, help="Do not apply again the signals recorded "
+              "after the point.")
+def reset(client: rayline.Client, workflow_id: str, to: str, reason: str | None,
+          no_signals: bool) -> None:
+    handle = client.workflow.get_handle(workflow_id)
+    handle.reset(_point(to), reason=reason, reapply_signals=not no_signals)
+    click.echo(handle.run_id)
+
+
+@workflow.command(help="A new workflow that takes over a run's steps before a point (as "
+                  "reset's --to) and goes on with the current code. Prints its id.")
+@connected
+@click.argument("workflow_id")
+@click.option("--from", "from_", default="last_failure", show_default=True,
+              help="As reset's --to.")
+@click.option("--new-id", default=None, help="The new workflow's id (default: a new guid).")
+def fork(client: rayline.Client, workflow_id: str, from_: str, new_id: str | None) -> None:
+    click.echo(client.workflow.fork(workflow_id, _point(from_),
+                                    new_workflow_id=new_id).workflow_id)
+
+
 @workflow.command(help="Apply ACTION (signal, cancel, terminate, reset) to every workflow "
                   "the filters match, as a job kept in storage: the same command again "
                   "resumes it after an interruption. Exit status 1 if any failed.")
@@ -507,7 +543,7 @@ def batch(client: rayline.Client, action: str, signal_id: str | None, data: str,
     arguments: dict[str, Any] = {
         "signal": {"signal_id": signal_id, "data": _json_arg(data, "--data")},
         "terminate": {"reason": reason}, "cancel": {},
-        "reset": {"to": int(to) if to.isdigit() else to, "reason": reason}}[action]
+        "reset": {"to": _point(to), "reason": reason}}[action]
     console = _console(stderr=True)
 
     def progress(done: int, matched: int) -> None:

@@ -36,7 +36,10 @@ def test_reset_to_the_last_failure_finishes_the_run_without_rerunning_steps_1_to
 
 
 def test_fork_from_the_third_step_runs_new_code_from_there_and_leaves_the_original(
-        client: rayline.Client, marks: str) -> None:
+        client: rayline.Client, marks: str, storage: str, namespace: str,
+        capsys: Any) -> None:
+    from rayline.actors._cli import main
+
     open(os.path.join(marks, "fixed"), "w").close()
     handle = client.workflow.start(wf.five_numbered, args=[marks])
     assert handle.result(timeout=60) == [10, 20, 30, 40, 50]
@@ -48,6 +51,11 @@ def test_fork_from_the_third_step_runs_new_code_from_there_and_leaves_the_origin
     assert fork.result(timeout=60) == [10, 20, 300, 400, 500]
     assert [wf.count(marks, f"step-{n}") for n in range(1, 6)] == [1, 1, 2, 2, 2]
     assert handle.export_execution() == before  # the original is untouched
+    capsys.readouterr()
+    assert main(["workflow", "fork", handle.workflow_id, "--from", str(third.event_id),
+                 "--new-id", "by-cli", "--storage", storage, "--namespace", namespace]) == 0
+    assert capsys.readouterr().out.strip() == "by-cli"
+    assert client.workflow.get_handle("by-cli").result(timeout=60) == [10, 20, 300, 400, 500]
 
 
 @pytest.mark.timeout(300)
