@@ -20,11 +20,17 @@ it survives the loss of any process, node or cluster and resumes where it was.
     print(client.workflow.execute(total, args=[41]))
 """
 
-from . import errors
+from . import errors, schedules
 from ._activity import ActivityDefinition, ActivityInfo, activity, heartbeat
 from ._activity import info as activity_info
 from ._definition import WorkflowDefinition
 from ._options import ActivityOptions, RetryPolicy
+from ._schedule_client import (
+    AsyncScheduleClient,
+    AsyncScheduleHandle,
+    ScheduleClient,
+    ScheduleHandle,
+)
 from .client import (
     AsyncClient,
     AsyncUpdateHandle,
@@ -57,6 +63,8 @@ from .errors import (
     QuarantinedError,
     QueryError,
     RaylineError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     StorageError,
     TimeoutFailure,
@@ -76,6 +84,7 @@ from .messages import (
     WorkflowDescription,
     WorkflowPage,
 )
+from .schedules import ScheduleDescription
 from .worker import Worker
 from .workflow import api as workflow  # the decorator and the in-workflow API
 
@@ -88,6 +97,8 @@ __all__ = [
     "ActivityInfo",
     "ActivityOptions",
     "AsyncClient",
+    "AsyncScheduleClient",
+    "AsyncScheduleHandle",
     "AsyncUpdateHandle",
     "AsyncWorkflowClient",
     "AsyncWorkflowHandle",
@@ -116,6 +127,11 @@ __all__ = [
     "RunOutcome",
     "RunStatus",
     "RunSummary",
+    "ScheduleAlreadyExistsError",
+    "ScheduleClient",
+    "ScheduleDescription",
+    "ScheduleHandle",
+    "ScheduleNotFoundError",
     "SerializationError",
     "StorageError",
     "TimeoutFailure",
@@ -137,5 +153,6 @@ __all__ = [
     "errors",
     "heartbeat",
     "is_cancellation",
+    "schedules",
     "workflow",
 ]

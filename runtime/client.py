@@ -49,6 +49,7 @@ from ._cron import cron_spec
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
 from ._options import retry_json
+from ._schedule_client import AsyncScheduleClient, ScheduleClient
 from ._search import conditions, search_fields, timestamp
 from ._serde import Payload
 from ._validate import validate_args, validate_fields, validate_task_queue
@@ -202,6 +203,7 @@ class AsyncClient:
         self._results: _Coalescer[str, RunOutcome] = _Coalescer(
             lambda host, workflow_ids: host.results(workflow_ids))
         self.workflow = AsyncWorkflowClient(self)
+        self.schedule = AsyncScheduleClient(self)
         self._store: RunStore | None = None
 
     def runs(self) -> RunStore:
@@ -1076,6 +1078,7 @@ class Client:
         self.namespace = self.aio.namespace
         self.storage_url = self.aio.storage_url
         self.workflow = WorkflowClient(self.aio.workflow, self._runner)
+        self.schedule = ScheduleClient(self.aio.schedule, self._runner)
         self._runner.run(self.aio.connection())
 
     def run(self, coro: Awaitable[T]) -> T:

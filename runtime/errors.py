@@ -6,7 +6,9 @@ Everything rayline raises on purpose descends from one of two roots::
     ├── InvalidInputError (also ValueError)   bad ids, options, durations, arguments
     │   └── SerializationError                a value that cannot be stored
     ├── WorkflowNotFoundError
+    │   └── ScheduleNotFoundError
     ├── DuplicateWorkflowError
+    │   └── ScheduleAlreadyExistsError
     ├── WorkflowClosedError                   signal/terminate to a finished workflow
     ├── NotHereError                          the run is not on the host asked: look again
     │   └── HostDiedError                     its host died while handling the call
@@ -84,6 +86,20 @@ class WorkflowNotFoundError(RaylineError):
         self.workflow_id = workflow_id
 
 
+SCHEDULE_PREFIX = "rayline:schedule:"
+"""A schedule's workflow id is this and its schedule id (``rayline.schedules``)."""
+
+
+class ScheduleNotFoundError(WorkflowNotFoundError):
+    """No running schedule has this id (never created, or deleted)."""
+
+    def __init__(self, schedule_id: str, detail: str = "") -> None:
+        RaylineError.__init__(self, f"schedule {schedule_id!r} not found"
+                              + (f": {detail}" if detail else ""))
+        self.workflow_id = SCHEDULE_PREFIX + schedule_id
+        self.schedule_id = schedule_id
+
+
 class DuplicateWorkflowError(RaylineError):
     """A workflow with this id exists and the id reuse policy forbids another run."""
 
@@ -94,6 +110,15 @@ class DuplicateWorkflowError(RaylineError):
             f"workflow {workflow_id!r} already exists" + (f" ({detail})" if detail else "")
         )
         self.workflow_id = workflow_id
+
+
+class ScheduleAlreadyExistsError(DuplicateWorkflowError):
+    """``client.schedule.create`` of a schedule id whose schedule is running."""
+
+    def __init__(self, schedule_id: str) -> None:
+        RaylineError.__init__(self, f"schedule {schedule_id!r} already exists")
+        self.workflow_id = SCHEDULE_PREFIX + schedule_id
+        self.schedule_id = schedule_id
 
 
 class WorkflowClosedError(RaylineError):

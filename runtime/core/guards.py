@@ -25,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import copyreg
 import datetime as _datetime
 import functools
 import logging
@@ -165,6 +166,17 @@ _GuardedDatetime.__name__ = _GuardedDatetime.__qualname__ = "datetime"
 _GuardedDatetime.__module__ = "datetime"
 
 
+def datetime_from(*state: Any) -> Any:
+    """A ``datetime.datetime`` from its pickled state: how datetimes pickle while the
+    guard stands in for the class (pickle finds ``datetime.datetime`` is not the class
+    of the value, and refuses to name the class)."""
+    return _ORIGINAL_DATETIME(*state)
+
+
+def _reduce_datetime(value: Any) -> Any:
+    return (datetime_from, value.__reduce__()[1])
+
+
 def install() -> None:
     """Puts the guards in place in this process (once; a no-op with RAYLINE_GUARDS=0)."""
     global _installed
@@ -182,6 +194,7 @@ def install() -> None:
     _wrap(os, "urandom", "os.urandom()", _RANDOM)
     _wrap(threading.Thread, "start", "starting a thread", _IO)
     _datetime.datetime = _GuardedDatetime  # type: ignore[misc]
+    copyreg.pickle(_ORIGINAL_DATETIME, _reduce_datetime)  # datetimes still pickle
     sys.addaudithook(_audit)
 
 

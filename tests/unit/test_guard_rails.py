@@ -133,3 +133,24 @@ def test_deaths_count_only_in_a_row(runs: RunStore) -> None:
         assert not host.stuck and {"a", "b"} <= set(host.executions)
 
     run(main)
+
+
+def test_datetimes_pickle_while_the_guards_stand_in_for_the_class() -> None:
+    """A workflow's result, a continue-as-new argument or a query answer holding a
+    datetime is pickled in the host, where ``datetime.datetime`` is the guard's class."""
+    import datetime as dt
+    import pickle
+
+    import cloudpickle
+
+    from rayline.core import guards
+
+    guards.install()
+    if not guards.ENABLED:
+        pytest.skip("RAYLINE_GUARDS=0")
+    assert dt.datetime is not guards._ORIGINAL_DATETIME  # the guard stands in
+    value = {"at": dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.timezone.utc),
+             "naive": dt.datetime(2026, 12, 1)}
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        back = pickle.loads(dumps(value))
+        assert back == value and type(back["at"]) is guards._ORIGINAL_DATETIME

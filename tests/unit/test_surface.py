@@ -60,6 +60,8 @@ ERROR_ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "ChildWorkflowError": (("failed",), {"workflow_id": "kid", "cause_type": "E", "code": 410}),
     "UpdateRejectedError": (("no",), {"cause_type": "builtins.ValueError"}),
     "UpdateFailedError": (("failed",), {"cause_type": "builtins.KeyError", "stack": "s"}),
+    "ScheduleAlreadyExistsError": (("nightly",), {}),
+    "ScheduleNotFoundError": (("nightly", "deleted"), {}),
     "ActivityError": (("m",), {"activity": "a", "cause_type": "KeyError", "stack": "s",
                                "attempt": 3}),
     "MaxedError": (("m",), {"activity": "a", "attempt": 5, "code": 597}),
