@@ -67,10 +67,10 @@ from rich.table import Table
 
 import rayline
 from rayline._definition import WorkflowDefinition
-from rayline._replayer import History, Replayer
 from rayline.export import ExecutionEvent, WorkflowExecution
 from rayline.messages import HostStats, RunSummary, WorkflowDescription
 from rayline.storage import RunStore, open_store
+from rayline.testing import History, Replayer
 
 F = TypeVar("F", bound=Callable[..., Any])
 PIPE_WIDTH = 200

@@ -168,7 +168,7 @@ class RayBackend(ActorDirectory):
                 value = dataclasses.replace(value, object_ref=value_ref)
             return kind, value
         except asyncio.CancelledError:
-            stopping = asyncio.get_running_loop().create_task(self._stop(ref))
+            stopping = asyncio.get_running_loop().create_task(self._stop(ref, info))
             self._stopping.add(stopping)
             stopping.add_done_callback(self._stopping.discard)
             raise
@@ -177,15 +177,16 @@ class RayBackend(ActorDirectory):
                             "stack": "", "fatal": False})
 
     @staticmethod
-    async def _stop(ref: Any) -> None:
+    async def _stop(ref: Any, info: ActivityInfo) -> None:
         """Interrupts a cancelled activity's task, then stops its process if it goes on."""
         ray.cancel(ref)
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ref.future())),
                                    STOP_GRACE)
         except asyncio.TimeoutError:
-            log.warning("an activity did not stop %gs after it was cancelled: stopping its "
-                        "process", STOP_GRACE)
+            log.warning("activity %s (call %d, attempt %d) of workflow %s did not stop %gs "
+                        "after it was cancelled: stopping its process", info.activity,
+                        info.seq, info.attempt, info.workflow_id, STOP_GRACE)
             ray.cancel(ref, force=True)
         except Exception:
             pass  # it stopped (cancelled, or failed on its way out)

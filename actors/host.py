@@ -21,6 +21,7 @@ from rayline._definition import as_workflow
 from rayline._serde import Payload
 from rayline.core import guards
 from rayline.engine.host import Host
+from rayline.engine.metrics import MeasuredStore, MetricsBuffer
 from rayline.messages import (
     CodeVersion,
     HostStats,
@@ -49,10 +50,11 @@ class HostActor:
             self, name: str, storage_url: str, namespace: str,
             workflows: dict[str, CodeRef], version: CodeVersion | None = None) -> None:
         guards.install()  # before any workflow module is imported
-        runs = RunStore(open_store(storage_url), namespace)
+        self._measured = MetricsBuffer()
+        runs = RunStore(MeasuredStore(open_store(storage_url), self._measured), namespace)
         definitions = [as_workflow(ref.load()) for ref in workflows.values()]
         self.host = Host(name, runs, RayBackend(namespace, storage_url, version), definitions,
-                         version=version.id if version else None)
+                         version=version.id if version else None, metrics=self._measured)
         loop = asyncio.get_running_loop()
         self._recovery = loop.create_task(self.host.recover())
         self._metrics = HostMetrics(name, version.id if version else None)
@@ -131,6 +133,7 @@ class HostActor:
         while True:
             try:
                 self._metrics.record(await self.host.stats())
+                self._metrics.send(self._measured.take())
             except Exception:  # never let the loop die: the next round tries again
                 log.exception("host: recording metrics failed")
             await asyncio.sleep(METRICS_EVERY)

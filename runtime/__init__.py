@@ -24,6 +24,7 @@ from . import errors, schedules
 from ._activity import ActivityDefinition, ActivityInfo, activity, heartbeat
 from ._activity import info as activity_info
 from ._definition import WorkflowDefinition
+from ._logging import activity_logger
 from ._options import ActivityOptions, RetryPolicy
 from ._schedule_client import (
     AsyncScheduleClient,
@@ -150,6 +151,7 @@ __all__ = [
     "WorkflowTerminatedError",
     "activity",
     "activity_info",
+    "activity_logger",
     "errors",
     "heartbeat",
     "is_cancellation",

@@ -38,6 +38,9 @@ class ActivityInfo:
     a retried attempt resumes from there (a training step, a file offset)."""
     host: str | None = None
     """The host the workflow runs on (where heartbeats go)."""
+    trace: dict[str, str] | None = None
+    """The attempt's OpenTelemetry span context (W3C ``traceparent``), when the host
+    traces: the activity runs with it as its current context (``rayline._tracing``)."""
 
     def is_cancelled(self) -> bool:
         """Whether this attempt has been cancelled, as of its last ``heartbeat``."""

@@ -118,6 +118,8 @@ class Values:
         self._refs: dict[str, Any] = {}  # digest -> the value's ObjectRef in the cluster
         self._ready: dict[str, Any] = {}  # digest -> value fetched ahead of its decoding
         self.failure: Exception | None = None
+        self.workflow_id = ""
+        """The run's workflow id, for the log (set by its execution)."""
         """The last error reading a stored value (see ``_load``)."""
 
     # ----------------------------------------------------------------- encode
@@ -172,8 +174,9 @@ class Values:
             try:
                 await self._fetch(payload["r"], io)
             except Exception as exc:  # storage or the object store failed: decode says so
-                log.warning("large value %s: reading ahead failed (%s: %s)",
-                            payload["r"]["digest"][:12], type(exc).__name__, exc)
+                log.warning("workflow %s: large value %s: reading ahead failed (%s: %s)",
+                            self.workflow_id, payload["r"]["digest"][:12],
+                            type(exc).__name__, exc)
 
     async def _fetch(self, ref: Ref, io: Callable[..., Awaitable[Any]]) -> None:
         digest = ref["digest"]

@@ -42,7 +42,7 @@ from typing import (
     overload,
 )
 
-from . import _backoff, _serde, export, failures
+from . import _backoff, _serde, _tracing, export, failures
 from ._batch import BatchReport, run_batch
 from ._code import CodeRef
 from ._cron import cron_spec
@@ -419,7 +419,7 @@ class AsyncWorkflowClient:
                 strict=bool(options.get("strict", self._client.strict)),
                 retry=retry_json(options.get("retry")), cron=cron),
             signals=sent,
-            request_id=uuid.uuid4().hex)
+            request_id=uuid.uuid4().hex, trace=_tracing.carrier())
         conn = await self._client.connection()
         schedule = itertools.islice(_backoff.delays(cap=1.0), _RELOCATE_ATTEMPTS)
         for attempt, delay in enumerate(schedule):

@@ -41,6 +41,7 @@ from ._activity import ActivityDefinition, as_activity
 from ._code import CodeRef
 from ._definition import WorkflowDecorator, WorkflowDefinition, as_workflow, define
 from ._durations import Duration, optional_duration, parse_duration
+from ._logging import WorkflowLogger, workflow_logger
 from ._options import ActivityOptions, retry_json
 from ._search import search_fields
 from ._validate import validate_fields, validate_task_queue
@@ -59,6 +60,7 @@ __all__ = [
     "execute_child",
     "get_external_handle",
     "info",
+    "logger",
     "non_cancellable",
     "now",
     "on_signal",
@@ -447,6 +449,13 @@ def info() -> WorkflowInfo:
     return _runtime("info").info()
 
 
+logger: WorkflowLogger = workflow_logger
+"""A ``logging.LoggerAdapter`` (logger ``rayline.workflow``) whose records carry the
+run's ``workflow_id``, ``run_id`` and ``step``, and which logs nothing while the run
+replays: ``workflow.logger.info("charged %s", order)`` appears once per step however
+often the run is recovered or woken (see docs/operations.md)."""
+
+
 def set_query_handler(name: str, fn: Callable[..., Any]) -> None:
     """Answers ``handle.query(name, ...)`` from the live workflow's state."""
     _runtime("set_query_handler").set_query_handler(name, fn)
@@ -477,6 +486,7 @@ class WorkflowAPI:
     execute_child: _ExecuteChild = staticmethod(execute_child)  # type: ignore[assignment]
     get_external_handle = staticmethod(get_external_handle)
     info = staticmethod(info)
+    logger = logger
     non_cancellable = non_cancellable
     now = staticmethod(now)
     on_signal = staticmethod(on_signal)

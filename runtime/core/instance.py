@@ -153,6 +153,9 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         """The run's large values (``None``: every value is small, or none is read)."""
         self.started = started
         self.is_replaying = False
+        self.step = 0
+        """The activation running (the seq of the batch it is recorded in), set by whoever
+        activates: ``workflow.logger`` tells it."""
         self.search_fields: dict[str, Any] = dict(started.search)
         self.enrich_fields: dict[str, Any] = {}
         self.closing: Command | None = None
@@ -962,6 +965,7 @@ def replay_timeline(
     instance.is_replaying = True
     try:
         for batch in batches:
+            instance.step = batch.seq
             produced = instance.activate(batch.events, batch.time)
             _check_same(started.workflow_id, batch, produced, instance._deprecated)
             instance._history += len(batch.commands) - len(produced)  # as recorded

@@ -14,7 +14,7 @@ import inspect
 import time
 from typing import Any, Awaitable, Callable
 
-from .. import _serde, failures
+from .. import _serde, _tracing, failures
 from .._activity import ActivityInfo, _current
 from .._options import ActivityOptions
 from .._values import Values
@@ -31,7 +31,8 @@ def invoke(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo) ->
     """Runs a sync activity function once, in this thread."""
     token = _current.set(info)
     try:
-        return ("ok", fn(*args))
+        with _tracing.attached(info.trace):
+            return ("ok", fn(*args))
     except Exception as exc:
         return ("err", attempt_failure(exc, fatal=isinstance(exc, FatalError)))
     finally:
@@ -45,7 +46,8 @@ async def invoke_async(fn: Callable[..., Any], args: tuple[Any, ...],
         return invoke(fn, args, info)
     token = _current.set(info)
     try:
-        return ("ok", await fn(*args))
+        with _tracing.attached(info.trace):
+            return ("ok", await fn(*args))
     except Exception as exc:
         return ("err", attempt_failure(exc, fatal=isinstance(exc, FatalError)))
     finally:
@@ -66,16 +68,18 @@ async def run_with_retries(
     seq: int, name: str, options: ActivityOptions, attempt: Attempt,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, *,
     values: Values | None = None, now: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Event:
     """Runs attempts until one succeeds or the policy says stop; returns the event to record.
 
     ``attempt(n)`` runs attempt ``n`` and returns its outcome; it may raise
     ``asyncio.TimeoutError`` when ``start_to_close`` passes. A result is encoded with the
     run's ``values`` (a large one as a reference). The event says when the last attempt
-    began and lists the failed attempts before it (by ``now``, the host's clock).
+    began and lists the failed attempts before it (by ``now``, the host's clock);
+    ``schedule_to_close`` is measured by ``monotonic``.
     """
     policy = options.retry_policy
-    deadline = (time.monotonic() + options.schedule_to_close
+    deadline = (monotonic() + options.schedule_to_close
                 if options.schedule_to_close is not None else None)
     number = 0
     retries: list[AttemptFailed] = []
@@ -102,7 +106,7 @@ async def run_with_retries(
                 return _failed(seq, name, reported, number, "fatal", failures.FATAL, timed)
             return ActivityCompleted(seq=seq, result=result, attempt=number, **timed)
         reported = value
-        out_of_time = deadline is not None and time.monotonic() + policy.delay(number) > deadline
+        out_of_time = deadline is not None and monotonic() + policy.delay(number) > deadline
         if reported["fatal"] or not policy.retryable(reported["type"]):
             return _failed(seq, name, reported, number, "fatal", failures.FATAL, timed)
         if not policy.allows_another(number):

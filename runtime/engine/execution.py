@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable, Protocol
 
 import aiorwlock
 
-from .. import _backoff
+from .. import _backoff, _tracing
 from .. import timeline as tl
 from .._activity import ActivityDefinition
 from .._definition import WorkflowDefinition
@@ -43,9 +44,11 @@ from ..failures import failure_from
 from ..messages import PendingWork, RunOutcome, RunStatus
 from ..storage.runs import RunStore
 from .blackbox import Blackbox
+from .metrics import Metrics
 from .watchdog import Watchdog
 
 log = logging.getLogger("rayline.execution")
+_clock = time.monotonic
 
 
 def deadline_of(started: tl.WorkflowStarted) -> float | None:
@@ -71,6 +74,7 @@ class Environment(Protocol):
     host_name: str
     watchdog: Watchdog
     blackbox: Blackbox
+    metrics: Metrics
 
     def now(self) -> float: ...
     def io(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
@@ -98,6 +102,7 @@ class Execution:
         self.env = env
         self.values = values or Values(env.runs, env.space)
         """The run's large values (read ahead, remembered, written before their batch)."""
+        self.values.workflow_id = started.workflow_id
         self.definition = definition
         self.started = started
         self.workflow_id = started.workflow_id
@@ -114,6 +119,9 @@ class Execution:
         self.batches_written = 0
         self._next_batch = 1
         self._mailbox: list[Mail] = []
+        self._arrived = 0.0
+        """When the first event in the mailbox arrived (``_clock``): a step's start."""
+        self._metrics = env.metrics
         self._wakeup = asyncio.Event()
         self._tasks: dict[int, asyncio.Task[Any]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -143,6 +151,7 @@ class Execution:
                   now: float) -> list[tl.Command]:
         """Runs the core; whatever workflow code raises fails this run and nothing else."""
         watchdog, blackbox = self.env.watchdog, self.env.blackbox
+        instance.step = self._next_batch
         try:
             watchdog.enter(self.workflow_id, strict=self.started.options.strict)
             blackbox.running(self.workflow_id)
@@ -221,8 +230,10 @@ class Execution:
                                   "unconsumed signals", self.workflow_id)
             self._finish(outcome, notify=False)
             return
+        began = _clock()
         self.instance, unfinished = replay_timeline(self.definition, self.started, batches,
                                                     self.values)
+        self._metrics.replay(_clock() - began)
         self._arm_deadline()
         self._loop_task = asyncio.create_task(self._loop(), name=f"execution:{self.workflow_id}")
         if not batches:  # the run object had no first batch: run it now (or when it may)
@@ -239,6 +250,8 @@ class Execution:
             if ack is not None and not ack.done():
                 ack.set_exception(WorkflowClosedError(self.workflow_id, "deliver"))
             return
+        if not self._mailbox:
+            self._arrived = _clock()
         self._mailbox.append((event, ack))
         self._wakeup.set()
 
@@ -262,6 +275,7 @@ class Execution:
                 if self.outcome is not None or instance is None:
                     break  # closed (its first activation may have closed it)
                 items, self._mailbox = self._mailbox, []
+                arrived, durable = self._arrived, 0.0
                 events = instance.novel([event for event, _ in items])
                 await self.values.prefetch(tl.payloads_of(events), self.env.io)
                 now = self.env.now()
@@ -272,11 +286,14 @@ class Execution:
                                      owner=self.env.host_name)
                     if not await self._persist(batch, items):
                         return
+                    durable = _clock()
                 self._first = False
             for _, ack in items:
                 if ack is not None and not ack.done():
                     ack.set_result(None)
             self._execute(commands)
+            if durable and items:  # event in, batch durable, commands carried out
+                self._metrics.step(durable - arrived, _clock() - arrived)
             if self.parkable():
                 self.env.on_idle(self)
 
@@ -387,10 +404,13 @@ class Execution:
     def _arm(self, command: tl.StartTimer) -> None:
         delay = max(0.0, command.fire_at - self.env.now())
         loop = asyncio.get_running_loop()
-        self._timers[command.seq] = loop.call_later(delay, self._fire, command.seq)
+        self._timers[command.seq] = loop.call_later(delay, self._fire, command.seq, command)
 
-    def _fire(self, seq: int) -> None:
+    def _fire(self, seq: int, command: tl.StartTimer | None = None) -> None:
         self._timers.pop(seq, None)
+        if command is not None:
+            _tracing.timer_fired(self.started, seq, command.fire_at - command.duration,
+                                 self.env.now())
         self.deliver(tl.TimerFired(seq=seq))
 
     # ---------------------------------------------------------------- parking
@@ -448,7 +468,9 @@ class Execution:
         self._mailbox.clear()
         self.closed.set()
         self._wakeup.set()
-        if notify:
+        if notify:  # closed now, not found closed in its timeline
+            self._metrics.closed(self.started.workflow_name, outcome.status.value)
+            _tracing.run_closed(self.started, outcome)
             self.env.on_closed(self)
 
     def _unconsumed(self) -> list[Mail]:

@@ -44,7 +44,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
-from .. import _backoff
+from .. import _backoff, _tracing
 from .._activity import ActivityDefinition, ActivityInfo
 from .._code import CodeRef
 from .._cron import cron_spec
@@ -106,6 +106,7 @@ from .activities import Outcome, run_with_retries
 from .api import HostAPI
 from .blackbox import Blackbox
 from .execution import Execution, Mail, wake_of
+from .metrics import Metrics
 from .parking import ParkingLot
 from .routing import Routing, child_event
 from .watchdog import STRICT, Watchdog
@@ -142,11 +143,12 @@ begins to run: no details (the last attempt's stay), only "running now"."""
 class Heartbeat:
     """The running attempt of one activity call and its last heartbeat (when, details)."""
 
-    def __init__(self, info: ActivityInfo, details: Any) -> None:
+    def __init__(self, info: ActivityInfo, details: Any, at: float) -> None:
         self.info = info
         self.details = details
         self.number = 0  # of the heartbeat the details come from
-        self.at = time.monotonic()
+        self.at = at
+        """When it was last heard from, by the host's ``monotonic`` clock."""
         self.started = False
         """The attempt said it runs (heartbeat ``STARTED``): silence counts from then on,
         not while Ray holds the task for resources (a GPU, say)."""
@@ -182,11 +184,18 @@ class Host:
                  clock: Callable[[], float] = time.time,
                  park_after: float | None = PARK_AFTER,
                  watchdog: Watchdog | None = None, strict: bool = STRICT,
-                 blackbox: Blackbox | None = None, version: str | None = None) -> None:
+                 blackbox: Blackbox | None = None, version: str | None = None,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 metrics: Metrics | None = None) -> None:
         self.host_name = name
         self.strict = strict
         """Every run started here is strict (``RunOptions.strict``), as RAYLINE_STRICT=1."""
         self.clock = clock
+        self.monotonic = monotonic
+        self.metrics = metrics or Metrics()
+        """Where runs, steps, attempts and storage calls are counted (``engine.metrics``)."""
+        """Seconds that only go forward, for heartbeat silence and ``schedule_to_close``:
+        the event loop's own clock in ``rayline.testing``, where time can skip ahead."""
         self.runs = runs
         self.backend = backend
         self.space: ObjectSpace | None = getattr(backend, "space", None)
@@ -620,7 +629,7 @@ class Host:
             options=request.options.model_copy(update={"strict": True})
             if self.strict and not request.options.strict else request.options,
             request_id=request.request_id, version=self.version,
-            not_before=self._not_before(request),
+            not_before=self._not_before(request), trace=request.trace,
         )
         if started.not_before is not None:
             return await self._start_later(started, request, attempts)
@@ -642,6 +651,7 @@ class Host:
         self.executions[workflow_id] = execution
         self._finished.pop(workflow_id, None)
         self.counts["started"] += 1
+        self.metrics.started(definition.name)
         execution.launch(first)
         self._report(execution)
         if epoch == 1:  # a signal buffered while run 1 was being created is still due
@@ -677,6 +687,7 @@ class Host:
         self.parking.add(workflow_id, started.not_before)
         self.write_marker(workflow_id, started.not_before)  # a restart keeps it parked
         self.counts["started"] += 1
+        self.metrics.started(started.workflow_name)
         self._report_parked(started, [], 1)
         return StartReply(workflow_id=workflow_id, run_id=started.run_id, host=self.host_name)
 
@@ -891,6 +902,7 @@ class Host:
         A signal sent again with the same ``request_id`` is recorded once. With
         ``run_id``, only that run takes it (``WorkflowClosedError`` once it has closed)."""
         await self._ready.wait()
+        began = self.monotonic()
         expire_at = None if expire is None else self.now() + expire
         event = SignalReceived(signal_id=signal_id, data=data, expire_at=expire_at,
                                request_id=request_id or uuid.uuid4().hex)
@@ -899,6 +911,7 @@ class Host:
             await self._for_run(workflow_id, run_id, execution, "signal")
         if execution is not None and execution.outcome is None:
             await execution.deliver_durably(event)
+            self.metrics.signal(self.monotonic() - began)
             return
         if await self._carry_to_retry(workflow_id, event):
             return
@@ -1336,18 +1349,28 @@ class Host:
 
         async def attempt(number: int) -> Outcome:
             beat = self.beats.get(key)
+            span = _tracing.activity_span(execution.started, definition.name, seq, number)
             info = ActivityInfo(execution.workflow_id, execution.run_id, definition.name, seq,
                                 number, heartbeat_details=beat.details if beat else None,
-                                host=self.host_name)
-            self.beats[key] = Heartbeat(info, beat.details if beat else None)
+                                host=self.host_name, trace=_tracing.carrier_of(span))
+            self.beats[key] = Heartbeat(info, beat.details if beat else None,
+                                        self.monotonic())
             self.counts["attempts"] += 1
+            began, outcome = self.monotonic(), "cancelled"
             work = asyncio.ensure_future(self.backend.run_attempt(definition, args, options,
                                                                   info))
             try:
                 kind, value = await self._watch(work, key, info, options)
+                outcome = "ok" if kind == "ok" else "failed"
             except BaseException:
                 work.cancel()  # the attempt was cancelled or timed out: its work stops
+                limit = options.start_to_close
+                if limit is not None and self.monotonic() - began >= limit * 0.99:
+                    outcome = "failed"  # start_to_close passed: a failed attempt
                 raise
+            finally:
+                self.metrics.attempt(definition.name, self.monotonic() - began, outcome)
+                _tracing.end_activity(span, outcome)
             if isinstance(value, Stored):  # a large result: the value stays in the cluster
                 values.received(value)
             return kind, value
@@ -1355,7 +1378,8 @@ class Host:
         async def run() -> Event:
             try:
                 return await run_with_retries(seq, definition.name, options, attempt,
-                                              values=values, now=self.now)
+                                              values=values, now=self.now,
+                                              monotonic=self.monotonic)
             finally:
                 self.beats.pop(key, None)
 
@@ -1375,7 +1399,7 @@ class Host:
                 if work.done():
                     return work.result()
                 continue
-            silent = time.monotonic() - (beat.at if beat is not None else 0.0)
+            silent = self.monotonic() - (beat.at if beat is not None else 0.0)
             if silent >= timeout:
                 log.warning("host %s: activity %s (call %d) of %s sent no heartbeat for "
                             "%gs: stopping attempt %d", self.host_name, info.activity,
@@ -1396,7 +1420,7 @@ class Host:
             if work.kind == "activity" and beat is not None:
                 work = work.model_copy(update={
                     "attempt": beat.info.attempt, "heartbeat_details": _json(beat.details),
-                    "heartbeat_age": time.monotonic() - beat.at})
+                    "heartbeat_age": self.monotonic() - beat.at})
             found.append(work)
         return found
 
@@ -1410,7 +1434,7 @@ class Host:
         if beat is None or beat.info.run_id != info.run_id \
                 or beat.info.attempt != info.attempt:
             return True
-        beat.at = time.monotonic()
+        beat.at = self.monotonic()
         beat.started = True
         if number >= beat.number:
             beat.details, beat.number = details, number
@@ -1645,7 +1669,7 @@ class Host:
             args=s.args if retry or cron else outcome.args,
             attempt=s.attempt + 1 if retry else 1, not_before=outcome.next_run_at,
             task_queue=queue, search=execution.fields()[0], memo=s.memo,
-            options=s.options, continued_from=s.run_id, parent=s.parent)
+            options=s.options, continued_from=s.run_id, parent=s.parent, trace=s.trace)
         if queue != s.task_queue:
             await self._continue_elsewhere(request.model_copy(update={"epoch": s.epoch + 1}),
                                            carried)

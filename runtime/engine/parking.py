@@ -21,12 +21,14 @@ import asyncio
 import heapq
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _backoff
 
 if TYPE_CHECKING:
     from .execution import Execution
+    from .metrics import Metrics
 
 log = logging.getLogger("rayline.host")
 
@@ -37,6 +39,7 @@ class Owner(Protocol):
     host_name: str
     executions: dict[str, Execution]
     """The live executions: parking removes one; waking puts it back (``resume_run``)."""
+    metrics: Metrics
 
     def now(self) -> float: ...
     async def resume_run(self, workflow_id: str) -> Execution: ...
@@ -150,7 +153,9 @@ class ParkingLot:
         self._waking[workflow_id] = done
         host = self.host
         try:
+            began = time.monotonic()
             await host.resume_run(workflow_id)
+            host.metrics.wake(time.monotonic() - began)  # read, replayed: back in memory
             self.parked.pop(workflow_id, None)  # gone already if the run moved meanwhile
         except Exception as exc:
             if not _backoff.transient(exc):  # stuck: resume_run recorded it

@@ -15,7 +15,7 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
 
-from .. import _backoff
+from .. import _backoff, _tracing
 from .._code import CodeRef
 from ..errors import (
     DuplicateWorkflowError,
@@ -74,7 +74,8 @@ class Routing:
                                execution_timeout=options.execution_timeout),
             parent=ParentRef(workflow_id=execution.workflow_id, run_id=execution.run_id,
                              seq=command.seq, host=self.host_name),
-            request_id=f"{execution.workflow_id}:{execution.run_id}:child-{command.seq}")
+            request_id=f"{execution.workflow_id}:{execution.run_id}:child-{command.seq}",
+            trace=_tracing.child_carrier(execution.started))
         for delay in _backoff.delays():
             try:
                 host = await self.backend.place(queue, command.workflow_id, options.dedicated)

@@ -13,9 +13,9 @@ import pytest
 
 import rayline
 from rayline import workflow
-from rayline._replayer import History, Replayer
 from rayline.actors._cli import main as cli
 from rayline.storage import LocalStore, RunStore
+from rayline.testing import History, Replayer
 from rayline.timeline import TIMELINE_VERSION
 
 from . import flows
