@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BROWSER := $(VENV)/.browser
 export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: run test test-all chaos bench lint typecheck clean
@@ -13,15 +14,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,jobs]"
 	touch $(STAMP)
 
+# The web UI's tests drive Debian's chromium through its chromedriver (a browser that
+# downloads itself cannot be fetched here): apt installs both once; `make run` needs neither.
+$(BROWSER): | $(STAMP)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "no apt-get: install chromium and its chromedriver to run the browser tests"; \
+	else \
+	  SUDO=""; if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi; \
+	  echo "installing chromium and chromium-driver (apt) for the browser tests"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+	touch $(BROWSER)
+
 run: $(STAMP)
 	$(PY) examples/hello.py
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(VENV)/bin/ruff check runtime actors tests examples
 	$(MAKE) --no-print-directory typecheck
 	$(PY) -m pytest -q -m "not soak"
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(BROWSER)
 	$(PY) -m pytest -q
 
 chaos: $(STAMP)

@@ -14,6 +14,7 @@
     rayline resume | retire
     rayline replay [--workflow-name N | --workflow-id ID... | --file F...] [--module M]
     rayline workflow timeline ID                     the raw timeline, for replay --file
+    rayline ui [--port N] [--host ADDR] [--read-only]   the web UI
 
 Every command takes ``--address`` (a Ray cluster; ``auto`` joins the local one),
 ``--storage`` and ``--namespace``; every command that reads takes ``--json`` (one JSON
@@ -746,6 +747,33 @@ def upgrade(client: rayline.Client, old: str, new: str,
     click.echo(report.model_dump_json(indent=2))
     if report.left:
         raise Failed(f"{len(report.left)} run(s) stayed on {old}")
+
+
+# ------------------------------------------------------------------- the web UI
+
+@cli.command(help="Serve the web UI on a local port (needs pip install 'rayline[ui]').")
+@connection
+@click.option("--port", type=int, default=8266, show_default=True,
+              help="The port to serve on (0: any free one).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to bind: this machine only by default (reach it from "
+              "elsewhere by port-forwarding).")
+@click.option("--read-only", is_flag=True,
+              help="No actions: signal, cancel, terminate, pause, unpause, trigger.")
+def ui(address: str | None, storage: str | None, namespace: str, port: int, host: str,
+       read_only: bool) -> None:
+    importlib.import_module("rayline.actors.ui")  # without the ui extra: says what to install
+    client = rayline.Client(address=address, storage=storage, namespace=namespace)
+    server = client.ui(port, host=host, read_only=read_only, block=False)
+    click.echo(f"rayline UI of namespace {namespace!r} on {server.url}"
+               f"{' (read-only)' if read_only else ''}; Ctrl-C stops it")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: bound to {host}: whoever reaches this port can read "
+                   f"workflows{'' if read_only else ' and act on them'}", err=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        server.stop()
 
 
 # ------------------------------------------------------------------- entry point

@@ -323,6 +323,13 @@ class AsyncClient:
                                     "none)")
         return await conn.registry().upgrade(validate_version(old), target, workflow_ids)
 
+    async def ui(self, port: int = 8266, *, host: str = "127.0.0.1",
+                 read_only: bool = False) -> Any:
+        """Starts the web UI on ``host:port`` on this event loop (``pip install
+        'rayline[ui]'``; see docs/ui.md) and returns the running server: its ``url``,
+        ``await wait()``, ``await stop()``."""
+        ui = importlib.import_module("rayline.actors.ui")
+        return await ui.serve(self, port=port, host=host, read_only=read_only)
 
 
 class AsyncWorkflowClient:
@@ -1109,3 +1116,15 @@ class Client:
     def close(self) -> None:
         self._runner.run(self.aio.close())
 
+    def ui(self, port: int = 8266, *, host: str = "127.0.0.1", read_only: bool = False,
+           block: bool = True) -> Any:
+        """Serves the web UI on ``host:port`` until interrupted; ``block=False`` returns
+        the running server at once (its ``url``; ``stop()`` ends it)."""
+        server = _Facade(self._runner.run(self.aio.ui(port, host=host, read_only=read_only)),
+                         self._runner)
+        if block:
+            try:
+                server.wait()
+            except KeyboardInterrupt:
+                server.stop()
+        return server
