@@ -11,7 +11,7 @@
     rayline status                                   the cluster at a glance
     rayline hosts [drain HOST... | drain --node NODE_ID]
     rayline versions [upgrade OLD NEW [--workflow ID ...]]
-    rayline resume | retire
+    rayline resume | retire | gc [--dry-run] [--older-than DURATION]
     rayline replay [--workflow-name N | --workflow-id ID... | --file F...] [--module M]
     rayline workflow timeline ID                     the raw timeline, for replay --file
     rayline ui [--port N] [--host ADDR] [--read-only]   the web UI
@@ -563,6 +563,27 @@ def batch(client: rayline.Client, action: str, signal_id: str | None, data: str,
             _console().print(f"  {workflow_id}: {error}", markup=False)
     if report.failed:
         raise Failed(f"{len(report.failed)} of {report.matched} failed")
+
+
+@cli.command(help="Delete from storage the closed runs whose expire has passed (with "
+             "--older-than, also closed runs without one that closed that long ago), early "
+             "signals past their expiry, and the index entries of the workflows removed. "
+             "Open runs are never touched.")
+@connected
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@click.option("--older-than", default=None, metavar="DURATION",
+              help="Also closed runs without an expire that closed this long ago (30d).")
+@as_json
+def gc(client: rayline.Client, dry_run: bool, older_than: str | None,
+       json_out: bool) -> None:
+    report = client.gc(dry_run=dry_run, older_than=older_than)
+    if json_out:
+        click.echo(json.dumps(dataclasses.asdict(report)))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    _console().print(f"{verb} {len(report.runs)} run(s) ({len(report.workflows)} workflow(s) "
+                     f"whole) and {report.early_signals} early signal(s); "
+                     f"{report.kept_open} open workflow(s) kept", markup=False)
 
 
 def stored(fn: F) -> F:

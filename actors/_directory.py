@@ -226,6 +226,9 @@ class RayRegistry(_Proxy):
     async def report(self, summaries: list[m.RunSummary]) -> None:
         await self._call(lambda r: r.report.remote(summaries))
 
+    async def forget(self, runs: dict[str, str]) -> int:
+        return await self._call(lambda r: r.forget.remote(runs))  # type: ignore[no-any-return]
+
     async def versions(self) -> list[m.VersionSummary]:
         return await self._call(lambda r: r.versions.remote())  # type: ignore[no-any-return]
 

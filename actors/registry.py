@@ -269,6 +269,9 @@ class RegistryActor:
     async def report(self, summaries: list[m.RunSummary]) -> None:
         await self.registry.report(summaries)
 
+    async def forget(self, runs: dict[str, str]) -> int:
+        return await self.registry.forget(runs)
+
     async def versions(self) -> list[m.VersionSummary]:
         return await self.registry.versions()
 

@@ -42,12 +42,13 @@ from typing import (
     overload,
 )
 
-from . import _backoff, _serde, _tracing, export, failures
+from . import _backoff, _gc, _serde, _tracing, export, failures
 from ._batch import BatchReport, run_batch
 from ._code import CodeRef
 from ._cron import cron_spec
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
+from ._gc import GcReport
 from ._options import retry_json
 from ._schedule_client import AsyncScheduleClient, ScheduleClient
 from ._search import conditions, search_fields, timestamp
@@ -98,7 +99,7 @@ R = TypeVar("R")
 _RELOCATE_ATTEMPTS = 30
 _BATCH = 128
 _START_OPTIONS = ("id_reuse_policy", "id_conflict_policy", "search", "memo",
-                  "execution_timeout", "strict", "retry", "start_delay", "cron")
+                  "execution_timeout", "strict", "retry", "start_delay", "cron", "expire")
 
 
 class Connection(Protocol):
@@ -188,11 +189,15 @@ class AsyncClient:
 
     def __init__(self, address: str | None = None, storage: str | None = None,
                  namespace: str = "default", *, connection: Connection | None = None,
-                 strict: bool = False, version: str | None = None) -> None:
+                 strict: bool = False, version: str | None = None,
+                 expire: Duration | None = None) -> None:
         self.namespace = validate_id(namespace, what="namespace")
         self.version = None if version is None else validate_version(version)
         self.strict = strict
         """The default of ``start(strict=...)``: guard-rail slips fail the run."""
+        self.expire = optional_duration(expire, what="expire")
+        """The default of ``start(expire=...)``: how long after it closes ``gc`` may
+        delete a run (``None``: kept)."""
         self.storage_url = open_store(storage).url
         self.address = address
         self._connection = connection
@@ -268,6 +273,21 @@ class AsyncClient:
         """Resumes every unfinished workflow found in storage; returns hosts touched."""
         conn = await self.connection()
         return await conn.registry().resume_all()
+
+    async def gc(self, *, dry_run: bool = False,
+                 older_than: Duration | None = None) -> GcReport:
+        """Deletes from storage each closed run whose ``expire`` has passed (with
+        ``older_than``, also closed runs without one that closed that long ago), the early
+        signals past their expiry, and the index entries of the workflows removed whole;
+        open runs are never touched (see ``rayline._gc``). With ``dry_run``, only says
+        what it would delete."""
+        keep_for = optional_duration(older_than, what="older_than")
+        report = await asyncio.to_thread(_gc.collect, self.runs(), time.time(),
+                                          dry_run=dry_run, older_than=keep_for)
+        if report.workflows and not dry_run:
+            conn = await self.connection()
+            await conn.registry().forget(report.workflows)
+        return report
 
     async def retire_idle(self) -> list[str]:
         """Stops now the hosts no run needs any more (see ``rayline retire``)."""
@@ -382,10 +402,6 @@ class AsyncWorkflowClient:
             DuplicateWorkflowError: the id is in use and the reuse policy forbids a new run.
         """
         unknown = set(options) - set(_START_OPTIONS)
-        unsupported = unknown & {"expire"}
-        if unsupported:
-            raise InvalidInputError(f"start option(s) {', '.join(sorted(unsupported))} are not "
-                                    "supported yet")
         if unknown:
             raise InvalidInputError(f"unknown start option(s): {', '.join(sorted(unknown))}")
         workflow_id = uuid.uuid4().hex if workflow_id is None else validate_id(workflow_id)
@@ -424,7 +440,9 @@ class AsyncWorkflowClient:
             options=RunOptions(execution_timeout=optional_duration(
                 options.get("execution_timeout") or None, what="execution_timeout"),
                 strict=bool(options.get("strict", self._client.strict)),
-                retry=retry_json(options.get("retry")), cron=cron),
+                retry=retry_json(options.get("retry")), cron=cron,
+                expire=optional_duration(options.get("expire"), what="expire")
+                if "expire" in options else self._client.expire),
             signals=sent,
             request_id=uuid.uuid4().hex, trace=_tracing.carrier())
         conn = await self._client.connection()
@@ -1074,14 +1092,15 @@ class Client:
 
     def __init__(self, address: str | None = None, storage: str | None = None,
                  namespace: str = "default", *, connection: Connection | None = None,
-                 strict: bool = False, version: str | None = None) -> None:
+                 strict: bool = False, version: str | None = None,
+                 expire: Duration | None = None) -> None:
         self._runner = _LoopThread()
         if connection is None:  # join or start Ray from the caller's (main) thread
             actors = importlib.import_module("rayline.actors")
             connection = actors.connect(address, open_store(storage).url, namespace,
                                         None if version is None else validate_version(version))
         self.aio = AsyncClient(address, storage, namespace, connection=connection,
-                               strict=strict, version=version)
+                               strict=strict, version=version, expire=expire)
         self.namespace = self.aio.namespace
         self.storage_url = self.aio.storage_url
         self.workflow = WorkflowClient(self.aio.workflow, self._runner)
@@ -1103,6 +1122,10 @@ class Client:
     def upgrade(self, old: str, new: str | None = None, *,
                 workflow_ids: list[str] | None = None) -> UpgradeReport:
         return self._runner.run(self.aio.upgrade(old, new, workflow_ids=workflow_ids))
+
+    def gc(self, *, dry_run: bool = False, older_than: Duration | None = None) -> GcReport:
+        """See :meth:`AsyncClient.gc`."""
+        return self._runner.run(self.aio.gc(dry_run=dry_run, older_than=older_than))
 
     def hosts(self) -> list[HostStats]:
         return self._runner.run(self.aio.hosts())

@@ -75,6 +75,8 @@ class RunOptions(_Model):
     cron: str | None = None
     """A cron start's expression (``rayline._cron``): each run that completes or fails
     (after its retries) is followed by the next run of the id at the next time."""
+    expire: float | None = None
+    """Seconds after the run closes from which ``gc`` may delete it (``None``: kept)."""
 
 
 ParentClosePolicy = Literal["terminate", "request_cancel", "abandon"]
@@ -468,7 +470,8 @@ class WorkflowStarted(_Model):
             return data
         options = data.get("options") or {}
         needed = 4 if _field(options, "cron") is not None or data.get("reset_from") \
-            is not None or data.get("trace") is not None else \
+            is not None or data.get("trace") is not None \
+            or _field(options, "expire") is not None else \
             3 if _field(options, "retry") or data.get("not_before") is not None else 1
         return {**data, "v": max(data.get("v", 1), needed)} if needed > 1 else data
 

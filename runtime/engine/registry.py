@@ -719,6 +719,21 @@ class Registry:
         self.calls["report"] += 1
         self._keep(self.index.record(summaries))
 
+    async def forget(self, runs: dict[str, str]) -> int:
+        """Drops from the index each workflow whose entry is still of the run given (a
+        gc deleted it; a newer run of the id stays), and saves the index whole at once
+        (a snapshot: the logs that named them go); how many were dropped."""
+        self.calls["forget"] += 1
+        index = await self._indexed_now()
+        dropped = [w for w, run_id in runs.items()
+                   if (s := index.summaries.get(w)) is not None and s.run_id == run_id]
+        for workflow_id in dropped:
+            del index.summaries[workflow_id]
+            self._unsaved.pop(workflow_id, None)
+        if dropped:
+            await self._io(self._index_store.compact, index.snapshot())
+        return len(dropped)
+
     def _keep(self, summaries: list[m.RunSummary]) -> None:
         """Saves ``summaries`` in the index's next log (in the background)."""
         for summary in summaries:

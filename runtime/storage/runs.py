@@ -344,6 +344,40 @@ class RunStore:
     def all_workflow_keys(self) -> list[str]:
         return self._io(self.store.list, f"{self._base}/wf")
 
+    def key_epochs(self, key: str) -> list[int]:
+        """The epochs stored under ``key`` (an entry of ``all_workflow_keys``), in order."""
+        return sorted(int(n) for n in self._io(self.store.list, f"{self._base}/wf/{key}/runs")
+                      if n.isdigit())
+
+    def load_key(self, key: str, epoch: int) -> tuple[WorkflowStarted, list[Batch]]:
+        """Run ``epoch`` stored under ``key``: its record and batches."""
+        name = f"{self._base}/wf/{key}/runs/{epoch:08d}"
+        record = decode(self._io(self.store.get, name), name, _RECORD_ADAPTER)
+        return record.started, self._batches(record)
+
+    def delete_run(self, key: str, epoch: int) -> None:
+        """Deletes run ``epoch`` under ``key``: its batches, then its record, so that while
+        it goes the epoch is still listed and a new run of the id takes the next one."""
+        timeline = f"{self._base}/wf/{key}/t/{epoch:08d}"
+        for name in self._io(self.store.list, timeline):
+            self._io(self.store.delete, f"{timeline}/{name}")
+        self._io(self.store.delete, f"{self._base}/wf/{key}/runs/{epoch:08d}")
+
+    def early_signals(self) -> Iterator[tuple[str, SignalReceived | None]]:
+        """Every buffered early signal: (its key, the signal; ``None`` if unreadable)."""
+        root = f"{self._base}/early"
+        for key in self._io(self.store.list, root):
+            for name in self._io(self.store.list, f"{root}/{key}"):
+                path = f"{root}/{key}/{name}"
+                try:
+                    body = unframe(self._io(self.store.get, path), path)
+                except FileNotFoundError:
+                    continue  # taken meanwhile
+                except CorruptTimelineError:
+                    yield path, None
+                    continue
+                yield path, SignalReceived.model_validate_json(body)
+
     def workflow_id_of_key(self, key: str) -> str:
         """The workflow id stored under ``key`` (an entry of ``all_workflow_keys``).
 

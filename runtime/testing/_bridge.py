@@ -136,6 +136,9 @@ class RegistryBridge(_Proxy[RegistryAPI]):
     async def report(self, summaries: list[m.RunSummary]) -> None:
         await self._call(lambda r: r.report(summaries))
 
+    async def forget(self, runs: dict[str, str]) -> int:
+        return await self._call(lambda r: r.forget(runs))
+
     async def versions(self) -> list[m.VersionSummary]:
         return await self._call(lambda r: r.versions())
 

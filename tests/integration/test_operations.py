@@ -94,3 +94,19 @@ def test_a_batch_terminate_survives_its_caller_being_killed_and_a_rerun_finishes
     terminated = {s.workflow_id for s in client.workflow.list(status="terminated", limit=1000)}
     assert terminated == {f"b-{i}" for i in range(200)}
     assert all(client.workflow.get_handle(f"b-{i}").status() > 0 for i in range(200, 220))
+
+
+def test_gc_deletes_an_expired_closed_workflow_and_its_index_entry(
+        client: rayline.Client) -> None:
+    done = client.workflow.start(wf.add_one, args=[1], workflow_id="short-lived",
+                                 expire="10ms")
+    assert done.result(timeout=60) == 2
+    waiting = client.workflow.start(wf.wait_once, args=[None], expire="10ms")
+    wait_until(lambda: client.workflow.count(workflow_name="add_one").count == 1)
+    report = client.gc()
+    assert list(report.workflows) == ["short-lived"] and report.kept_open == 1
+    assert client.workflow.count(workflow_name="add_one").count == 0
+    with pytest.raises(rayline.WorkflowNotFoundError):
+        client.workflow.get_handle("short-lived").describe()
+    waiting.signal("go", "still here")
+    assert waiting.result(timeout=60) == "still here"
