@@ -8,14 +8,14 @@ signal is durable; the schedule acts on it at once), ``describe`` is its query.
 
 from __future__ import annotations
 
-import inspect
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Coroutine, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Sequence, TypeVar
 
 from ._code import CodeRef
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration, parse_duration
+from ._facade import Facade
 from ._schedule_spec import OVERLAP_POLICIES, ScheduleSpec, iso
 from ._search import timestamp
 from ._validate import validate_args, validate_task_queue
@@ -350,36 +350,9 @@ def _note(value: object) -> str | None:
 # ---------------------------------------------------------------- sync facade
 
 
-class _Runner(Protocol):
-    def run(self, coro: Coroutine[Any, Any, T]) -> T: ...
-
-
-class _Blocking:
-    """An async schedule object's coroutine methods as blocking calls on the sync
-    client's loop (as ``rayline.client``'s facade does for workflows)."""
-
-    def __init__(self, target: Any, runner: _Runner) -> None:
-        self._target = target
-        self._runner = runner
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._target, name)
-        if not inspect.iscoroutinefunction(value):
-            return value
-
-        def blocking(*args: Any, **kwargs: Any) -> Any:
-            result = self._runner.run(value(*args, **kwargs))
-            if isinstance(result, AsyncScheduleHandle):
-                return ScheduleHandle(result, self._runner)
-            return result
-
-        blocking.__doc__ = value.__doc__
-        return blocking
-
-
-class ScheduleClient(_Blocking):
+class ScheduleClient(Facade, twin_of=AsyncScheduleClient):
     """The sync twin of :class:`AsyncScheduleClient`: same names, blocking."""
 
 
-class ScheduleHandle(_Blocking):
+class ScheduleHandle(Facade, twin_of=AsyncScheduleHandle):
     """The sync twin of :class:`AsyncScheduleHandle`: same names, blocking."""

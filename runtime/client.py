@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import itertools
 import threading
 import time
@@ -48,6 +47,7 @@ from ._code import CodeRef
 from ._cron import cron_spec
 from ._definition import as_workflow
 from ._durations import Duration, optional_duration
+from ._facade import Facade
 from ._gc import GcReport
 from ._options import retry_json
 from ._schedule_client import AsyncScheduleClient, ScheduleClient
@@ -1013,26 +1013,7 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
-class _Facade:
-    """Exposes an async object's coroutine methods as blocking calls."""
-
-    def __init__(self, target: Any, runner: _LoopThread) -> None:
-        self._target = target
-        self._runner = runner
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._target, name)
-        if not inspect.iscoroutinefunction(value):
-            return value
-
-        def blocking(*args: Any, **kwargs: Any) -> Any:
-            return _wrap(self._runner.run(value(*args, **kwargs)), self._runner)
-
-        blocking.__doc__ = value.__doc__
-        return blocking
-
-
-class WorkflowHandle(_Facade, Generic[R]):
+class WorkflowHandle(Facade, Generic[R], twin_of=AsyncWorkflowHandle):
     """The sync twin of :class:`AsyncWorkflowHandle`: same names, blocking."""
 
     @overload
@@ -1047,7 +1028,7 @@ class WorkflowHandle(_Facade, Generic[R]):
         return self._runner.run(self._target.result(throw_on_error, timeout))
 
 
-class WorkflowClient(_Facade):
+class WorkflowClient(Facade, twin_of=AsyncWorkflowClient):
     """The sync twin of :class:`AsyncWorkflowClient`: same names, blocking."""
 
     @overload
@@ -1073,14 +1054,10 @@ class WorkflowClient(_Facade):
                               self._runner)
 
 
-class UpdateHandle(_Facade):
+class UpdateHandle(Facade, twin_of=AsyncUpdateHandle):
     """The sync twin of :class:`AsyncUpdateHandle`: same names, blocking."""
 
 
-def _wrap(value: Any, runner: _LoopThread) -> Any:
-    if isinstance(value, AsyncWorkflowHandle):
-        return WorkflowHandle(value, runner)
-    return UpdateHandle(value, runner) if isinstance(value, AsyncUpdateHandle) else value
 
 
 class Client:
@@ -1143,7 +1120,7 @@ class Client:
            block: bool = True) -> Any:
         """Serves the web UI on ``host:port`` until interrupted; ``block=False`` returns
         the running server at once (its ``url``; ``stop()`` ends it)."""
-        server = _Facade(self._runner.run(self.aio.ui(port, host=host, read_only=read_only)),
+        server = Facade(self._runner.run(self.aio.ui(port, host=host, read_only=read_only)),
                          self._runner)
         if block:
             try:

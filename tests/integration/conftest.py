@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import uuid
 from typing import Any, Iterator
 
@@ -71,3 +74,13 @@ def marks(tmp_path: Any) -> str:
 
 def host_actor(namespace: str, name: str) -> Any:
     return ray.get_actor(name, namespace=ray_namespace(namespace))
+
+
+def run_phase(script: Any, *args: str) -> dict[str, Any]:
+    """Runs one phase of a whole-Ray-restart script (with a Ray of its own, not the
+    session's) and returns the JSON its last line printed."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                         text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]

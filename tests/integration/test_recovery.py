@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
@@ -14,7 +12,7 @@ import ray
 import rayline
 
 from . import wf
-from .conftest import host_actor
+from .conftest import host_actor, run_phase
 from .test_foundation import wait_until
 
 
@@ -76,13 +74,9 @@ def test_whole_ray_restart_resumes_every_unfinished_workflow(tmp_path: Any) -> N
     os.makedirs(marks)
     script = tmp_path / "restart.py"
     script.write_text(RESTART_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
     def phase(name: str) -> dict[str, Any]:
-        out = subprocess.run([sys.executable, str(script), name, storage, "restart", marks],
-                             capture_output=True, text=True, timeout=180, env=env)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        return run_phase(script, name, storage, "restart", marks)
 
     assert phase("before") == {"started": 6}  # that Ray is gone when the process exits
     results = phase("after")  # a new cluster on the same storage; the naps came due meanwhile

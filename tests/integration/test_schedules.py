@@ -4,10 +4,7 @@ generous deadline) for what must happen, and checks what must not."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
 from datetime import datetime, timezone
@@ -19,6 +16,7 @@ import rayline
 from rayline.schedules import ScheduleDescription
 
 from . import schedule_flows as sf
+from .conftest import run_phase
 
 
 def wait_until(predicate: Any, timeout: float = 90.0) -> None:
@@ -177,13 +175,9 @@ def test_whole_ray_restart_fires_each_missed_time_once(tmp_path: Any) -> None:
     os.makedirs(marks)
     script = tmp_path / "restart.py"
     script.write_text(RESTART_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
     def phase(name: str) -> dict[str, Any]:
-        out = subprocess.run([sys.executable, str(script), name, storage, "beat", marks],
-                             capture_output=True, text=True, timeout=180, env=env)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        return run_phase(script, name, storage, "beat", marks)
 
     stopped = phase("before")["stopped"]  # that Ray is gone when the process exits
     time.sleep(3)  # the schedule's times keep coming while no Ray runs
