@@ -45,6 +45,18 @@ retry and timeout, cron runs (``RunOptions.cron``), and a run's trace context
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @model_serializer(mode="wrap")
+    def _lean(self, handler: Any) -> Any:
+        """Leaves out the optional fields that are unset (``None``, their default): they
+        read back the same, objects are smaller, and an older rayline reads an object
+        that does not use a field it does not know (it refuses unknown keys)."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, spec in type(self).model_fields.items():
+                if spec.default is None and name in data and data[name] is None:
+                    del data[name]
+        return data
+
 
 class Failure(_Model):
     """An error as stored: enough to raise it again on the other side."""
@@ -106,7 +118,7 @@ class ChildOptions(_Model):
         """Leaves out the later fields (timeline format 4) that keep their defaults, so
         a child started without them reads in an older rayline."""
         data = handler(self)
-        for key, default in _LATER_CHILD_FIELDS.items():
+        for key, default in _LATER_CHILD_FIELDS.items():  # (the None ones included)
             if key in data and data[key] == default:
                 del data[key]
         return data

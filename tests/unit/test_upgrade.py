@@ -281,3 +281,23 @@ def test_the_registry_sends_each_open_run_of_the_old_version_to_its_new_host() -
             await registry.hosts_for("q", "nope")
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_unset_optional_fields_are_not_written_so_an_older_rayline_reads_the_object() -> None:
+    """An older rayline refuses keys it does not know: an object that leaves a later
+    field unset must not name it (``v`` says which format a field that is set needs)."""
+    import json
+
+    from rayline.timeline import Batch, CompleteWorkflow, WorkflowStarted
+
+    started = WorkflowStarted(workflow_id="w", run_id="r", epoch=1, workflow_name="n",
+                              args=[], task_queue="q", host="h", time=1.0, seed=1)
+    batch = Batch(seq=1, run_id="r", time=1.0,
+                  commands=[CompleteWorkflow(result={"j": None})])  # a None result stays
+    for obj, later in ((started, {"not_before", "reset_from", "trace", "version",
+                                  "request_id", "parent", "continued_from"}),
+                       (batch, {"terminated", "reset", "version"})):
+        text = obj.model_dump_json()
+        assert not set(json.loads(text)) & later, text
+        assert type(obj).model_validate_json(text) == obj
+    assert json.loads(batch.model_dump_json())["commands"][0]["result"] == {"j": None}
