@@ -59,7 +59,6 @@ from ..errors import (
     ConflictError,
     DuplicateWorkflowError,
     InvalidInputError,
-    NonDeterminismError,
     NotHereError,
     QuarantinedError,
     QueryError,
@@ -546,7 +545,7 @@ class Host:
         values = await self._values_for(started, batches)
         kept = reset_rules.kept_batches(
             started, batches, request.to,
-            lambda k: _replays(definition, started, batches[:k], values))
+            lambda: reset_rules.replayed(definition, started, batches, values))
         reset_rules.check_replays(definition, started, batches[:kept], values)
         run_id = uuid.UUID(int=self._rng.getrandbits(128)).hex
         epoch = 1 if fork else started.epoch + 1
@@ -1779,15 +1778,6 @@ def _update_outcome(command: CompleteUpdate) -> UpdateOutcome:
     return UpdateOutcome(update_id=command.update_id, done=True, result=command.result,
                          failure=command.failure)
 
-
-def _replays(definition: WorkflowDefinition[Any, Any], started: WorkflowStarted,
-             batches: list[Batch], values: Values) -> bool:
-    """Whether ``definition`` replays ``batches`` (a reset to ``last_replayable``)."""
-    try:
-        replay_timeline(definition, started, batches, values)
-    except NonDeterminismError:
-        return False
-    return True
 
 
 def _reset_from(started: WorkflowStarted) -> str | None:

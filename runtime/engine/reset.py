@@ -27,7 +27,7 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .._values import Values
 from ..core.instance import replay_timeline
@@ -56,11 +56,11 @@ def open_batches(batches: Sequence[Batch]) -> int:
 
 
 def kept_batches(started: WorkflowStarted, batches: Sequence[Batch], to: ResetPoint,
-                 replays: Any = None) -> int:
+                 replayed: Callable[[], int] | None = None) -> int:
     """How many of ``batches`` a reset to ``to`` keeps (see the module docstring).
 
-    ``replays(k)``: whether the first ``k`` batches replay on the current code (for
-    ``"last_replayable"``).
+    ``replayed()``: how many leading batches replay on the current code (for
+    ``"last_replayable"``; see ``replayed``).
 
     Raises:
         InvalidInputError: ``to`` names nothing in this run.
@@ -78,11 +78,8 @@ def kept_batches(started: WorkflowStarted, batches: Sequence[Batch], to: ResetPo
                                     "in its run")
         return limit
     if to == "last_replayable":
-        assert replays is not None
-        kept = limit
-        while kept > 0 and not replays(kept):
-            kept -= 1
-        return kept
+        assert replayed is not None
+        return min(limit, replayed())
     if isinstance(to, str):
         return min(limit, _marker(started, batches, to))
     if isinstance(to, int) and not isinstance(to, bool):
@@ -123,6 +120,17 @@ def rebased(batches: Sequence[Batch], run_id: str, owner: str) -> list[Batch]:
     """``batches`` as batches of run ``run_id``, owned by ``owner``."""
     return [b.model_copy(update={"run_id": run_id, "owner": owner, "version": None})
             for b in batches]
+
+
+def replayed(definition: Any, started: WorkflowStarted, batches: Sequence[Batch],
+             values: Values | None) -> int:
+    """How many leading ``batches`` the code replays: all, or those before the
+    activation where it first goes another way (one replay, not one per prefix)."""
+    try:
+        replay_timeline(definition, started, list(batches), values)
+    except NonDeterminismError as exc:
+        return max(0, (exc.activation or 1) - 1)
+    return len(batches)
 
 
 def check_replays(definition: Any, started: WorkflowStarted, batches: Sequence[Batch],

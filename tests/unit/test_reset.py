@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from rayline import _serde
-from rayline.engine.reset import kept_batches
+import rayline
+from rayline import _serde, workflow
+from rayline.engine.reset import kept_batches, replayed
 from rayline.errors import DuplicateWorkflowError, InvalidInputError
 from rayline.export import build_execution
 from rayline.messages import ResetRequest, RunOutcome
@@ -17,6 +18,13 @@ from rayline.storage import LocalStore, RunStore
 from . import flows
 from .local import make_host
 from .test_host import request, run, value
+
+
+@rayline.workflow(name="five_numbered")
+async def five_numbered_changed() -> list[int]:
+    """``flows.five_numbered`` with its second step changed (it diverges at activation 2)."""
+    first = await workflow.execute_activity(flows.numbered_step, 1)
+    return [first, await workflow.execute_activity(flows.second_step, first)]
 
 
 @pytest.fixture
@@ -109,6 +117,9 @@ def test_reset_points_that_name_nothing_or_do_not_replay_are_refused(
                 await host.reset(ResetRequest(workflow_id="ok", to=to))
         started = runs.read_run("ok")
         batches = runs.read_batches("ok", started.epoch, started.run_id)
-        assert kept_batches(started, batches, "last_replayable", lambda k: k <= 2) == 2
+        assert kept_batches(started, batches, "last_replayable", lambda: 2) == 2
+        assert replayed(flows.five_numbered, started, batches, None) == len(batches)
+        assert replayed(flows.two_steps, started, batches, None) == 0  # other calls at once
+        assert replayed(five_numbered_changed, started, batches, None) == 1
 
     run(main)
