@@ -50,12 +50,12 @@ def collect(runs: RunStore, now: float, *, dry_run: bool = False,
         last_run = ""
         for epoch in epochs:
             try:
-                started, batches = runs.load_key(key, epoch)
+                started, last = runs.last_of_key(key, epoch)
             except FileNotFoundError:
                 gone += 1  # deleted meanwhile (another gc)
                 continue
             last_run = started.run_id
-            outcome = RunOutcome.of_run(batches)
+            outcome = None if last is None else RunOutcome.of(last)
             if outcome is None or outcome.status is RunStatus.RUNNING:
                 if epoch == epochs[-1]:
                     report.kept_open += 1

@@ -349,11 +349,19 @@ class RunStore:
         return sorted(int(n) for n in self._io(self.store.list, f"{self._base}/wf/{key}/runs")
                       if n.isdigit())
 
-    def load_key(self, key: str, epoch: int) -> tuple[WorkflowStarted, list[Batch]]:
-        """Run ``epoch`` stored under ``key``: its record and batches."""
+    def last_of_key(self, key: str, epoch: int) -> tuple[WorkflowStarted, Batch | None]:
+        """Run ``epoch`` stored under ``key``: its record and its last batch (``None``:
+        none yet), read without the batches before it (which say nothing of how the run
+        ended). A torn last batch counts as never written, as for ``load``."""
         name = f"{self._base}/wf/{key}/runs/{epoch:08d}"
         record = decode(self._io(self.store.get, name), name, _RECORD_ADAPTER)
-        return record.started, self._batches(record)
+        prefix = self._timeline(record.started.workflow_id, epoch)
+        names = sorted(n for n in self._io(self.store.list, prefix) if n.isdigit())
+        last = self._read_batch(f"{prefix}/{names[-1]}", last=True, repair=False) \
+            if names else None
+        if last is None and len(names) > 1:  # torn: the one before is the last written
+            last = self._read_batch(f"{prefix}/{names[-2]}", last=False, repair=False)
+        return record.started, last if last is not None or len(names) > 1 else record.first
 
     def delete_run(self, key: str, epoch: int) -> None:
         """Deletes run ``epoch`` under ``key``: its batches, then its record, so that while
