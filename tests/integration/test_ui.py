@@ -32,8 +32,9 @@ from rayline.actors.ui import UIServer, serve
 from rayline.client import AsyncClient
 from rayline.engine import registry as registry_module
 from rayline.engine.registry import Registry
-from rayline.messages import CountRequest, ListRequest, RegistryInfo, RunStatus, RunSummary
+from rayline.messages import CountRequest, ListRequest, RegistryInfo, RunStatus
 from rayline.storage import MemoryStore, RunStore
+from tests.unit.test_index import N, _summary
 from tests.unit.test_registry import Launcher
 
 from . import ui_flows
@@ -435,7 +436,6 @@ def test_rayline_ui_serves_until_interrupted_and_says_how_to_install_it(
 
 # ------------------------------------------------------------------ 10,000 workflows
 
-N = 10_000
 
 
 class _Index:
@@ -462,14 +462,6 @@ class _Index:
         return await self._registry.count(request)
 
 
-def _summary(i: int) -> RunSummary:
-    running = i % 10 == 0
-    return RunSummary(
-        workflow_id=f"wf-{i:05d}", run_id=f"r{i}", workflow_name="etl" if i % 2 else "ml",
-        host="host-q-0", task_queue="q", status=1 if running else 0,
-        state=RunStatus.RUNNING if running else RunStatus.COMPLETED,
-        started_at=1_000_000.0 + i, closed_at=None if running else 1_000_000.0 + i + 5,
-        updated_at=1_000_000.0 + i, search={"score": i / N})
 
 
 def test_the_list_answers_10000_workflows_a_page_of_100_at_a_time(
