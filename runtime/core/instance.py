@@ -833,9 +833,14 @@ class WorkflowInstance(asyncio.AbstractEventLoop):
         return [PendingWork(seq=seq, kind=p.kind, signal_id=p.extra.get("signal_id"))
                 for seq, p in sorted(self._pending.items())]
 
-    def unfinished_commands(self) -> list[Command]:
-        """Commands issued but not yet answered: what a recovering host issues again."""
-        return [p.command for _, p in sorted(self._pending.items()) if p.command is not None]
+    def unfinished_commands(self, started_children: bool = False) -> list[Command]:
+        """Commands issued but not yet answered: what a recovering host issues again. A
+        child whose start is recorded is not among them (unless ``started_children``):
+        its host tells this run when it closes (its open marker keeps that promise across
+        crashes), so a run of many children is not re-attached to each one whenever it
+        wakes."""
+        return [p.command for _, p in sorted(self._pending.items()) if p.command is not None
+                and (started_children or not (p.kind == "child" and "run_id" in p.extra))]
 
     def waiting_only_on_outside(self) -> bool:
         """True when only timers, signals and started children are pending: nothing this

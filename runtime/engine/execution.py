@@ -42,7 +42,7 @@ from ..core.instance import WorkflowInstance, replay_timeline
 from ..errors import ConflictError, NotHereError, WorkflowClosedError
 from ..failures import failure_from
 from ..messages import PendingWork, RunOutcome, RunStatus
-from ..storage.runs import RunStore
+from ..storage.runs import History, RunStore
 from .blackbox import Blackbox
 from .metrics import Metrics
 from .watchdog import Watchdog
@@ -135,6 +135,11 @@ class Execution:
         """On continue-as-new: signals and cancels the next run takes over."""
         self.children: dict[int, tuple[str, tl.ParentClosePolicy]] = {}
         """Children the run's close must reach (``tl.track_children``), by seq."""
+        self._history: list[bytes | tl.Batch] = []
+        """The run's batches in order, as stored (their JSON) or as read: what a snapshot
+        of the run is made of."""
+        self._snapshot_at = 0
+        """The seq of the run's newest snapshot (read or being written)."""
 
     # -------------------------------------------------------------- lifecycle
 
@@ -194,6 +199,7 @@ class Execution:
         """Once the run object holding ``first`` is durable: act on it, start the loop."""
         self._next_batch = 2
         self.batches_written = 1
+        self._history = [first]
         self.updated_at = first.time
         tl.track_children(self.children, first)
         self._arm_deadline()
@@ -202,11 +208,13 @@ class Execution:
         if self.parkable():
             self.env.on_idle(self)
 
-    def resume(self, batches: list[tl.Batch]) -> None:
+    def resume(self, batches: list[tl.Batch], history: History | None = None) -> None:
         """Rebuilds the run from its timeline and carries out what was left undone.
 
         A closed run is not replayed (its outcome and fields come from the timeline),
         except one that continued as new, whose unconsumed signals go to the next run.
+        ``history`` is the run as read (when ``batches`` are its batches): their stored
+        JSON and its snapshot, to snapshot the run again without encoding it.
 
         Raises:
             NonDeterminismError: the code no longer replays the timeline; nothing was
@@ -214,6 +222,10 @@ class Execution:
         """
         self._next_batch = len(batches) + 1
         self.batches_written = len(batches)
+        self._history = [*batches]
+        if history is not None and history.batches is batches:
+            self._history[:] = history.bodies
+            self._snapshot_at = history.snapshot
         self.version = tl.home_of(self.started, batches)[1]
         self.updated_at = batches[-1].time if batches else self.started.time
         for batch in batches:
@@ -233,6 +245,11 @@ class Execution:
         began = _clock()
         self.instance, unfinished = replay_timeline(self.definition, self.started, batches,
                                                     self.values)
+        reset_from = self.started.reset_from
+        if reset_from is not None and len(batches) <= reset_from.kept:
+            # a reset's first activation: the children the kept steps started belonged to
+            # the old run (whose close ended them): start them again for this one
+            unfinished = self.instance.unfinished_commands(started_children=True)
         self._metrics.replay(_clock() - began)
         self._arm_deadline()
         self._loop_task = asyncio.create_task(self._loop(), name=f"execution:{self.workflow_id}")
@@ -305,7 +322,8 @@ class Execution:
             try:
                 if self.values.writes:  # the large values the batch names come first
                     await self.env.io(self.values.flush)
-                await self.env.io(self.env.runs.append, self.workflow_id, self.started.epoch, batch)
+                body = await self.env.io(self.env.runs.append, self.workflow_id,
+                                         self.started.epoch, batch)
                 break
             except ConflictError:
                 log.warning("workflow %s: batch %d holds another owner's write; stopping",
@@ -319,9 +337,41 @@ class Execution:
                 await asyncio.sleep(delay)
         self._next_batch += 1
         self.batches_written += 1
+        self._history.append(body)
         self.updated_at = batch.time
         tl.track_children(self.children, batch)
+        self.snapshot()
         return True
+
+    # -------------------------------------------------------------- snapshots
+
+    def snapshot(self, parking: bool = False) -> None:
+        """Snapshots the run in the background when ``snapshot_every`` batches were
+        written since its last one, or when it parks with a history of at most
+        ``snapshot_park_bytes`` (see ``rayline.storage.runs``)."""
+        runs = self.env.runs
+        written = len(self._history)
+        if runs.snapshot_every <= 0 or written <= self._snapshot_at or self.fenced:
+            return
+        if written - self._snapshot_at < runs.snapshot_every and not parking:
+            return
+        bodies = [b if isinstance(b, bytes) else b.model_dump_json().encode()
+                  for b in self._history]
+        self._history[:] = bodies
+        if written - self._snapshot_at < runs.snapshot_every and \
+                sum(map(len, bodies)) > runs.snapshot_park_bytes:
+            return
+        before, self._snapshot_at = self._snapshot_at, written
+        self.env.background(self._write_snapshot(bodies, before))
+
+    async def _write_snapshot(self, bodies: list[bytes], before: int) -> None:
+        try:
+            await self.env.io(self.env.runs.put_snapshot, self.started, bodies)
+        except Exception as exc:  # a hint: readers read the batches instead
+            log.warning("workflow %s: cannot snapshot it at batch %d (%s: %s)",
+                        self.workflow_id, len(bodies), type(exc).__name__, exc)
+            if self._snapshot_at == len(bodies):
+                self._snapshot_at = before
 
     def fence(self) -> None:
         """Stops this execution as if another owner had written its next batch: the run

@@ -80,7 +80,7 @@ from ..messages import (
     UpdateOutcome,
     WorkflowDescription,
 )
-from ..storage.runs import RunStore, validate_id
+from ..storage.runs import History, RunStore, validate_id
 from ..timeline import (
     Batch,
     CancelRequested,
@@ -356,7 +356,8 @@ class Host:
 
     async def _hold(self, workflow_id: str, reason: str) -> None:
         """Keeps a quarantined run as stuck: read, never replayed."""
-        started, batches = await self.read(self._load_owned, workflow_id, attempts=None)
+        history = await self.read(self._load_owned, workflow_id, attempts=None)
+        started, batches = history.started, history.batches
         self.stuck[workflow_id] = Stuck(started, batches, QuarantinedError(
             f"workflow {workflow_id} is quarantined: {reason}. Fix its code, then release "
             "it (handle.release(), rayline workflow release ID), or terminate it"))
@@ -402,16 +403,18 @@ class Host:
             NonDeterminismError: (or the error loading its code) the run is now stuck.
             StorageError: its timeline could not be read (after retries).
         """
-        started, batches = await self.read(self._load_owned, workflow_id)
+        history = await self.read(self._load_owned, workflow_id)
+        started, batches = history.started, history.batches
         owner = home_of(started, batches)[0]
         if owner != self.host_name:  # it moved (an upgrade) and this marker was left over
             await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
             raise NotHereError(f"workflow {workflow_id} runs on {owner}")
-        return self._revive(started, batches, await self._values_for(started, batches))
+        return self._revive(started, batches, await self._values_for(started, batches),
+                            history)
 
-    def _load_owned(self, workflow_id: str) -> tuple[WorkflowStarted, list[Batch]]:
+    def _load_owned(self, workflow_id: str) -> History:
         """The latest run, read by its owner: a torn last batch is set aside."""
-        return self.runs.load(workflow_id, repair=True)
+        return self.runs.load_history(workflow_id, repair=True)
 
     async def _values_for(self, started: WorkflowStarted, batches: list[Batch]) -> Values:
         """A run's large values, the ones its replay reads fetched ahead (off the loop)."""
@@ -421,13 +424,13 @@ class Host:
         return values
 
     def _revive(self, started: WorkflowStarted, batches: list[Batch],
-                values: Values | None = None) -> Execution:
+                values: Values | None = None, history: History | None = None) -> Execution:
         workflow_id = started.workflow_id
         try:
             execution = Execution(self, self._definition_of(started), started, values)
             self.blackbox.running(workflow_id)
             try:
-                execution.resume(batches)
+                execution.resume(batches, history)
             finally:
                 self.blackbox.idle()
         except Exception as exc:
@@ -535,9 +538,13 @@ class Host:
         if fork and await self.read(self.runs.latest_epoch, target, quick=True) is not None:
             raise DuplicateWorkflowError(target, "a fork needs a new workflow id")
         if not fork and RunOutcome.of_run(batches) is None:  # open: it ends first
+            reason = f"reset{': ' + request.reason if request.reason else ''}"
             try:
-                await self.routing.route(source, lambda host: host.terminate(
-                    source, f"reset{': ' + request.reason if request.reason else ''}"))
+                if home_of(started, batches)[0] == self.host_name:  # this call holds
+                    await self._terminate_here(source, reason)  # its _starting: not terminate
+                else:
+                    await self.routing.route(source, lambda host: host.terminate(source,
+                                                                                 reason))
             except WorkflowClosedError:
                 pass
             started, batches = await self.read(self.runs.load, source)
@@ -1497,8 +1504,8 @@ class Host:
             started, batches = await self.read(self.runs.load, workflow_id, attempts=None)
             owner = home_of(started, batches)[0]
             if owner == self.host_name:
-                started, batches = await self.read(self._load_owned, workflow_id,
-                                                   attempts=None)
+                history = await self.read(self._load_owned, workflow_id, attempts=None)
+                started, batches = history.started, history.batches
             else:
                 log.info("host %s: %s is now owned by %s", self.host_name, workflow_id, owner)
                 await self._marker_written(workflow_id)
@@ -1512,7 +1519,7 @@ class Host:
                 return
             try:
                 execution = self._revive(started, batches,
-                                         await self._values_for(started, batches))
+                                         await self._values_for(started, batches), history)
             except Exception as exc:
                 self._fail_mail(unwritten, exc)
                 return

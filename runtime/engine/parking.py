@@ -75,6 +75,7 @@ class ParkingLot:
         if host.executions.get(execution.workflow_id) is not execution \
                 or execution.batches_written != written or not execution.parkable():
             return
+        execution.snapshot(parking=True)  # so that waking reads one object, not the history
         wake = execution.park()
         del host.executions[execution.workflow_id]
         until = math.inf if wake is None else wake

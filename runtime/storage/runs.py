@@ -6,6 +6,8 @@ Layout under ``<store>/<namespace>/``::
                                   exclusively: the arbiter of "who started run N of this id"
     wf/<id>/t/<epoch>/<seq>       one batch per activation, created exclusively: the
                                   fencing token (a stale owner cannot write seq N twice)
+    wf/<id>/s/<epoch>/<seq>       a snapshot: batches 1..<seq> in one object, so readers
+                                  get the run with one read plus the batches after it
     open/<host>/<id>              marker: this host owns an unfinished run of <id>
     early/<id>/<stamp>            signals sent before the workflow exists
     packages/<name>               a code version's package (kept for cluster restarts)
@@ -25,6 +27,11 @@ Invariants:
   failure), so it succeeds; different bytes are a real conflict.
 - Every failure of the store surfaces as a ``StorageError`` (even a third-party store's
   own exception class); ``FileNotFoundError`` stays the store's "absent" signal.
+- A snapshot is a hint, never the truth: its owner writes it (not fsync'd) only after
+  every batch it holds is durable, and removes the older ones after it; a reader uses
+  the newest one that checks out (frame, run id, every seq in order) and reads the
+  batches after it, and falls back to reading every batch, saying so, when it does not.
+  Taking batches from the snapshot or from their own objects gives the same list.
 - Writes happen in this order: open marker (not fsync'd: the run object's fsync commits
   it on a journaling filesystem), run object, batches 2.., and the open marker is removed
   only after the closing batch is durable; recovery scans the open markers.
@@ -34,9 +41,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
@@ -62,6 +72,7 @@ from ..timeline import (
 from .stores import Store
 
 T = TypeVar("T")
+log = logging.getLogger("rayline.storage")
 _RECORD_ADAPTER: TypeAdapter[RunRecord] = TypeAdapter(RunRecord)
 
 MAX_ID_LENGTH = 1000
@@ -69,6 +80,26 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 _PLAIN = re.compile(r"^[A-Za-z0-9_.@:=+,-]{1,150}$")
 _MAGIC = b"RL1 "
 _NEWER_MAGIC = re.compile(rb"RL([0-9]{1,4}) ")
+
+SNAPSHOT_EVERY = int(os.environ.get("RAYLINE_SNAPSHOT_EVERY", "100"))
+"""A run's owner snapshots it every this many batches (0: never), so a reader reads at
+most one snapshot plus this many batches."""
+SNAPSHOT_PARK_BYTES = int(os.environ.get("RAYLINE_SNAPSHOT_PARK_BYTES", str(1 << 20)))
+"""A run that parks is snapshotted too while its history is at most this many bytes (a
+larger one only every ``SNAPSHOT_EVERY`` batches: a snapshot rewrites the whole history)."""
+_SNAPSHOT_FORMAT = 1
+
+
+@dataclass
+class History:
+    """A run as read from storage: its record, its batches and their stored JSON."""
+
+    started: WorkflowStarted
+    batches: list[Batch]
+    bodies: list[bytes]
+    """Each batch's JSON as stored (what a snapshot of the run is made of)."""
+    snapshot: int = 0
+    """The seq of the snapshot the first batches came from (0: read one by one)."""
 
 
 def validate_id(value: object, *, what: str = "workflow id") -> str:
@@ -147,7 +178,11 @@ def _refuse_if_newer(version: int, key: str) -> None:
 def decode(data: bytes, key: str, adapter: TypeAdapter[T]) -> T:
     """Unframes and validates a stored object; ``IncompatibleTimelineError`` if a newer
     rayline wrote it, else ``CorruptTimelineError`` if it is torn or malformed."""
-    body = unframe(data, key)
+    return decode_body(unframe(data, key), key, adapter)
+
+
+def decode_body(body: bytes, key: str, adapter: TypeAdapter[T]) -> T:
+    """Validates an unframed object (see ``decode``)."""
     try:
         value = adapter.validate_json(body)
     except ValidationError as exc:
@@ -160,9 +195,15 @@ def decode(data: bytes, key: str, adapter: TypeAdapter[T]) -> T:
 class RunStore:
     """Runs and timelines of one rayline namespace in a store."""
 
-    def __init__(self, store: Store, namespace: str) -> None:
+    def __init__(self, store: Store, namespace: str, *,
+                 snapshot_every: int = SNAPSHOT_EVERY,
+                 snapshot_park_bytes: int = SNAPSHOT_PARK_BYTES) -> None:
         self.store = store
         self.namespace = validate_id(namespace, what="namespace")
+        self.snapshot_every = snapshot_every
+        """Owners snapshot a run every this many batches (0: never)."""
+        self.snapshot_park_bytes = snapshot_park_bytes
+        """... and when it parks, while its history is at most this many bytes."""
         self._base = f"{self.namespace}"
 
     def _io(self, call: Callable[..., T], key: str, *args: Any, **kwargs: Any) -> T:
@@ -245,11 +286,13 @@ class RunStore:
     def _timeline(self, workflow_id: str, epoch: int) -> str:
         return f"{self._base}/wf/{id_key(workflow_id)}/t/{epoch:08d}"
 
-    def append(self, workflow_id: str, epoch: int, batch: Batch) -> None:
-        """Writes batch ``batch.seq``; raises ``ConflictError`` if another owner wrote it
-        (a retry of this very write succeeds)."""
+    def append(self, workflow_id: str, epoch: int, batch: Batch) -> bytes:
+        """Writes batch ``batch.seq`` and returns its JSON; raises ``ConflictError`` if
+        another owner wrote it (a retry of this very write succeeds)."""
         key = f"{self._timeline(workflow_id, epoch)}/{batch.seq:08d}"
-        self._create(key, frame(batch.model_dump_json().encode()))
+        body = batch.model_dump_json().encode()
+        self._create(key, frame(body))
+        return body
 
     def load(self, workflow_id: str, epoch: int | None = None, *,
              repair: bool = False) -> tuple[WorkflowStarted, list[Batch]]:
@@ -258,8 +301,13 @@ class RunStore:
         ``repair=True`` is for the run's owner about to write to it: a torn last batch is
         moved aside so that its sequence number can be written again. Readers leave it.
         """
-        record = self.read_record(workflow_id, epoch)
-        return record.started, self._batches(record, repair=repair)
+        history = self.load_history(workflow_id, epoch, repair=repair)
+        return history.started, history.batches
+
+    def load_history(self, workflow_id: str, epoch: int | None = None, *,
+                     repair: bool = False) -> History:
+        """``load`` with each batch's stored JSON, for the owner that snapshots the run."""
+        return self._history(self.read_record(workflow_id, epoch), repair=repair)
 
     def read_batches(self, workflow_id: str, epoch: int, run_id: str, *,
                      repair: bool = False) -> list[Batch]:
@@ -267,30 +315,43 @@ class RunStore:
         record = self.read_record(workflow_id, epoch)
         if record.started.run_id != run_id:
             raise CorruptTimelineError(f"run {epoch} of {workflow_id!r} is not run {run_id}")
-        return self._batches(record, repair=repair)
+        return self._history(record, repair=repair).batches
 
-    def _batches(self, record: RunRecord, *, repair: bool = False) -> list[Batch]:
-        """The first batch (in the run object) and the stored ones, checked (see above)."""
-        run_id = record.started.run_id
-        batches: list[Batch] = [record.first] if record.first is not None else []
-        prefix = self._timeline(record.started.workflow_id, record.started.epoch)
-        names = [n for n in self._io(self.store.list, prefix) if n.isdigit()]
+    def _history(self, record: RunRecord, *, repair: bool = False) -> History:
+        """The run's batches: from its newest usable snapshot and the stored batches after
+        it (or all stored ones), the first one from the run object, checked (see above)."""
+        started = record.started
+        history = self._snapshot_of(record)
+        if history is None:
+            history = History(started, [], [])
+            if record.first is not None:
+                history.batches.append(record.first)
+                history.bodies.append(record.first.model_dump_json().encode())
+        prefix = self._timeline(started.workflow_id, started.epoch)
+        names = [n for n in self._io(self.store.list, prefix)
+                 if n.isdigit() and int(n) > history.snapshot]
         for index, name in enumerate(names):
             key = f"{prefix}/{name}"
-            batch = self._read_batch(key, last=index == len(names) - 1, repair=repair)
-            if batch is None:
+            read = self._read_batch(key, last=index == len(names) - 1, repair=repair)
+            if read is None:
                 break
-            expected = len(batches) + 1
-            if batch.run_id != run_id or batch.seq != expected or int(name) != batch.seq:
-                raise CorruptTimelineError(f"{key} does not belong to run {run_id} at {expected}")
-            batches.append(batch)
-        return batches
+            batch, body = read
+            expected = len(history.batches) + 1
+            if batch.run_id != started.run_id or batch.seq != expected or \
+                    int(name) != batch.seq:
+                raise CorruptTimelineError(
+                    f"{key} does not belong to run {started.run_id} at {expected}")
+            history.batches.append(batch)
+            history.bodies.append(body)
+        return history
 
-    def _read_batch(self, key: str, *, last: bool, repair: bool) -> Batch | None:
-        """A stored batch; ``None`` for a torn (or vanished) last one, which is treated as
-        never written and moved aside only when ``repair``."""
+    def _read_batch(self, key: str, *, last: bool,
+                    repair: bool) -> tuple[Batch, bytes] | None:
+        """A stored batch and its JSON; ``None`` for a torn (or vanished) last one, which
+        is treated as never written and moved aside only when ``repair``."""
         try:
-            return decode(self._io(self.store.get, key), key, BATCH_ADAPTER)
+            body = unframe(self._io(self.store.get, key), key)
+            return decode_body(body, key, BATCH_ADAPTER), body
         except (CorruptTimelineError, FileNotFoundError) as exc:
             if not last:
                 raise CorruptTimelineError(f"{key}: {exc}") from exc
@@ -305,6 +366,51 @@ class RunStore:
             return  # already moved aside
         self._io(self.store.put, f"{key}.torn-{uuid.uuid4().hex[:8]}", data)
         self._io(self.store.delete, key)
+
+    # ------------------------------------------------------------- snapshots
+
+    def _snapshots(self, workflow_id: str, epoch: int) -> str:
+        return f"{self._base}/wf/{id_key(workflow_id)}/s/{epoch:08d}"
+
+    def put_snapshot(self, started: WorkflowStarted, bodies: list[bytes]) -> None:
+        """Writes a snapshot of batches 1..len(bodies) of a run (their stored JSON, every
+        one durable already), then removes the run's older snapshots."""
+        folder = self._snapshots(started.workflow_id, started.epoch)
+        seq = len(bodies)
+        head = json.dumps({"v": _SNAPSHOT_FORMAT, "run_id": started.run_id, "seq": seq})
+        self._io(self.store.put, f"{folder}/{seq:08d}",
+                 frame(b"\n".join([head.encode(), *bodies])), durable=False)
+        for name in self._io(self.store.list, folder):
+            if name.isdigit() and int(name) < seq:
+                self._io(self.store.delete, f"{folder}/{name}")
+
+    def _snapshot_of(self, record: RunRecord) -> History | None:
+        """The run from its newest snapshot; ``None`` (said in the log when one is there
+        but unusable) to read every batch instead."""
+        started = record.started
+        folder = self._snapshots(started.workflow_id, started.epoch)
+        names = [n for n in self._io(self.store.list, folder) if n.isdigit()]
+        if not names:
+            return None
+        key = f"{folder}/{max(names)}"
+        try:
+            lines = unframe(self._io(self.store.get, key), key).split(b"\n")
+            head = json.loads(lines[0])
+            if head.get("v") != _SNAPSHOT_FORMAT or head.get("run_id") != started.run_id:
+                raise CorruptTimelineError(f"snapshot format {head.get('v')} of run "
+                                           f"{head.get('run_id')}")
+            bodies = lines[1:]
+            batches = [decode_body(body, key, BATCH_ADAPTER) for body in bodies]
+            if [b.seq for b in batches] != list(range(1, len(batches) + 1)) or \
+                    len(batches) != int(max(names)) or \
+                    any(b.run_id != started.run_id for b in batches):
+                raise CorruptTimelineError("its batches are not the run's 1..N")
+        except (FileNotFoundError, RaylineError, ValueError) as exc:
+            if type(exc) is StorageError:  # the store failed: not the snapshot's fault
+                raise
+            log.warning("%s: snapshot unusable (%s): reading every batch instead", key, exc)
+            return None
+        return History(started, batches, bodies, snapshot=len(batches))
 
     # ------------------------------------------------------ open markers
 
@@ -357,18 +463,20 @@ class RunStore:
         record = decode(self._io(self.store.get, name), name, _RECORD_ADAPTER)
         prefix = self._timeline(record.started.workflow_id, epoch)
         names = sorted(n for n in self._io(self.store.list, prefix) if n.isdigit())
-        last = self._read_batch(f"{prefix}/{names[-1]}", last=True, repair=False) \
+        read = self._read_batch(f"{prefix}/{names[-1]}", last=True, repair=False) \
             if names else None
-        if last is None and len(names) > 1:  # torn: the one before is the last written
-            last = self._read_batch(f"{prefix}/{names[-2]}", last=False, repair=False)
+        if read is None and len(names) > 1:  # torn: the one before is the last written
+            read = self._read_batch(f"{prefix}/{names[-2]}", last=False, repair=False)
+        last = read[0] if read is not None else None
         return record.started, last if last is not None or len(names) > 1 else record.first
 
     def delete_run(self, key: str, epoch: int) -> None:
         """Deletes run ``epoch`` under ``key``: its batches, then its record, so that while
         it goes the epoch is still listed and a new run of the id takes the next one."""
-        timeline = f"{self._base}/wf/{key}/t/{epoch:08d}"
-        for name in self._io(self.store.list, timeline):
-            self._io(self.store.delete, f"{timeline}/{name}")
+        for kind in ("s", "t"):  # snapshots first: none may outlive a batch it holds
+            folder = f"{self._base}/wf/{key}/{kind}/{epoch:08d}"
+            for name in self._io(self.store.list, folder):
+                self._io(self.store.delete, f"{folder}/{name}")
         self._io(self.store.delete, f"{self._base}/wf/{key}/runs/{epoch:08d}")
 
     def early_signals(self) -> Iterator[tuple[str, SignalReceived | None]]:
@@ -511,7 +619,8 @@ class RunStore:
             return None
         path = f"{self._base}/wf/{key}/runs/{names[-1]}"
         record = decode(self._io(self.store.get, path), path, _RECORD_ADAPTER)
-        return record.started, self._batches(record, repair=repair)
+        history = self._history(record, repair=repair)
+        return history.started, history.batches
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.store.url, "namespace": self.namespace}

@@ -731,3 +731,36 @@ async def five_numbered() -> list[int]:
         if n == 2:
             workflow.enrich(second=await workflow.condition("after-2", timeout=0.01))
     return done
+
+
+@rayline.workflow
+async def gathers_children(n: int) -> int:
+    """Starts ``n`` children that each wait for a "go" signal, and waits for them all."""
+    me = workflow.info().workflow_id
+    done = await asyncio.gather(*(workflow.execute_child(waits, None, workflow_id=f"{me}-{i}")
+                                  for i in range(n)))
+    return len(done)
+
+
+@rayline.workflow
+async def wanders(seed: int, steps: int) -> list[object]:
+    """A random mix, fixed by ``seed``, of activities, timers, signals, side effects and
+    gathers: each run a different history."""
+    rng = random.Random(seed)
+    acts = workflow.proxy_activities(add1, double)
+    seen: list[object] = []
+    for step in range(steps):
+        kind = rng.choice(["activity", "gather", "timer", "signal", "random", "fields"])
+        if kind == "activity":
+            seen.append(await acts.add1(step))
+        elif kind == "gather":
+            seen.append(list(await asyncio.gather(acts.double(step), acts.add1(-step))))
+        elif kind == "timer":
+            await workflow.sleep(rng.choice([0.001, 0.01]))
+        elif kind == "signal":
+            seen.append(await workflow.condition("poke", timeout=rng.choice([0.01, 5.0])))
+        elif kind == "random":
+            seen.append(round(workflow.random(), 6))
+        else:
+            workflow.search(step=step)
+    return seen

@@ -3,6 +3,7 @@ a point and goes on live with the current code."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -123,3 +124,26 @@ def test_reset_points_that_name_nothing_or_do_not_replay_are_refused(
         assert replayed(five_numbered_changed, started, batches, None) == 1
 
     run(main)
+
+
+def test_a_reset_run_hears_the_children_its_kept_steps_started(runs: RunStore) -> None:
+    """The kept steps started a child that is still open: the old run's close ends it (its
+    parent close policy), and the new run starts it again instead of waiting forever."""
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.parent_waits_for_child, workflow_id="p"))
+        started = runs.read_run("p")
+        await _until(lambda: len(runs.read_batches("p", started.epoch, started.run_id)) >= 2)
+        kid = runs.read_run("mom-kid")
+        await host.reset(ResetRequest(workflow_id="p", to="last_replayable", request_id="r1"))
+        assert runs.read_run("p").reset_from.kept == 2  # the child's start kept
+        await _until(lambda: runs.read_run("mom-kid").epoch == kid.epoch + 1)
+        await host.signal("mom-kid", "go", _serde.encode("hi"))
+        assert value(await asyncio.wait_for(host.result("p"), 10)) == "child said hi"
+
+    run(main)
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
