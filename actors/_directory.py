@@ -235,6 +235,9 @@ class RayRegistry(_Proxy):
     async def retire_idle(self) -> list[str]:
         return await self._call(lambda r: r.retire_idle.remote())  # type: ignore[no-any-return]
 
+    async def retire(self, name: str) -> bool:
+        return await self._call(lambda r: r.retire.remote(name))  # type: ignore[no-any-return]
+
     async def upgrade(self, old: str, new: m.CodeVersion | str,
                       workflow_ids: list[str] | None = None) -> m.UpgradeReport:
         return await self._call(  # type: ignore[no-any-return]

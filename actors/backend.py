@@ -203,3 +203,9 @@ class RayBackend(ActorDirectory):
             self.handle(REGISTRY).report.remote(batch)
         except Exception:  # the registry rebuilds its index from storage when it restarts
             log.warning("could not report %d updates to the registry", len(batch))
+
+    def retire(self, host: str) -> None:
+        try:  # not awaited: the registry stops this very process
+            self.handle(REGISTRY).retire.remote(host)
+        except Exception:  # its next retire_idle round stops the host instead
+            log.warning("could not ask the registry to stop idle host %s", host)

@@ -4,7 +4,8 @@ Named ``host-<task_queue>-<version>-<n>`` (a pool) or
 ``host-dedicated-<version>-<workflow_id>``, in the Ray namespace ``rayline-<namespace>``,
 and created with its code version's ``runtime_env``; ``max_restarts=-1``, so Ray
 restarts it after a crash with the same constructor arguments, and it resumes its runs
-from storage.
+from storage. A dedicated host asks the registry to stop it once it holds no run
+(``Backend.retire``); the registry kills it, and a later call starts it again.
 """
 
 from __future__ import annotations

@@ -278,6 +278,9 @@ class RegistryActor:
     async def retire_idle(self) -> list[str]:
         return await self.registry.retire_idle()
 
+    async def retire(self, name: str) -> bool:
+        return await self.registry.retire(name)
+
     async def upgrade(self, old: str, new: m.CodeVersion | str,
                       workflow_ids: list[str] | None = None) -> m.UpgradeReport:
         return await self.registry.upgrade(old, new, workflow_ids)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from rayline.engine.registry import is_dedicated
 from rayline.export import ExecutionEvent, WorkflowExecution
 from rayline.messages import HostStats, RunStatus
 
@@ -403,7 +404,7 @@ def pools(hosts: Iterable[HostStats], homes: Mapping[str, tuple[str, str | None]
     grouped: dict[tuple[str, str], list[HostStats]] = {}
     for stats in hosts:
         queue, version = homes.get(stats.host, ("?", None))
-        if stats.host.startswith("host-dedicated-"):
+        if is_dedicated(stats.host):
             queue = f"{queue} (dedicated)"
         grouped.setdefault((queue, version or "—"), []).append(stats)
     return [Pool(task_queue=q, version=v, hosts=sorted(h, key=lambda s: s.host))

@@ -28,6 +28,11 @@ Invariants:
   execution is dropped, leaving an entry in ``parked`` (next wake time, ``inf`` for signals
   only) and a hint in its open marker. A due timer, a signal, a cancel, a query or a
   describe brings it back by replaying its timeline; ``result()`` waits without waking it.
+- A dedicated host asks the registry to stop it (``Backend.retire``) once it has held no
+  run for ``linger`` seconds: no run live, parked, stuck, starting, continuing, waiting
+  out a retry or moving, and no work a closed run left (its parent told, its open marker
+  removed). The registry checks again under its lock before it stops the host; a call
+  for the workflow later starts the host again, which answers from storage.
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ from .blackbox import Blackbox
 from .execution import Execution, Mail, wake_of
 from .metrics import Metrics
 from .parking import ParkingLot
+from .registry import is_dedicated
 from .routing import Routing, child_event
 from .watchdog import STRICT, Watchdog
 
@@ -121,6 +127,9 @@ UPDATE_CHECK_EVERY = 5.0
 """Seconds between checks, while an update call waits, that its run is still here (it may
 have moved to another host, which then answers the caller's retry)."""
 PARK_AFTER = float(os.environ.get("RAYLINE_PARK_AFTER", "2"))
+LINGER = float(os.environ.get("RAYLINE_DEDICATED_LINGER", "5"))
+"""Seconds a dedicated host holds no run before it asks the registry to stop it: a call
+soon after its run closed (``result()``, ``describe()``) finds it up."""
 
 
 class Backend(Protocol):
@@ -132,6 +141,8 @@ class Backend(Protocol):
     async def place(self, task_queue: str, workflow_id: str, dedicated: bool) -> str: ...
     async def locate(self, workflow_id: str) -> str: ...
     def report(self, summary: RunSummary) -> None: ...
+    def retire(self, host: str) -> None:
+        """Asks the registry, without waiting, to stop ``host``: it holds no run."""
 
 
 STARTED = -1
@@ -185,8 +196,13 @@ class Host:
                  watchdog: Watchdog | None = None, strict: bool = STRICT,
                  blackbox: Blackbox | None = None, version: str | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, linger: float = LINGER) -> None:
         self.host_name = name
+        self.linger = linger if is_dedicated(name) else None
+        """Seconds this host waits, once it holds no run, before it asks the registry to
+        stop it (``Backend.retire``): a dedicated host's process ends soon after its run
+        closes; a pool's host (``None``) stays."""
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.strict = strict
         """Every run started here is strict (``RunOptions.strict``), as RAYLINE_STRICT=1."""
         self.clock = clock
@@ -325,6 +341,7 @@ class Host:
                     log.exception("host %s: cannot resume %s", self.host_name, workflow_id)
         finally:
             self._ready.set()
+            self._idle_soon()  # started again for a call about a closed run, say
         return resumed
 
     async def _count_the_death(self) -> str | None:
@@ -1239,6 +1256,8 @@ class Host:
             execution.abandon()
         self.executions.clear()
         self.parking.abandon()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         for task in [*self._background, *self._continuing.values(), *self._backoffs.values()]:
             task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)  # queued writes die with it
@@ -1336,6 +1355,7 @@ class Host:
         await self._marker_written(workflow_id)  # one the run asked for as it parked
         await self.read(self.runs.clear_open, self.host_name, workflow_id)
         self._resolve_closers(workflow_id, None)
+        self._idle_soon()  # a dedicated host whose run moved (an upgrade) has no more
 
     async def _marker_written(self, workflow_id: str) -> None:
         """Waits for a rewrite of the run's open marker in flight (before removing it:
@@ -1516,6 +1536,7 @@ class Host:
                     self._fail_mail(unwritten, NotHereError(f"workflow {workflow_id} runs on "
                                                             f"{owner}"))
                     self._resolve_closers(workflow_id, None)
+                    self._idle_soon()
                 return
             try:
                 execution = self._revive(started, batches,
@@ -1540,6 +1561,26 @@ class Host:
 
     def on_idle(self, execution: Execution) -> None:
         self.parking.on_idle(execution)
+
+    def _idle_soon(self) -> None:
+        """(Re)starts the ``linger`` wait after which a dedicated host that holds no run
+        asks to be stopped."""
+        if self.linger is None:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = asyncio.get_running_loop().call_later(self.linger, self._when_idle)
+
+    def _when_idle(self) -> None:
+        self._idle_timer = None
+        if self.executions or self.parking or self.stuck or self._backoffs:
+            return  # it holds a run: its close starts the wait again
+        if self._starting or self._continuing or self._adopting or self._retaking \
+                or self._background:
+            self._idle_soon()  # a run may be on its way in or out: look again later
+            return
+        log.info("host %s holds no run: asking the registry to stop it", self.host_name)
+        self.backend.retire(self.host_name)
 
     def background(self, work: Any) -> None:
         """Runs ``work`` to its end whatever happens to the execution that asked for it; an
@@ -1571,6 +1612,7 @@ class Host:
         except Exception as exc:  # left behind: a restart replays the close, harmlessly
             log.warning("host %s: open marker of closed %s not removed: %s", self.host_name,
                         execution.workflow_id, exc)
+        self._idle_soon()
 
     async def _close_children(self, execution: Execution) -> None:
         """Applies each open child's parent close policy: terminates it or asks it to
@@ -1646,6 +1688,7 @@ class Host:
         self._report(finished)
         self._resolve_closers(workflow_id, outcome)
         await self.read(self.runs.clear_open, self.host_name, workflow_id, attempts=3)
+        self._idle_soon()
         return True
 
     async def _continue(self, execution: Execution) -> Execution | None:
@@ -1727,6 +1770,7 @@ class Host:
         except Exception as exc:  # left behind: a restart finds the next run made
             log.warning("host %s: open marker of %s not removed: %s", self.host_name,
                         workflow_id, exc)
+        self._idle_soon()
 
     def _report(self, execution: Execution) -> None:
         search, _ = execution.fields()

@@ -95,11 +95,21 @@ def _pool_key(task_queue: str, vid: str | None) -> str:
     return f"pool:{task_queue}:{vid or '-'}"
 
 
+DEDICATED = "host-dedicated-"
+"""How the name of a workflow's host of its own begins."""
+
+
 def dedicated_host(workflow_id: str, version: str | None = None) -> str:
     """``host-dedicated-[<version>-]<id>``; an id too long or too odd for an actor or
     folder name is named by its digest instead (as storage names it)."""
-    prefix = "host-dedicated-" if version is None else f"host-dedicated-{version}-"
+    prefix = DEDICATED if version is None else f"{DEDICATED}{version}-"
     return prefix + id_key(workflow_id)
+
+
+def is_dedicated(name: str) -> bool:
+    """Whether host ``name`` is a workflow's own (``start(..., dedicated=True)``), not
+    one of a pool: it exits once it holds no run, and a call for it starts it again."""
+    return name.startswith(DEDICATED)
 
 
 class Launcher(Protocol):
@@ -214,7 +224,7 @@ class Registry:
                             version: m.CodeVersion | None) -> bool:
         """Whether ``name`` is a pool host its pool no longer has (drained, or dropped by a
         smaller size): the caller holds the lock."""
-        if name.startswith("host-dedicated-"):
+        if is_dedicated(name):
             return False
         queue = config["task_queue"]
         queue_config = await self._io(self.runs.get_config, f"queue:{queue}") or {}
@@ -526,7 +536,7 @@ class Registry:
     async def _drain(self, name: str) -> m.DrainReport:
         async with self._lock:
             config = await self._io(self.runs.get_config, f"host:{name}")
-            if config is None or name.startswith("host-dedicated-"):
+            if config is None or is_dedicated(name):
                 raise InvalidInputError(f"cannot drain {name!r}: not a host of a pool")
             queue, vid = config["task_queue"], config.get("version")
             version = await self._known(vid)
@@ -588,7 +598,7 @@ class Registry:
         self.launcher.avoid(self.drained_nodes)
         await self._save_drains()
         return [s.host for s in await self.host_stats()
-                if s.node == node and not s.host.startswith("host-dedicated-")]
+                if s.node == node and not is_dedicated(s.host)]
 
     async def _move_all(self, pool: list[str], workflow_ids: list[str],
                         force: bool = False) -> dict[str, str | None]:
@@ -632,22 +642,43 @@ class Registry:
         hosts = sorted(self.hosts.items())
         newest: dict[str, tuple[float, str]] = {}  # queue -> (first seen, version)
         for name, (queue, vid) in hosts:
-            if vid is not None and not name.startswith("host-dedicated-"):
+            if vid is not None and not is_dedicated(name):
                 newest[queue] = max(newest.get(queue, (0.0, "")), (self._since[vid], vid))
         retired = []
         for name, (queue, vid) in hosts:
-            dedicated = name.startswith("host-dedicated-")
-            if not dedicated and (vid is None or vid == newest[queue][1]):
+            if not is_dedicated(name) and (vid is None or vid == newest[queue][1]):
                 continue
             async with self._lock:
-                if name not in self.hosts or await self._io(self.runs.has_open, name):
-                    continue
-                if await self.launcher.retire(name):
-                    del self.hosts[name]
+                if name in self.hosts and await self._retire_if_idle(name):
                     retired.append(name)
         if retired:
             log.info("registry: retired idle hosts %s", ", ".join(retired))
         return retired
+
+    async def retire(self, name: str) -> bool:
+        """Stops dedicated host ``name`` now if it holds no run (none live, parked, stuck
+        or open in storage) and forgets it; whether it is gone. A dedicated host asks
+        this once its last run has closed (``Backend.retire``), so its process ends then
+        rather than at the next ``retire_idle``. The checks run under the lock that
+        ``dedicated_host`` takes, so a next run of the id that is open by then keeps it;
+        a call for it later starts it again (a call that reaches it as it is stopped is
+        tried again by its caller, as after a crash)."""
+        self.calls["retire"] += 1
+        if not is_dedicated(name):
+            return False  # a pool's host: its pool keeps it, or a drain stops it
+        async with self._lock:
+            gone = await self._retire_if_idle(name)
+        if gone:
+            log.info("registry: dedicated host %s holds no run: stopped", name)
+        return gone
+
+    async def _retire_if_idle(self, name: str) -> bool:
+        """Stops host ``name`` if it holds no run and forgets it (the caller holds the
+        lock); whether it is gone."""
+        if await self._io(self.runs.has_open, name) or not await self.launcher.retire(name):
+            return False
+        self.hosts.pop(name, None)
+        return True
 
     # -------------------------------------------------------------- upgrade
 
@@ -679,7 +710,7 @@ class Registry:
                     continue
                 queue = config["task_queue"]
                 try:
-                    if name.startswith("host-dedicated-"):
+                    if is_dedicated(name):
                         there = await self.dedicated_host(workflow_id, queue, target)
                     else:
                         if queue not in pools:

@@ -145,6 +145,9 @@ class RegistryBridge(_Proxy[RegistryAPI]):
     async def retire_idle(self) -> list[str]:
         return await self._call(lambda r: r.retire_idle())
 
+    async def retire(self, name: str) -> bool:
+        return await self._call(lambda r: r.retire(name))
+
     async def upgrade(self, old: str, new: m.CodeVersion | str,
                       workflow_ids: list[str] | None = None) -> m.UpgradeReport:
         return await self._call(lambda r: r.upgrade(old, new, workflow_ids))

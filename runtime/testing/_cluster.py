@@ -25,7 +25,7 @@ import logging
 import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Coroutine, Mapping
 
 from .. import _activity
 from .._activity import ActivityDefinition, ActivityInfo
@@ -195,7 +195,7 @@ class InProcessBackend(LocalBackend):
         self.replacements = {_name_of(key): _function_of(fn) for key, fn in activities.items()}
         self.threads = ThreadPoolExecutor(ACTIVITY_THREADS, thread_name_prefix="rayline-activity")
         self._reports: list[RunSummary] = []
-        self._reporting: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[Any]] = set()
 
     async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                           options: ActivityOptions, info: ActivityInfo) -> Outcome:
@@ -253,9 +253,17 @@ class InProcessBackend(LocalBackend):
 
     def _flush(self) -> None:
         batch, self._reports = self._reports, []
-        task = self.cluster.loop.create_task(self.cluster.registry.report(batch))
-        self._reporting.add(task)
-        task.add_done_callback(self._reporting.discard)
+        self._send(self.cluster.registry.report(batch))
+
+    def retire(self, host: str) -> None:
+        """To the registry, as a Ray host asks (whose launcher here keeps the host)."""
+        self._send(self.cluster.registry.retire(host))
+
+    def _send(self, call: Coroutine[Any, Any, Any]) -> None:
+        """A call to the registry, not awaited (kept until done)."""
+        task = self.cluster.loop.create_task(call)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
 
 def _run_in_thread(fn: Callable[..., Any], args: tuple[Any, ...], info: ActivityInfo,

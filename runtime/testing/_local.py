@@ -32,6 +32,8 @@ class LocalBackend:
         self.reports: list[RunSummary] = []
         self.queues: dict[str, str] = {}
         """Task queue -> the host that takes its starts (else the first host by name)."""
+        self.retiring: list[str] = []
+        """Each host that asked to be stopped (it holds no run), in order; none is."""
 
     async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                           options: ActivityOptions, info: ActivityInfo) -> Outcome:
@@ -64,15 +66,21 @@ class LocalBackend:
     def report(self, summary: RunSummary) -> None:
         self.reports.append(summary)
 
+    def retire(self, host: str) -> None:
+        self.retiring.append(host)
+
 
 async def make_host(runs: RunStore, backend: LocalBackend | None = None,
                     name: str = "h0", clock: Callable[[], float] | None = None,
-                    park_after: float | None = None) -> Host:
-    """A host named ``name`` on ``backend`` (a new one by default), recovered and ready."""
+                    park_after: float | None = None, linger: float | None = None) -> Host:
+    """A host named ``name`` on ``backend`` (a new one by default), recovered and ready;
+    ``linger`` as ``Host``'s (a dedicated host's wait before it asks to be stopped)."""
     backend = backend or LocalBackend()
     options: dict[str, Any] = {"park_after": park_after}
     if clock is not None:
         options["clock"] = clock
+    if linger is not None:
+        options["linger"] = linger
     host = Host(name, runs, backend, **options)
     backend.hosts[name] = host
     await host.recover()

@@ -428,3 +428,12 @@ def numbered(folder: str, n: int) -> int:
 @rayline.workflow
 async def five_numbered(folder: str) -> list[int]:
     return [await workflow.execute_activity(numbered, folder, n) for n in range(1, 6)]
+
+
+@rayline.workflow
+async def hops(n: int, pause: float) -> str:
+    """Pauses ``pause`` seconds (a durable timer), then continues as new ``n`` times."""
+    await workflow.sleep(pause)
+    if n > 0:
+        workflow.continue_as_new(n - 1, pause)
+    return "landed"

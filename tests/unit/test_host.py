@@ -939,3 +939,59 @@ def test_a_child_defined_where_it_cannot_be_imported_travels_by_value(runs: RunS
         assert value(await host.result("lp")) == 16
 
     run(main)
+
+
+class AskingBackend(LocalBackend):
+    """Records, with each request to stop a host, whether the host held a run then (in
+    memory, parked, stuck, or open in storage)."""
+
+    def __init__(self, runs: RunStore) -> None:
+        super().__init__()
+        self.runs = runs
+        self.held: list[bool] = []
+
+    def retire(self, host: str) -> None:
+        super().retire(host)
+        h = self.hosts[host]
+        self.held.append(bool(h.executions or h.parking or h.stuck or h._backoffs
+                              or self.runs.has_open(host)))
+
+
+def test_a_dedicated_host_asks_to_be_stopped_once_it_holds_no_run(runs: RunStore) -> None:
+    name = "host-dedicated-solo"
+
+    async def main() -> None:
+        backend = AskingBackend(runs)
+        host = await make_host(runs, backend, name=name, park_after=0.05, linger=0.2)
+        # started for a call (a start, a reset): a run that comes within the linger
+        # keeps it, parked or not
+        await host.start(request(flows.waits, None, workflow_id="solo"))
+        await until(lambda: "solo" in host.parking.parked)
+        await holds(lambda: backend.retiring == [], 0.5)
+        await host.signal("solo", "go", _serde.encode("late"))
+        assert value(await host.result("solo")) == "late"
+        # right after that close: a run that fails and waits out its retry backoff
+        # (longer than the linger), then a continue-as-new chain; the host holds the id
+        # between their runs
+        slow = RetryPolicy(maximum_attempts=2, initial_interval=0.6)
+        await host.start(request(flows.fails_first, "d", 1, workflow_id="r",
+                                 options=RunOptions(retry=slow.to_json())))
+        await until(lambda: "r" in host._backoffs)
+        await holds(lambda: backend.retiring == [], 0.4)
+        assert value(await host.result("r")) == "done on attempt 2"
+        await host.start(request(flows.continues, 3, workflow_id="c"))
+        assert value(await host.result("c")) == 42
+        await until(lambda: backend.retiring == [name])
+        assert backend.held == [False]
+
+        host.abandon()  # started again with nothing to hold (a call about a closed run)
+        again = AskingBackend(runs)
+        await make_host(runs, again, name=name, linger=0.1)
+        await until(lambda: again.retiring == [name])
+
+        pool = await make_host(runs, backend, name="h0", linger=0.05)  # a pool's host
+        await pool.start(request(flows.one_step, 1, workflow_id="p"))
+        assert value(await pool.result("p")) == 2
+        await holds(lambda: backend.retiring == [name], 0.3)  # never asks
+
+    run(main)

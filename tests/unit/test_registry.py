@@ -289,6 +289,29 @@ def test_idle_hosts_of_older_versions_and_dedicated_hosts_retire(runs: RunStore)
     run(main())
 
 
+def test_a_dedicated_host_that_asks_is_stopped_if_it_still_holds_no_run(
+        runs: RunStore) -> None:
+    async def main() -> None:
+        registry, launcher = _registry(runs)
+        name = await registry.dedicated_host("solo", "q")
+        runs.mark_open(name, "solo")  # a next run of the id, open in storage by then
+        assert not await registry.retire(name) and name in registry.hosts
+        runs.clear_open(name, "solo")
+        launcher.busy.add(name)  # one in the host's memory (starting, say)
+        assert not await registry.retire(name) and name in registry.hosts
+        launcher.busy.clear()
+        assert await registry.retire(name) and name not in registry.hosts
+        assert launcher.retired == [name]
+        assert await registry.dedicated_host("solo", "q") == name  # a new start
+        assert name in registry.hosts and [n for n, _ in launcher.launched].count(name) == 2
+        pool = await registry.hosts_for("q")
+        assert not await registry.retire(pool[0])  # a pool's host is its pool's
+        assert pool[0] in registry.hosts and launcher.retired == [name]
+        assert (await registry.stats()).calls["retire"] == 4
+
+    run(main())
+
+
 def test_an_elastic_pool_has_a_host_per_node_grows_with_nodes_and_load_and_shrinks(
         runs: RunStore, monkeypatch: Any) -> None:
     from rayline.engine import registry as registry_module

@@ -231,6 +231,26 @@ def test_sleep_advances_time_and_a_one_day_durable_sleep_completes_after_it() ->
     run(main)
 
 
+def test_a_dedicated_workflow_parks_on_its_host_and_its_host_asks_to_go_once_it_closed(
+        ) -> None:
+    async def main() -> None:
+        async with await WorkflowEnvironment.start_time_skipping() as env:
+            handle = await env.client.workflow.start(approval, args=["order-9"],
+                                                     workflow_id="order-9", dedicated=True)
+            registry = (await env.client.connection()).registry()
+            await asyncio.wait_for(env.sleep("1d"), WALL_BOUND)  # it waits, parked
+            assert (await registry.stats()).calls.get("retire", 0) == 0
+            await handle.signal("approve", "bob")
+            assert await handle.result(timeout=WALL_BOUND) == "order-9: approved by bob"
+            await asyncio.wait_for(env.sleep("1m"), WALL_BOUND)  # past the host's linger
+            assert (await registry.stats()).calls["retire"] == 1  # here, the host stays
+            described = await handle.describe()
+            assert described.host.startswith("host-dedicated-") and described.status == 0
+            assert await handle.result() == "order-9: approved by bob"
+
+    run(main)
+
+
 def test_sleep_0_returns_once_what_is_due_has_run() -> None:
     calls: list[str] = []
 
