@@ -13,7 +13,7 @@ import sys
 import ray
 
 from rayline import versions
-from rayline.errors import ClusterUnavailableError, InvalidInputError
+from rayline.errors import ClusterUnavailableError, CodecError, InvalidInputError
 from rayline.messages import CodeVersion, RegistryInfo
 from rayline.storage.codec import Codec
 
@@ -53,12 +53,28 @@ class RayConnection(ActorDirectory):
             **detached(self.namespace, REGISTRY)).remote(
             self.storage_url, self.namespace, self.codec)
         self._handles[REGISTRY] = registry
-        info: RegistryInfo = await registry.ready.remote()
+        try:
+            info: RegistryInfo = await registry.ready.remote()
+        except ray.exceptions.RayActorError as exc:
+            failure = _codec_failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
         if info.storage != self.storage_url:
             raise InvalidInputError(
                 f"namespace {self.namespace!r} on this cluster uses storage {info.storage}, "
                 f"not {self.storage_url}: use that storage or another namespace")
         return info
+
+
+def _codec_failure(exc: Exception) -> CodecError | None:
+    """The ``CodecError`` that kept the registry from starting (its codec's keys come from
+    an environment variable its process lacks), if that is why it died."""
+    said = [line for line in str(exc).splitlines() if "rayline.errors.CodecError: " in line]
+    if not said:
+        return None
+    message = said[-1].split("rayline.errors.CodecError: ", 1)[1]
+    return CodecError(f"the namespace's registry could not start: {message}")
 
 
 def ensure_ray(address: str | None) -> None:
