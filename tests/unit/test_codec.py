@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import rayline
-from rayline import Codec, CodecError, IntegrityError, Keyring, workflow
+from rayline import Codec, CodecError, IntegrityError, Keyring, _gc, workflow
 from rayline._serde import pickle_b64
 from rayline.export import build_export, load_run
 from rayline.messages import RegistryInfo
@@ -152,6 +152,17 @@ def test_the_export_and_the_replayer_read_through_the_codec(tmp_path: Path) -> N
         assert handle.result().startswith(f"note {SECRET}")
     replayer = Replayer([confide], storage=str(tmp_path), namespace=NAMESPACE, codec=codec)
     assert replayer.replay(replayer.stored(["wf"])).ok
+
+
+def test_gc_reads_and_deletes_through_the_codec(tmp_path: Path) -> None:
+    codec = _codec()
+    _confide(tmp_path, codec)
+    later = time.time() + 3600
+    with pytest.raises(CodecError, match="'k1'"):
+        _gc.collect(_runs(tmp_path, None), later, older_than=1)
+    report = _gc.collect(_runs(tmp_path, codec), later, older_than=1)
+    assert [workflow_id for workflow_id, _ in report.runs] == ["wf"]
+    assert _timeline_keys(tmp_path, "wf") == []
 
 
 # ------------------------------------------------------------------- rotation
