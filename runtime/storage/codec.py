@@ -221,7 +221,8 @@ class Codec:
                              "pass keys=Keyring({...})")
         if self.encrypt:
             _aesgcm_class()  # fail now, not at the first write
-        self._fingerprint = f"{self.name};{self.keyring.fingerprint if self.keyring else ''}"
+        self._fingerprint = "none" if self.name == "none" else \
+            f"{self.name};{self.keyring.fingerprint if self.keyring else ''}"
 
     @classmethod
     def from_env(cls) -> Codec | None:
@@ -253,7 +254,8 @@ class Codec:
     @property
     def fingerprint(self) -> str:
         """The stages and the key ids with their check values (never the keys): two
-        processes must agree on it to share a namespace."""
+        processes must agree on it to share a namespace. ``none`` for an empty chain,
+        as for no codec at all."""
         return self._fingerprint
 
     def __eq__(self, other: object) -> bool:

@@ -374,6 +374,7 @@ def test_the_fingerprint_names_stages_and_key_ids_and_never_a_key() -> None:
     assert K1.hex()[:8] not in codec.fingerprint and "1111" not in codec.fingerprint
     assert codec.fingerprint != _codec(k1=K1, k2=K1).fingerprint
     assert repr(codec) == "Codec('zstd,aes-gcm', keys=Keyring(k1, k2; literal))"
+    assert Codec().fingerprint == codecs.fingerprint_of(None) == "none"
 
 
 class _Registry:
