@@ -47,6 +47,9 @@ code importable where it runs, before that code is deployed: each run it would b
 named with the first activation where the code went another way (exit status 1). It and
 ``workflow timeline`` read storage only (``--storage``, ``--namespace``): no Ray.
 
+Storage is read and written through the codec of ``$RAYLINE_CODEC``, with keys from
+``$RAYLINE_KEYS`` (docs/codec.md): the CLI takes no keys on its command line.
+
 Errors (an unknown id, bad JSON, no cluster at ``--address``, unreachable storage, a
 wrong option) are one line on stderr, ``rayline: error: ...``, and exit status 2.
 """
@@ -71,6 +74,7 @@ from rayline._definition import WorkflowDefinition
 from rayline.export import ExecutionEvent, WorkflowExecution
 from rayline.messages import HostStats, RunSummary, WorkflowDescription
 from rayline.storage import RunStore, open_store
+from rayline.storage.codec import Codec
 from rayline.testing import History, Replayer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -602,7 +606,7 @@ def stored(fn: F) -> F:
 @stored
 @click.argument("workflow_id")
 def timeline(workflow_id: str, storage: str | None, namespace: str) -> None:
-    runs = RunStore(open_store(storage), namespace)
+    runs = RunStore(open_store(storage), namespace, Codec.from_env())
     click.echo(History(*runs.load(workflow_id)).to_json())
 
 

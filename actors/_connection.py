@@ -13,8 +13,9 @@ import sys
 import ray
 
 from rayline import versions
-from rayline.errors import ClusterUnavailableError, InvalidInputError
+from rayline.errors import ClusterUnavailableError, CodecError, InvalidInputError
 from rayline.messages import CodeVersion, RegistryInfo
+from rayline.storage.codec import Codec
 
 from ._directory import ActorDirectory
 from ._names import REGISTRY, detached
@@ -24,9 +25,13 @@ from .registry import RegistryActor
 class RayConnection(ActorDirectory):
     """The client's view of one rayline namespace on a Ray cluster."""
 
-    def __init__(self, storage_url: str, namespace: str, version: str | None = None) -> None:
+    def __init__(self, storage_url: str, namespace: str, version: str | None = None,
+                 codec: Codec | None = None) -> None:
         super().__init__(namespace)
         self.storage_url = storage_url
+        self.codec = codec
+        """Given to the registry if this connection creates it (pickled: a literal
+        keyring travels with it; one from ``$RAYLINE_KEYS`` is read there again)."""
         self._explicit = version  # checked by the client
         self._from_source = False
         self._modules_seen = -1
@@ -46,14 +51,30 @@ class RayConnection(ActorDirectory):
         self._from_source = self._version is None
         registry = RegistryActor.options(  # type: ignore[attr-defined]  # ray.remote class
             **detached(self.namespace, REGISTRY)).remote(
-            self.storage_url, self.namespace)
+            self.storage_url, self.namespace, self.codec)
         self._handles[REGISTRY] = registry
-        info: RegistryInfo = await registry.ready.remote()
+        try:
+            info: RegistryInfo = await registry.ready.remote()
+        except ray.exceptions.RayActorError as exc:
+            failure = _codec_failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
         if info.storage != self.storage_url:
             raise InvalidInputError(
                 f"namespace {self.namespace!r} on this cluster uses storage {info.storage}, "
                 f"not {self.storage_url}: use that storage or another namespace")
         return info
+
+
+def _codec_failure(exc: Exception) -> CodecError | None:
+    """The ``CodecError`` that kept the registry from starting (its codec's keys come from
+    an environment variable its process lacks), if that is why it died."""
+    said = [line for line in str(exc).splitlines() if "rayline.errors.CodecError: " in line]
+    if not said:
+        return None
+    message = said[-1].split("rayline.errors.CodecError: ", 1)[1]
+    return CodecError(f"the namespace's registry could not start: {message}")
 
 
 def ensure_ray(address: str | None) -> None:
@@ -104,7 +125,7 @@ def of_job(explicit: str | None = None) -> CodeVersion | None:
 
 
 def connect(address: str | None, storage_url: str, namespace: str,
-            version: str | None = None) -> RayConnection:
+            version: str | None = None, codec: Codec | None = None) -> RayConnection:
     """A connection object; ``await connection.open()`` before use."""
     ensure_ray(address)
-    return RayConnection(storage_url, namespace, version)
+    return RayConnection(storage_url, namespace, version, codec)

@@ -33,6 +33,7 @@ from rayline.errors import SerializationError
 from rayline.failures import attempt_failure
 from rayline.messages import CodeVersion, RunSummary
 from rayline.storage import RunStore, open_store
+from rayline.storage.codec import Codec
 
 from ._directory import ActorDirectory
 from ._names import REGISTRY, get_actor
@@ -78,7 +79,7 @@ class _Beats:
 
 @ray.remote(num_returns=2)
 def _activity_task(fn: Any, info: ActivityInfo, namespace: str, storage_url: str,
-                   watched: bool, *args: Any) -> tuple[Outcome, Any]:
+                   codec: Codec | None, watched: bool, *args: Any) -> tuple[Outcome, Any]:
     """One attempt, as a Ray task (its args one by one, so Ray resolves ``ObjectRef``\ s):
     its outcome, and for a large result the value, which stays in Ray's object store
     (the outcome holds the reference the host records). A ``watched`` attempt (it has
@@ -96,7 +97,7 @@ def _activity_task(fn: Any, info: ActivityInfo, namespace: str, storage_url: str
     obj = isinstance(value, ray.ObjectRef)  # the workflow gets an ObjectRef back
     try:
         plain = ray.get(value) if obj else value
-        ref = store_if_large(_runs(storage_url, namespace), plain, obj=obj,
+        ref = store_if_large(_runs(storage_url, namespace, codec), plain, obj=obj,
                              what=f"result of activity {info.activity!r}")
     except Exception as exc:  # it cannot be pickled (fatal), or storage failed (retried)
         return ("err", attempt_failure(exc, fatal=isinstance(exc, SerializationError))), None
@@ -106,8 +107,8 @@ def _activity_task(fn: Any, info: ActivityInfo, namespace: str, storage_url: str
 
 
 @functools.lru_cache(maxsize=8)
-def _runs(storage_url: str, namespace: str) -> RunStore:
-    return RunStore(open_store(storage_url), namespace)
+def _runs(storage_url: str, namespace: str, codec: Codec | None) -> RunStore:
+    return RunStore(open_store(storage_url), namespace, codec)
 
 
 class RaySpace:
@@ -134,9 +135,11 @@ class RayBackend(ActorDirectory):
     """Backend for a host running inside a Ray actor."""
 
     def __init__(self, namespace: str, storage_url: str,
-                 version: CodeVersion | None = None) -> None:
+                 version: CodeVersion | None = None, codec: Codec | None = None) -> None:
         super().__init__(namespace, version)
         self.storage_url = storage_url
+        self.codec = codec
+        """Sent with each activity task (which keeps a large result in storage)."""
         self.space = RaySpace()
         self._reports: dict[str, RunSummary] = {}
         self._flusher: asyncio.Task[None] | None = None
@@ -160,7 +163,7 @@ class RayBackend(ActorDirectory):
             return await asyncio.get_running_loop().run_in_executor(
                 self._local, invoke, definition.fn, args, info)
         ref, value_ref = self._task(options.ray).remote(
-            definition.fn, info, self.namespace, self.storage_url,
+            definition.fn, info, self.namespace, self.storage_url, self.codec,
             options.heartbeat_timeout is not None, *args)
         try:
             kind, value = await ref

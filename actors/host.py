@@ -34,6 +34,7 @@ from rayline.messages import (
     WorkflowDescription,
 )
 from rayline.storage import RunStore, open_store
+from rayline.storage.codec import Codec
 from rayline.timeline import Event
 
 from ._metrics import METRICS_EVERY, HostMetrics
@@ -49,12 +50,15 @@ class HostActor:
 
     async def __init__(  # type: ignore[misc]  # Ray runs it on the actor's loop
             self, name: str, storage_url: str, namespace: str,
-            workflows: dict[str, CodeRef], version: CodeVersion | None = None) -> None:
+            workflows: dict[str, CodeRef], version: CodeVersion | None = None,
+            codec: Codec | None = None) -> None:
         guards.install()  # before any workflow module is imported
         self._measured = MetricsBuffer()
-        runs = RunStore(MeasuredStore(open_store(storage_url), self._measured), namespace)
+        runs = RunStore(MeasuredStore(open_store(storage_url), self._measured), namespace,
+                        codec)
         definitions = [as_workflow(ref.load()) for ref in workflows.values()]
-        self.host = Host(name, runs, RayBackend(namespace, storage_url, version), definitions,
+        self.host = Host(name, runs, RayBackend(namespace, storage_url, version, codec),
+                         definitions,
                          version=version.id if version else None, metrics=self._measured)
         loop = asyncio.get_running_loop()
         self._recovery = loop.create_task(self.host.recover())

@@ -19,6 +19,7 @@ from rayline._serde import Fields
 from rayline.engine.registry import Registry
 from rayline.errors import CodeUnavailableError, InvalidInputError
 from rayline.storage import RunStore, open_store
+from rayline.storage.codec import Codec
 
 from ._directory import ActorDirectory, RayHost
 from ._names import detached, get_actor
@@ -41,11 +42,12 @@ or gone) before it is started anywhere else instead."""
 class RayLauncher:
     """Starts hosts as named detached Ray actors, spread over the cluster's nodes."""
 
-    def __init__(self, storage_url: str, namespace: str) -> None:
+    def __init__(self, storage_url: str, namespace: str, codec: Codec | None = None) -> None:
         self.storage_url = storage_url
         self.namespace = namespace
+        self.codec = codec
         self.handles: dict[str, Any] = {}
-        self.runs = RunStore(open_store(storage_url), namespace)
+        self.runs = RunStore(open_store(storage_url), namespace, codec)
         self._kept: set[str] = set()
         self._directory = ActorDirectory(namespace)
         self._avoid: set[str] = set()
@@ -144,7 +146,7 @@ class RayLauncher:
                strategy: Any, extra: dict[str, Any]) -> Any:
         return HostActor.options(  # type: ignore[attr-defined]  # a ray.remote class
             **detached(self.namespace, name, **extra), scheduling_strategy=strategy).remote(
-            name, self.storage_url, self.namespace, workflows, version)
+            name, self.storage_url, self.namespace, workflows, version, self.codec)
 
     async def register(self, name: str, workflows: dict[str, CodeRef]) -> None:
         await self.handles[name].register.remote(workflows)
@@ -229,9 +231,9 @@ class RegistryActor:
     Each method forwards to ``Registry`` (``RegistryAPI``) unchanged."""
 
     async def __init__(  # type: ignore[misc]  # Ray runs it on the actor's loop
-            self, storage_url: str, namespace: str) -> None:
-        runs = RunStore(open_store(storage_url), namespace)
-        self.registry = Registry(runs, storage_url, RayLauncher(storage_url, namespace))
+            self, storage_url: str, namespace: str, codec: Codec | None = None) -> None:
+        runs = RunStore(open_store(storage_url), namespace, codec)
+        self.registry = Registry(runs, storage_url, RayLauncher(storage_url, namespace, codec))
         self.registry.start()  # resumes every host with unfinished runs
         loop = asyncio.get_running_loop()
         self._retiring = loop.create_task(self._now_and_then(RETIRE_EVERY, "retire_idle"))

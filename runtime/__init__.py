@@ -48,6 +48,7 @@ from .errors import (
     CancelledFailure,
     ChildWorkflowError,
     ClusterUnavailableError,
+    CodecError,
     CodeUnavailableError,
     ConflictError,
     CorruptTimelineError,
@@ -56,6 +57,7 @@ from .errors import (
     FatalError,
     HostDiedError,
     IncompatibleTimelineError,
+    IntegrityError,
     InvalidInputError,
     MaxedError,
     NonDeterminismError,
@@ -86,6 +88,7 @@ from .messages import (
     WorkflowPage,
 )
 from .schedules import ScheduleDescription
+from .storage.codec import Codec, Keyring
 from .worker import Worker
 from .workflow import api as workflow  # the decorator and the in-workflow API
 
@@ -108,6 +111,8 @@ __all__ = [
     "Client",
     "ClusterUnavailableError",
     "CodeUnavailableError",
+    "Codec",
+    "CodecError",
     "ConflictError",
     "CorruptTimelineError",
     "CountReply",
@@ -116,7 +121,9 @@ __all__ = [
     "FatalError",
     "HostDiedError",
     "IncompatibleTimelineError",
+    "IntegrityError",
     "InvalidInputError",
+    "Keyring",
     "MaxedError",
     "NonDeterminismError",
     "NonDeterministicCallError",

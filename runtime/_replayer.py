@@ -34,6 +34,7 @@ from ._values import Values
 from .core.instance import replay_timeline
 from .errors import NonDeterminismError, WorkflowNotFoundError
 from .storage import RunStore, open_store
+from .storage.codec import Codec, codec_of
 from .timeline import BATCH_ADAPTER, Batch, WorkflowStarted
 
 
@@ -128,13 +129,16 @@ class Replayer:
         storage: where ``stored`` reads runs (a storage URL, as for ``Client``); also
             where the large values a replay reads come from.
         namespace: the namespace of those runs.
+        codec: the codec they were stored with, as ``AsyncClient``'s (by default
+            ``$RAYLINE_CODEC``, keys from ``$RAYLINE_KEYS``).
     """
 
     def __init__(self, workflows: Sequence[WorkflowDefinition[Any, Any] | Callable[..., Any]]
-                 = (), *, storage: str | None = None, namespace: str = "default") -> None:
+                 = (), *, storage: str | None = None, namespace: str = "default",
+                 codec: Codec | str | None = None) -> None:
         self.workflows = {d.name: d for d in (as_workflow(w) for w in workflows)}
-        self._runs = RunStore(open_store(storage), namespace) if storage is not None \
-            else None
+        self._runs = RunStore(open_store(storage), namespace, codec_of(codec)) \
+            if storage is not None else None
 
     def replay(self, histories: Iterable[History]) -> ReplayReport:
         """Replays each history; never raises for a run that does not replay."""

@@ -90,6 +90,7 @@ from .messages import (
     WorkflowPage,
 )
 from .storage import RunStore, open_store, validate_id
+from .storage.codec import Codec, check_same, codec_of
 from .timeline import RunOptions
 from .versions import validate_version
 
@@ -185,13 +186,20 @@ class AsyncClient:
         version: the code version of the workflows this client starts (see
             ``rayline.versions``); by default derived from the Ray job's ``runtime_env``,
             else from the source of the driver's own modules.
+        codec: what is done to every object stored (compression, encryption, a MAC): a
+            ``Codec``, or a spec string such as ``"zstd,aes-gcm"`` with keys from
+            ``$RAYLINE_KEYS``; by default ``$RAYLINE_CODEC`` (none if unset). The
+            namespace's registry and hosts get it when this client creates them; one
+            that runs with another is refused (``CodecError``). See docs/codec.md.
     """
 
     def __init__(self, address: str | None = None, storage: str | None = None,
                  namespace: str = "default", *, connection: Connection | None = None,
                  strict: bool = False, version: str | None = None,
-                 expire: Duration | None = None) -> None:
+                 expire: Duration | None = None, codec: Codec | str | None = None) -> None:
         self.namespace = validate_id(namespace, what="namespace")
+        self.codec = codec_of(codec)
+        """What this client's storage reads and writes go through (``None``: plain)."""
         self.version = None if version is None else validate_version(version)
         self.strict = strict
         """The default of ``start(strict=...)``: guard-rail slips fail the run."""
@@ -214,7 +222,7 @@ class AsyncClient:
     def runs(self) -> RunStore:
         """The namespace in storage (read directly by exports and large values)."""
         if self._store is None:
-            self._store = RunStore(open_store(self.storage_url), self.namespace)
+            self._store = RunStore(open_store(self.storage_url), self.namespace, self.codec)
         return self._store
 
     async def encode(self, value: Any, *, what: str) -> Payload:
@@ -252,8 +260,9 @@ class AsyncClient:
                 if self._connection is None:
                     actors = importlib.import_module("rayline.actors")
                     self._connection = actors.connect(self.address, self.storage_url,
-                                                      self.namespace, self.version)
-                await self._connection.open()
+                                                      self.namespace, self.version, self.codec)
+                info = await self._connection.open()
+                check_same(self.codec, info.codec, self.namespace)
                 self._opened = True
         assert self._connection is not None
         return self._connection
@@ -1070,14 +1079,16 @@ class Client:
     def __init__(self, address: str | None = None, storage: str | None = None,
                  namespace: str = "default", *, connection: Connection | None = None,
                  strict: bool = False, version: str | None = None,
-                 expire: Duration | None = None) -> None:
+                 expire: Duration | None = None, codec: Codec | str | None = None) -> None:
         self._runner = _LoopThread()
+        codec = codec_of(codec)
         if connection is None:  # join or start Ray from the caller's (main) thread
             actors = importlib.import_module("rayline.actors")
             connection = actors.connect(address, open_store(storage).url, namespace,
-                                        None if version is None else validate_version(version))
+                                        None if version is None else validate_version(version),
+                                        codec)
         self.aio = AsyncClient(address, storage, namespace, connection=connection,
-                               strict=strict, version=version, expire=expire)
+                               strict=strict, version=version, expire=expire, codec=codec)
         self.namespace = self.aio.namespace
         self.storage_url = self.aio.storage_url
         self.workflow = WorkflowClient(self.aio.workflow, self._runner)

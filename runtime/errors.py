@@ -29,7 +29,9 @@ Everything rayline raises on purpose descends from one of two roots::
     └── StorageError
         ├── ConflictError                     another owner wrote the run (fencing)
         ├── CorruptTimelineError              a torn or foreign timeline object
-        └── IncompatibleTimelineError         written by a newer rayline: upgrade to read it
+        ├── IncompatibleTimelineError         written by a newer rayline: upgrade to read it
+        ├── IntegrityError                    an object's MAC fails (altered, or another key)
+        └── CodecError                        no key for an object, or codecs that disagree
 
     ControlFlow (BaseException): cannot be swallowed by ``except Exception``
     ├── CancelledFailure                      the workflow was cancelled
@@ -336,6 +338,37 @@ class IncompatibleTimelineError(StorageError):
 
     It is refused, never treated as torn, and left in place for the newer rayline.
     """
+
+
+class IntegrityError(StorageError):
+    """A stored object's MAC does not verify (or it has none where the codec has keys): it
+    was altered or forged, or sealed with another key of the same id. It is refused and
+    nothing in it is read. Not a ``CorruptTimelineError``: it is never taken for a torn
+    write and dropped.
+
+    Attributes:
+        key_id: the key it was checked with (``""``: it names none).
+    """
+
+    def __init__(self, message: str, *, key_id: str = "") -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+class CodecError(StorageError):
+    """An object cannot be opened here: it is sealed with a key the keyring lacks (or this
+    process has no keys), or needs a module missing here; or a client's codec differs from
+    the one its namespace's registry runs with (see docs/codec.md).
+
+    Attributes:
+        key_id: the key id the object records (``""``: none in question).
+        codec: the codec (stages) in question.
+    """
+
+    def __init__(self, message: str, *, key_id: str = "", codec: str = "") -> None:
+        super().__init__(message)
+        self.key_id = key_id
+        self.codec = codec
 
 
 class ControlFlow(_Picklable, BaseException):

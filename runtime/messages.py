@@ -455,3 +455,6 @@ class RegistryInfo(_Message):
     storage: str
     namespace: str
     resumed: int
+    codec: str = "none"
+    """The fingerprint of the codec the registry reads and writes storage with (stages,
+    key ids and their check values, never keys); a client must have the same."""

@@ -30,6 +30,7 @@ from .. import messages as m
 from .._code import CodeRef
 from .._validate import validate_task_queue
 from ..errors import InvalidInputError, WorkflowNotFoundError
+from ..storage.codec import fingerprint_of
 from ..storage.runs import RunStore, id_key, validate_id
 from ..timeline import home_of
 from ..versions import validate_version
@@ -188,7 +189,7 @@ class Registry:
     async def ready(self) -> m.RegistryInfo:
         resumed = await self._resumed if self._resumed is not None else 0
         return m.RegistryInfo(storage=self.storage_url, namespace=self.runs.namespace,
-                            resumed=resumed)
+                              resumed=resumed, codec=fingerprint_of(self.runs.codec))
 
     async def stats(self) -> m.RegistryStats:
         return m.RegistryStats(calls=dict(self.calls), directory=len(self.index),

@@ -15,9 +15,14 @@ Layout under ``<store>/<namespace>/``::
     config/<name>                 queue, host and version documents of the registry
 
 Invariants:
-- Objects are framed as ``RL1 <sha256> <length>\\n<json>``; a torn or altered object
-  fails the check. A torn *last* batch is treated as never written: readers leave it out
-  and never modify storage; only the run's owner, reading with ``repair=True`` before it
+- Every object is written through ``_seal`` and read through ``_open`` (``_decode``,
+  ``_open_document``): with no codec they frame it as ``RL1 <sha256> <length>\\n<json>``
+  (markers and config documents stay plain JSON); with one, the codec seals it
+  (``rayline.storage.codec``: compressed, encrypted, MAC'd, ``RLC ...``). A torn or
+  altered object fails the check. With a keyed codec an object without a valid MAC is
+  refused (``IntegrityError``), never taken for torn.
+- A torn *last* batch is treated as never written: readers leave it out and never
+  modify storage; only the run's owner, reading with ``repair=True`` before it
   writes again, moves it aside. A bad batch in the middle raises ``CorruptTimelineError``.
 - A run object or batch written by a newer rayline (``v`` above ``TIMELINE_VERSION``)
   raises ``IncompatibleTimelineError`` and is left in place, never taken for torn.
@@ -52,10 +57,12 @@ from typing import Any, Callable, Iterator, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from ..errors import (
+    CodecError,
     ConflictError,
     CorruptTimelineError,
     DuplicateWorkflowError,
     IncompatibleTimelineError,
+    IntegrityError,
     InvalidInputError,
     RaylineError,
     StorageError,
@@ -69,6 +76,8 @@ from ..timeline import (
     SignalReceived,
     WorkflowStarted,
 )
+from .codec import MAGIC as _SEALED
+from .codec import Codec, header_of, open_sealed
 from .stores import Store
 
 T = TypeVar("T")
@@ -133,7 +142,14 @@ def frame(body: bytes) -> bytes:
 
 def unframe(data: bytes, key: str) -> bytes:
     """The body of a framed object; ``CorruptTimelineError`` if it is torn or altered,
-    ``IncompatibleTimelineError`` if a newer rayline framed it differently."""
+    ``IncompatibleTimelineError`` if a newer rayline framed it differently, ``CodecError``
+    if a codec sealed it (read it with ``RunStore._open``)."""
+    sealed = header_of(data)
+    if sealed is not None:
+        raise CodecError(f"{key} is sealed by codec {sealed[0]} with key {sealed[1]!r}: "
+                         "read it with the codec and keys it was written with "
+                         "($RAYLINE_CODEC, $RAYLINE_KEYS or Client(codec=...))",
+                         key_id=sealed[1], codec=sealed[0])
     head, sep, body = data.partition(b"\n")
     parts = head.split(b" ")
     newer = _NEWER_MAGIC.match(head)
@@ -178,11 +194,11 @@ def _refuse_if_newer(version: int, key: str) -> None:
 def decode(data: bytes, key: str, adapter: TypeAdapter[T]) -> T:
     """Unframes and validates a stored object; ``IncompatibleTimelineError`` if a newer
     rayline wrote it, else ``CorruptTimelineError`` if it is torn or malformed."""
-    return decode_body(unframe(data, key), key, adapter)
+    return _validated(unframe(data, key), key, adapter)
 
 
-def decode_body(body: bytes, key: str, adapter: TypeAdapter[T]) -> T:
-    """Validates an unframed object (see ``decode``)."""
+def _validated(body: bytes, key: str, adapter: TypeAdapter[T]) -> T:
+    """``body`` validated by ``adapter`` (see ``decode``)."""
     try:
         value = adapter.validate_json(body)
     except ValidationError as exc:
@@ -193,18 +209,86 @@ def decode_body(body: bytes, key: str, adapter: TypeAdapter[T]) -> T:
 
 
 class RunStore:
-    """Runs and timelines of one rayline namespace in a store."""
+    """Runs and timelines of one rayline namespace in a store.
 
-    def __init__(self, store: Store, namespace: str, *,
+    Args:
+        store: where the objects live.
+        namespace: the rayline namespace (a folder of the store).
+        codec: what is done to every object's bytes (``None``: framed as they are).
+    """
+
+    def __init__(self, store: Store, namespace: str, codec: Codec | None = None, *,
                  snapshot_every: int = SNAPSHOT_EVERY,
                  snapshot_park_bytes: int = SNAPSHOT_PARK_BYTES) -> None:
         self.store = store
         self.namespace = validate_id(namespace, what="namespace")
+        self.codec = codec
         self.snapshot_every = snapshot_every
         """Owners snapshot a run every this many batches (0: never)."""
         self.snapshot_park_bytes = snapshot_park_bytes
         """... and when it parks, while its history is at most this many bytes."""
         self._base = f"{self.namespace}"
+
+    # ------------------------------------------------------------ the codec
+
+    def _seal(self, body: bytes, key: str) -> bytes:
+        """The bytes to store at ``key`` for ``body``: every write goes through here (or
+        ``_seal_document``). ``frame(body)`` with no codec."""
+        if self.codec is None:
+            return frame(body)
+        return self.codec.seal(body, self._name(key))
+
+    def _open(self, data: bytes, key: str) -> bytes:
+        """The body of the object stored at ``key`` (``_seal``'s inverse, checked).
+
+        Raises:
+            CorruptTimelineError: it is torn or (keyless) altered.
+            IncompatibleTimelineError: a newer rayline framed it.
+            IntegrityError: the codec has keys and its MAC fails, or it has none.
+            CodecError: it is sealed with a key (or codec) this store lacks.
+        """
+        if data.startswith(_SEALED):
+            keyring = self.codec.keyring if self.codec is not None else None
+            return open_sealed(data, self._name(key), keyring,
+                               self.codec.name if self.codec is not None else "none")
+        self._refuse_unsealed(data, key)
+        return unframe(data, key)
+
+    def _decode(self, data: bytes, key: str, adapter: TypeAdapter[T]) -> T:
+        """``_open`` and validate a run object or batch (see ``decode``)."""
+        return _validated(self._open(data, key), key, adapter)
+
+    def _seal_document(self, document: Any, key: str) -> bytes:
+        """A marker or config document for ``key``: plain JSON with no codec (as older
+        rayline wrote them), else sealed."""
+        body = json.dumps(document).encode()
+        return body if self.codec is None else self._seal(body, key)
+
+    def _open_document(self, data: bytes, key: str) -> Any:
+        """A marker or config document (see ``_seal_document``); ``ValueError`` if it is
+        not JSON, ``CorruptTimelineError`` if a sealed one is torn."""
+        if data.startswith(_SEALED):
+            return json.loads(self._open(data, key))
+        self._refuse_unsealed(data, key)
+        return json.loads(data)
+
+    def _refuse_unsealed(self, data: bytes, key: str) -> None:
+        """With a keyed codec, ``IntegrityError`` for an object that is not sealed (it
+        carries no MAC: an older object, or a forged one); a few bytes that could begin a
+        sealed object are a torn write (``CorruptTimelineError``)."""
+        if self.codec is None or self.codec.keyring is None:
+            return
+        if _SEALED.startswith(data):
+            raise CorruptTimelineError(f"{key}: {len(data)} bytes (torn write)")
+        raise IntegrityError(
+            f"{self._name(key)}: refused: it is not sealed (no MAC), and codec "
+            f"{self.codec.name} has keys ({', '.join(self.codec.keyring.ids)}): written "
+            "before the codec was configured, or forged; nothing in it was read")
+
+    def _name(self, key: str) -> str:
+        """``key`` within the namespace: what a seal binds an object to (a namespace may
+        be moved whole, an object not within it)."""
+        return key[len(self._base) + 1:] if key.startswith(self._base + "/") else key
 
     def _io(self, call: Callable[..., T], key: str, *args: Any, **kwargs: Any) -> T:
         """``call(key, ...)`` on the store, a foreign exception raised as ``StorageError``:
@@ -259,7 +343,7 @@ class RunStore:
         key = f"{self._runs(started.workflow_id)}/{started.epoch:08d}"
         body = RunRecord(started=started, first=first).model_dump_json().encode()
         try:
-            self._create(key, frame(body))
+            self._create(key, self._seal(body, key))
         except ConflictError:
             raise DuplicateWorkflowError(started.workflow_id, "started concurrently") from None
 
@@ -276,7 +360,7 @@ class RunStore:
             data = self._io(self.store.get, key)
         except FileNotFoundError:
             raise WorkflowNotFoundError(workflow_id, f"no run {epoch}") from None
-        record = decode(data, key, _RECORD_ADAPTER)
+        record = self._decode(data, key, _RECORD_ADAPTER)
         if record.started.workflow_id != workflow_id:
             raise CorruptTimelineError(f"{key} belongs to workflow {record.started.workflow_id!r}")
         return record
@@ -291,7 +375,7 @@ class RunStore:
         another owner wrote it (a retry of this very write succeeds)."""
         key = f"{self._timeline(workflow_id, epoch)}/{batch.seq:08d}"
         body = batch.model_dump_json().encode()
-        self._create(key, frame(body))
+        self._create(key, self._seal(body, key))
         return body
 
     def load(self, workflow_id: str, epoch: int | None = None, *,
@@ -350,8 +434,8 @@ class RunStore:
         """A stored batch and its JSON; ``None`` for a torn (or vanished) last one, which
         is treated as never written and moved aside only when ``repair``."""
         try:
-            body = unframe(self._io(self.store.get, key), key)
-            return decode_body(body, key, BATCH_ADAPTER), body
+            body = self._open(self._io(self.store.get, key), key)
+            return _validated(body, key, BATCH_ADAPTER), body
         except (CorruptTimelineError, FileNotFoundError) as exc:
             if not last:
                 raise CorruptTimelineError(f"{key}: {exc}") from exc
@@ -378,8 +462,9 @@ class RunStore:
         folder = self._snapshots(started.workflow_id, started.epoch)
         seq = len(bodies)
         head = json.dumps({"v": _SNAPSHOT_FORMAT, "run_id": started.run_id, "seq": seq})
-        self._io(self.store.put, f"{folder}/{seq:08d}",
-                 frame(b"\n".join([head.encode(), *bodies])), durable=False)
+        key = f"{folder}/{seq:08d}"
+        self._io(self.store.put, key, self._seal(b"\n".join([head.encode(), *bodies]), key),
+                 durable=False)
         for name in self._io(self.store.list, folder):
             if name.isdigit() and int(name) < seq:
                 self._io(self.store.delete, f"{folder}/{name}")
@@ -394,13 +479,13 @@ class RunStore:
             return None
         key = f"{folder}/{max(names)}"
         try:
-            lines = unframe(self._io(self.store.get, key), key).split(b"\n")
+            lines = self._open(self._io(self.store.get, key), key).split(b"\n")
             head = json.loads(lines[0])
             if head.get("v") != _SNAPSHOT_FORMAT or head.get("run_id") != started.run_id:
                 raise CorruptTimelineError(f"snapshot format {head.get('v')} of run "
                                            f"{head.get('run_id')}")
             bodies = lines[1:]
-            batches = [decode_body(body, key, BATCH_ADAPTER) for body in bodies]
+            batches = [_validated(body, key, BATCH_ADAPTER) for body in bodies]
             if [b.seq for b in batches] != list(range(1, len(batches) + 1)) or \
                     len(batches) != int(max(names)) or \
                     any(b.run_id != started.run_id for b in batches):
@@ -408,7 +493,8 @@ class RunStore:
         except (FileNotFoundError, RaylineError, ValueError) as exc:
             if type(exc) is StorageError:  # the store failed: not the snapshot's fault
                 raise
-            log.warning("%s: snapshot unusable (%s): reading every batch instead", key, exc)
+            say = log.error if isinstance(exc, IntegrityError) else log.warning
+            say("%s: snapshot unusable (%s): reading every batch instead", key, exc)
             return None
         return History(started, batches, bodies, snapshot=len(batches))
 
@@ -418,8 +504,8 @@ class RunStore:
         """Marks the run open on ``host``; ``parked_until`` records a parked run's next wake
         (``inf`` for a run waiting only on signals) so a restarting host need not replay it."""
         note = {"id": workflow_id, "parked_until": parked_until}
-        self._io(self.store.put, f"{self._base}/open/{host}/{id_key(workflow_id)}",
-                 json.dumps(note).encode(), durable=False)
+        key = f"{self._base}/open/{host}/{id_key(workflow_id)}"
+        self._io(self.store.put, key, self._seal_document(note, key), durable=False)
 
     def clear_open(self, host: str, workflow_id: str) -> None:
         self._io(self.store.delete, f"{self._base}/open/{host}/{id_key(workflow_id)}")
@@ -436,9 +522,10 @@ class RunStore:
         prefix = f"{self._base}/open/{host}"
         out = []
         for name in self._io(self.store.list, prefix):
+            key = f"{prefix}/{name}"
             try:
-                note = json.loads(self._io(self.store.get, f"{prefix}/{name}"))
-            except (FileNotFoundError, ValueError):
+                note = self._open_document(self._io(self.store.get, key), key)
+            except (FileNotFoundError, ValueError, CorruptTimelineError):
                 continue  # closed while we listed, or a torn hint: the run is in wf/
             out.append((note["id"], note.get("parked_until")))
         return out
@@ -460,7 +547,7 @@ class RunStore:
         none yet), read without the batches before it (which say nothing of how the run
         ended). A torn last batch counts as never written, as for ``load``."""
         name = f"{self._base}/wf/{key}/runs/{epoch:08d}"
-        record = decode(self._io(self.store.get, name), name, _RECORD_ADAPTER)
+        record = self._decode(self._io(self.store.get, name), name, _RECORD_ADAPTER)
         prefix = self._timeline(record.started.workflow_id, epoch)
         names = sorted(n for n in self._io(self.store.list, prefix) if n.isdigit())
         read = self._read_batch(f"{prefix}/{names[-1]}", last=True, repair=False) \
@@ -486,7 +573,7 @@ class RunStore:
             for name in self._io(self.store.list, f"{root}/{key}"):
                 path = f"{root}/{key}/{name}"
                 try:
-                    body = unframe(self._io(self.store.get, path), path)
+                    body = self._open(self._io(self.store.get, path), path)
                 except FileNotFoundError:
                     continue  # taken meanwhile
                 except CorruptTimelineError:
@@ -505,7 +592,8 @@ class RunStore:
         if not epochs:
             raise WorkflowNotFoundError(key, "no run stored under this key")
         name = f"{prefix}/{max(epochs):08d}"
-        return decode(self._io(self.store.get, name), name, _RECORD_ADAPTER).started.workflow_id
+        return self._decode(self._io(self.store.get, name), name,
+                            _RECORD_ADAPTER).started.workflow_id
 
     # ---------------------------------------------------- visibility index
 
@@ -514,12 +602,12 @@ class RunStore:
         return self._io(self.store.list, f"{self._base}/index")
 
     def put_index(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
-        self._io(self.store.put, f"{self._base}/index/{name}", frame(data),
-                 exclusive=exclusive)
+        key = f"{self._base}/index/{name}"
+        self._io(self.store.put, key, self._seal(data, key), exclusive=exclusive)
 
     def get_index(self, name: str) -> bytes:
         key = f"{self._base}/index/{name}"
-        return unframe(self._io(self.store.get, key), key)
+        return self._open(self._io(self.store.get, key), key)
 
     def delete_index(self, name: str) -> None:
         self._io(self.store.delete, f"{self._base}/index/{name}")
@@ -529,14 +617,14 @@ class RunStore:
     def buffer_early_signal(self, workflow_id: str, signal: SignalReceived) -> None:
         stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         key = f"{self._base}/early/{id_key(workflow_id)}/{stamp}"
-        self._io(self.store.put, key, frame(signal.model_dump_json().encode()))
+        self._io(self.store.put, key, self._seal(signal.model_dump_json().encode(), key))
 
     def take_early_signals(self, workflow_id: str) -> Iterator[tuple[str, SignalReceived]]:
         prefix = f"{self._base}/early/{id_key(workflow_id)}"
         for name in self._io(self.store.list, prefix):
             key = f"{prefix}/{name}"
             try:
-                body = unframe(self._io(self.store.get, key), key)
+                body = self._open(self._io(self.store.get, key), key)
             except (FileNotFoundError, CorruptTimelineError):
                 continue
             yield key, SignalReceived.model_validate_json(body)
@@ -550,7 +638,8 @@ class RunStore:
         """Keeps a code version's package (a zip Ray made of a ``working_dir`` or module,
         named by its content) so the version outlives the cluster that had it; keeping
         the same package again is a no-op."""
-        self._create(f"{self._base}/packages/{id_key(name)}", frame(data))
+        key = f"{self._base}/packages/{id_key(name)}"
+        self._create(key, self._seal(data, key))
 
     def has_package(self, name: str) -> bool:
         """Whether a package is kept (listed, not read: it may be large)."""
@@ -560,7 +649,7 @@ class RunStore:
         """A kept package, checked against its checksum; ``None`` if it was never kept."""
         key = f"{self._base}/packages/{id_key(name)}"
         try:
-            return unframe(self._io(self.store.get, key), key)
+            return self._open(self._io(self.store.get, key), key)
         except FileNotFoundError:
             return None
 
@@ -568,9 +657,12 @@ class RunStore:
 
     def put_object(self, digest: str, data: bytes) -> None:
         """Keeps a large value's bytes under their sha256 ``digest``; keeping the same
-        bytes again is a no-op (the name is the content)."""
+        bytes again is a no-op (the name is the content). Stored as they are with no
+        codec, else sealed (the name stays the digest of the plain bytes)."""
+        key = self._object(digest)
         try:
-            self._io(self.store.put, self._object(digest), data, exclusive=True)
+            self._io(self.store.put, key,
+                     data if self.codec is None else self._seal(data, key), exclusive=True)
         except ConflictError:
             pass  # there already, from an earlier write of the same value
 
@@ -587,6 +679,10 @@ class RunStore:
         except FileNotFoundError:
             raise StorageError(f"{self.store.url}: {key}: a large value the timeline names "
                                "is missing from storage") from None
+        if data.startswith(_SEALED):
+            data = self._open(data, key)
+        else:
+            self._refuse_unsealed(data, key)
         if hashlib.sha256(data).hexdigest() != digest:
             raise CorruptTimelineError(f"{key}: checksum mismatch (torn or altered write)")
         return data
@@ -599,15 +695,16 @@ class RunStore:
     # ------------------------------------------------- small config documents
 
     def put_config(self, name: str, document: dict[str, Any]) -> None:
-        self._io(self.store.put, f"{self._base}/config/{id_key(name)}",
-                 json.dumps(document).encode())
+        key = f"{self._base}/config/{id_key(name)}"
+        self._io(self.store.put, key, self._seal_document(document, key))
 
     def get_config(self, name: str) -> dict[str, Any] | None:
+        key = f"{self._base}/config/{id_key(name)}"
         try:
-            data = self._io(self.store.get, f"{self._base}/config/{id_key(name)}")
+            data = self._io(self.store.get, key)
         except FileNotFoundError:
             return None
-        return json.loads(data)  # type: ignore[no-any-return]
+        return self._open_document(data, key)  # type: ignore[no-any-return]
 
     def load_latest(self, key: str, *,
                     repair: bool = False) -> tuple[WorkflowStarted, list[Batch]] | None:
@@ -618,9 +715,10 @@ class RunStore:
         if not names:
             return None
         path = f"{self._base}/wf/{key}/runs/{names[-1]}"
-        record = decode(self._io(self.store.get, path), path, _RECORD_ADAPTER)
+        record = self._decode(self._io(self.store.get, path), path, _RECORD_ADAPTER)
         history = self._history(record, repair=repair)
         return history.started, history.batches
 
     def describe(self) -> dict[str, Any]:
-        return {"url": self.store.url, "namespace": self.namespace}
+        return {"url": self.store.url, "namespace": self.namespace,
+                "codec": self.codec.name if self.codec is not None else "none"}

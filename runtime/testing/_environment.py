@@ -27,6 +27,7 @@ from ..client import AsyncClient, Client
 from ..engine.api import HostAPI, RegistryAPI
 from ..messages import CodeVersion, RegistryInfo
 from ..storage import MemoryStore, RunStore, open_store
+from ..storage.codec import Codec, codec_of
 from ._bridge import HostBridge, RegistryBridge
 from ._cluster import Activities, Cluster
 from ._loop import LoopThread, wind_down
@@ -36,14 +37,16 @@ class _Core:
     """One environment's loop thread, storage and cluster, shared by the async and the
     sync forms."""
 
-    def __init__(self, skipping: bool, storage: str | None, namespace: str) -> None:
+    def __init__(self, skipping: bool, storage: str | None, namespace: str,
+                 codec: Codec | str | None = None) -> None:
         self.skipping = skipping
         self.namespace = namespace
+        self.codec = codec_of(codec)
         self._memory: str | None = None
         if storage is None:  # a memory space of its own, dropped at shutdown
             self._memory = f"rayline-testing-{uuid.uuid4().hex}"
             storage = f"memory://{self._memory}"
-        self.runs = RunStore(open_store(storage), namespace)
+        self.runs = RunStore(open_store(storage), namespace, self.codec)
         self.storage_url = self.runs.store.url
         self.thread = LoopThread(skipping)
         self.cluster: Cluster | None = None
@@ -114,7 +117,8 @@ class WorkflowEnvironment:
 
     @classmethod
     async def start_local(cls, *, storage: str | None = None, namespace: str = "default",
-                          activities: Activities | None = None) -> WorkflowEnvironment:
+                          activities: Activities | None = None,
+                          codec: Codec | str | None = None) -> WorkflowEnvironment:
         """An environment whose time is wall time.
 
         Args:
@@ -123,42 +127,47 @@ class WorkflowEnvironment:
             namespace: as ``AsyncClient``'s.
             activities: functions to run instead of activities, by activity name (or
                 definition): ``{"charge": fake_charge}``.
+            codec: as ``AsyncClient``'s (by default ``$RAYLINE_CODEC``).
         """
-        return await cls._start(False, storage, namespace, activities)
+        return await cls._start(False, storage, namespace, activities, codec)
 
     @classmethod
     async def start_time_skipping(cls, *, storage: str | None = None,
                                   namespace: str = "default",
-                                  activities: Activities | None = None
+                                  activities: Activities | None = None,
+                                  codec: Codec | str | None = None
                                   ) -> WorkflowEnvironment:
         """An environment whose time skips ahead to the next timer while the test
         waits on it (a ``result()`` call, :meth:`sleep`) and nothing else can happen:
         a workflow that sleeps 30 days finishes in milliseconds. Time does not skip
         while an activity runs. Arguments as for :meth:`start_local`."""
-        return await cls._start(True, storage, namespace, activities)
+        return await cls._start(True, storage, namespace, activities, codec)
 
     @staticmethod
     def start_local_sync(*, storage: str | None = None, namespace: str = "default",
-                         activities: Activities | None = None) -> SyncWorkflowEnvironment:
+                         activities: Activities | None = None,
+                         codec: Codec | str | None = None) -> SyncWorkflowEnvironment:
         """:meth:`start_local` for code without an event loop: its client is a
         ``rayline.Client``; use it in a ``with`` block."""
-        return SyncWorkflowEnvironment(_Core(False, storage, namespace), activities)
+        return SyncWorkflowEnvironment(_Core(False, storage, namespace, codec), activities)
 
     @staticmethod
     def start_time_skipping_sync(*, storage: str | None = None, namespace: str = "default",
-                                 activities: Activities | None = None
+                                 activities: Activities | None = None,
+                                 codec: Codec | str | None = None
                                  ) -> SyncWorkflowEnvironment:
         """:meth:`start_time_skipping` for code without an event loop."""
-        return SyncWorkflowEnvironment(_Core(True, storage, namespace), activities)
+        return SyncWorkflowEnvironment(_Core(True, storage, namespace, codec), activities)
 
     @classmethod
     async def _start(cls, skipping: bool, storage: str | None, namespace: str,
-                     activities: Activities | None) -> WorkflowEnvironment:
-        core = _Core(skipping, storage, namespace)
+                     activities: Activities | None,
+                     codec: Codec | str | None) -> WorkflowEnvironment:
+        core = _Core(skipping, storage, namespace, codec)
         try:
             cluster = await core.thread.call(Cluster.create(core.runs, activities))
             client = AsyncClient(storage=core.storage_url, namespace=namespace,
-                                 connection=core.started(cluster))
+                                 connection=core.started(cluster), codec=core.codec)
             await client.connection()
         except BaseException:
             await core.thread.aclose()
@@ -216,7 +225,7 @@ class SyncWorkflowEnvironment:
         try:
             cluster = core.thread.run(Cluster.create(core.runs, activities))
             self.client = Client(storage=core.storage_url, namespace=core.namespace,
-                                 connection=core.started(cluster))
+                                 connection=core.started(cluster), codec=core.codec)
             """The environment's client: the whole ``rayline.Client`` API."""
         except BaseException:
             core.thread.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rayline import _serde
+from rayline import Codec, CodecError, Keyring, _serde
 from rayline.core import replay_timeline
 from rayline.errors import WorkflowClosedError
 from rayline.messages import RunOutcome
@@ -46,7 +46,7 @@ class CountingStore(MemoryStore):
 
 def every_batch(runs: RunStore, workflow_id: str) -> History:
     """The latest run read batch by batch, ignoring its snapshots."""
-    plain = RunStore(runs.store, runs.namespace)
+    plain = RunStore(runs.store, runs.namespace, runs.codec)
     plain._snapshot_of = lambda record: None  # type: ignore[method-assign]
     return plain.load_history(workflow_id)
 
@@ -208,3 +208,23 @@ def test_gc_of_a_run_removes_its_snapshots(tmp_path: Any) -> None:
     runs.delete_run("w", epoch)
     assert not [p for p in (tmp_path / "test" / "wf" / "w").rglob("*") if p.is_file()]
 
+
+
+def test_an_encrypted_run_has_encrypted_snapshots_and_reads_through_them(tmp_path: Any) -> None:
+    codec = Codec("aes-gcm", Keyring({"k1": b"k" * 32}))
+    runs = RunStore(LocalStore(str(tmp_path), fsync=False), "test", codec, snapshot_every=2)
+
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.waits_many, 5, workflow_id="w"))
+        for i in range(4):
+            await host.signal("w", "item", _serde.encode(f"secret-{i}-payload"))
+        await until(lambda: runs.load_history("w").snapshot >= 4)
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    snapshots = [p for p in (tmp_path / "test" / "wf" / "w" / "s").rglob("0*") if p.is_file()]
+    assert snapshots and all(b"secret-" not in p.read_bytes() for p in snapshots)
+    assert runs.load_history("w").batches == every_batch(runs, "w").batches
+    with pytest.raises(CodecError, match="k1"):  # without the key: refused, not read
+        RunStore(runs.store, "test", Codec("aes-gcm", Keyring({"k2": b"q" * 32}))
+                 ).load_history("w")
