@@ -49,8 +49,10 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -206,6 +208,21 @@ def _validated(body: bytes, key: str, adapter: TypeAdapter[T]) -> T:
         raise CorruptTimelineError(f"{key}: {exc}") from exc
     _refuse_if_newer(_model_version(value), key)  # ... or pass it, with a higher ``v``
     return value
+
+
+READ_AHEAD = 16
+"""Batches of a run read at once from a store of remote calls (S3)."""
+_reader_pool: ThreadPoolExecutor | None = None
+_reader_guard = threading.Lock()
+
+
+def _readers() -> ThreadPoolExecutor:
+    """The threads that read batches ahead (one pool per process, made when first used)."""
+    global _reader_pool
+    with _reader_guard:
+        if _reader_pool is None:
+            _reader_pool = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="rayline-read")
+        return _reader_pool
 
 
 class RunStore:
@@ -414,9 +431,11 @@ class RunStore:
         prefix = self._timeline(started.workflow_id, started.epoch)
         names = [n for n in self._io(self.store.list, prefix)
                  if n.isdigit() and int(n) > history.snapshot]
+        fetched = self._prefetch([f"{prefix}/{name}" for name in names])
         for index, name in enumerate(names):
             key = f"{prefix}/{name}"
-            read = self._read_batch(key, last=index == len(names) - 1, repair=repair)
+            read = self._read_batch(key, last=index == len(names) - 1, repair=repair,
+                                    fetched=fetched[index])
             if read is None:
                 break
             batch, body = read
@@ -429,12 +448,31 @@ class RunStore:
             history.bodies.append(body)
         return history
 
-    def _read_batch(self, key: str, *, last: bool,
-                    repair: bool) -> tuple[Batch, bytes] | None:
-        """A stored batch and its JSON; ``None`` for a torn (or vanished) last one, which
-        is treated as never written and moved aside only when ``repair``."""
+    def _prefetch(self, keys: list[str]) -> list[Callable[[], bytes] | None]:
+        """For a store of remote calls (S3), reads ``keys`` ``READ_AHEAD`` at a time and
+        returns, per key, a call giving its bytes (or raising what the read raised);
+        ``None`` per key for a local store, read one by one when needed."""
+        if self.store.quick or len(keys) < 2:
+            return [None] * len(keys)
+        def get(key: str) -> Callable[[], bytes]:
+            try:
+                data = self._io(self.store.get, key)
+            except (RaylineError, FileNotFoundError) as exc:
+                failure = exc
+                def fail() -> bytes:
+                    raise failure
+                return fail
+            return lambda: data
+        return list(_readers().map(get, keys))
+
+    def _read_batch(self, key: str, *, last: bool, repair: bool,
+                    fetched: Callable[[], bytes] | None = None) -> tuple[Batch, bytes] | None:
+        """A stored batch and its JSON (``fetched``: its bytes, read ahead); ``None`` for a
+        torn (or vanished) last one, which is treated as never written and moved aside
+        only when ``repair``."""
         try:
-            body = self._open(self._io(self.store.get, key), key)
+            data = self._io(self.store.get, key) if fetched is None else fetched()
+            body = self._open(data, key)
             return _validated(body, key, BATCH_ADAPTER), body
         except (CorruptTimelineError, FileNotFoundError) as exc:
             if not last:

@@ -8,6 +8,8 @@ import collections
 import contextlib
 import logging
 import random
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -228,3 +230,45 @@ def test_an_encrypted_run_has_encrypted_snapshots_and_reads_through_them(tmp_pat
     with pytest.raises(CodecError, match="k1"):  # without the key: refused, not read
         RunStore(runs.store, "test", Codec("aes-gcm", Keyring({"k2": b"q" * 32}))
                  ).load_history("w")
+
+
+class RemoteStore(MemoryStore):
+    """A memory store that behaves as a store of remote calls: not ``quick``, each read
+    takes a little while, and the most reads in flight at once is kept."""
+
+    quick = False
+
+    def __init__(self) -> None:
+        super().__init__(f"remote-{uuid.uuid4().hex}")
+        self.in_flight = self.most = 0
+        self.guard = threading.Lock()
+
+    def get(self, key: str) -> bytes:
+        with self.guard:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            time.sleep(0.002)
+            return super().get(key)
+        finally:
+            with self.guard:
+                self.in_flight -= 1
+
+
+def test_a_remote_store_reads_a_runs_batches_several_at_a_time() -> None:
+    store = RemoteStore()
+    runs = RunStore(store, "test", snapshot_every=0)
+
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.waits_many, 41, workflow_id="w"))
+        for i in range(40):
+            await host.signal("w", "item", _serde.encode(i))
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    store.most = 0
+    history = runs.load_history("w")
+    assert store.most > 1  # read ahead, not one GET after another
+    assert history.batches == RunStore(MemoryStore(store.url[len("memory://"):]), "test"
+                                       ).load_history("w").batches
+    assert [b.seq for b in history.batches] == list(range(1, len(history.batches) + 1))
