@@ -175,14 +175,18 @@ def test_an_unusable_snapshot_is_said_and_every_batch_read(
     async def main() -> None:
         host = await make_host(runs)
         await host.start(request(flows.waits_many, 6, workflow_id="w"))
-        for i in range(5):
+        for i in range(6):
             await host.signal("w", "item", _serde.encode(i))
-        await until(lambda: runs.load_history("w").snapshot >= 4)
+        await host.result("w")
+        # the newest snapshot is written, and the ones before it are gone
+        await until(lambda: [p.name for p in snapshots()] == ["00000006"])
+
+    def snapshots() -> list[Any]:
+        return sorted(p for p in (tmp_path / "test" / "wf" / "w" / "s").rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
 
     asyncio.run(asyncio.wait_for(main(), 20))
-    started = runs.read_run("w")
-    folder = tmp_path / "test" / "wf" / "w" / "s" / f"{started.epoch:08d}"
-    (name,) = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    (name,) = snapshots()
     plain = every_batch(runs, "w")
     for broken in (name.read_bytes().replace(b'"v": 1', b'"v": 99'),  # another format
                    name.read_bytes()[:-10]):  # torn
