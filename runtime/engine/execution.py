@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -62,6 +63,19 @@ def wake_of(instance: WorkflowInstance, started: tl.WorkflowStarted) -> float | 
     deadline (``None``: only a signal, a child or a cancel wakes it)."""
     wakes = [t for t in (instance.next_timer(), deadline_of(started)) if t is not None]
     return min(wakes) if wakes else None
+
+EAGER = os.environ.get("RAYLINE_EAGER", "1") != "0"
+"""Activities and timers are carried out while the batch that records them is written
+(``Execution.eager``); ``RAYLINE_EAGER=0`` waits for the write."""
+
+
+def _without(commands: list[tl.Command], done: list[tl.Command]) -> list[tl.Command]:
+    """``commands`` but those in ``done`` (the very objects)."""
+    if not done:
+        return commands
+    taken = {id(c) for c in done}
+    return [c for c in commands if id(c) not in taken]
+
 
 Mail = tuple[tl.Event, "asyncio.Future[None] | None"]
 """An event in a workflow execution's mailbox, with the future its sender awaits (if any)."""
@@ -195,8 +209,9 @@ class Execution:
         except WorkflowClosedError:
             pass
 
-    def launch(self, first: tl.Batch) -> None:
-        """Once the run object holding ``first`` is durable: act on it, start the loop."""
+    def launch(self, first: tl.Batch, done: list[tl.Command] | None = None) -> None:
+        """Once the run object holding ``first`` is durable: act on it (but on ``done``,
+        carried out already by ``eager``), start the loop."""
         self._next_batch = 2
         self.batches_written = 1
         self._history = [first]
@@ -204,7 +219,7 @@ class Execution:
         tl.track_children(self.children, first)
         self._arm_deadline()
         self._loop_task = asyncio.create_task(self._loop(), name=f"execution:{self.workflow_id}")
-        self._execute(first.commands)
+        self._execute(_without(first.commands, done or []))
         if self.parkable():
             self.env.on_idle(self)
 
@@ -297,10 +312,12 @@ class Execution:
                 await self.values.prefetch(tl.payloads_of(events), self.env.io)
                 now = self.env.now()
                 commands = self._activate(instance, events, now)
+                done: list[tl.Command] = []
                 if events or commands or self._first:
                     batch = tl.Batch(seq=self._next_batch, run_id=self.run_id, time=now,
                                      events=events, commands=commands,
                                      owner=self.env.host_name)
+                    done = self.eager(commands)
                     if not await self._persist(batch, items):
                         return
                     durable = _clock()
@@ -308,7 +325,7 @@ class Execution:
             for _, ack in items:
                 if ack is not None and not ack.done():
                     ack.set_result(None)
-            self._execute(commands)
+            self._execute(_without(commands, done))
             if durable and items:  # event in, batch durable, commands carried out
                 self._metrics.step(durable - arrived, _clock() - arrived)
             if self.parkable():
@@ -391,6 +408,21 @@ class Execution:
         self.env.on_fenced(self, unwritten)
 
     # --------------------------------------------------------------- commands
+
+    def eager(self, commands: list[tl.Command]) -> list[tl.Command]:
+        """Carries out now, before the batch that records them is durable, the commands
+        that are safe to repeat (activities, timers) and returns them; the rest wait for
+        the write. Safe: an activity runs at least once anyway, and if the batch is never
+        written its call is issued again by replay and this attempt's result, which can
+        only reach the mailbox, is recorded after the batch or dropped (``novel``). Not
+        when the batch names large values still to be written (the activity reads them).
+        See docs/durability.md."""
+        if not EAGER or self.values.writes:
+            return []
+        now: list[tl.Command] = [c for c in commands
+                                 if isinstance(c, (tl.ScheduleActivity, tl.StartTimer))]
+        self._execute(now)
+        return now
 
     def _execute(self, commands: list[tl.Command]) -> None:
         for command in commands:

@@ -233,6 +233,8 @@ class Host:
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._retaking: dict[str, asyncio.Future[None]] = {}
         self._closers: dict[str, list[asyncio.Future[RunOutcome]]] = {}
+        self._closing: dict[str, asyncio.Future[None]] = {}
+        """The close work (children, parent, marker) of runs that closed here, by id."""
         self._markers: dict[str, asyncio.Future[Any]] = {}
         self._adopting: dict[str, asyncio.Future[None]] = {}
         self._backoffs: dict[str, asyncio.Task[None]] = {}
@@ -559,6 +561,9 @@ class Host:
             try:
                 if home_of(started, batches)[0] == self.host_name:  # this call holds
                     await self._terminate_here(source, reason)  # its _starting: not terminate
+                    closing = self._closing.get(source)
+                    if closing is not None:  # its children ended before the new run starts
+                        await asyncio.wait([closing], timeout=30)  # them again
                 else:
                     await self.routing.route(source, lambda host: host.terminate(source,
                                                                                  reason))
@@ -664,10 +669,14 @@ class Host:
         events += [signal for _, signal in early]
         await execution.values.prefetch(payloads_of(events, started), self.io)
         first = execution.prepare(events)
+        done = execution.eager(first.commands)  # its first activity starts now
         try:
             await self._create(started, first, attempts)
-        except DuplicateWorkflowError:
-            return None  # nothing was acted on: the prepared execution is dropped
+        except BaseException as exc:
+            execution.abandon()  # the run was not made: what started for it stops
+            if isinstance(exc, DuplicateWorkflowError):
+                return None
+            raise
         for _, ack in carried:
             if ack is not None and not ack.done():
                 ack.set_result(None)
@@ -675,7 +684,7 @@ class Host:
         self._finished.pop(workflow_id, None)
         self.counts["started"] += 1
         self.metrics.started(definition.name)
-        execution.launch(first)
+        execution.launch(first, done)
         self._report(execution)
         if epoch == 1:  # a signal buffered while run 1 was being created is still due
             self.background(self._take_late_signals(execution, {key for key, _ in early}))
@@ -1502,7 +1511,11 @@ class Host:
             waiter = self._updates.pop(key)  # the run closed before the update ended
             if not waiter.done():
                 waiter.set_exception(WorkflowClosedError(workflow_id, "finish the update"))
-        self.background(self._after_close(execution))
+        closing = asyncio.ensure_future(self._after_close(execution))
+        self._closing[workflow_id] = closing
+        closing.add_done_callback(lambda t: self._closing.get(workflow_id) is t
+                                  and self._closing.pop(workflow_id))
+        self.background(closing)
 
     def on_fenced(self, execution: Execution, unwritten: list[Mail]) -> None:
         workflow_id = execution.workflow_id
