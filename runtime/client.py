@@ -372,11 +372,7 @@ class AsyncWorkflowClient:
                     **kwargs: Any) -> AsyncWorkflowHandle[R]: ...
     @overload
     async def start(self, workflow: None = None, **kwargs: Any) -> AsyncWorkflowHandle[Any]: ...
-    async def start(self, workflow: Any = None, *, args: list[Any] | tuple[Any, ...] = (),
-                    workflow_id: str | None = None, task_queue: str = "default",
-                    workflow_name: str | None = None, dedicated: bool = False,
-                    signals: list[tuple[str, Any]] | None = None,
-                    version: str | None = None, **options: Any) -> AsyncWorkflowHandle[Any]:
+    async def start(self, workflow: Any = None, **kwargs: Any) -> AsyncWorkflowHandle[Any]:
         """Starts a workflow and returns its handle without waiting for it.
 
         Args:
@@ -410,6 +406,17 @@ class AsyncWorkflowClient:
             InvalidInputError: a bad id, option, or argument (naming it).
             DuplicateWorkflowError: the id is in use and the reuse policy forbids a new run.
         """
+        return (await self._start(workflow, wait=False, **kwargs))[0]
+
+    async def _start(self, workflow: Any = None, *, wait: bool,
+                     args: list[Any] | tuple[Any, ...] = (),
+                     workflow_id: str | None = None, task_queue: str = "default",
+                     workflow_name: str | None = None, dedicated: bool = False,
+                     signals: list[tuple[str, Any]] | None = None, version: str | None = None,
+                     **options: Any) -> tuple[AsyncWorkflowHandle[Any], StartReply]:
+        """Starts a workflow: its handle, and the host's reply (with ``wait``, which comes
+        once the workflow has finished, with its outcome, unless the run moved away). The
+        arguments are ``start``'s."""
         unknown = set(options) - set(_START_OPTIONS)
         if unknown:
             raise InvalidInputError(f"unknown start option(s): {', '.join(sorted(unknown))}")
@@ -452,33 +459,47 @@ class AsyncWorkflowClient:
                 retry=retry_json(options.get("retry")), cron=cron,
                 expire=optional_duration(options.get("expire"), what="expire")
                 if "expire" in options else self._client.expire),
-            signals=sent,
-            request_id=uuid.uuid4().hex, trace=_tracing.carrier())
+            signals=sent, request_id=uuid.uuid4().hex, trace=_tracing.carrier(), wait=wait)
         conn = await self._client.connection()
         schedule = itertools.islice(_backoff.delays(cap=1.0), _RELOCATE_ATTEMPTS)
         for attempt, delay in enumerate(schedule):
             host = await conn.place(task_queue, workflow_id, dedicated, version,
                                     fresh=attempt > 0)
             try:
-                reply = await self._client._starts.call(conn, host, request)
+                if request.wait:  # held until the workflow ends: not batched with others
+                    reply = await conn.host(host).start(request)
+                else:
+                    reply = await self._client._starts.call(conn, host, request)
                 break
             except HostDiedError:
-                raise  # a bounded wait already happened: tell the caller
+                if not request.wait:
+                    raise  # a bounded wait already happened: tell the caller
+                # started or not: the same request again (its id makes it once), then
+                # the result is asked for where the run is
+                request = request.model_copy(update={"wait": False})
             except NotHereError:  # a draining host: the pool changed, place it again
                 await asyncio.sleep(delay)
         else:
             raise NotHereError(f"no host of task queue {task_queue!r} took workflow "
                                f"{workflow_id}")
-        return AsyncWorkflowHandle(self._client, workflow_id, reply.run_id, name, host)
+        handle = AsyncWorkflowHandle[Any](self._client, workflow_id, reply.run_id, name, host)
+        return handle, reply
 
     @overload
     async def execute(self, workflow: Callable[..., Awaitable[R]], **kwargs: Any) -> R: ...
     @overload
     async def execute(self, workflow: None = None, **kwargs: Any) -> Any: ...
     async def execute(self, workflow: Any = None, **kwargs: Any) -> Any:
-        """``start`` and then ``result``."""
-        handle = await self.start(workflow, **kwargs)
-        return await handle.result()
+        """``start`` and then ``result``, in one call to the host when it can (the host
+        answers the start once the workflow has finished)."""
+        handle, reply = await self._start(workflow, wait=True, **kwargs)
+        if reply.outcome is None:  # it moved away (or its host died): ask where it is
+            return await handle.result()
+        handle.run_id = reply.outcome.run_id
+        value, error = await self._client.settle(reply.outcome)
+        if error is not None:
+            raise error
+        return value
 
     async def get_handle(self, workflow_id: str,
                          run_id: str | None = None) -> AsyncWorkflowHandle[Any]:

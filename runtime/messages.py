@@ -189,6 +189,10 @@ class StartRequest(_Message):
     epoch: int | None = None
     """A continue-as-new onto another task queue: the run to make is this epoch of the
     id (no reuse rule applies; if it exists, it was made before and is answered)."""
+    wait: bool = False
+    """``client.workflow.execute``: the reply comes when the workflow has finished, with
+    its outcome (one call instead of a start and a result); a run that moved to another
+    host meanwhile is answered without it, and the client asks for the result."""
     trace: dict[str, str] | None = None
     """The OpenTelemetry context the start was made in (W3C ``traceparent``): the
     client's current span, or a parent run's span; the run's span goes under it."""
@@ -199,7 +203,8 @@ class StartReply(_Message):
     run_id: str
     host: str
     outcome: RunOutcome | None = None
-    """Set when the start attached to a run that had already closed."""
+    """Set when the start attached to a run that had already closed, and for a start
+    that waited (``StartRequest.wait``) once its workflow finished."""
     existing: bool = False
     """The id's run was open and the start used it (``id_conflict_policy="use_existing"``):
     no new run was made."""

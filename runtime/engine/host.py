@@ -519,6 +519,12 @@ class Host:
             for signal in request.signals:
                 await self.routing.host(reply.host).signal(
                     workflow_id, signal.signal_id, signal.data, None, signal.request_id)
+        if request.wait and reply.outcome is None and reply.host == self.host_name:
+            try:
+                outcome = await self.result(workflow_id, None, True)
+            except NotHereError:  # it moved away: the client asks where it is now
+                return reply
+            return reply.model_copy(update={"outcome": outcome})
         return reply
 
     async def reset(self, request: ResetRequest) -> StartReply:

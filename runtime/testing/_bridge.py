@@ -44,8 +44,8 @@ class _Proxy(Generic[T]):
 class HostBridge(_Proxy[HostAPI]):
     """``HostAPI`` of one host of the environment."""
 
-    async def start(self, request: m.StartRequest) -> m.StartReply:
-        return await self._call(lambda h: h.start(request))
+    async def start(self, request: m.StartRequest) -> m.StartReply:  # execute() waits here
+        return await self._call(lambda h: h.start(request), waits=request.wait)
 
     async def start_many(self, requests: list[m.StartRequest]
                          ) -> list[m.StartReply | BaseException]:

@@ -425,3 +425,40 @@ def test_an_activity_sees_its_info_and_heartbeats_and_a_cancellation() -> None:
         assert CLEANED[-1] == ("wait_for_ever", True)
 
     run(main)
+
+
+def test_execute_is_one_call_to_the_host_that_answers_with_the_outcome(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rayline.errors import WorkflowFailedError
+    from rayline.testing import _environment
+
+    calls: list[str] = []
+    bridge = _environment.Connection.host
+
+    def counted(self: Any, name: str) -> Any:
+        host = bridge(self, name)
+
+        class Counting:
+            def __getattr__(self, method: str) -> Any:
+                calls.append(method)
+                return getattr(host, method)
+        return Counting()
+
+    monkeypatch.setattr(_environment.Connection, "host", counted)
+
+    def boom(order_id: str, cents: int) -> str:
+        raise ValueError(f"card declined for {order_id}")
+
+    async def main() -> None:
+        async with await WorkflowEnvironment.start_local(
+                activities={"charge": lambda order, cents: f"paid {order}"}) as env:
+            assert await env.client.workflow.execute(checkout, args=["o-1", 5]) == "paid o-1"
+            assert calls == ["start"]  # no start_many, no results: one round trip
+        async with await WorkflowEnvironment.start_local(activities={"charge": boom}) as env:
+            with pytest.raises(WorkflowFailedError, match="card declined for o-2"):
+                await env.client.workflow.execute(checkout, args=["o-2", 5],
+                                                  workflow_id="o-2")
+            handle = await env.client.workflow.get_handle("o-2")
+            assert isinstance(await handle.result(throw_on_error=False), WorkflowFailedError)
+
+    run(main)
