@@ -311,12 +311,16 @@ async def wake(store: Store, objects: dict[str, bytes], snapshots: bool,
     began = time.perf_counter()
     history = await asyncio.to_thread(runs.load_history, "long")
     read = time.perf_counter() - began
+    began = time.perf_counter()  # the listing of every batch name a read starts with
+    await asyncio.to_thread(store.list, runs._timeline("long", history.started.epoch))
+    listed = time.perf_counter() - began
     await host.signal("long", "go", _serde.encode(1))
     _check(await host.result("long"), steps_before + 1)
     host.abandon()
     return {"batches": len(history.batches), "snapshot_at": history.snapshot,
             "history_bytes": sum(len(b) for b in history.bodies), "repeats": repeats,
             "wake_s": round(statistics.median(spent), 3), "read_s": round(read, 3),
+            "list_batches_s": round(listed, 3),
             "wake": woke}
 
 
@@ -487,16 +491,18 @@ def render(found: dict[str, Any]) -> str:
         "", "## Waking a parked run", "",
         "The run is read (its timeline through `RunStore.load_history`) and replayed. "
         f"S3 uses {sizes['wake_s3']:,} batches, not {sizes['wake_file']:,}: each read is "
-        "a request. `read s` is the read alone; `wake s` the read and the replay.", "",
-        "| store, snapshots | batches | newest snapshot | wake s | read s | reads | lists | "
-        "bytes read |",
-        "|---|---|---|---|---|---|---|---|",
+        "a request. `read s` is the read alone; `wake s` the read and the replay; `list s` one "
+        "listing of the run's batch names, which every read makes, snapshot or not.", "",
+        "| store, snapshots | batches | newest snapshot | wake s | read s | list s | reads | "
+        "lists | bytes read |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, row in found["wake"].items():
         w = row["wake"]
         reads = ", ".join(f"{k} {v:g}" for k, v in w["calls"].get("get", {}).items())
         lines.append(f"| {label} | {row['batches']:,} | {row['snapshot_at'] or '-'} | "
-                     f"{row['wake_s']} | {row['read_s']} | {w['reads']:g} ({reads}) | "
+                     f"{row['wake_s']} | {row['read_s']} | {row['list_batches_s']} | "
+                     f"{w['reads']:g} ({reads}) | "
                      f"{w['lists']:g} | {w['bytes_read']:,.0f} |")
     lines += ["", "What the run's owner wrote to build it (its batches, and its snapshots "
               "with snapshots on):", ""]
