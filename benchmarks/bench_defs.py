@@ -84,3 +84,22 @@ async def long_history(n: int, window: int) -> list[list[float]]:
         elif i >= n - window:
             late.append(at)
     return [early, late]
+
+
+@rayline.workflow
+async def steps_then_wait(n: int) -> int:
+    """storage.py: ``n`` sequential activities, then it waits (parked) for ``go``."""
+    acts = workflow.proxy_activities(add1)
+    x = 0
+    for _ in range(n):
+        x = await acts.add1(x)
+    return x + await workflow.condition("go")
+
+
+@rayline.workflow
+async def sum_signals(n: int) -> int:
+    """storage.py: waits for ``n`` ``item`` signals (parking between them), returns their sum."""
+    total = 0
+    for _ in range(n):
+        total += await workflow.condition("item")
+    return total
