@@ -14,6 +14,8 @@ Invariants:
 - A run's batches go before its record, so while it is being deleted its epoch is still
   listed and a new run of the id (a start racing the gc) takes the next epoch.
 - Large values (``objects/``) are shared by content and are not deleted here.
+- On local files, the folders a deleted workflow leaves empty are removed, so listings
+  (the index check, the Replayer, the next gc) stop naming it.
 """
 
 from __future__ import annotations
@@ -70,9 +72,13 @@ def collect(runs: RunStore, now: float, *, dry_run: bool = False,
             gone += 1
             if gone == len(epochs):
                 report.workflows[started.workflow_id] = last_run
+                if not dry_run:
+                    runs.prune(key)
     for path, signal in runs.early_signals():
         if signal is None or (signal.expire_at is not None and signal.expire_at < now):
             if not dry_run:
                 runs.delete(path)
             report.early_signals += 1
+    if report.early_signals and not dry_run:
+        runs.prune("early")
     return report

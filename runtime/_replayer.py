@@ -182,7 +182,12 @@ class Replayer:
         if runs is None:
             raise ValueError("Replayer(storage=...) is needed to read stored runs")
         if workflow_ids is None:
-            workflow_ids = [runs.workflow_id_of_key(k) for k in runs.all_workflow_keys()]
+            workflow_ids = []
+            for key in runs.all_workflow_keys():
+                try:
+                    workflow_ids.append(runs.workflow_id_of_key(key))
+                except WorkflowNotFoundError:
+                    continue  # deleted (gc) while listed
         found = []
         for workflow_id in workflow_ids:
             try:

@@ -364,13 +364,14 @@ class Execution:
 
     def snapshot(self, parking: bool = False) -> None:
         """Snapshots the run in the background when ``snapshot_every`` batches were
-        written since its last one, or when it parks with a history of at most
-        ``snapshot_park_bytes`` (see ``rayline.storage.runs``)."""
+        written since its last one, or when it parks with ``snapshot_park_after`` since
+        then and a history of at most ``snapshot_park_bytes`` (``rayline.storage.runs``)."""
         runs = self.env.runs
         written = len(self._history)
         if runs.snapshot_every <= 0 or written <= self._snapshot_at or self.fenced:
             return
-        if written - self._snapshot_at < runs.snapshot_every and not parking:
+        if written - self._snapshot_at < runs.snapshot_every and not (
+                parking and written - self._snapshot_at >= runs.snapshot_park_after):
             return
         bodies = [b if isinstance(b, bytes) else b.model_dump_json().encode()
                   for b in self._history]

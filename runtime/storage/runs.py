@@ -34,7 +34,7 @@ Invariants:
   own exception class); ``FileNotFoundError`` stays the store's "absent" signal.
 - A snapshot is a hint, never the truth: its owner writes it (not fsync'd) only after
   every batch it holds is durable, and removes the older ones after it; a reader uses
-  the newest one that checks out (frame, run id, every seq in order) and reads the
+  the newest one if it checks out (frame, run id, every seq in order) and reads the
   batches after it, and falls back to reading every batch, saying so, when it does not.
   Taking batches from the snapshot or from their own objects gives the same list.
 - Writes happen in this order: open marker (not fsync'd: the run object's fsync commits
@@ -52,6 +52,7 @@ import re
 import threading
 import time
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
@@ -96,9 +97,13 @@ SNAPSHOT_EVERY = int(os.environ.get("RAYLINE_SNAPSHOT_EVERY", "100"))
 """A run's owner snapshots it every this many batches (0: never), so a reader reads at
 most one snapshot plus this many batches."""
 SNAPSHOT_PARK_BYTES = int(os.environ.get("RAYLINE_SNAPSHOT_PARK_BYTES", str(1 << 20)))
-"""A run that parks is snapshotted too while its history is at most this many bytes (a
-larger one only every ``SNAPSHOT_EVERY`` batches: a snapshot rewrites the whole history)."""
-_SNAPSHOT_FORMAT = 1
+"""A run that parks with ``SNAPSHOT_PARK_AFTER`` batches or more since its last snapshot
+is snapshotted too, while its history is at most this many bytes (a larger one only every
+``SNAPSHOT_EVERY`` batches: a snapshot rewrites the whole history)."""
+SNAPSHOT_PARK_AFTER = int(os.environ.get("RAYLINE_SNAPSHOT_PARK_AFTER", "16"))
+"""See ``SNAPSHOT_PARK_BYTES``: a wake then reads at most this many batches past the
+snapshot (one round of reads on S3, ``READ_AHEAD`` at a time)."""
+_SNAPSHOT_FORMAT = 2
 
 
 @dataclass
@@ -236,14 +241,17 @@ class RunStore:
 
     def __init__(self, store: Store, namespace: str, codec: Codec | None = None, *,
                  snapshot_every: int = SNAPSHOT_EVERY,
-                 snapshot_park_bytes: int = SNAPSHOT_PARK_BYTES) -> None:
+                 snapshot_park_bytes: int = SNAPSHOT_PARK_BYTES,
+                 snapshot_park_after: int = SNAPSHOT_PARK_AFTER) -> None:
         self.store = store
         self.namespace = validate_id(namespace, what="namespace")
         self.codec = codec
         self.snapshot_every = snapshot_every
         """Owners snapshot a run every this many batches (0: never)."""
         self.snapshot_park_bytes = snapshot_park_bytes
-        """... and when it parks, while its history is at most this many bytes."""
+        """... and when it parks, while its history is at most this many bytes ..."""
+        self.snapshot_park_after = snapshot_park_after
+        """... and this many batches came after its last snapshot."""
         self._base = f"{self.namespace}"
 
     # ------------------------------------------------------------ the codec
@@ -499,10 +507,13 @@ class RunStore:
         one durable already), then removes the run's older snapshots."""
         folder = self._snapshots(started.workflow_id, started.epoch)
         seq = len(bodies)
-        head = json.dumps({"v": _SNAPSHOT_FORMAT, "run_id": started.run_id, "seq": seq})
+        data = b"\n".join(bodies)
+        packed = self.codec is None or self.codec.compression is None  # else the codec does
+        head = json.dumps({"v": _SNAPSHOT_FORMAT, "run_id": started.run_id, "seq": seq,
+                           "z": "zlib" if packed else None})
         key = f"{folder}/{seq:08d}"
-        self._io(self.store.put, key, self._seal(b"\n".join([head.encode(), *bodies]), key),
-                 durable=False)
+        body = head.encode() + b"\n" + (zlib.compress(data, 1) if packed else data)
+        self._io(self.store.put, key, self._seal(body, key), durable=False)
         for name in self._io(self.store.list, folder):
             if name.isdigit() and int(name) < seq:
                 self._io(self.store.delete, f"{folder}/{name}")
@@ -517,18 +528,20 @@ class RunStore:
             return None
         key = f"{folder}/{max(names)}"
         try:
-            lines = self._open(self._io(self.store.get, key), key).split(b"\n")
-            head = json.loads(lines[0])
+            first, _, data = self._open(self._io(self.store.get, key), key).partition(b"\n")
+            head = json.loads(first)
             if head.get("v") != _SNAPSHOT_FORMAT or head.get("run_id") != started.run_id:
                 raise CorruptTimelineError(f"snapshot format {head.get('v')} of run "
                                            f"{head.get('run_id')}")
-            bodies = lines[1:]
+            if head.get("z") == "zlib":
+                data = zlib.decompress(data)
+            bodies = data.split(b"\n")
             batches = [_validated(body, key, BATCH_ADAPTER) for body in bodies]
             if [b.seq for b in batches] != list(range(1, len(batches) + 1)) or \
                     len(batches) != int(max(names)) or \
                     any(b.run_id != started.run_id for b in batches):
                 raise CorruptTimelineError("its batches are not the run's 1..N")
-        except (FileNotFoundError, RaylineError, ValueError) as exc:
+        except (FileNotFoundError, RaylineError, ValueError, zlib.error) as exc:
             if type(exc) is StorageError:  # the store failed: not the snapshot's fault
                 raise
             say = log.error if isinstance(exc, IntegrityError) else log.warning
@@ -603,6 +616,16 @@ class RunStore:
             for name in self._io(self.store.list, folder):
                 self._io(self.store.delete, f"{folder}/{name}")
         self._io(self.store.delete, f"{self._base}/wf/{key}/runs/{epoch:08d}")
+
+    def prune(self, what: str) -> None:
+        """Drops the folders left empty under ``wf/<key>`` (``what`` a key from
+        ``all_workflow_keys`` whose runs were all deleted) or, with ``"early"``, under the
+        early signals, on stores that have folders (local files), so that listings stop
+        naming what is gone."""
+        prune = getattr(self.store, "prune", None)
+        if callable(prune):
+            self._io(prune, f"{self._base}/early" if what == "early"
+                     else f"{self._base}/wf/{what}")
 
     def early_signals(self) -> Iterator[tuple[str, SignalReceived | None]]:
         """Every buffered early signal: (its key, the signal; ``None`` if unreadable)."""

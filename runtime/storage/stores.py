@@ -232,6 +232,19 @@ class LocalStore:
         except OSError as exc:
             raise StorageError(f"cannot delete {key}: {exc}") from exc
 
+    def prune(self, prefix: str) -> None:
+        """Removes the empty folders under ``prefix``, and ``prefix`` if it is left empty:
+        what deleting every object under it leaves behind here (object stores have no
+        folders). A folder that a writer fills meanwhile stays; one removed under a
+        writer is made again by its retry."""
+        top = self._path(prefix)
+        for folder, _, _ in os.walk(top, topdown=False):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                continue  # not empty (or gone): leave it
+            self._dirs.discard(folder)
+
     def list(self, prefix: str) -> list[str]:
         try:
             names = os.listdir(self._path(prefix))

@@ -58,6 +58,8 @@ def test_gc_deletes_expired_closed_runs_and_early_signals_and_keeps_the_rest(
         assert list(report.workflows) == ["done"] and report.early_signals == 1
         assert report.kept_open == 3  # open, parked, again
         assert runs.latest_epoch("done") is None
+        assert "done" not in runs.all_workflow_keys()  # no empty folder left to list
+        assert "nobody" not in runs.store.list(f"{runs.namespace}/early")
         assert runs.epochs("again") == [2] and runs.epochs("kept") == [1]
         assert [s.data for _, s in runs.take_early_signals("somebody")] == [_serde.encode(2)]
         for workflow_id in ("open", "parked", "again"):
