@@ -437,9 +437,12 @@ class RunStore:
                 history.batches.append(record.first)
                 history.bodies.append(record.first.model_dump_json().encode())
         prefix = self._timeline(started.workflow_id, started.epoch)
-        names = [n for n in self._io(self.store.list, prefix)
-                 if n.isdigit() and int(n) > history.snapshot]
-        fetched = self._prefetch([f"{prefix}/{name}" for name in names])
+        if history.snapshot and not self.store.quick:  # no listing of every batch name
+            names, fetched = self._after(prefix, history.snapshot)
+        else:
+            names = [n for n in self._io(self.store.list, prefix)
+                     if n.isdigit() and int(n) > history.snapshot]
+            fetched = self._prefetch([f"{prefix}/{name}" for name in names])
         for index, name in enumerate(names):
             key = f"{prefix}/{name}"
             read = self._read_batch(key, last=index == len(names) - 1, repair=repair,
@@ -456,11 +459,12 @@ class RunStore:
             history.bodies.append(body)
         return history
 
-    def _prefetch(self, keys: list[str]) -> list[Callable[[], bytes] | None]:
-        """For a store of remote calls (S3), reads ``keys`` ``READ_AHEAD`` at a time and
-        returns, per key, a call giving its bytes (or raising what the read raised);
-        ``None`` per key for a local store, read one by one when needed."""
-        if self.store.quick or len(keys) < 2:
+    def _prefetch(self, keys: list[str], force: bool = False
+                  ) -> list[Callable[[], bytes] | None]:
+        """For a store of remote calls (S3), or with ``force``, reads ``keys``
+        ``READ_AHEAD`` at a time and returns, per key, a call giving its bytes (or raising
+        what the read raised); ``None`` per key for a local store, read when needed."""
+        if not force and (self.store.quick or len(keys) < 2):
             return [None] * len(keys)
         def get(key: str) -> Callable[[], bytes]:
             try:
@@ -472,6 +476,28 @@ class RunStore:
                 return fail
             return lambda: data
         return list(_readers().map(get, keys))
+
+    def _after(self, prefix: str, seq: int
+               ) -> tuple[list[str], list[Callable[[], bytes] | None]]:
+        """The batches after ``seq`` found by reading ``READ_AHEAD`` names at a time until
+        one is missing (batches are written in order, with no gap): on S3 a listing of a
+        long run's names costs a request per thousand of them."""
+        names: list[str] = []
+        fetched: list[Callable[[], bytes] | None] = []
+        while True:
+            round_names = [f"{n:08d}" for n in range(seq + len(names) + 1,
+                                                       seq + len(names) + 1 + READ_AHEAD)]
+            reads = self._prefetch([f"{prefix}/{name}" for name in round_names], force=True)
+            for name, read in zip(round_names, reads, strict=True):
+                assert read is not None
+                try:
+                    read()
+                except FileNotFoundError:
+                    return names, fetched
+                except RaylineError:
+                    pass  # read again by the caller, which says what is wrong
+                names.append(name)
+                fetched.append(read)
 
     def _read_batch(self, key: str, *, last: bool, repair: bool,
                     fetched: Callable[[], bytes] | None = None) -> tuple[Batch, bytes] | None:

@@ -252,6 +252,11 @@ class RemoteStore(MemoryStore):
         super().__init__(f"remote-{uuid.uuid4().hex}")
         self.in_flight = self.most = 0
         self.guard = threading.Lock()
+        self.listed: list[str] = []
+
+    def list(self, prefix: str) -> list[str]:
+        self.listed.append(prefix)
+        return super().list(prefix)
 
     def get(self, key: str) -> bytes:
         with self.guard:
@@ -282,3 +287,22 @@ def test_a_remote_store_reads_a_runs_batches_several_at_a_time() -> None:
     assert history.batches == RunStore(MemoryStore(store.url[len("memory://"):]), "test"
                                        ).load_history("w").batches
     assert [b.seq for b in history.batches] == list(range(1, len(history.batches) + 1))
+
+
+def test_a_remote_store_reads_the_batches_after_a_snapshot_without_listing_them() -> None:
+    store = RemoteStore()
+    runs = RunStore(store, "test", snapshot_every=16)
+
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.waits_many, 41, workflow_id="w"))
+        for i in range(40):
+            await host.signal("w", "item", _serde.encode(i))
+        await until(lambda: runs.load_history("w").snapshot == 32)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    store.listed.clear()
+    history = runs.load_history("w")
+    assert history.snapshot == 32 and len(history.batches) == 41
+    assert not [p for p in store.listed if "/t/" in p]  # found by reading, not listing
+    assert history.batches == every_batch(runs, "w").batches
