@@ -91,6 +91,7 @@ def test_a_parked_dedicated_workflow_keeps_its_host_and_a_late_signal_reaches_it
     wait_until(lambda: _gone(namespace, name, pid), GONE_WITHIN)
 
 
+@pytest.mark.soak  # the in-process host tests cover it in make test; this is Ray's
 def test_a_continue_as_new_chain_keeps_its_dedicated_host(client: rayline.Client,
                                                           namespace: str) -> None:
     handle = client.workflow.start(wf.hops, args=[4, 1.5], workflow_id="hopper",
@@ -104,6 +105,7 @@ def test_a_continue_as_new_chain_keeps_its_dedicated_host(client: rayline.Client
     wait_until(lambda: _gone(namespace, name, pid), GONE_WITHIN)
 
 
+@pytest.mark.soak  # the in-process host tests cover it in make test; this is Ray's
 def test_a_retry_backoff_keeps_its_dedicated_host(client: rayline.Client,
                                                   namespace: str) -> None:
     # the failed run waits out its backoff (longer than the host's linger) on its host
@@ -118,6 +120,7 @@ def test_a_retry_backoff_keeps_its_dedicated_host(client: rayline.Client,
     wait_until(lambda: _gone(namespace, name, pid), GONE_WITHIN)
 
 
+@pytest.mark.soak  # the in-process host tests cover it in make test; this is Ray's
 def test_a_reset_of_a_closed_dedicated_workflow_brings_its_host_back(
         client: rayline.Client, namespace: str, marks: str) -> None:
     handle = client.workflow.start(wf.five_numbered, args=[marks], workflow_id="fixme",
