@@ -64,6 +64,7 @@ class RaylineBench:
         """Run every workload into ``report``."""
         report.measure("W1", lambda: self.w1(self.defs.one))
         report.measure("W1_local", lambda: self.w1(self.defs.one_local))
+        report.measure("W1_execute", lambda: self.w1(self.defs.one, execute=True))
         report.measure("W2", lambda: asyncio.run(self.w2()))
         report.measure("W3", lambda: self.w3(self.defs.steps))
         report.measure("W3_local", lambda: self.w3(self.defs.steps_local))
@@ -74,10 +75,14 @@ class RaylineBench:
         report.measure("W7", lambda: asyncio.run(self.w7()))  # kills the host: near the end
         report.measure("W5", lambda: asyncio.run(self.w5()))  # leaves workflows parked: last
 
-    def w1(self, workflow) -> dict:
-        """Start a 1-activity workflow and wait for its result, sequentially."""
+    def w1(self, workflow, execute: bool = False) -> dict:
+        """Start a 1-activity workflow and wait for its result, sequentially (with
+        ``execute``: both in one call)."""
         def one() -> None:
-            check(self.client.workflow.start(workflow, args=[1]).result(), 2)
+            if execute:
+                check(self.client.workflow.execute(workflow, args=[1]), 2)
+            else:
+                check(self.client.workflow.start(workflow, args=[1]).result(), 2)
         return latency_ms(sample(one, self.sizes.w1_runs, self.sizes.warmup))
 
     async def w2(self) -> dict:
