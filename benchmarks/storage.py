@@ -492,7 +492,8 @@ def render(found: dict[str, Any]) -> str:
         "The run is read (its timeline through `RunStore.load_history`) and replayed. "
         f"S3 uses {sizes['wake_s3']:,} batches, not {sizes['wake_file']:,}: each read is "
         "a request. `read s` is the read alone; `wake s` the read and the replay; `list s` one "
-        "listing of the run's batch names, which every read makes, snapshot or not.", "",
+        "listing of the run's batch names (a read with a snapshot lists them on local files; "
+        "on S3 it reads the names after the snapshot 16 at a time instead).", "",
         "| store, snapshots | batches | newest snapshot | wake s | read s | list s | reads | "
         "lists | bytes read |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -515,8 +516,9 @@ def render(found: dict[str, Any]) -> str:
     p = park["per_signal"]
     lines += [
         "", f"## A run that parks between signals ({park['signals']} signals, file://)", "",
-        "Each signal wakes the run (one read of its snapshot), writes one batch, and the run "
-        "parks again, writing a snapshot of its whole history while that is at most "
+        "Each signal wakes the run (a read of its snapshot and the batches after it), writes "
+        "one batch, and the run parks again; every `RAYLINE_SNAPSHOT_PARK_AFTER` (16) "
+        "batches a park writes a snapshot of the whole history while that is at most "
         "`RAYLINE_SNAPSHOT_PARK_BYTES`. Per signal:", "",
         "| ms per cycle (a 20 ms wait to park included) | writes | bytes written: batch | "
         "snapshot | marker | reads | bytes read | lists | deletes |",
