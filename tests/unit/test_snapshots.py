@@ -11,7 +11,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -51,6 +51,26 @@ def every_batch(runs: RunStore, workflow_id: str) -> History:
     plain = RunStore(runs.store, runs.namespace, runs.codec)
     plain._snapshot_of = lambda record: None  # type: ignore[method-assign]
     return plain.load_history(workflow_id)
+
+
+def signalled(runs: RunStore, signals: int, *, close: bool = False,
+              snapshot_at: int | None = None, then: Callable[[], bool] | None = None) -> None:
+    """Runs ``flows.waits_many`` as workflow "w" on an in-process host and sends it
+    ``signals`` items, one batch each (with ``close``, its last one), then waits for the
+    snapshot of ``snapshot_at`` batches, or until ``then()`` holds."""
+    async def main() -> None:
+        host = await make_host(runs)
+        await host.start(request(flows.waits_many, signals + (not close), workflow_id="w"))
+        for i in range(signals):
+            await host.signal("w", "item", _serde.encode(f"secret-{i}-payload"))
+        if close:
+            await host.result("w")
+        if snapshot_at is not None:
+            await until(lambda: runs.load_history("w").snapshot == snapshot_at)
+        if then is not None:
+            await until(then)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 def test_a_parked_run_of_10000_batches_wakes_reading_one_snapshot_plus_n_batches() -> None:
@@ -174,20 +194,12 @@ def test_an_unusable_snapshot_is_said_and_every_batch_read(
         tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
     runs = RunStore(LocalStore(str(tmp_path), fsync=False), "test", snapshot_every=2)
 
-    async def main() -> None:
-        host = await make_host(runs)
-        await host.start(request(flows.waits_many, 6, workflow_id="w"))
-        for i in range(6):
-            await host.signal("w", "item", _serde.encode(i))
-        await host.result("w")
-        # the newest snapshot is written, and the ones before it are gone
-        await until(lambda: [p.name for p in snapshots()] == ["00000006"])
-
     def snapshots() -> list[Any]:
         return sorted(p for p in (tmp_path / "test" / "wf" / "w" / "s").rglob("*")
                       if p.is_file() and not p.name.startswith("."))
 
-    asyncio.run(asyncio.wait_for(main(), 20))
+    # the newest snapshot is written, and the ones before it are gone
+    signalled(runs, 6, close=True, then=lambda: [p.name for p in snapshots()] == ["00000006"])
     (name,) = snapshots()
     plain = every_batch(runs, "w")
     key = name.relative_to(tmp_path).as_posix()
@@ -206,16 +218,7 @@ def test_an_unusable_snapshot_is_said_and_every_batch_read(
 
 def test_gc_of_a_run_removes_its_snapshots(tmp_path: Any) -> None:
     runs = RunStore(LocalStore(str(tmp_path), fsync=False), "test", snapshot_every=1)
-
-    async def main() -> None:
-        host = await make_host(runs)
-        await host.start(request(flows.waits_many, 2, workflow_id="w"))
-        for i in range(2):
-            await host.signal("w", "item", _serde.encode(i))
-        await host.result("w")
-        await until(lambda: runs.load_history("w").snapshot > 0)
-
-    asyncio.run(asyncio.wait_for(main(), 20))
+    signalled(runs, 2, close=True, then=lambda: runs.load_history("w").snapshot > 0)
     epoch = runs.read_run("w").epoch
     runs.delete_run("w", epoch)
     assert not [p for p in (tmp_path / "test" / "wf" / "w").rglob("*") if p.is_file()]
@@ -225,15 +228,7 @@ def test_gc_of_a_run_removes_its_snapshots(tmp_path: Any) -> None:
 def test_an_encrypted_run_has_encrypted_snapshots_and_reads_through_them(tmp_path: Any) -> None:
     codec = Codec("aes-gcm", Keyring({"k1": b"k" * 32}))
     runs = RunStore(LocalStore(str(tmp_path), fsync=False), "test", codec, snapshot_every=2)
-
-    async def main() -> None:
-        host = await make_host(runs)
-        await host.start(request(flows.waits_many, 5, workflow_id="w"))
-        for i in range(4):
-            await host.signal("w", "item", _serde.encode(f"secret-{i}-payload"))
-        await until(lambda: runs.load_history("w").snapshot >= 4)
-
-    asyncio.run(asyncio.wait_for(main(), 20))
+    signalled(runs, 4, snapshot_at=4)
     snapshots = [p for p in (tmp_path / "test" / "wf" / "w" / "s").rglob("0*") if p.is_file()]
     assert snapshots and all(b"secret-" not in p.read_bytes() for p in snapshots)
     assert runs.load_history("w").batches == every_batch(runs, "w").batches
@@ -273,14 +268,7 @@ class RemoteStore(MemoryStore):
 def test_a_remote_store_reads_a_runs_batches_several_at_a_time() -> None:
     store = RemoteStore()
     runs = RunStore(store, "test", snapshot_every=0)
-
-    async def main() -> None:
-        host = await make_host(runs)
-        await host.start(request(flows.waits_many, 41, workflow_id="w"))
-        for i in range(40):
-            await host.signal("w", "item", _serde.encode(i))
-
-    asyncio.run(asyncio.wait_for(main(), 30))
+    signalled(runs, 40)
     store.most = 0
     history = runs.load_history("w")
     assert store.most > 1  # read ahead, not one GET after another
@@ -292,15 +280,7 @@ def test_a_remote_store_reads_a_runs_batches_several_at_a_time() -> None:
 def test_a_remote_store_reads_the_batches_after_a_snapshot_without_listing_them() -> None:
     store = RemoteStore()
     runs = RunStore(store, "test", snapshot_every=16)
-
-    async def main() -> None:
-        host = await make_host(runs)
-        await host.start(request(flows.waits_many, 41, workflow_id="w"))
-        for i in range(40):
-            await host.signal("w", "item", _serde.encode(i))
-        await until(lambda: runs.load_history("w").snapshot == 32)
-
-    asyncio.run(asyncio.wait_for(main(), 30))
+    signalled(runs, 40, snapshot_at=32)
     store.listed.clear()
     history = runs.load_history("w")
     assert history.snapshot == 32 and len(history.batches) == 41
