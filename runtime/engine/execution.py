@@ -86,6 +86,9 @@ class Environment(Protocol):
     runs: RunStore
     space: ObjectSpace | None
     host_name: str
+    draining: bool
+    """The host is handing its runs to others: nothing starts before its batch is durable
+    (a run moved away mid-write would run it again on its new host)."""
     watchdog: Watchdog
     blackbox: Blackbox
     metrics: Metrics
@@ -416,9 +419,10 @@ class Execution:
         the write. Safe: an activity runs at least once anyway, and if the batch is never
         written its call is issued again by replay and this attempt's result, which can
         only reach the mailbox, is recorded after the batch or dropped (``novel``). Not
-        when the batch names large values still to be written (the activity reads them).
-        See docs/durability.md."""
-        if not EAGER or self.values.writes:
+        when the batch names large values still to be written (the activity reads them),
+        nor on a draining host, whose runs are being moved: a run whose write another host
+        fences would then run its activity twice. See docs/durability.md."""
+        if not EAGER or self.values.writes or self.env.draining:
             return []
         now: list[tl.Command] = [c for c in commands
                                  if isinstance(c, (tl.ScheduleActivity, tl.StartTimer))]
