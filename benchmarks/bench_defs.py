@@ -103,3 +103,18 @@ async def sum_signals(n: int) -> int:
     for _ in range(n):
         total += await workflow.condition("item")
     return total
+
+
+@rayline.activity
+def carry(data: bytes) -> bytes:
+    """Returns its payload: a step whose argument and result are ``len(data)`` bytes."""
+    return data
+
+
+@rayline.workflow
+async def steps_carrying(n: int, size: int) -> int:
+    """``n`` sequential activities, each passed and returning ``size`` bytes."""
+    data = b"x" * size
+    for _ in range(n):
+        data = await workflow.execute_activity(carry, data)
+    return len(data)
