@@ -438,6 +438,12 @@ def log(text: str) -> None:
 # ------------------------------------------------------------------- output
 
 
+def _counts_row(label: str, figure: float, counts: dict[str, Any]) -> str:
+    """A table row: ``label``, its time or rate, then the calls and bytes counted."""
+    return (f"| {label} | {figure} | {counts['writes']} | {counts['bytes_written']:,.0f} | "
+            f"{counts['reads']} | {counts['lists']} | {counts['deletes']} |")
+
+
 def _kinds(calls: dict[str, dict[str, float]]) -> Iterator[str]:
     for kind in KINDS:
         parts = [f"{op} {calls[op][kind]:g}" for op in OPS if kind in calls.get(op, {})]
@@ -463,11 +469,8 @@ def render(found: dict[str, Any]) -> str:
         "lists/step | deletes/step |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, row in found["steps"].items():
-        s = row["per_step"]
-        lines.append(f"| {label} | {row['ms_per_step']} | {s['writes']} | "
-                     f"{s['bytes_written']:,.0f} | {s['reads']} | {s['lists']} | "
-                     f"{s['deletes']} |")
+    lines += [_counts_row(label, row["ms_per_step"], row["per_step"])
+              for label, row in found["steps"].items()]
     lines += ["", "Per run of the workflow, by kind of key:", ""]
     for label, row in found["steps"].items():
         r = row["per_run"]
@@ -479,11 +482,8 @@ def render(found: dict[str, Any]) -> str:
         "lists/wf | deletes/wf |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, row in found["concurrent"].items():
-        w = row["per_workflow"]
-        lines.append(f"| {label} | {row['wf_per_s']} | {w['writes']} | "
-                     f"{w['bytes_written']:,.0f} | {w['reads']} | {w['lists']} | "
-                     f"{w['deletes']} |")
+    lines += [_counts_row(label, row["wf_per_s"], row["per_workflow"])
+              for label, row in found["concurrent"].items()]
     lines += ["", "Per workflow, by kind of key:", ""]
     for label, row in found["concurrent"].items():
         lines.append(f"- {label}: {'; '.join(_kinds(row['per_workflow']['calls']))}")
