@@ -72,6 +72,10 @@ def validate_task_queue(name: object) -> str:
     if len(queue) > MAX_TASK_QUEUE_LENGTH:
         raise InvalidInputError(f"task queue {queue[:40]!r}... is {len(queue)} characters; the "
                                 f"limit is {MAX_TASK_QUEUE_LENGTH}")
+    if queue == "dedicated" or queue.startswith("dedicated-"):  # its hosts' names would be
+        raise InvalidInputError(  # those of workflows' own hosts (host-dedicated-<id>)
+            f"task queue {queue!r} is reserved: a pool's hosts are named host-<queue>-<n>, "
+            "and host-dedicated-... names a workflow's own host (start(dedicated=True))")
     return queue
 
 

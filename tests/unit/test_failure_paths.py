@@ -453,6 +453,9 @@ def test_low_client_refuses_an_empty_id_a_long_queue_and_bad_fields() -> None:
             await client.workflow.start(flows.one_step, args=[1], workflow_id="")
         with pytest.raises(InvalidInputError, match="task queue"):
             await client.workflow.start(flows.one_step, args=[1], task_queue="q" * 101)
+        for reserved in ("dedicated", "dedicated-gpu"):  # pool hosts host-dedicated-...
+            with pytest.raises(InvalidInputError, match="reserved"):
+                await client.workflow.start(flows.one_step, args=[1], task_queue=reserved)
         with pytest.raises(InvalidInputError, match="memo field 'x'"):
             await client.workflow.start(flows.one_step, args=[1], memo={"x": float("inf")})
 

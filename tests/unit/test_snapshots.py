@@ -217,12 +217,11 @@ def test_an_unusable_snapshot_is_said_and_every_batch_read(
 
 
 def test_gc_of_a_run_removes_its_snapshots(tmp_path: Any) -> None:
-    runs = RunStore(LocalStore(str(tmp_path), fsync=False), "test", snapshot_every=1)
-    signalled(runs, 2, close=True, then=lambda: runs.load_history("w").snapshot > 0)
+    runs = RunStore(LocalStore(str(tmp_path), fsync=False), "test", snapshot_every=2)
+    signalled(runs, 2, close=True, snapshot_at=2)  # batches 1-3: one snapshot, no write left
     epoch = runs.read_run("w").epoch
     runs.delete_run("w", epoch)
     assert not [p for p in (tmp_path / "test" / "wf" / "w").rglob("*") if p.is_file()]
-
 
 
 def test_an_encrypted_run_has_encrypted_snapshots_and_reads_through_them(tmp_path: Any) -> None:
