@@ -72,13 +72,18 @@ class Index:
     def get(self, workflow_id: str) -> RunSummary | None:
         return self.summaries.get(workflow_id)
 
-    def record(self, summaries: Iterable[RunSummary]) -> list[RunSummary]:
+    def record(self, summaries: Iterable[RunSummary], *,
+               ties: bool = True) -> list[RunSummary]:
         """Keeps each summary unless the index holds a later one of its workflow (a later
-        run, or the same run updated later); returns those kept."""
+        run, or the same run updated later); returns those kept. A summary as old as the
+        one held replaces it only with ``ties``: a host's report does (its run's state can
+        change without a batch: stuck, quarantined), what storage kept or a timeline says
+        does not (a host told the index something newer than they know)."""
         kept = []
         for summary in summaries:
             held = self.summaries.get(summary.workflow_id)
-            if held is None or _age(summary) >= _age(held):
+            if held is None or _age(summary) > _age(held) or (
+                    ties and _age(summary) == _age(held)):
                 self.summaries[summary.workflow_id] = summary
                 kept.append(summary)
         return kept

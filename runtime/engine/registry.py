@@ -796,10 +796,11 @@ class Registry:
         if not self._indexed:
             async with self._index_lock:
                 if not self._indexed:
-                    self.index.record(await self._io(self._index_store.load))
+                    # reports that came meanwhile are newer than what storage kept
+                    self.index.record(await self._io(self._index_store.load), ties=False)
                     found = await self._io(self._index_store.reconcile,
                                            dict(self.index.summaries))
-                    self._keep(self.index.record(found))
+                    self._keep(self.index.record(found, ties=False))
                     self._indexed = True
         return self.index
 

@@ -241,3 +241,19 @@ def test_a_registry_that_reports_before_it_lists_writes_after_the_snapshot(
         assert "wf-00007" in {s.workflow_id for s in await _all_pages(third)}
 
     asyncio.run(main())
+
+
+def test_what_storage_kept_never_rolls_back_a_report_of_the_same_age() -> None:
+    """A host reports its run quarantined (no batch: the same age as its last summary)
+    to a registry that has not read the index storage kept, which holds it running."""
+    store, runs, old = _namespace(1)
+    running = _summary(0)
+
+    async def main() -> list[RunSummary]:
+        await old.report([running])
+        await _saved(old)
+        registry = Registry(runs, store.url, Launcher(runs))  # its index not read yet
+        await registry.report([running.model_copy(update={"state": RunStatus.QUARANTINED})])
+        return (await registry.list(ListRequest(limit=10))).items
+
+    assert [s.state for s in asyncio.run(main())] == [RunStatus.QUARANTINED]
