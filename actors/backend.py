@@ -20,6 +20,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import cloudpickle
 import ray
 from ray.exceptions import RayError
 
@@ -77,19 +78,39 @@ class _Beats:
         return cancelled
 
 
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What every attempt of one activity on one host shares: sent as one pickled blob
+    (``RayBackend._context``) that a worker unpickles once, instead of five task
+    arguments that Ray would serialize one by one on every call."""
+
+    fn: Any
+    namespace: str
+    storage_url: str
+    codec: Codec | None
+    watched: bool
+    """The activity has a ``heartbeat_timeout``: an attempt tells its host it runs."""
+
+
+@functools.lru_cache(maxsize=256)
+def _unpack(blob: bytes) -> _Context:
+    context: _Context = cloudpickle.loads(blob)
+    return context
+
+
 @ray.remote(num_returns=2)
-def _activity_task(fn: Any, info: ActivityInfo, namespace: str, storage_url: str,
-                   codec: Codec | None, watched: bool, *args: Any) -> tuple[Outcome, Any]:
+def _activity_task(blob: bytes, info: ActivityInfo, *args: Any) -> tuple[Outcome, Any]:
     """One attempt, as a Ray task (its args one by one, so Ray resolves ``ObjectRef``\ s):
     its outcome, and for a large result the value, which stays in Ray's object store
-    (the outcome holds the reference the host records). A ``watched`` attempt (it has
-    a ``heartbeat_timeout``) tells its host first that it runs."""
-    beats = _Beats(namespace)
-    if watched:
+    (the outcome holds the reference the host records). ``blob`` is the activity's
+    pickled ``_Context``."""
+    context = _unpack(blob)
+    beats = _Beats(context.namespace)
+    if context.watched:
         beats(info, None, STARTED)
     token = _activity._beat.set(beats)
     try:
-        kind, value = run_sync_or_async(fn, args, info)
+        kind, value = run_sync_or_async(context.fn, args, info)
     finally:
         _activity._beat.reset(token)
     if kind != "ok":
@@ -97,7 +118,8 @@ def _activity_task(fn: Any, info: ActivityInfo, namespace: str, storage_url: str
     obj = isinstance(value, ray.ObjectRef)  # the workflow gets an ObjectRef back
     try:
         plain = ray.get(value) if obj else value
-        ref = store_if_large(_runs(storage_url, namespace, codec), plain, obj=obj,
+        ref = store_if_large(_runs(context.storage_url, context.namespace, context.codec),
+                             plain, obj=obj,
                              what=f"result of activity {info.activity!r}")
     except Exception as exc:  # it cannot be pickled (fatal), or storage failed (retried)
         return ("err", attempt_failure(exc, fatal=isinstance(exc, SerializationError))), None
@@ -144,6 +166,7 @@ class RayBackend(ActorDirectory):
         self._reports: dict[str, RunSummary] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._task_options: dict[str, Any] = {}
+        self._contexts: dict[tuple[int, bool], tuple[Any, bytes]] = {}
         self._local = ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="rayline-local")
         self._stopping: set[asyncio.Task[None]] = set()
 
@@ -155,6 +178,17 @@ class RayBackend(ActorDirectory):
                 **ray_options, max_retries=0, num_returns=2)
         return task
 
+    def _context(self, fn: Any, watched: bool) -> bytes:
+        """The pickled ``_Context`` of ``fn``'s attempts, made once per function."""
+        key = (id(fn), watched)
+        known = self._contexts.get(key)
+        if known is not None and known[0] is fn:
+            return known[1]
+        blob = cloudpickle.dumps(_Context(fn, self.namespace, self.storage_url, self.codec,
+                                          watched))
+        self._contexts[key] = (fn, blob)  # holds fn, so its id is not reused meanwhile
+        return blob
+
     async def run_attempt(self, definition: ActivityDefinition[Any, Any], args: tuple[Any, ...],
                           options: ActivityOptions, info: ActivityInfo) -> Outcome:
         if options.local:
@@ -163,8 +197,7 @@ class RayBackend(ActorDirectory):
             return await asyncio.get_running_loop().run_in_executor(
                 self._local, invoke, definition.fn, args, info)
         ref, value_ref = self._task(options.ray).remote(
-            definition.fn, info, self.namespace, self.storage_url, self.codec,
-            options.heartbeat_timeout is not None, *args)
+            self._context(definition.fn, options.heartbeat_timeout is not None), info, *args)
         try:
             kind, value = await ref
             if isinstance(value, Stored):  # this host owns the task's returns: it keeps it
