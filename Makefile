@@ -43,7 +43,7 @@ chaos: $(STAMP)
 	$(PY) -m pytest -q -m chaos
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py $(if $(PEERS),--peers,)
+	$(PY) benchmarks/run.py $(if $(PEERS),--peers,) $(if $(RUNS),--runs $(RUNS),)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check runtime actors tests examples benchmarks

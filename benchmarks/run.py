@@ -1,11 +1,15 @@
 """Run the benchmark suite and write ``benchmarks/results/latest.{json,md,png}``.
 
-    python benchmarks/run.py [--peers] [--quick]
+    python benchmarks/run.py [--peers] [--quick] [--runs N]
 
 Each engine runs in a subprocess of its own (Ray is one per process): the raw Ray
 baselines and rayline with this interpreter (the project's venv), and with ``--peers``
 Temporal, DBOS and Ray Workflows with their own venvs under ``benchmarks/.venvs/``,
 created on first use. Every script prints one JSON object on its last stdout line.
+
+With ``--runs N`` the whole suite runs N times, one after the other: each figure is the
+median over the runs, each ratio the median of the ratios taken within each run, and the
+targets table says for each target whether the median meets it.
 """
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -56,6 +62,53 @@ RATIO_ROWS = [row for row in ROWS if row[1] in ("W1", "W2", "W3", "W4")]
 PLOTTED = [("W1 p50 (ms, lower is better)", "W1", "p50_ms"),
            ("W2 (workflows/s, higher is better)", "W2", "wf_per_s"),
            ("W3 (ms per step, lower is better)", "W3", "ms_per_step")]
+
+# The targets of the speed issue: (name, its value in one run's engines, the limit, "le"
+# if met at or under the limit, "ge" at or above). Ratios are taken within a run.
+def _over(numerator: tuple[str, str, str], denominator: tuple[str, str, str]) -> Any:
+    def value(engines: dict[str, dict]) -> float | None:
+        top = figure(engines.get(numerator[0]), *numerator[1:])
+        bottom = figure(engines.get(denominator[0]), *denominator[1:])
+        return top / bottom if top is not None and bottom else None
+    return value
+
+
+def _alone(key: tuple[str, str, str]) -> Any:
+    return lambda engines: figure(engines.get(key[0]), *key[1:])
+
+
+def _w2_goal(engines: dict[str, dict]) -> float | None:
+    """W2 over its goal: 1,000 workflows/s or 4x DBOS's, whichever is lower."""
+    ours = figure(engines.get("rayline"), "W2", "wf_per_s")
+    dbos = figure(engines.get("dbos"), "W2", "wf_per_s")
+    goal = 1000.0 if dbos is None else min(1000.0, 4 * dbos)
+    return None if ours is None else ours / goal
+
+
+TARGETS: list[tuple[str, Any, float, str, str]] = [  # ..., and the unit shown
+    ("W1 p50 <= 0.75x DBOS's", _over(("rayline", "W1", "p50_ms"), ("dbos", "W1", "p50_ms")),
+     0.75, "le", "x"),
+    ("W1 p50 <= 2.5x the raw Ray task round trip",
+     _over(("rayline", "W1", "p50_ms"), ("ray_tasks", "W1", "p50_ms")), 2.5, "le", "x"),
+    ("W3 per step <= 1.0x the raw Ray task round trip",
+     _over(("rayline", "W3", "ms_per_step"), ("ray_tasks", "W3", "ms_per_step")), 1.0, "le",
+     "x"),
+    ("W3 per step <= 0.75x DBOS's",
+     _over(("rayline", "W3", "ms_per_step"), ("dbos", "W3", "ms_per_step")), 0.75, "le", "x"),
+    ("W3 local activities <= 0.5x Temporal's local activities",
+     _over(("rayline", "W3_local", "ms_per_step"), ("temporal", "W3_local", "ms_per_step")),
+     0.5, "le", "x"),
+    ("W2 >= 1,000/s or 4x DBOS's, whichever is lower (shown: W2 over that goal)", _w2_goal,
+     1.0, "ge", "x"),
+    ("W4 p50 <= 0.5x Ray Workflows'",
+     _over(("rayline", "W4", "p50_ms"), ("rayworkflows", "W4", "p50_ms")), 0.5, "le", "x"),
+    ("W4 p50 <= 0.3x Temporal's",
+     _over(("rayline", "W4", "p50_ms"), ("temporal", "W4", "p50_ms")), 0.3, "le", "x"),
+    ("W5 >= 1,000 activity-free starts/s", _alone(("rayline", "W5", "starts_per_s")),
+     1000.0, "ge", "/s"),
+    ("W6 late/early <= 1.2 in every run", _alone(("rayline", "W6", "late_over_early")), 1.2,
+     "le", ""),
+]
 
 
 def child_env(with_project_path: bool) -> dict[str, str]:
@@ -190,33 +243,87 @@ def figures_table(engines: dict[str, dict]) -> list[str]:
     return table(["metric", *(label for _, label in present)], rows)
 
 
-def ratios_table(engines: dict[str, dict]) -> list[str]:
+def median_of(values: list[float | None]) -> float | None:
+    """The median of the values measured; None if there are none."""
+    found = [v for v in values if v is not None]
+    return statistics.median(found) if found else None
+
+
+def ratios_table(runs: list[dict[str, dict]]) -> list[str]:
     """rayline against raw Ray and the floor; every peer that ran against rayline."""
-    peers = [(key, label) for key, label in PEER_COLUMNS if key in engines]
+    peers = [(key, label) for key, label in PEER_COLUMNS if key in runs[0]]
     header = ["metric", "rayline / raw Ray", "rayline / floor",
               *(f"{label} / rayline" for _, label in peers)]
     rows = []
     for name, w, f in RATIO_ROWS:
-        ours = figure(engines.get("rayline"), w, f)
-        rows.append([name, ratio(ours, figure(engines.get("ray_tasks"), w, f)),
-                     ratio(ours, figure(engines.get("ray_floor"), w, f)),
-                     *(ratio(figure(engines[key], w, f), ours) for key, _ in peers)])
+        pairs = [(("rayline", w, f), (key, w, f)) for key in ("ray_tasks", "ray_floor")]
+        pairs += [((key, w, f), ("rayline", w, f)) for key, _ in peers]
+        cells = [median_of([_over(*pair)(engines) for engines in runs]) for pair in pairs]
+        rows.append([name, *("–" if c is None else f"{c:.2f}x" for c in cells)])
     return table(header, rows)
 
 
+def targets_table(runs: list[dict[str, dict]]) -> list[str]:
+    """Each target: its ratio (or figure) in each run, the median, and whether it is met."""
+    rows = []
+    for name, value, limit, how, unit in TARGETS:
+        per_run = [value(engines) for engines in runs]
+        middle = median_of(per_run)
+        if middle is None:
+            continue
+        met = middle <= limit if how == "le" else middle >= limit
+        if name.startswith("W6"):  # flat in every run, not in the median only
+            met = all(v is not None and v <= limit for v in per_run)
+        rows.append([name, " / ".join("–" if v is None else f"{fmt(v)}{unit}"
+                                      for v in per_run),
+                     f"{fmt(middle)}{unit}", "yes" if met else "no"])
+    return table(["target", "each run", "median", "met"], rows)
+
+
+def median_engines(runs: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per engine and workload, the median of each figure over the runs that measured it;
+    versions and errors from every run."""
+    merged: dict[str, dict] = {}
+    for engines in runs:
+        for key, engine in engines.items():
+            into = merged.setdefault(key, {})
+            for workload, fields in engine.items():
+                if workload == "errors":
+                    into.setdefault("errors", []).extend(fields)
+                elif isinstance(fields, dict):
+                    slot = into.setdefault(workload, {})
+                    for name, value in fields.items():
+                        if isinstance(value, (int, float)) and not isinstance(value, bool):
+                            slot.setdefault(name, []).append(value)
+                else:
+                    into[workload] = fields
+    for engine in merged.values():
+        for workload, fields in engine.items():
+            if workload != "errors" and isinstance(fields, dict):
+                engine[workload] = {name: statistics.median(values)
+                                    for name, values in fields.items()}
+    return merged
+
+
 def render_markdown(results: dict) -> str:
-    """The figures table, the ratios table, notes, versions and errors."""
+    """The figures table, the ratios table, the targets, notes, versions and errors."""
     engines, machine = results["engines"], results["machine"]
+    runs = results.get("runs") or [engines]
     present = [(key, label) for key, label in COLUMNS if key in engines]
+    several = len(runs) > 1
     lines = [f"# Benchmarks, {machine['date']}", "",
              f"{machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
              f"Python {machine['python']}, Ray {machine['ray']}"
-             f"{', quick sizes' if machine['quick'] else ''}.", "",
+             f"{', quick sizes' if machine['quick'] else ''}"
+             f"{f'; each figure the median of {len(runs)} runs' if several else ''}.", "",
              *figures_table(engines), "",
-             "Ratios, each a figure divided by another from this same run "
+             "Ratios, each a figure divided by another from the same run"
+             f"{', the median over the runs' if several else ''} "
              "(W2 is a rate: there, above 1x means the numerator is faster; "
              "elsewhere above 1x means it is slower).", "",
-             *ratios_table(engines), "",
+             *ratios_table(runs), "",
+             "Targets (a ratio within each run; W6 must hold in every run):", "",
+             *targets_table(runs), "",
              "Every activity is `add1(x) = x + 1`. For raw Ray tasks, W4 is the round "
              "trip of an actor method call from the driver (the least that delivering a "
              "signal costs). The floor is a hand-written async Ray actor that writes one "
@@ -275,11 +382,20 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true",
                         help="also run Temporal, DBOS and Ray Workflows (own venvs)")
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="run the suite this many times; report medians")
     args = parser.parse_args()
-    engines = run_local(args.quick)
-    if args.peers:
-        engines.update(run_peers(args.quick))
-    results = {"machine": machine_facts(engines, args.quick), "engines": engines}
+    runs = []
+    for number in range(args.runs):
+        if args.runs > 1:
+            log(f"=== run {number + 1} of {args.runs}")
+        engines = run_local(args.quick)
+        if args.peers:
+            engines.update(run_peers(args.quick))
+        runs.append(engines)
+    engines = median_engines(runs)
+    results = {"machine": machine_facts(engines, args.quick), "engines": engines,
+               "runs": runs}
     write_results(results)
     print((RESULTS_DIR / "latest.md").read_text())
 

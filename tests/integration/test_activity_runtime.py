@@ -1,11 +1,12 @@
-"""How activities run: every one is accounted by Ray (a default one takes a CPU), a
-cancelled one stops, a silent one is retried from its last heartbeat, and a sync local
-one does not hold up the other workflows of its host."""
+"""How activities run: every one is accounted by Ray (a default one takes a CPU, on a
+warm runner when one is idle), a cancelled one stops, a silent one is retried from its
+last heartbeat, and a sync local one does not hold up the other workflows of its host."""
 
 from __future__ import annotations
 
 import glob
 import os
+from typing import Any
 
 import pytest
 
@@ -73,3 +74,42 @@ def test_a_sync_local_activity_does_not_hold_up_its_hosts_other_workflows(
     assert waiting.result(timeout=30) == "answered"
     assert wf.count(marks, "local-nap-done") == 0  # the nap still runs: not waited for
     assert napping.result(timeout=30) == "napped"
+
+
+def actor_state(actor_id: str) -> Any:
+    from ray.util.state import get_actor
+
+    return get_actor(actor_id)
+
+
+def test_a_default_activity_runs_on_a_warm_runner_that_holds_its_cpu_until_idle(
+        client: rayline.Client) -> None:
+    first, second = client.workflow.execute(wf.finds_a_runner)
+    assert first == second  # kept between activities: no lease per call
+    runner = actor_state(first)
+    assert runner.class_name == "Runner"
+    assert runner.required_resources == {"CPU": 1.0}  # what a default task would hold
+    wait_until(lambda: actor_state(first).state == "DEAD")  # idle: its CPU goes back
+
+
+def test_a_runner_that_dies_fails_its_attempt_and_the_retry_succeeds(
+        client: rayline.Client, marks: str) -> None:
+    assert client.workflow.execute(wf.runner_dies, args=[marks]) == "second attempt"
+    [died] = glob.glob(os.path.join(marks, "exits.*"))
+    assert os.path.basename(died) != "exits.None"  # the first attempt ran on a runner
+    assert actor_state(os.path.basename(died).split(".", 1)[1]).state == "DEAD"
+
+
+def test_cancelling_an_activity_on_a_runner_interrupts_it_and_stops_the_runner(
+        client: rayline.Client, marks: str) -> None:
+    handle = client.workflow.start(wf.sleeps_on_a_runner, args=[marks])
+    wait_until(lambda: glob.glob(os.path.join(marks, "plain-started-*")))
+    [started] = glob.glob(os.path.join(marks, "plain-started-*"))
+    runner = os.path.basename(started)[len("plain-started-"):].split(".")[0]
+    assert runner != "None"
+    handle.cancel()
+    with pytest.raises(rayline.WorkflowFailedError) as info:
+        handle.result(timeout=30)
+    assert rayline.is_cancellation(info.value)
+    wait_until(lambda: wf.count(marks, "plain-cancelled") == 1)  # KeyboardInterrupt, as a task
+    wait_until(lambda: actor_state(runner).state == "DEAD")

@@ -437,3 +437,67 @@ async def hops(n: int, pause: float) -> str:
     if n > 0:
         workflow.continue_as_new(n - 1, pause)
     return "landed"
+
+
+@rayline.activity
+def runner_id() -> str | None:
+    """The actor this default activity ran in: a host's warm runner, or None (a task)."""
+    import ray
+
+    return ray.get_runtime_context().get_actor_id()
+
+
+async def _on_a_runner() -> str:
+    """Calls ``runner_id`` until a warm runner takes it (the first call starts one)."""
+    for _ in range(100):
+        found = await workflow.execute_activity(runner_id)
+        if found is not None:
+            return str(found)
+        await workflow.sleep(0.1)
+    raise RuntimeError("no warm runner took a default activity")
+
+
+@rayline.workflow
+async def finds_a_runner() -> list[str]:
+    """The runner that takes a default activity, twice in a row."""
+    return [await _on_a_runner(), await _on_a_runner()]
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=3, initial_interval=0.1))
+def exits_once(folder: str) -> str:
+    """Ends its process on the first attempt (``exits.<actor id>``), returns on the next."""
+    import ray
+
+    if count(folder, "exits") == 0:
+        with open(os.path.join(folder, f"exits.{ray.get_runtime_context().get_actor_id()}"),
+                  "w"):
+            pass
+        os._exit(1)
+    return "second attempt"
+
+
+@rayline.workflow
+async def runner_dies(folder: str) -> str:
+    await _on_a_runner()
+    return await workflow.execute_activity(exits_once, folder)
+
+
+@rayline.activity(retry=RetryPolicy(maximum_attempts=1))
+def sleeps_plainly(folder: str) -> str:
+    """A default activity that never heartbeats: only an interrupt stops it."""
+    import ray
+
+    _mark(folder, f"plain-started-{ray.get_runtime_context().get_actor_id()}")
+    try:
+        for _ in range(600):
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        _mark(folder, "plain-cancelled")
+        raise
+    return "finished"
+
+
+@rayline.workflow
+async def sleeps_on_a_runner(folder: str) -> str:
+    await _on_a_runner()
+    return await workflow.execute_activity(sleeps_plainly, folder)
