@@ -9,9 +9,11 @@ such an attempt to an idle one; with none idle, the attempt runs as a task, as b
 Resources stay honest: a runner declares the 1 CPU its attempt would have had, and runs
 one attempt at a time (its second thread takes interrupts only), so Ray counts and
 limits what runs. It also holds that CPU while idle, so a runner idle for
-``RAYLINE_WARM_IDLE`` (2) seconds is stopped and the CPU goes back to the cluster. A
-runner Ray cannot place soon (no free CPU) is given up, and none is tried again for a
-while. ``RAYLINE_WARM_RUNNERS=0`` turns runners off.
+``RAYLINE_WARM_IDLE`` (2) seconds is stopped and the CPU goes back to the cluster, and a
+host keeps at most one runner per two CPUs of the cluster (none on a 1-CPU cluster,
+where a busy runner would starve every task). A runner Ray cannot place soon (no free
+CPU) is given up, and none is tried again for a while. ``RAYLINE_WARM_RUNNERS=0`` turns
+runners off.
 
 A cancelled attempt gets ``KeyboardInterrupt`` in its thread, as a task does, and its
 runner is stopped, not reused: once ``STOP_GRACE`` seconds have passed, or at once if
@@ -90,11 +92,16 @@ class WarmPool:
         self._idle: list[tuple[Any, float]] = []  # (runner, idle since)
         self._count = 0
         self._not_before = 0.0
+        self._cpus: float | None = None
         self._sweep: asyncio.TimerHandle | None = None
         self._work: set[asyncio.Task[None]] = set()
 
     def take(self) -> Any | None:
         """An idle runner, now the caller's; or None, and a new runner starts if allowed."""
+        if self.size > 0 and self._cpus is None:
+            cpus = ray.cluster_resources().get("CPU", 0.0)  # type: ignore[no-untyped-call]
+            self._cpus = float(cpus)
+            self.size = min(self.size, int(self._cpus // 2))
         if self._idle:
             return self._idle.pop()[0]  # the most recently used: the others age out
         if self._count < self.size and time.monotonic() >= self._not_before:
