@@ -8,12 +8,14 @@ such an attempt to an idle one; with none idle, the attempt runs as a task, as b
 
 Resources stay honest: a runner declares the 1 CPU its attempt would have had, and runs
 one attempt at a time (its second thread takes interrupts only), so Ray counts and
-limits what runs. It also holds that CPU while idle, so a runner idle for
-``RAYLINE_WARM_IDLE`` (2) seconds is stopped and the CPU goes back to the cluster, and a
-host keeps at most one runner per two CPUs of the cluster (none on a 1-CPU cluster,
-where a busy runner would starve every task). A runner Ray cannot place soon (no free
-CPU) is given up, and none is tried again for a while. ``RAYLINE_WARM_RUNNERS=0`` turns
-runners off.
+limits what runs. It also holds that CPU while idle, and a task may be waiting for it:
+so a runner idle for ``RAYLINE_WARM_IDLE`` (2) seconds is stopped; a host with attempts
+out as tasks (a burst of activities, or ones with other resources) starts no runner,
+and stops one that comes back idle while Ray has no CPU free; and a host keeps at most
+one runner per two CPUs of the cluster (none on a 1-CPU cluster). Runners serve the
+sequential steps whose latency they cut; bursts run as tasks. A runner Ray cannot
+place soon (no free CPU) is given up, and none is tried again for a while.
+``RAYLINE_WARM_RUNNERS=0`` turns runners off.
 
 A cancelled attempt gets ``KeyboardInterrupt`` in its thread, as a task does, and its
 runner is stopped, not reused: once ``STOP_GRACE`` seconds have passed, or at once if
@@ -83,6 +85,11 @@ class Runner:
             return True
 
 
+def _free_cpus() -> float:
+    free = ray.available_resources().get("CPU", 0.0)  # type: ignore[no-untyped-call]
+    return float(free)
+
+
 class WarmPool:
     """A host's runners: the idle ones, newest last, and how many exist or are starting."""
 
@@ -93,24 +100,36 @@ class WarmPool:
         self._count = 0
         self._not_before = 0.0
         self._cpus: float | None = None
+        self.tasks = 0
+        """Attempts of this host out as Ray tasks now (the backend counts them)."""
         self._sweep: asyncio.TimerHandle | None = None
         self._work: set[asyncio.Task[None]] = set()
 
     def take(self) -> Any | None:
-        """An idle runner, now the caller's; or None, and a new runner starts if allowed."""
+        """An idle runner, now the caller's; or None, and a new runner starts if allowed
+        (not while this host has attempts out as tasks, which may wait for a CPU)."""
         if self.size > 0 and self._cpus is None:
             cpus = ray.cluster_resources().get("CPU", 0.0)  # type: ignore[no-untyped-call]
             self._cpus = float(cpus)
             self.size = min(self.size, int(self._cpus // 2))
         if self._idle:
             return self._idle.pop()[0]  # the most recently used: the others age out
-        if self._count < self.size and time.monotonic() >= self._not_before:
+        if self._count < self.size and not self.tasks and \
+                time.monotonic() >= self._not_before:
             self._count += 1
             self._spawn(self._start())
         return None
 
     def give(self, runner: Any) -> None:
-        """``runner`` finished its attempt and is idle again."""
+        """``runner`` finished its attempt and is idle again; stopped instead when this
+        host has attempts out as tasks and Ray has no CPU free: they may be waiting for
+        the runner's."""
+        if self.tasks and _free_cpus() < 1:
+            self.drop(runner)
+            return
+        self._park(runner)
+
+    def _park(self, runner: Any) -> None:
         self._idle.append((runner, time.monotonic()))
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(self.idle, self._retire_idle)
@@ -151,7 +170,7 @@ class WarmPool:
             self._not_before = time.monotonic() + RETRY_AFTER
             self.drop(runner)
             return
-        self.give(runner)
+        self._park(runner)  # the next attempt takes it, burst or not
 
     def _retire_idle(self) -> None:
         self._sweep = None

@@ -119,6 +119,15 @@ class RayBackend(ActorDirectory):
         runner = None if options.ray else self._warm.take()  # asks Ray for nothing: 1 CPU
         if runner is not None:
             return await self._run_warm(runner, blob, info, args)
+        self._warm.tasks += 1  # a runner may not hold a CPU this task waits for
+        try:
+            return await self._run_task(options, blob, info, args)
+        finally:
+            self._warm.tasks -= 1
+
+    async def _run_task(self, options: ActivityOptions, blob: bytes, info: ActivityInfo,
+                        args: tuple[Any, ...]) -> Outcome:
+        """One attempt as a Ray task with the activity's Ray options."""
         ref, value_ref = self._task(options.ray).remote(blob, info, *args)
         try:
             kind, value = await ref

@@ -361,8 +361,10 @@ def plot(results: dict, path: Path) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(title)
         ax.tick_params(axis="x", labelrotation=35, labelsize=8)
+    runs = len(results.get("runs") or [engines])
     fig.suptitle(f"rayline benchmarks, {results['machine']['date']}, "
-                 f"{results['machine']['cores']} cores")
+                 f"{results['machine']['cores']} cores"
+                 f"{f', median of {runs} runs' if runs > 1 else ''}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -110,8 +110,9 @@ def table(figures: dict[str, dict[str, float]], cold: dict[str, float], quick: b
         "# Speed: fsync, eager dispatch, payload sizes, cold start", "",
         f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}, {os.cpu_count()} "
         f"cores{' (--quick)' if quick else ''}. Each column is a fresh local Ray with that "
-        "setting (`RAYLINE_FSYNC`, `RAYLINE_EAGER`); every activity runs in a Ray task. "
-        "Times move with the machine: compare within this table.", "",
+        "setting (`RAYLINE_FSYNC`, `RAYLINE_EAGER`); each activity runs on the host's warm "
+        "runner (or, with none idle, as a Ray task). Times move with the machine: compare "
+        "within this table.", "",
         "| figure | " + " | ".join(figures) + " |",
         "|---|" + "---|" * len(figures)]
     for row in rows:

@@ -113,3 +113,38 @@ def test_cancelling_an_activity_on_a_runner_interrupts_it_and_stops_the_runner(
     assert rayline.is_cancellation(info.value)
     wait_until(lambda: wf.count(marks, "plain-cancelled") == 1)  # KeyboardInterrupt, as a task
     wait_until(lambda: actor_state(runner).state == "DEAD")
+
+
+def test_a_host_with_attempts_out_as_tasks_starts_no_runner_and_frees_a_busy_cluster(
+        ray_cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from rayline.actors import _runners
+
+    async def scenario() -> None:
+        pool = _runners.WarmPool(size=1, idle=60)
+        pool.tasks = 1  # a burst: an attempt is out as a task
+        assert pool.take() is None and pool._count == 0  # no runner started for it
+        pool.tasks = 0
+        assert pool.take() is None  # starts one
+        for _ in range(300):
+            if pool._idle:
+                break
+            await asyncio.sleep(0.1)
+        runner = pool.take()
+        assert runner is not None
+        pool.tasks = 1
+        monkeypatch.setattr(_runners, "_free_cpus", lambda: 1.0)
+        pool.give(runner)  # a CPU is free for the task: the runner stays
+        assert pool.take() is runner
+        monkeypatch.setattr(_runners, "_free_cpus", lambda: 0.0)
+        pool.give(runner)  # no CPU free: the task may wait for the runner's
+        assert pool.take() is None and pool._count == 0
+        actor_id = runner._actor_id.hex()
+        for _ in range(300):
+            if actor_state(actor_id).state == "DEAD":
+                break
+            await asyncio.sleep(0.1)
+        assert actor_state(actor_id).state == "DEAD"
+
+    asyncio.run(scenario())
