@@ -9,10 +9,10 @@ such an attempt to an idle one; with none idle, the attempt runs as a task, as b
 Resources stay honest: a runner declares the 1 CPU its attempt would have had, and runs
 one attempt at a time (its second thread takes interrupts only), so Ray counts and
 limits what runs. It also holds that CPU while idle, and a task may be waiting for it:
-so a runner idle for ``RAYLINE_WARM_IDLE`` (2) seconds is stopped; a host with attempts
+so a runner idle for ``RAYLINE_WARM_IDLE`` (2) seconds is stopped. A host with attempts
 out as tasks (a burst of activities, or ones with other resources) starts no runner,
-and stops one that comes back idle while Ray has no CPU free; and a host keeps at most
-one runner per two CPUs of the cluster (none on a 1-CPU cluster). Runners serve the
+stops one that comes back while Ray has no CPU free, and one left idle 50 ms. A host
+keeps at most one runner per two CPUs of the cluster (none on a 1-CPU cluster). Runners serve the
 sequential steps whose latency they cut; bursts run as tasks. A runner Ray cannot
 place soon (no free CPU) is given up, and none is tried again for a while.
 ``RAYLINE_WARM_RUNNERS=0`` turns runners off.
@@ -48,6 +48,8 @@ IDLE = float(os.environ.get("RAYLINE_WARM_IDLE", "2"))
 """Seconds a runner may sit idle (holding its CPU) before it is stopped."""
 READY_WITHIN = 10.0
 """Seconds a new runner has to start before it is given up (Ray has no CPU for it)."""
+BUSY_IDLE = 0.05
+"""Seconds a runner may sit idle while its host has attempts out as tasks."""
 RETRY_AFTER = 30.0
 """Seconds after a runner could not start before another is tried."""
 
@@ -131,6 +133,8 @@ class WarmPool:
 
     def _park(self, runner: Any) -> None:
         self._idle.append((runner, time.monotonic()))
+        if self.tasks:  # tasks may be waiting for its CPU: idle, it goes soon
+            asyncio.get_running_loop().call_later(BUSY_IDLE, self._drop_if_idle, runner)
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(self.idle, self._retire_idle)
 
@@ -171,6 +175,14 @@ class WarmPool:
             self.drop(runner)
             return
         self._park(runner)  # the next attempt takes it, burst or not
+
+    def _drop_if_idle(self, runner: Any) -> None:
+        for i, (idle, _) in enumerate(self._idle):
+            if idle is runner:
+                if self.tasks:
+                    del self._idle[i]
+                    self.drop(runner)
+                return
 
     def _retire_idle(self) -> None:
         self._sweep = None

@@ -135,8 +135,21 @@ def test_a_host_with_attempts_out_as_tasks_starts_no_runner_and_frees_a_busy_clu
         assert runner is not None
         pool.tasks = 1
         monkeypatch.setattr(_runners, "_free_cpus", lambda: 1.0)
-        pool.give(runner)  # a CPU is free for the task: the runner stays
+        pool.give(runner)  # a CPU is free for the task: the runner stays for the next
         assert pool.take() is runner
+        pool.give(runner)
+        await asyncio.sleep(0.5)  # ... but not idle for long while tasks are out
+        assert pool.take() is None and pool._count == 0
+        assert pool.take() is None and pool._count == 0  # and none starts meanwhile
+        pool.tasks = 0
+        assert pool.take() is None and pool._count == 1
+        for _ in range(300):
+            if pool._idle:
+                break
+            await asyncio.sleep(0.1)
+        runner = pool.take()
+        assert runner is not None
+        pool.tasks = 1
         monkeypatch.setattr(_runners, "_free_cpus", lambda: 0.0)
         pool.give(runner)  # no CPU free: the task may wait for the runner's
         assert pool.take() is None and pool._count == 0
