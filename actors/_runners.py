@@ -116,11 +116,16 @@ class WarmPool:
             self.size = min(self.size, int(self._cpus // 2))
         if self._idle:
             return self._idle.pop()[0]  # the most recently used: the others age out
+        self.warm_up()
+        return None
+
+    def warm_up(self) -> None:
+        """Starts a runner if this host may have another: none while it has attempts out
+        as tasks (the backend calls this again when the last of them ends)."""
         if self._count < self.size and not self.tasks and \
                 time.monotonic() >= self._not_before:
             self._count += 1
             self._spawn(self._start())
-        return None
 
     def give(self, runner: Any) -> None:
         """``runner`` finished its attempt and is idle again; stopped instead when this

@@ -124,6 +124,8 @@ class RayBackend(ActorDirectory):
             return await self._run_task(options, blob, info, args)
         finally:
             self._warm.tasks -= 1
+            if not self._warm.tasks and not options.ray:  # a burst ended: warm up again
+                self._warm.warm_up()
 
     async def _run_task(self, options: ActivityOptions, blob: bytes, info: ActivityInfo,
                         args: tuple[Any, ...]) -> Outcome:

@@ -35,7 +35,7 @@ from peers._common import (  # noqa: E402
     ms_per,
     per_second,
     sample,
-    timed,
+    warm_timed,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -102,7 +102,7 @@ class RaylineBench:
 
         def run() -> None:
             check(self.client.workflow.execute(workflow, args=[n]), n)
-        return {"ms_per_step": ms_per(n, timed(run))}
+        return {"ms_per_step": ms_per(n, warm_timed(run))}
 
     def w4(self) -> dict:
         """Signal a workflow blocked on ``condition("go")``, then wait for its result."""

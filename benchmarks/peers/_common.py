@@ -6,7 +6,8 @@ same workloads (each activity is ``add1(x) = x + 1``):
 - W1 latency: a 1-activity workflow, start -> result, sequential runs after a warm-up.
 - W2 throughput: many 1-activity workflows started concurrently; workflows/s from the
   first start to the last result.
-- W3 step overhead: one workflow of sequential activities; ms per step.
+- W3 step overhead: one workflow of sequential activities, timed after an untimed one;
+  ms per step.
 - W4 signal: a workflow blocked on a signal; time from signal() to result().
 """
 from __future__ import annotations
@@ -80,6 +81,18 @@ def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def warm_timed(fn: Callable[[], Any]) -> float:
+    """Seconds taken by a call of ``fn`` after one untimed call (W3: the steady state)."""
+    fn()
+    return timed(fn)
+
+
+async def warm_timed_async(fn: Callable[[], Awaitable[Any]]) -> float:
+    """``warm_timed`` for a coroutine function."""
+    await fn()
+    return await timed_async(fn)
 
 
 async def timed_async(fn: Callable[[], Awaitable[Any]]) -> float:

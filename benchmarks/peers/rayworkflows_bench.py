@@ -33,7 +33,7 @@ from _common import (  # noqa: E402
     new_id,
     per_second,
     sample,
-    timed,
+    warm_timed,
 )
 from ray import workflow  # noqa: E402
 
@@ -97,7 +97,7 @@ def w3(sizes: Sizes) -> dict:
         for _ in range(sizes.w3_steps - 1):
             dag = add1.bind(dag)
         check(workflow.run(dag, workflow_id=new_id()), sizes.w3_steps)
-    return {"ms_per_step": ms_per(sizes.w3_steps, timed(run))}
+    return {"ms_per_step": ms_per(sizes.w3_steps, warm_timed(run))}
 
 
 def w4(sizes: Sizes) -> dict:

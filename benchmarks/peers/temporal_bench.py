@@ -33,7 +33,7 @@ from _common import (
     per_second,
     sample_async,
     stop_process,
-    timed_async,
+    warm_timed_async,
 )
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -144,7 +144,7 @@ async def w3(client: Client, sizes: Sizes, local: bool) -> dict:
         check(await client.execute_workflow(Steps.run, args=[sizes.w3_steps, local],
                                             id=new_id(), task_queue=TASK_QUEUE),
               sizes.w3_steps)
-    return {"ms_per_step": ms_per(sizes.w3_steps, await timed_async(run))}
+    return {"ms_per_step": ms_per(sizes.w3_steps, await warm_timed_async(run))}
 
 
 async def w4(client: Client, sizes: Sizes) -> dict:
