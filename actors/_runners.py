@@ -5,6 +5,9 @@ each attempt first leases a worker from the raylet, which the lease gives back w
 task ends: on the 2-core machine a task round trip from a host is about 2.2 ms, an actor
 call 1.2 ms. So a host keeps up to ``RAYLINE_WARM_RUNNERS`` (1) runner actors and sends
 such an attempt to an idle one; with none idle, the attempt runs as a task, as before.
+A runner starts when the host's last attempt out as a task ends: after the first step of
+a sequential workflow, or after a burst (never during one, where its start would take
+CPU from the burst).
 
 Resources stay honest: a runner declares the 1 CPU its attempt would have had, and runs
 one attempt at a time (its second thread takes interrupts only), so Ray counts and
@@ -108,20 +111,19 @@ class WarmPool:
         self._work: set[asyncio.Task[None]] = set()
 
     def take(self) -> Any | None:
-        """An idle runner, now the caller's; or None, and a new runner starts if allowed
-        (not while this host has attempts out as tasks, which may wait for a CPU)."""
+        """An idle runner, now the caller's; or None."""
+        if self._idle:
+            return self._idle.pop()[0]  # the most recently used: the others age out
+        return None
+
+    def warm_up(self) -> None:
+        """Starts a runner if this host may have another. The backend calls it when its
+        last attempt out as a task has ended: a sequential workflow's first step, or the
+        end of a burst, so a runner's start never competes with a burst for the CPUs."""
         if self.size > 0 and self._cpus is None:
             cpus = ray.cluster_resources().get("CPU", 0.0)  # type: ignore[no-untyped-call]
             self._cpus = float(cpus)
             self.size = min(self.size, int(self._cpus // 2))
-        if self._idle:
-            return self._idle.pop()[0]  # the most recently used: the others age out
-        self.warm_up()
-        return None
-
-    def warm_up(self) -> None:
-        """Starts a runner if this host may have another: none while it has attempts out
-        as tasks (the backend calls this again when the last of them ends)."""
         if self._count < self.size and not self.tasks and \
                 time.monotonic() >= self._not_before:
             self._count += 1
