@@ -121,13 +121,10 @@ def test_a_host_with_attempts_out_as_tasks_starts_no_runner_and_frees_a_busy_clu
 
     from rayline.actors import _runners
 
-    async def scenario() -> None:
-        pool = _runners.WarmPool(size=1, idle=60)
-        pool.tasks = 1  # a burst: an attempt is out as a task
-        pool.warm_up()
-        assert pool.take() is None and pool._count == 0  # no runner started for it
+    async def started(pool: Any) -> Any:
+        """A runner the burst's end started, once it is up and idle."""
         pool.tasks = 0
-        pool.warm_up()  # the burst ended: one starts
+        pool.warm_up()
         assert pool._count == 1
         for _ in range(300):
             if pool._idle:
@@ -135,6 +132,14 @@ def test_a_host_with_attempts_out_as_tasks_starts_no_runner_and_frees_a_busy_clu
             await asyncio.sleep(0.1)
         runner = pool.take()
         assert runner is not None
+        return runner
+
+    async def scenario() -> None:
+        pool = _runners.WarmPool(size=1, idle=60)
+        pool.tasks = 1  # a burst: an attempt is out as a task
+        pool.warm_up()
+        assert pool.take() is None and pool._count == 0  # no runner started for it
+        runner = await started(pool)
         pool.tasks = 1
         monkeypatch.setattr(_runners, "_free_cpus", lambda: 1.0)
         pool.give(runner)  # a CPU is free for the task: the runner stays for the next
@@ -144,15 +149,7 @@ def test_a_host_with_attempts_out_as_tasks_starts_no_runner_and_frees_a_busy_clu
         assert pool.take() is None and pool._count == 0
         pool.warm_up()
         assert pool._count == 0  # and none starts meanwhile
-        pool.tasks = 0
-        pool.warm_up()
-        assert pool._count == 1
-        for _ in range(300):
-            if pool._idle:
-                break
-            await asyncio.sleep(0.1)
-        runner = pool.take()
-        assert runner is not None
+        runner = await started(pool)
         pool.tasks = 1
         monkeypatch.setattr(_runners, "_free_cpus", lambda: 0.0)
         pool.give(runner)  # no CPU free: the task may wait for the runner's
