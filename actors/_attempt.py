@@ -60,7 +60,7 @@ class _Beats:
 @dataclasses.dataclass(frozen=True)
 class Context:
     """What every attempt of one activity on one host shares: sent as one pickled blob
-    (``RayBackend.context``) that a worker unpickles once, instead of five task
+    (``RayBackend._context``) that a worker unpickles once, instead of five task
     arguments that Ray would serialize one by one on every call."""
 
     fn: Any

@@ -15,9 +15,9 @@ limits what runs. It also holds that CPU while idle, and a task may be waiting f
 so a runner idle for ``RAYLINE_WARM_IDLE`` (2) seconds is stopped. A host with attempts
 out as tasks (a burst of activities, or ones with other resources) starts no runner,
 stops one that comes back while Ray has no CPU free, and one left idle 50 ms. A host
-keeps at most one runner per two CPUs of the cluster (none on a 1-CPU cluster). Runners serve the
-sequential steps whose latency they cut; bursts run as tasks. A runner Ray cannot
-place soon (no free CPU) is given up, and none is tried again for a while.
+keeps at most one runner per two CPUs of the cluster (none on a 1-CPU cluster). Runners
+serve the sequential steps whose latency they cut; bursts run as tasks. A runner Ray
+cannot place soon (no free CPU) is given up, and none is tried again for a while.
 ``RAYLINE_WARM_RUNNERS=0`` turns runners off.
 
 A cancelled attempt gets ``KeyboardInterrupt`` in its thread, as a task does, and its
@@ -88,6 +88,21 @@ class Runner:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
                                                        ctypes.py_object(KeyboardInterrupt))
             return True
+
+
+async def stopped_within(ref: Any, info: ActivityInfo, grace: float, what: str) -> bool:
+    """Whether the cancelled attempt ``ref`` ended within ``grace`` seconds; if not, says
+    so, naming ``what`` is stopped instead."""
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ref.future())), grace)
+    except asyncio.TimeoutError:
+        log.warning("activity %s (call %d, attempt %d) of workflow %s did not stop %gs "
+                    "after it was cancelled: stopping %s", info.activity, info.seq,
+                    info.attempt, info.workflow_id, grace, what)
+        return False
+    except Exception:
+        pass  # it stopped (interrupted, or failed on its way out)
+    return True
 
 
 def _free_cpus() -> float:
@@ -161,13 +176,9 @@ class WarmPool:
     async def _stop(self, runner: Any, ref: Any, info: ActivityInfo, grace: float) -> None:
         try:
             runner.interrupt.remote(info._attempt)
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ref.future())), grace)
-        except asyncio.TimeoutError:
-            log.warning("activity %s (call %d, attempt %d) of workflow %s did not stop %gs "
-                        "after it was cancelled: stopping its runner", info.activity,
-                        info.seq, info.attempt, info.workflow_id, grace)
-        except Exception:
-            pass  # it stopped (interrupted, or failed on its way out)
+        except Exception:  # the runner is gone: nothing left to interrupt
+            pass
+        await stopped_within(ref, info, grace, "its runner")
         self.drop(runner)
 
     async def _start(self) -> None:

@@ -34,7 +34,7 @@ from rayline.storage.codec import Codec
 from ._attempt import Context, attempt
 from ._directory import ActorDirectory
 from ._names import REGISTRY
-from ._runners import WarmPool
+from ._runners import WarmPool, stopped_within
 
 log = logging.getLogger("rayline.actors")
 REPORT_INTERVAL = 0.05
@@ -49,6 +49,21 @@ def _activity_task(blob: bytes, info: ActivityInfo, *args: Any) -> tuple[Outcome
     """One attempt, as a Ray task (its args one by one, so Ray resolves ``ObjectRef``\ s).
     ``blob`` is the activity's pickled ``Context``."""
     return attempt(blob, info, args)
+
+
+def _owned(outcome: Outcome, value_ref: Any) -> Outcome:
+    """An attempt's outcome; a large result keeps the ``ObjectRef`` of its value, which
+    this host owns (the call's second return)."""
+    kind, value = outcome
+    if isinstance(value, Stored):
+        value = dataclasses.replace(value, object_ref=value_ref)
+    return kind, value
+
+
+def _ray_failure(exc: RayError) -> Outcome:
+    """A retryable failed attempt: Ray could not run it, or its process died."""
+    return ("err", {"type": f"ray.exceptions.{type(exc).__name__}", "message": str(exc),
+                    "stack": "", "fatal": False})
 
 
 class RaySpace:
@@ -132,51 +147,36 @@ class RayBackend(ActorDirectory):
         """One attempt as a Ray task with the activity's Ray options."""
         ref, value_ref = self._task(options.ray).remote(blob, info, *args)
         try:
-            kind, value = await ref
-            if isinstance(value, Stored):  # this host owns the task's returns: it keeps it
-                value = dataclasses.replace(value, object_ref=value_ref)
-            return kind, value
+            return _owned(await ref, value_ref)
         except asyncio.CancelledError:
             stopping = asyncio.get_running_loop().create_task(self._stop(ref, info))
             self._stopping.add(stopping)
             stopping.add_done_callback(self._stopping.discard)
             raise
         except RayError as exc:  # the worker died, or Ray could not run the task
-            return ("err", {"type": f"ray.exceptions.{type(exc).__name__}", "message": str(exc),
-                            "stack": "", "fatal": False})
+            return _ray_failure(exc)
 
     async def _run_warm(self, runner: Any, blob: bytes, info: ActivityInfo,
                         args: tuple[Any, ...]) -> Outcome:
         """One attempt on a warm runner (``_runners``), which goes back to the pool after."""
         ref, value_ref = runner.run.remote(blob, info, *args)
         try:
-            kind, value = await ref
+            outcome = await ref
         except asyncio.CancelledError:
             self._warm.stop_after(runner, ref, info, STOP_GRACE)
             raise
         except RayError as exc:  # the runner died: like a task's crashed worker
             self._warm.drop(runner)
-            return ("err", {"type": f"ray.exceptions.{type(exc).__name__}", "message": str(exc),
-                            "stack": "", "fatal": False})
+            return _ray_failure(exc)
         self._warm.give(runner)
-        if isinstance(value, Stored):  # this host owns the call's returns: it keeps it
-            value = dataclasses.replace(value, object_ref=value_ref)
-        return kind, value
+        return _owned(outcome, value_ref)
 
     @staticmethod
     async def _stop(ref: Any, info: ActivityInfo) -> None:
         """Interrupts a cancelled activity's task, then stops its process if it goes on."""
         ray.cancel(ref)
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ref.future())),
-                                   STOP_GRACE)
-        except asyncio.TimeoutError:
-            log.warning("activity %s (call %d, attempt %d) of workflow %s did not stop %gs "
-                        "after it was cancelled: stopping its process", info.activity,
-                        info.seq, info.attempt, info.workflow_id, STOP_GRACE)
+        if not await stopped_within(ref, info, STOP_GRACE, "its process"):
             ray.cancel(ref, force=True)
-        except Exception:
-            pass  # it stopped (cancelled, or failed on its way out)
 
     def report(self, summary: RunSummary) -> None:
         self._reports[summary.workflow_id] = summary

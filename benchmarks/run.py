@@ -221,13 +221,6 @@ def fmt(value: float | None) -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
-def ratio(numerator: float | None, denominator: float | None) -> str:
-    """``a / b`` as ``"1.23x"``; a dash if either is missing or b is zero."""
-    if numerator is None or not denominator:
-        return "–"
-    return f"{numerator / denominator:.2f}x"
-
-
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     """Markdown table lines."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
